@@ -1,0 +1,49 @@
+"""Bias add + activation + gain, the op StyleGAN2 applies after every conv and dense layer.
+
+``y = act(x + b) * gain`` with the bias on the channel axis (last axis for NHWC and for
+dense [N, C] tensors). Defaults follow the reference: leaky ReLU, alpha 0.2, gain sqrt(2).
+At ``x + b == 0`` the negative slope is used, like the reference kernel and tf.nn.leaky_relu.
+"""
+
+import math
+
+import tensorflow as tf
+
+from tf_distill.ops._impl import resolve_impl
+
+ACTIVATIONS = {"linear": 1.0, "relu": math.sqrt(2.0), "lrelu": math.sqrt(2.0)}
+
+
+def _resolve(act, alpha, gain):
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act={act!r} is not supported; use one of {sorted(ACTIVATIONS)}.")
+    gain = ACTIVATIONS[act] if gain is None else float(gain)
+    alpha = 0.2 if alpha is None else float(alpha)
+    return gain, alpha
+
+
+def fused_bias_act_ref(x, bias=None, act="lrelu", alpha=None, gain=None):
+    """Plain-TF reference; autodiff gives gradients of every order (the oracle)."""
+    gain, alpha = _resolve(act, alpha, gain)
+    x = tf.convert_to_tensor(x)
+    if bias is not None:
+        bias = tf.convert_to_tensor(bias, dtype=x.dtype)
+        if bias.shape.rank != 1 or (x.shape[-1] is not None and bias.shape[0] != x.shape[-1]):
+            raise ValueError(f"bias must have shape [C] = [{x.shape[-1]}] (channels last), got {bias.shape}.")
+        x = x + bias
+    if act == "lrelu":
+        x = tf.nn.leaky_relu(x, alpha=alpha)
+    elif act == "relu":
+        x = tf.nn.relu(x)
+    if gain != 1.0:
+        x = x * tf.cast(gain, x.dtype)
+    return x
+
+
+def fused_bias_act(x, bias=None, act="lrelu", alpha=None, gain=None, impl=None):
+    """``act(x + bias) * gain``, channels last; ``impl`` is ``"auto"``, ``"ref"`` or ``"custom"``."""
+    if resolve_impl(impl) == "custom":
+        from tf_distill.ops import _custom  # pylint: disable=import-outside-toplevel
+
+        return _custom.fused_bias_act(x, bias, act=act, alpha=alpha, gain=gain)
+    return fused_bias_act_ref(x, bias, act=act, alpha=alpha, gain=gain)
