@@ -1,0 +1,106 @@
+"""Equalized-learning-rate dense and conv layers and the fused bias + leaky ReLU.
+
+Parameters are stored raw, exactly as the reference stores them (weights ~ N(0, 1/lr_mul^2),
+biases unscaled) and scaled at run time, so optimizers see the same gradients and the
+rosinality state_dict maps onto them one to one (transposed to TF layouts).
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from tf_distill.ops import fused_bias_act, setup_kernel, upfirdn2d
+
+PACKAGE = "tf_distill"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class EqualDense(keras.layers.Layer):
+    """Dense layer with equalized lr: ``y = x @ (w * lr_mul / sqrt(in)) + b * lr_mul`` (opt. fused lrelu)."""
+
+    def __init__(self, units, lr_mul=1.0, bias_init=0.0, activation=None, use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        if activation not in (None, "lrelu"):
+            raise ValueError(f"EqualDense activation must be None or 'lrelu', got {activation!r}.")
+        self.units = int(units)
+        self.lr_mul = float(lr_mul)
+        self.bias_init = float(bias_init)
+        self.activation = activation
+        self.use_bias = bool(use_bias)
+
+    def build(self, input_shape):
+        in_features = int(input_shape[-1])
+        self.scale = self.lr_mul / math.sqrt(in_features)
+        self.weight = self.add_weight(
+            name="weight", shape=(in_features, self.units),
+            initializer=keras.initializers.RandomNormal(stddev=1.0 / self.lr_mul))
+        self.bias = (self.add_weight(name="bias", shape=(self.units,),
+                                     initializer=keras.initializers.Constant(self.bias_init))
+                     if self.use_bias else None)
+
+    def call(self, x):
+        y = tf.matmul(x, self.weight * self.scale)
+        bias = self.bias * self.lr_mul if self.bias is not None else None
+        if self.activation == "lrelu":
+            return fused_bias_act(y, bias)
+        return y if bias is None else y + bias
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "lr_mul": self.lr_mul, "bias_init": self.bias_init,
+                "activation": self.activation, "use_bias": self.use_bias}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusedLeakyReLU(keras.layers.Layer):
+    """Per-channel bias + leaky ReLU (0.2) * sqrt(2); the reference's ``activate`` module."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(name="bias", shape=(int(input_shape[-1]),), initializer="zeros")
+
+    def call(self, x):
+        return fused_bias_act(x, self.bias)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class EqualConv2D(keras.layers.Layer):
+    """Conv with equalized lr (``w / sqrt(in * k^2)``), optional stride-2 downsampling after a blur.
+
+    ``downsample=True`` blurs with the FIR kernel (pad ``((p+1)//2, p//2)``, ``p = 2 + k - 1``) and
+    convolves with stride 2 and no padding, as the reference's ``ConvLayer(downsample=True)``.
+    """
+
+    def __init__(self, filters, kernel_size, downsample=False, use_bias=True, blur_kernel=(1, 3, 3, 1), **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.downsample = bool(downsample)
+        self.use_bias = bool(use_bias)
+        self.blur_kernel = tuple(int(v) for v in blur_kernel)
+
+    def build(self, input_shape):
+        in_channels = int(input_shape[-1])
+        k = self.kernel_size
+        self.scale = 1.0 / math.sqrt(in_channels * k * k)
+        self.weight = self.add_weight(name="weight", shape=(k, k, in_channels, self.filters),
+                                      initializer=keras.initializers.RandomNormal(stddev=1.0))
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
+        if self.downsample:
+            p = (len(self.blur_kernel) - 2) + (k - 1)
+            self._blur_pad = ((p + 1) // 2, p // 2)
+            self._blur = setup_kernel(self.blur_kernel)
+
+    def call(self, x):
+        w = self.weight * self.scale
+        if self.downsample:
+            x = upfirdn2d(x, self._blur, pad=self._blur_pad)
+            y = tf.nn.conv2d(x, w, strides=2, padding="VALID")
+        else:
+            p = self.kernel_size // 2
+            y = tf.nn.conv2d(x, w, strides=1, padding=[[0, 0], [p, p], [p, p], [0, 0]])
+        return y + self.bias if self.bias is not None else y
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "downsample": self.downsample, "use_bias": self.use_bias, "blur_kernel": list(self.blur_kernel)}
+

@@ -1,0 +1,1 @@
+"""Losses and regularizers of StyleGAN2 training and StyleKD distillation."""

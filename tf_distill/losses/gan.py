@@ -1,0 +1,30 @@
+"""StyleGAN2 regularizer quantities: the R1 penalty and the path lengths (spec A.4 step 9, C.4)."""
+
+import tensorflow as tf
+
+
+def r1_penalty(discriminator, real_images):
+    """``mean_b sum (dD(x)/dx)^2`` over real images, differentiable (for lazy R1)."""
+    real_images = tf.convert_to_tensor(real_images)
+    with tf.GradientTape() as tape:
+        tape.watch(real_images)
+        logits = discriminator(real_images, training=True)
+    grad = tape.gradient(tf.reduce_sum(logits), real_images)
+    return tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
+
+
+def path_lengths(generator, wplus, image_noise=None, noise=None, randomize_noise=True):
+    """Per-sample ``sqrt(mean_layers(sum_dim(g^2)))`` with ``g = d sum(image * n) / d W+``.
+
+    ``image_noise`` defaults to ``N(0, 1) / sqrt(H * W)`` as in the reference. Returns [B].
+    """
+    wplus = tf.convert_to_tensor(wplus)
+    with tf.GradientTape() as tape:
+        tape.watch(wplus)
+        image, _, _ = generator.synthesis(wplus, noise=noise, randomize_noise=randomize_noise)
+        if image_noise is None:
+            size = tf.cast(tf.shape(image)[1] * tf.shape(image)[2], image.dtype)
+            image_noise = tf.random.normal(tf.shape(image), dtype=image.dtype) / tf.sqrt(size)
+        total = tf.reduce_sum(image * image_noise)
+    grad = tape.gradient(total, wplus)
+    return tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=2), axis=1))
