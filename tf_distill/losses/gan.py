@@ -8,8 +8,8 @@ def r1_penalty(discriminator, real_images):
     real_images = tf.convert_to_tensor(real_images)
     with tf.GradientTape() as tape:
         tape.watch(real_images)
-        logits = discriminator(real_images, training=True)
-    grad = tape.gradient(tf.reduce_sum(logits), real_images)
+        total = tf.reduce_sum(discriminator(real_images, training=True))
+    grad = tape.gradient(total, real_images)
     return tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
 
 
