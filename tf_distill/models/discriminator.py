@@ -141,7 +141,7 @@ class Discriminator(keras.Model):
         self.build()
 
     def get_build_config(self):
-        return {}
+        return {"built_from": "config"}  # non-empty so that Keras calls build_from_config on load
 
     def call(self, images, training=None):
         x = self.from_rgb(images)

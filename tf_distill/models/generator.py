@@ -174,7 +174,7 @@ class Generator(keras.Model):
         self.build()
 
     def get_build_config(self):
-        return {}
+        return {"built_from": "config"}  # non-empty so that Keras calls build_from_config on load
 
     def mean_latent(self, n_samples=4096, seed=0):
         """Mean of w over ``n_samples`` random z (the reference's ``mean_latent``), shape [1, style_dim]."""
