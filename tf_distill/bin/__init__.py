@@ -1,0 +1,1 @@
+"""absl command-line binaries (installed as ``tf-distill-*`` console scripts)."""

@@ -1,0 +1,77 @@
+"""tf-distill-convert: rosinality/CAGAN ``.pt`` <-> our checkpoint directory, plus a sample grid.
+
+    tf-distill-convert --input=teacher.pt --output=out/teacher        # .pt -> out/teacher/{g_ema,g,d}.keras
+    tf-distill-convert --input=out/student --output=student.pt        # ours -> .pt (torch.load-able)
+
+The sample grid (``--grid``, default ``<output>/samples.png`` or next to the .pt) shows
+``--n_samples`` images of g_ema for z drawn with ``--seed``, with the stored noise maps.
+"""
+
+from pathlib import Path
+
+from absl import app, flags, logging
+
+_INPUT = flags.DEFINE_string("input", None, "A rosinality .pt checkpoint, or our converted directory.")
+_OUTPUT = flags.DEFINE_string("output", None, "Our checkpoint directory (from a .pt), or a .pt path (from a dir).")
+_LR_MLP = flags.DEFINE_float("lr_mlp", 0.01, "Mapping lr multiplier of the source generator (not stored in .pt "
+                             "files; 0.01 for every rosinality/CAGAN/StyleKD model).")
+_GRID = flags.DEFINE_string("grid", None, "Where to write the sample grid PNG ('' for none).")
+_N_SAMPLES = flags.DEFINE_integer("n_samples", 16, "Images in the sample grid.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the grid's z.")
+
+
+def write_sample_grid(generator, path, n_samples=16, seed=0, batch_size=8):
+    """Images of ``generator`` for seeded z with the stored noise maps, as a PNG grid."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    from tf_distill.images import save_grid  # pylint: disable=import-outside-toplevel
+
+    z = np.random.default_rng(seed).standard_normal((n_samples, generator.style_dim)).astype(np.float32)
+    images = np.concatenate([generator(z[i:i + batch_size], randomize_noise=False).numpy()
+                             for i in range(0, n_samples, batch_size)])
+    return save_grid(images, path)
+
+
+def convert(input_path, output_path, lr_mlp=0.01, grid=None, n_samples=16, seed=0):
+    from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    if input_path.is_dir():
+        if output_path.suffix != ".pt":
+            raise app.UsageError(f"Converting directory {input_path} writes a .pt; give --output=<file>.pt.")
+        models = model_io.load_models(input_path)
+        model_io.write_rosinality(output_path, **models)
+        default_grid = output_path.with_suffix(".png")
+    else:
+        models = model_io.read_rosinality(input_path, lr_mlp=lr_mlp)
+        model_io.save_models(output_path, **models)
+        default_grid = output_path / "samples.png"
+    logging.info("Wrote %s (%s).", output_path, ", ".join(sorted(models)))
+    print(f"wrote {output_path} ({', '.join(sorted(models))})")
+    if grid != "":
+        generator = models.get("g_ema", models.get("g"))
+        if generator is not None:
+            path = write_sample_grid(generator, grid or default_grid, n_samples=n_samples, seed=seed)
+            print(f"wrote {path}")
+    return models
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not _INPUT.value or not _OUTPUT.value:
+        raise app.UsageError("Both --input and --output are required.")
+    from tf_distill.convert.rosinality import StateDictError  # pylint: disable=import-outside-toplevel
+    from tf_distill.convert.torch_pickle import CheckpointError  # pylint: disable=import-outside-toplevel
+
+    try:
+        convert(_INPUT.value, _OUTPUT.value, _LR_MLP.value, _GRID.value, _N_SAMPLES.value, _SEED.value)
+    except (CheckpointError, StateDictError, FileNotFoundError) as err:
+        raise SystemExit(f"tf-distill-convert: error: {err}") from None
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
