@@ -1,0 +1,1 @@
+"""Import and export of reference (PyTorch) StyleGAN2 checkpoints, without torch."""
