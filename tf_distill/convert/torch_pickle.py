@@ -624,7 +624,7 @@ class _PickleWriter:
         if storage_cls is None:
             raise TypeError(f"cannot save {arr.dtype} array at {where}: supported dtypes are "
                             f"{', '.join(sorted(_WRITE_STORAGE))}")
-        data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        data = np.asarray(arr, dtype=arr.dtype.newbyteorder("<"), order="C")  # keeps 0-d
         key = str(len(self.storages))
         self.storages.append(data)
         stride, step = [], 1
