@@ -498,3 +498,18 @@ def test_torch_save_then_load(tmp_path, legacy):
     assert_same(got, from_torch({k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in tree.items()}))
     assert got["bf16"].dtype == np.float32
     assert np.shares_memory(got["view_a"], got["view_b"])  # one storage, like torch
+
+
+def test_crafted_lengths_do_not_allocate(tmp_path):
+    """A legacy pickle claiming a 4 GiB string fails as truncated, without allocating it."""
+    import tracemalloc
+
+    path = tmp_path / "huge.pt"
+    path.write_bytes(b"\x80\x02\x8d" + struct.pack("<Q", 2**32) + b"x")  # BINUNICODE8
+    tracemalloc.start()
+    try:
+        expect_error(path, "truncated or corrupt magic number")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**26, peak

@@ -433,10 +433,28 @@ def _load_zip(fh) -> Any:
         return _Materializer(read_storage)(obj)
 
 
+class _CappedReader:
+    """A file view whose reads never ask for more than the file holds, so a crafted length
+    field cannot make the scan allocate a huge buffer."""
+
+    def __init__(self, fh, size: int):
+        self._fh, self._size = fh, size
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(self._size - self._fh.tell(), 0)
+        return self._fh.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self._fh.readline()
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+
 def _read_pickle(fh, file_size: int, what: str) -> bytes:
     """The bytes of the next pickle in a legacy stream, scanned before anyone unpickles them."""
     start = fh.tell()
-    _scan_pickle(fh, file_size - start, what)
+    _scan_pickle(_CappedReader(fh, file_size), file_size - start, what)
     end = fh.tell()
     fh.seek(start)
     return fh.read(end - start)
