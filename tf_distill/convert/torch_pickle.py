@@ -1,0 +1,730 @@
+"""Read and write ``torch.save`` checkpoints safely, without importing torch.
+
+Why: reference StyleGAN2 checkpoints (rosinality format) are pickles, and unpickling an
+untrusted file can run arbitrary code. This reader admits only what a state_dict needs
+(tensor rebuild functions, storage types, ``OrderedDict``), each mapped to our own inert
+stand-in, so nothing named in the file is ever imported or executed; tensors come back as
+numpy arrays. The writer emits the zip format that ``torch.load(weights_only=True)`` reads,
+so weights trained here can go back to the PyTorch code.
+
+Both formats are read: the zip format (torch >= 1.6) and the legacy stream format (magic
+number, protocol version, sys_info, data pickle, storage key list, raw storages). The
+pre-0.4 tar format is not.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import pickle
+import pickletools
+import re
+import secrets
+import struct
+import zipfile
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["CheckpointError", "load_torch_checkpoint", "save_torch_checkpoint"]
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable, safe torch checkpoint. The message is always one line."""
+
+    def __init__(self, message: str):
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
+
+
+_ONLY = "only tensors and state_dicts (tensors, OrderedDict/dict, numbers, strings, lists) are accepted"
+
+# torch dtype name -> element size. bfloat16 has no numpy dtype and is widened to float32.
+_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4,
+             "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
+_STORAGE_CLASSES = {"FloatStorage": "float32", "HalfStorage": "float16", "BFloat16Storage": "bfloat16",
+                    "DoubleStorage": "float64", "LongStorage": "int64", "IntStorage": "int32",
+                    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8",
+                    "BoolStorage": "bool"}
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+_MAX_DEPTH = 100
+_MAX_NDIM = 32
+
+
+# --------------------------------------------------------------------------------------------
+# Inert stand-ins for the admitted globals and for what they build.
+#
+# Every object the pickle machine can reach is one of these, a _StateDict, or plain data.
+# Each refuses BUILD through __setstate__, so a crafted BUILD cannot set attributes on our
+# functions or classes (which would persist across loads).
+
+
+class _Sealed:
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        raise CheckpointError(f"refused to set the state of {self!r} (pickle BUILD): {_ONLY}")
+
+
+class _Global(_Sealed):
+    """An admitted global: calling it runs our own validating function, never torch's."""
+
+    __slots__ = ("name", "fn")
+
+    def __init__(self, name: str, fn: Callable[..., Any]):
+        self.name, self.fn = name, fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def __repr__(self):
+        return self.name
+
+
+class _DType(_Sealed):
+    """A torch dtype or typed storage class (``torch.float32``, ``torch.FloatStorage``)."""
+
+    __slots__ = ("name", "label")
+
+    def __init__(self, name: str, label: str):
+        self.name, self.label = name, label
+
+    def __repr__(self):
+        return self.label
+
+
+class _Storage(_Sealed):
+    """``numel`` elements of root storage ``key`` starting at element ``offset``."""
+
+    __slots__ = ("key", "dtype", "root_numel", "offset", "numel")
+
+    def __init__(self, key, dtype, root_numel, offset, numel):
+        self.key, self.dtype, self.root_numel, self.offset, self.numel = key, dtype, root_numel, offset, numel
+
+    def __repr__(self):
+        return f"storage {self.key!r}"
+
+
+class _Tensor(_Sealed):
+    __slots__ = ("storage", "offset", "size", "stride")
+
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+    def __repr__(self):
+        return f"tensor on {self.storage!r}"
+
+
+class _StateDict(dict):
+    """What ``collections.OrderedDict()`` builds; becomes a plain dict (order kept)."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        # torch state_dicts carry their module versions as instance state (``_metadata``).
+        if state is None or (type(state) is dict and all(type(k) is str for k in state)):
+            return
+        raise CheckpointError(f"refused OrderedDict state of type {type(state).__name__}: {_ONLY}")
+
+
+def _is_index(x) -> bool:
+    return type(x) is int and x >= 0
+
+
+def _index_tuple(x, what: str) -> tuple:
+    if type(x) not in (tuple, list) or len(x) > _MAX_NDIM or not all(_is_index(v) for v in x):
+        raise CheckpointError(f"invalid tensor {what} {x!r:.80}: expected up to {_MAX_NDIM} non-negative ints")
+    return tuple(x)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    if type(storage) is not _Storage:
+        raise CheckpointError(f"tensor rebuilt from {type(storage).__name__}, not from a storage")
+    if not _is_index(storage_offset):
+        raise CheckpointError(f"invalid tensor storage offset {storage_offset!r:.40}")
+    size, stride = _index_tuple(size, "size"), _index_tuple(stride, "stride")
+    if len(size) != len(stride):
+        raise CheckpointError(f"tensor size {size} and stride {stride} differ in length")
+    return _Tensor(storage, storage_offset, size, stride)
+
+
+def _check_grad_args(requires_grad, backward_hooks):
+    if type(requires_grad) is not bool:
+        raise CheckpointError(f"invalid requires_grad {requires_grad!r:.40}")
+    if type(backward_hooks) is not _StateDict or backward_hooks:
+        raise CheckpointError(f"refused tensor with backward hooks: {_ONLY}")
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks,
+                       metadata=None):
+    _check_grad_args(requires_grad, backward_hooks)
+    if metadata is not None and not (isinstance(metadata, dict) and not metadata):
+        raise CheckpointError(f"refused tensor with extra metadata (e.g. lazy conj/neg): {_ONLY}")
+    return _rebuild_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks):
+    if type(data) is not _Tensor:
+        raise CheckpointError(f"parameter rebuilt from {type(data).__name__}, not from a tensor")
+    _check_grad_args(requires_grad, backward_hooks)
+    return data
+
+
+def _new_ordered_dict(*args):
+    if args:
+        raise CheckpointError("refused OrderedDict built from arguments; expected OrderedDict()")
+    return _StateDict()
+
+
+def _admitted_globals() -> dict:
+    table = {f"torch._utils.{fn.__name__}": fn
+             for fn in (_rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter)}
+    table = {name: _Global(name, fn) for name, fn in table.items()}
+    table["collections.OrderedDict"] = _Global("collections.OrderedDict", _new_ordered_dict)
+    for cls, dtype in _STORAGE_CLASSES.items():
+        table[f"torch.{cls}"] = _DType(dtype, f"torch.{cls}")
+    for module in ("torch", "torch.storage"):
+        table[f"{module}.UntypedStorage"] = _DType("uint8", f"{module}.UntypedStorage")
+    for dtype in _ITEMSIZE:
+        table[f"torch.{dtype}"] = _DType(dtype, f"torch.{dtype}")
+    return table
+
+
+_ADMITTED = _admitted_globals()
+
+
+def _refuse_global(qualname: str) -> CheckpointError:
+    return CheckpointError(f"refused to load global {qualname!r:.200}: {_ONLY}; nothing in the file is run")
+
+
+# --------------------------------------------------------------------------------------------
+# The restricted unpickler.
+
+# Opcodes a state_dict pickle can use. Refused: INST/OBJ/NEWOBJ/NEWOBJ_EX (instantiate a
+# class), EXT1/2/4 (copyreg registry), out-of-band buffers.
+_ALLOWED_OPCODES = frozenset("""
+    PROTO FRAME STOP MARK POP POP_MARK DUP INT BININT BININT1 BININT2 LONG LONG1 LONG4
+    STRING BINSTRING SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8 UNICODE SHORT_BINUNICODE
+    BINUNICODE BINUNICODE8 FLOAT BINFLOAT NONE NEWTRUE NEWFALSE EMPTY_LIST APPEND APPENDS LIST
+    EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_DICT DICT SETITEM SETITEMS EMPTY_SET ADDITEMS
+    FROZENSET GET BINGET LONG_BINGET PUT BINPUT LONG_BINPUT MEMOIZE GLOBAL STACK_GLOBAL REDUCE
+    BUILD PERSID BINPERSID""".split())
+_MEMO_OPCODES = frozenset("GET BINGET LONG_BINGET PUT BINPUT LONG_BINPUT".split())
+
+
+def _scan_pickle(stream, limit: int, what: str) -> None:
+    """Walk one pickle's opcodes without running it; stops right after its STOP.
+
+    Refuses forbidden opcodes and globals before anything is built, and memo indices beyond
+    the pickle's size (the C unpickler would otherwise grow its memo to a crafted index).
+    """
+    try:
+        for op, arg, pos in pickletools.genops(stream):
+            if op.name in ("GLOBAL", "INST"):
+                qualname = ".".join(str(arg).split(" ", 1))
+                if qualname not in _ADMITTED:
+                    raise _refuse_global(qualname)
+            if op.name not in _ALLOWED_OPCODES:
+                raise CheckpointError(f"refused pickle opcode {op.name} at byte {pos} of the {what}: {_ONLY}")
+            if op.name in _MEMO_OPCODES and not (type(arg) is int and 0 <= arg <= limit):
+                raise CheckpointError(f"corrupt {what}: memo index {arg!r:.40} out of range")
+    except CheckpointError:
+        raise
+    except Exception as exc:  # pickletools reports truncation and garbage as ValueError
+        raise CheckpointError(f"truncated or corrupt {what} ({exc})") from None
+
+
+class _Unpickler(pickle.Unpickler):
+    """Builds only admitted stand-ins; storages resolve through ``storages`` (or are refused)."""
+
+    def __init__(self, data: bytes, storages: "_StorageTable | None"):
+        super().__init__(io.BytesIO(data), encoding="utf-8")
+        self._storages = storages
+
+    def find_class(self, module, name):
+        qualname = f"{module}.{name}"
+        if qualname not in _ADMITTED:
+            raise _refuse_global(qualname)
+        return _ADMITTED[qualname]
+
+    def persistent_load(self, pid):
+        if self._storages is None:
+            raise CheckpointError("unexpected persistent id outside the data pickle")
+        return self._storages.resolve(pid)
+
+
+def _unpickle(data: bytes, storages: "_StorageTable | None", what: str):
+    _scan_pickle(io.BytesIO(data), len(data), what)
+    try:
+        return _Unpickler(data, storages).load()
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"corrupt {what} ({type(exc).__name__}: {exc})") from None
+
+
+class _StorageTable:
+    """Storages declared by the data pickle's persistent ids, checked for consistency."""
+
+    def __init__(self):
+        self.roots: dict[str, tuple[str, int]] = {}  # key -> (dtype, numel)
+
+    def resolve(self, pid) -> _Storage:
+        if type(pid) is not tuple or not pid:
+            raise CheckpointError(f"refused persistent id {pid!r:.80}: {_ONLY}")
+        kind = pid[0].decode("ascii", "replace") if isinstance(pid[0], bytes) else pid[0]
+        if kind == "module":
+            raise CheckpointError(f"refused pickled nn.Module class {pid[1]!r:.80}: {_ONLY}")
+        if kind != "storage" or len(pid) not in (5, 6):
+            raise CheckpointError(f"refused persistent id {pid!r:.80}: {_ONLY}")
+        storage_type, key, location, numel = pid[1:5]
+        view = pid[5] if len(pid) == 6 else None
+        if type(storage_type) is not _DType:
+            raise CheckpointError(f"invalid storage type {storage_type!r:.80}")
+        if type(key) is int:
+            key = str(key)
+        if type(key) is not str or not re.fullmatch(r"[0-9A-Za-z_.-]{1,64}", key):
+            raise CheckpointError(f"invalid storage key {key!r:.80}")
+        if not isinstance(location, (str, bytes)) or not _is_index(numel):
+            raise CheckpointError(f"invalid storage record {pid!r:.120}")
+        dtype = storage_type.name
+        known = self.roots.setdefault(key, (dtype, numel))
+        if known != (dtype, numel):
+            raise CheckpointError(f"storage {key!r} declared twice, as {known} and {(dtype, numel)}")
+        if view is None:
+            return _Storage(key, dtype, numel, 0, numel)
+        # Legacy files may name views into a root storage: (view_key, offset, size).
+        if (type(view) is not tuple or len(view) != 3 or not _is_index(view[1])
+                or not _is_index(view[2]) or view[1] + view[2] > numel):
+            raise CheckpointError(f"invalid view {view!r:.80} of storage {key!r} ({numel} elements)")
+        return _Storage(key, dtype, numel, view[1], view[2])
+
+
+# --------------------------------------------------------------------------------------------
+# Turning stand-ins into numpy arrays and plain python data.
+
+
+def _decode_storage(raw: bytes, dtype: str, big_endian: bool) -> np.ndarray:
+    """Raw storage bytes -> a writable, native-order 1-D array (bfloat16 widened exactly)."""
+    order = ">" if big_endian else "<"
+    if dtype == "bfloat16":
+        bits = np.frombuffer(raw, dtype=f"{order}u2").astype(np.uint32)
+        return (bits << 16).view(np.float32)
+    dt = np.dtype(dtype).newbyteorder(order)
+    return np.frombuffer(raw, dtype=dt).astype(dt.newbyteorder("="))
+
+
+class _Materializer:
+    """Walks the unpickled tree; ``read_storage(key, dtype, numel, where)`` gives root arrays."""
+
+    def __init__(self, read_storage: Callable[[str, str, int, str], np.ndarray]):
+        self._read_storage = read_storage
+        self._storages: dict[str, np.ndarray] = {}
+        self._done: dict[int, Any] = {}
+        self._active: set[int] = set()
+
+    def tensor(self, t: _Tensor, where: str) -> np.ndarray:
+        s = t.storage
+        if s.key not in self._storages:
+            self._storages[s.key] = self._read_storage(s.key, s.dtype, s.root_numel, where)
+        root = self._storages[s.key]
+        numel = math.prod(t.size)
+        if numel == 0:
+            return np.zeros(t.size, dtype=root.dtype)
+        extent = t.offset + sum((n - 1) * st for n, st in zip(t.size, t.stride)) + 1
+        if extent > s.numel:
+            raise CheckpointError(f"tensor {where}: size {t.size} stride {t.stride} offset {t.offset} "
+                                  f"needs {extent} elements but storage {s.key!r} has {s.numel}")
+        if numel > s.numel:
+            raise CheckpointError(f"tensor {where}: {numel} elements overlap in storage {s.key!r} of "
+                                  f"{s.numel} (expanded tensor); refused")
+        # A view, like torch: tensors sharing a storage in the file share memory here too.
+        start = s.offset + t.offset
+        return np.lib.stride_tricks.as_strided(root[start:], shape=t.size,
+                                               strides=[st * root.itemsize for st in t.stride])
+
+    def __call__(self, obj, where: str = "", depth: int = 0):
+        if obj is None or type(obj) in (bool, int, float, complex, str, bytes):
+            return obj
+        if id(obj) in self._done:
+            return self._done[id(obj)]
+        if id(obj) in self._active:
+            raise CheckpointError(f"refused self-referencing structure at {where or '<root>'}")
+        if depth > _MAX_DEPTH:
+            raise CheckpointError(f"structure nested deeper than {_MAX_DEPTH} levels at {where or '<root>'}")
+        self._active.add(id(obj))
+        out = self._convert(obj, where, depth)
+        self._active.discard(id(obj))
+        self._done[id(obj)] = out
+        return out
+
+    def _convert(self, obj, where: str, depth: int):
+        kind, shown = type(obj), where or "<root>"
+        if kind is _Tensor:
+            return self.tensor(obj, shown)
+        if kind is _Storage:  # a bare storage: its elements as a 1-D array
+            return self.tensor(_Tensor(obj, 0, (obj.numel,), (1,)), shown)
+        if kind is _DType:
+            return obj.label
+        if kind in (dict, _StateDict):
+            out = {}
+            for key, value in obj.items():
+                if not (key is None or type(key) in (bool, int, float, str, bytes)):
+                    raise CheckpointError(f"refused dict key of type {type(key).__name__} at {shown}")
+                out[key] = self(value, f"{where}/{key}" if where else str(key), depth + 1)
+            return out
+        if kind in (list, tuple):
+            items = [self(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(obj)]
+            return items if kind is list else tuple(items)
+        if kind in (set, frozenset):
+            items = [self(v, f"{where}{{}}", depth + 1) for v in obj]
+            if not all(v is None or type(v) in (bool, int, float, str, bytes) for v in items):
+                raise CheckpointError(f"refused set of non-scalars at {shown}")
+            return kind(items)
+        raise CheckpointError(f"refused object {obj!r:.80} of type {kind.__name__} at {shown}: {_ONLY}")
+
+
+# --------------------------------------------------------------------------------------------
+# The two container formats.
+
+
+def _load_zip(fh) -> Any:
+    try:
+        zf = zipfile.ZipFile(fh)
+    except zipfile.BadZipFile as exc:
+        raise CheckpointError(f"truncated or corrupt zip archive ({exc})") from None
+    with zf:
+        names = zf.namelist()
+        # Like torch, the archive folder is the first record's; fall back to any */data.pkl.
+        first = names[0].split("/", 1)[0] + "/data.pkl" if names else ""
+        candidates = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
+        if first not in names and len(candidates) != 1:
+            raise CheckpointError("zip archive has no <archive>/data.pkl record; not a torch.save checkpoint")
+        pkl_name = first if first in names else candidates[0]
+        prefix = pkl_name[: -len("data.pkl")]
+
+        def stored(name: str) -> zipfile.ZipInfo:
+            info = zf.getinfo(name)
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise CheckpointError(f"record {name!r} is compressed; torch.save never compresses")
+            return info
+
+        big_endian = False
+        if prefix + "byteorder" in names:  # absent: little, as torch assumes
+            order = zf.read(stored(prefix + "byteorder"))
+            if order not in (b"little", b"big"):
+                raise CheckpointError(f"unknown byteorder record {order[:20]!r}")
+            big_endian = order == b"big"
+
+        storages = _StorageTable()
+        obj = _unpickle(zf.read(stored(pkl_name)), storages, "data.pkl")
+
+        def read_storage(key: str, dtype: str, numel: int, where: str) -> np.ndarray:
+            name = f"{prefix}data/{key}"
+            if name not in names:
+                raise CheckpointError(f"missing storage record {name!r} for tensor {where}")
+            info, nbytes = stored(name), numel * _ITEMSIZE[dtype]
+            if info.file_size != nbytes:
+                raise CheckpointError(f"storage record {name!r} (tensor {where}) holds {info.file_size} "
+                                      f"bytes, expected {nbytes} ({numel} x {dtype})")
+            return _decode_storage(zf.read(info), dtype, big_endian)
+
+        return _Materializer(read_storage)(obj)
+
+
+class _CappedReader:
+    """A file view whose reads never ask for more than the file holds, so a crafted length
+    field cannot make the scan allocate a huge buffer."""
+
+    def __init__(self, fh, size: int):
+        self._fh, self._size = fh, size
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(self._size - self._fh.tell(), 0)
+        return self._fh.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self._fh.readline()
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+
+def _read_pickle(fh, file_size: int, what: str) -> bytes:
+    """The bytes of the next pickle in a legacy stream, scanned before anyone unpickles them."""
+    start = fh.tell()
+    _scan_pickle(_CappedReader(fh, file_size), file_size - start, what)
+    end = fh.tell()
+    fh.seek(start)
+    return fh.read(end - start)
+
+
+def _load_legacy(fh) -> Any:
+    size = os.fstat(fh.fileno()).st_size
+    if _unpickle(_read_pickle(fh, size, "magic number"), None, "magic number") != _LEGACY_MAGIC:
+        raise CheckpointError("not a PyTorch checkpoint (pickle without torch's magic number)")
+    version = _unpickle(_read_pickle(fh, size, "protocol version"), None, "protocol version")
+    if version != _LEGACY_PROTOCOL:
+        raise CheckpointError(f"unsupported legacy protocol version {version!r:.40}")
+    if type(_unpickle(_read_pickle(fh, size, "sys_info"), None, "sys_info")) is not dict:
+        raise CheckpointError("corrupt sys_info record")
+    storages = _StorageTable()
+    obj = _unpickle(_read_pickle(fh, size, "data pickle"), storages, "data pickle")
+    keys = _unpickle(_read_pickle(fh, size, "storage key list"), None, "storage key list")
+    if type(keys) is not list or not all(type(k) in (str, int) for k in keys):
+        raise CheckpointError("corrupt storage key list")
+
+    arrays: dict[str, np.ndarray] = {}
+    for key in map(str, keys):  # each: int64 element count, then the elements, little-endian
+        if key not in storages.roots:
+            raise CheckpointError(f"storage {key!r} is listed but no tensor uses it")
+        dtype, numel = storages.roots[key]
+        head = fh.read(8)
+        if len(head) != 8:
+            raise CheckpointError(f"truncated before storage {key!r}")
+        (count,) = struct.unpack("<q", head)
+        if count != numel:
+            raise CheckpointError(f"storage {key!r} holds {count} elements, its tensors say {numel}")
+        nbytes, left = numel * _ITEMSIZE[dtype], size - fh.tell()
+        if nbytes > left:
+            raise CheckpointError(f"truncated: storage {key!r} needs {nbytes} bytes, {left} remain")
+        arrays[key] = _decode_storage(fh.read(nbytes), dtype, big_endian=False)
+
+    def read_storage(key: str, dtype: str, numel: int, where: str) -> np.ndarray:
+        if key not in arrays:
+            raise CheckpointError(f"missing storage record {key!r} for tensor {where}")
+        return arrays[key]
+
+    return _Materializer(read_storage)(obj)
+
+
+def load_torch_checkpoint(path) -> Any:
+    """Load a ``torch.save`` file (zip or legacy format) without torch and without running it.
+
+    Returns the saved object with tensors as numpy arrays (native byte order, the saved
+    dtype; bfloat16 widened to float32), OrderedDicts as dicts in the same key order, and
+    scalars, strings, lists and tuples as they are. Tensors that shared a storage in the file
+    are numpy views sharing memory. Raises ``CheckpointError`` (one line: the file and the
+    problem) for anything that is not a readable tensor/state_dict checkpoint.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as fh:
+            head = fh.read(262)
+            fh.seek(0)
+            if head[:2] == b"PK":
+                return _load_zip(fh)
+            if head[:1] == b"\x80":
+                return _load_legacy(fh)
+            if head[257:262] == b"ustar":
+                raise CheckpointError("tar-format checkpoint (torch < 0.4) is not supported")
+            raise CheckpointError("empty file" if not head else "not a PyTorch checkpoint")
+    except CheckpointError as exc:
+        raise CheckpointError(f"{name}: {exc}") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # never leak a raw zipfile/pickle/numpy error
+        raise CheckpointError(f"{name}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Writing.
+
+# numpy dtype name -> torch storage class
+_WRITE_STORAGE = {dtype: cls for cls, dtype in _STORAGE_CLASSES.items() if dtype != "bfloat16"}
+_ALIGN = 64  # torch aligns every record's data to 64 bytes (.storage_alignment)
+
+
+class _PickleWriter:
+    """Emits protocol-2 pickle opcodes for the few types a checkpoint holds, as torch would.
+
+    Hand-written because the standard pickler would need the real torch globals imported.
+    """
+
+    def __init__(self):
+        self.out = bytearray()
+        self.storages: list[np.ndarray] = []
+        self._memo: dict[tuple, int] = {}
+        self._active: set[int] = set()
+
+    def dump(self, obj) -> bytes:
+        self.out += b"\x80\x02"
+        self._save(obj, "<root>", 0)
+        self.out += b"."
+        return bytes(self.out)
+
+    def _memoized(self, key: tuple, emit: Callable[[], None]) -> None:
+        if key in self._memo:
+            idx = self._memo[key]
+            self.out += b"h" + bytes([idx]) if idx < 256 else b"j" + struct.pack("<I", idx)
+            return
+        emit()
+        idx = self._memo[key] = len(self._memo)
+        self.out += b"q" + bytes([idx]) if idx < 256 else b"r" + struct.pack("<I", idx)
+
+    def _global(self, module: str, name: str) -> None:
+        self._memoized(("g", module, name),
+                       lambda: self.out.extend(f"c{module}\n{name}\n".encode("ascii")))
+
+    def _str(self, s: str) -> None:
+        data = s.encode("utf-8", "surrogatepass")
+        self.out += b"X" + struct.pack("<I", len(data)) + data
+
+    def _int(self, i: int) -> None:
+        if 0 <= i < 256:
+            self.out += b"K" + bytes([i])
+        elif 0 <= i < 65536:
+            self.out += b"M" + struct.pack("<H", i)
+        elif -(2**31) <= i < 2**31:
+            self.out += b"J" + struct.pack("<i", i)
+        else:
+            data = pickle.encode_long(i)
+            if len(data) > 255:
+                raise ValueError(f"integer {i} too large for a checkpoint")
+            self.out += b"\x8a" + bytes([len(data)]) + data
+
+    def _save(self, obj, where: str, depth: int) -> None:
+        if isinstance(obj, np.generic):
+            obj = obj.item()
+        if obj is None:
+            self.out += b"N"
+        elif obj is True or obj is False:
+            self.out += b"\x88" if obj else b"\x89"
+        elif type(obj) is int:
+            self._int(obj)
+        elif type(obj) is float:
+            self.out += b"G" + struct.pack(">d", obj)
+        elif type(obj) is str:
+            self._str(obj)
+        elif isinstance(obj, np.ndarray):
+            self._tensor(obj, where)
+        elif isinstance(obj, (dict, list, tuple)):
+            if id(obj) in self._active or depth > _MAX_DEPTH:
+                raise ValueError(f"cannot save {where}: self-referencing or nested too deep")
+            self._active.add(id(obj))
+            self._container(obj, where, depth)
+            self._active.discard(id(obj))
+        else:
+            raise TypeError(f"cannot save {type(obj).__name__} at {where}: only dicts, lists, "
+                            f"tuples, numpy arrays, numbers, strings and None")
+
+    def _container(self, obj, where: str, depth: int) -> None:
+        if isinstance(obj, dict):  # every dict as an OrderedDict, like a torch state_dict
+            self._global("collections", "OrderedDict")
+            self.out += b")R"
+            items = list(obj.items())
+            for start in range(0, len(items), 1000):
+                self.out += b"("
+                for key, value in items[start:start + 1000]:
+                    if type(key) not in (str, int):
+                        raise TypeError(f"cannot save dict key {key!r} at {where}: keys must be str or int")
+                    self._save(key, where, depth + 1)
+                    self._save(value, f"{where}/{key}", depth + 1)
+                self.out += b"u"
+        elif isinstance(obj, list):
+            self.out += b"]"
+            for start in range(0, len(obj), 1000):
+                self.out += b"("
+                for i, value in enumerate(obj[start:start + 1000], start):
+                    self._save(value, f"{where}[{i}]", depth + 1)
+                self.out += b"e"
+        else:
+            self.out += b"("
+            for i, value in enumerate(obj):
+                self._save(value, f"{where}[{i}]", depth + 1)
+            self.out += b"t"
+
+    def _tensor(self, arr: np.ndarray, where: str) -> None:
+        storage_cls = _WRITE_STORAGE.get(arr.dtype.name)
+        if storage_cls is None:
+            raise TypeError(f"cannot save {arr.dtype} array at {where}: supported dtypes are "
+                            f"{', '.join(sorted(_WRITE_STORAGE))}")
+        data = np.asarray(arr, dtype=arr.dtype.newbyteorder("<"), order="C")  # keeps 0-d
+        key = str(len(self.storages))
+        self.storages.append(data)
+        stride, step = [], 1
+        for n in reversed(data.shape):  # torch's contiguous strides
+            stride.append(step)
+            step *= max(n, 1)
+        # _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, OrderedDict())
+        self._global("torch._utils", "_rebuild_tensor_v2")
+        self.out += b"(("
+        self._memoized(("s", "storage"), lambda: self._str("storage"))
+        self._global("torch", storage_cls)
+        self._str(key)
+        self._memoized(("s", "cpu"), lambda: self._str("cpu"))
+        self._int(data.size)
+        self.out += b"tQ"
+        self._int(0)
+        self._save(tuple(data.shape), where, 0)
+        self._save(tuple(reversed(stride)), where, 0)
+        self.out += b"\x89"
+        self._global("collections", "OrderedDict")
+        self.out += b")RtR"
+
+
+def _write_record(zf: zipfile.ZipFile, name: str, payload) -> None:
+    """A stored record whose data starts on a 64-byte boundary (padding in the local extra)."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    size = len(payload)
+    zip64_extra = 20 if size * 1.05 > zipfile.ZIP64_LIMIT else 0  # what zipfile will add
+    header = zf.fp.tell() + 30 + len(name.encode("utf-8")) + 4 + zip64_extra
+    pad = -header % _ALIGN
+    info.extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
+    zf.writestr(info, payload)
+
+
+def save_torch_checkpoint(obj, path) -> None:
+    """Write ``obj`` as a zip-format ``torch.save`` file that ``torch.load(weights_only=True)`` reads.
+
+    ``obj`` is a nested structure of dicts (str or int keys; written as OrderedDicts so
+    ``load_state_dict`` takes them), lists, tuples, numpy arrays (written contiguous,
+    little-endian; float32/16/64, int64/32/16/8, uint8, bool) and python scalars/strings.
+    The file is replaced atomically: a temporary file in the same folder, fsynced, renamed.
+    """
+    path = os.fspath(path)
+    folder, filename = os.path.split(os.path.abspath(path))
+    archive = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.splitext(filename)[0]) or "archive"
+    writer = _PickleWriter()
+    data_pkl = writer.dump(obj)
+
+    while True:  # os.open applies the umask, so the result has the usual permissions
+        tmp = os.path.join(folder, f".{filename}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
+                _write_record(zf, f"{archive}/data.pkl", data_pkl)
+                _write_record(zf, f"{archive}/.format_version", b"1")
+                _write_record(zf, f"{archive}/.storage_alignment", str(_ALIGN).encode())
+                _write_record(zf, f"{archive}/byteorder", b"little")
+                for key, arr in enumerate(writer.storages):
+                    _write_record(zf, f"{archive}/data/{key}", memoryview(arr.reshape(-1).view(np.uint8)))
+                _write_record(zf, f"{archive}/version", b"3\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
