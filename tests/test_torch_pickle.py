@@ -178,8 +178,6 @@ MALICIOUS = {
     "subprocess.call": (lambda m: b"\x80\x02csubprocess\ncall\n" + op_tuple([op_str(f"touch {m}")]) + b"R.",
                         "subprocess.call"),
     "collections.Counter": (lambda m: pickle.dumps(collections.Counter(a=1), protocol=2), "collections.Counter"),
-    "argparse.Namespace": (lambda m: pickle.dumps(__import__("argparse").Namespace(lr=0.002), protocol=2),
-                           "argparse.Namespace"),
 }
 
 
@@ -231,6 +229,29 @@ def test_crafted_pickles_are_refused(tmp_path, data_pkl, fragment):
     expect_error(write_zip(tmp_path / "evil.pt", data_pkl), fragment)
     # nothing leaked into the admitted stand-ins: a real checkpoint still loads
     assert load_torch_checkpoint(fixture("teacher32_zip.pt"))["g_ema"]
+
+
+def test_rosinality_training_args_namespace_is_read_as_a_dict(tmp_path):
+    """rosinality's train.py saves its argparse ``args``; they load as plain data, nothing is built."""
+    torch = pytest.importorskip("torch")
+    import argparse  # pylint: disable=import-outside-toplevel
+
+    path = tmp_path / "550000.pt"
+    torch.save({"g_ema": collections.OrderedDict(w=torch.ones(2)),
+                "args": argparse.Namespace(size=256, lr=0.002, mixing=[0.9], name=None)}, path)
+    ckpt = load_torch_checkpoint(path)
+    assert ckpt["args"] == {"size": 256, "lr": 0.002, "mixing": [0.9], "name": None}
+    assert type(ckpt["args"]) is dict
+    np.testing.assert_array_equal(ckpt["g_ema"]["w"], np.ones(2, np.float32))
+
+
+@pytest.mark.parametrize("data_pkl, fragment", [
+    (b"\x80\x02cargparse\nNamespace\nK\x01\x85\x81.", "Namespace built from arguments"),
+    (b"\x80\x02cargparse\nNamespace\n)\x81]b.", "Namespace state of type list"),
+    (b"\x80\x02cargparse\nNamespace\n)\x81}" + op_str("x") + b"cos\nsystem\nsb.", "os.system"),
+])
+def test_crafted_namespaces_are_refused(tmp_path, data_pkl, fragment):
+    expect_error(write_zip(tmp_path / "evil.pt", data_pkl), fragment)
 
 
 FLOATS = struct.pack("<4f", 1, 2, 3, 4)

@@ -171,6 +171,26 @@ def _rebuild_parameter(data, requires_grad, backward_hooks):
     return data
 
 
+class _Namespace(dict):
+    """What ``argparse.Namespace`` builds (rosinality saves its training ``args``): its attributes as a dict.
+
+    Pickled as NEWOBJ(cls, ()) + BUILD(dict); only a str-keyed dict state is accepted, and the
+    values are materialized like the rest of the file (plain data and tensors only).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args):
+        if args:
+            raise CheckpointError("refused argparse.Namespace built from arguments")
+        return super().__new__(cls)
+
+    def __setstate__(self, state):
+        if type(state) is not dict or not all(type(k) is str for k in state):
+            raise CheckpointError(f"refused argparse.Namespace state of type {type(state).__name__}: {_ONLY}")
+        self.update(state)
+
+
 def _new_ordered_dict(*args):
     if args:
         raise CheckpointError("refused OrderedDict built from arguments; expected OrderedDict()")
@@ -182,6 +202,7 @@ def _admitted_globals() -> dict:
              for fn in (_rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter)}
     table = {name: _Global(name, fn) for name, fn in table.items()}
     table["collections.OrderedDict"] = _Global("collections.OrderedDict", _new_ordered_dict)
+    table["argparse.Namespace"] = _Namespace  # the only admitted class, so NEWOBJ can build nothing else
     for cls, dtype in _STORAGE_CLASSES.items():
         table[f"torch.{cls}"] = _DType(dtype, f"torch.{cls}")
     for module in ("torch", "torch.storage"):
@@ -201,15 +222,16 @@ def _refuse_global(qualname: str) -> CheckpointError:
 # --------------------------------------------------------------------------------------------
 # The restricted unpickler.
 
-# Opcodes a state_dict pickle can use. Refused: INST/OBJ/NEWOBJ/NEWOBJ_EX (instantiate a
-# class), EXT1/2/4 (copyreg registry), out-of-band buffers.
+# Opcodes a state_dict pickle can use. Refused: INST/OBJ/NEWOBJ_EX (instantiate a class),
+# EXT1/2/4 (copyreg registry), out-of-band buffers. NEWOBJ is admitted for argparse.Namespace
+# (rosinality's saved ``args``): the only class find_class can return is its inert stand-in.
 _ALLOWED_OPCODES = frozenset("""
     PROTO FRAME STOP MARK POP POP_MARK DUP INT BININT BININT1 BININT2 LONG LONG1 LONG4
     STRING BINSTRING SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8 UNICODE SHORT_BINUNICODE
     BINUNICODE BINUNICODE8 FLOAT BINFLOAT NONE NEWTRUE NEWFALSE EMPTY_LIST APPEND APPENDS LIST
     EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_DICT DICT SETITEM SETITEMS EMPTY_SET ADDITEMS
     FROZENSET GET BINGET LONG_BINGET PUT BINPUT LONG_BINPUT MEMOIZE GLOBAL STACK_GLOBAL REDUCE
-    BUILD PERSID BINPERSID""".split())
+    BUILD PERSID BINPERSID NEWOBJ""".split())
 _MEMO_OPCODES = frozenset("GET BINGET LONG_BINGET PUT BINPUT LONG_BINPUT".split())
 
 
@@ -367,7 +389,7 @@ class _Materializer:
             return self.tensor(_Tensor(obj, 0, (obj.numel,), (1,)), shown)
         if kind is _DType:
             return obj.label
-        if kind in (dict, _StateDict):
+        if kind in (dict, _StateDict, _Namespace):
             out = {}
             for key, value in obj.items():
                 if not (key is None or type(key) in (bool, int, float, str, bytes)):
