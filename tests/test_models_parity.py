@@ -122,3 +122,24 @@ def test_minibatch_stddev_groups_are_strided():
         members = x[[n % 2, n % 2 + 2, n % 2 + 4, n % 2 + 6]]
         expect = np.sqrt(members.var(axis=0) + 1e-8).mean()
         np.testing.assert_allclose(y[n], expect, rtol=1e-5)
+
+
+def test_minibatch_stddev_chunks_equal_separate_batches():
+    from tf_distill.models.discriminator import minibatch_stddev  # pylint: disable=import-outside-toplevel
+
+    x = tf.constant(np.random.default_rng(1).standard_normal((8, 3, 3, 5)).astype(np.float32))
+    chunked = minibatch_stddev(x, chunk=4).numpy()
+    separate = np.concatenate([minibatch_stddev(x[:4]).numpy(), minibatch_stddev(x[4:]).numpy()])
+    np.testing.assert_allclose(chunked, separate, rtol=1e-6)
+    assert np.abs(chunked - minibatch_stddev(x).numpy()).max() > 1e-3
+
+
+def test_per_sample_inject_index(case):
+    data, g, _ = case
+    z1, z2 = data["inputs/z1"], data["inputs/z2"]
+    index = np.array([1, 3, g.n_latent, 5], np.int32)
+    latents = g([z1, z2], inject_index=index, randomize_noise=False, return_latents=True)["latents"].numpy()
+    w1, w2 = g.mapping(z1).numpy(), g.mapping(z2).numpy()
+    for b, i in enumerate(index):
+        np.testing.assert_allclose(latents[b, :i], np.broadcast_to(w1[b], (i, w1.shape[1])), rtol=1e-6)
+        np.testing.assert_allclose(latents[b, i:], np.broadcast_to(w2[b], (g.n_latent - i, w2.shape[1])), rtol=1e-6)

@@ -80,8 +80,18 @@ class ResBlock(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters, "blur_kernel": list(self.blur_kernel)}
 
 
-def minibatch_stddev(x, group_size=4, num_features=1):
-    """Appends the minibatch standard deviation as extra channels (groups are strided: n = g * (B/G) + m)."""
+def minibatch_stddev(x, group_size=4, num_features=1, chunk=None):
+    """Appends the minibatch standard deviation as extra channels (groups are strided: n = g * (B/G) + m).
+
+    ``chunk``: apply it separately to consecutive chunks of that many samples, as the reference
+    does per GPU (B = 4), so a batch of several chunks on one device equals several replicas.
+    """
+    if chunk:
+        shape = tf.shape(x)
+        chunks = tf.reshape(x, tf.concat([[shape[0] // chunk, chunk], shape[1:]], 0))
+        out = tf.map_fn(lambda c: minibatch_stddev(c, group_size, num_features), chunks,
+                        fn_output_signature=tf.TensorSpec([chunk, None, None, x.shape[-1] + num_features], x.dtype))
+        return tf.reshape(out, tf.concat([shape[:-1], [x.shape[-1] + num_features]], 0))
     shape = tf.shape(x)
     b, h, w = shape[0], shape[1], shape[2]
     c = x.shape[-1]
@@ -100,11 +110,12 @@ class Discriminator(keras.Model):
     """Images [B, size, size, 3] in [-1, 1] -> logits [B, 1].
 
     ``channels`` lists the channels per resolution from ``size`` down to 4 (default: the standard
-    table with ``channel_multiplier``).
+    table with ``channel_multiplier``). ``stddev_chunk`` (trainer: the reference's per-GPU batch 4)
+    computes the minibatch stddev per chunk of samples, see :func:`minibatch_stddev`.
     """
 
     def __init__(self, size, channel_multiplier=2, channels=None, stddev_group=4, stddev_features=1,
-                 blur_kernel=(1, 3, 3, 1), **kwargs):
+                 stddev_chunk=None, blur_kernel=(1, 3, 3, 1), **kwargs):
         super().__init__(**kwargs)
         self.size = int(size)
         self.log_size = log2_size(self.size)
@@ -116,6 +127,7 @@ class Discriminator(keras.Model):
                              f"resolutions ({size}..4), got {len(self.channels)}.")
         self.stddev_group = int(stddev_group)
         self.stddev_features = int(stddev_features)
+        self.stddev_chunk = None if not stddev_chunk else int(stddev_chunk)
         self.blur_kernel = tuple(int(v) for v in blur_kernel)
         ch = self.channels
         self.from_rgb = ConvLayer(ch[0], 1, blur_kernel=self.blur_kernel, name="convs_0")
@@ -147,7 +159,7 @@ class Discriminator(keras.Model):
         x = self.from_rgb(images)
         for block in self.blocks:
             x = block(x)
-        x = minibatch_stddev(x, self.stddev_group, self.stddev_features)
+        x = minibatch_stddev(x, self.stddev_group, self.stddev_features, self.stddev_chunk)
         x = self.final_conv(x)
         x = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [tf.shape(x)[0], -1])  # NCHW flatten, as the reference
         return self.final_linear_1(self.final_linear_0(x))
@@ -155,4 +167,4 @@ class Discriminator(keras.Model):
     def get_config(self):
         return {**super().get_config(), "size": self.size, "channel_multiplier": self.channel_multiplier,
                 "channels": self.channels, "stddev_group": self.stddev_group,
-                "stddev_features": self.stddev_features, "blur_kernel": list(self.blur_kernel)}
+                "stddev_features": self.stddev_features, "stddev_chunk": self.stddev_chunk, "blur_kernel": list(self.blur_kernel)}

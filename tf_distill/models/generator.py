@@ -190,7 +190,10 @@ class Generator(keras.Model):
             raise ValueError(f"Generator takes one or two styles (style mixing), got {len(styles)}.")
         if inject_index is None:
             inject_index = tf.random.uniform([], 1, self.n_latent, dtype=tf.int32)  # [1, n_latent - 1]
-        first = tf.range(self.n_latent)[None, :, None] < tf.cast(inject_index, tf.int32)
+        inject_index = tf.cast(inject_index, tf.int32)
+        if inject_index.shape.rank == 1:  # one index per sample
+            inject_index = inject_index[:, None, None]
+        first = tf.range(self.n_latent)[None, :, None] < inject_index
         s0, s1 = (s if s.shape.rank == 3 else s[:, None, :] for s in styles)
         return tf.where(first, s0, s1)  # broadcasts to [B, n_latent, style_dim]
 
@@ -202,7 +205,8 @@ class Generator(keras.Model):
         Args:
           inputs: z [B, style_dim], or a list of one or two z (two: style mixing). With
             ``input_is_latent``: w [B, style_dim] or W+ [B, n_latent, style_dim] (or a list of them).
-          inject_index: mixing row (rows < index use the first style); None draws it from [1, n_latent-1].
+          inject_index: mixing row (rows < index use the first style), a scalar or one per sample [B];
+            None draws one from [1, n_latent-1]; ``n_latent`` means no mixing.
           truncation, truncation_latent: ``w_avg + psi (w - w_avg)``; w_avg defaults to ``mean_latent()``.
           noise: list of ``num_layers`` maps [N, H, W, 1] (None entries: stored map); None with
             ``randomize_noise`` draws fresh noise per sample, without it uses the stored maps.
