@@ -1,0 +1,35 @@
+"""Default training configuration: every constant of the paper's run (spec C.4-C.6) in one place.
+
+Experiment files under ``configs/`` start from :func:`default_config` and override what differs.
+"""
+
+import ml_collections
+
+from tf_distill.train.optim import EMA_DECAY
+
+
+def default_config():
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.strategy = "default"          # default | mirrored | multi_worker
+    c.teacher = ""                  # teacher checkpoint (.pt, our dir or .keras); "" trains a plain StyleGAN2
+    c.generator = ml_collections.ConfigDict({  # the trained generator (student, or teacher when c.teacher == "")
+        "size": 256, "style_dim": 512, "n_mlp": 8, "channel_multiplier": 2, "lr_mlp": 0.01,
+        "channels": ml_collections.FieldReference(None, field_type=list), "kernel_size": 3,
+        "mapping_widths": ml_collections.FieldReference(None, field_type=list), "mapping_lr_mul": 1.0})
+    c.discriminator = ml_collections.ConfigDict({
+        "channel_multiplier": 2, "channels": ml_collections.FieldReference(None, field_type=list)})
+    c.data = ml_collections.ConfigDict({"source": "folder", "path": "", "flip": True})
+    c.train = ml_collections.ConfigDict({
+        "steps": 450001, "batch_size": 16, "lr": 0.002, "r1": 10.0, "d_reg_every": 16, "g_reg_every": 4,
+        "path_reg": 2.0, "path_batch_shrink": 2, "path_decay": 0.01, "mixing": 0.9, "ema_decay": EMA_DECAY,
+        "gan": True})
+    c.kd = ml_collections.ConfigDict({
+        "l1": 3.0, "lpips": 3.0, "relation": 30.0, "relation_loss": "kl", "single_view": False,
+        "mimic_layers": [4, 5, 6], "offset_mode": "main", "direction_mode": "split", "offset_weight": 5.0,
+        "group_size": 4, "g_step": 0, "shared_noise": False, "lpips_size": 256, "load_style": True})
+    c.stage1 = ml_collections.ConfigDict({"steps": 0, "batch_size": 4096, "lr": 0.05, "loss": "l1"})
+    c.log = ml_collections.ConfigDict({"every": 50, "checkpoint_every": 1000, "sample_every": 1000,
+                                       "n_samples": 16, "keep_checkpoints": 3})
+    c.eval = ml_collections.ConfigDict({"fid_every": 0, "fid_samples": 50000, "fid_batch": 64})
+    return c
