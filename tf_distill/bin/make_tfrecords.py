@@ -7,7 +7,7 @@ the original encoded bytes under ``image``, plus ``height``, ``width`` and ``pat
 ``make_dataset("tfrecord:/data/ffhq-tfr", ...)``. Files that cannot be decoded are skipped and listed.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
 _INPUT = flags.DEFINE_string("input", None, "Image folder (searched recursively for .png/.jpg/.jpeg).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output prefix: shards are <prefix>-NNNNN-of-NNNNN.tfrecord.")
@@ -19,8 +19,6 @@ _VERIFY = flags.DEFINE_bool("verify", True, "Decode every image with TensorFlow 
 def convert(input_dir, output_prefix, num_shards=16, verify=True):
     from tf_distill.data import write_tfrecords  # pylint: disable=import-outside-toplevel
     result = write_tfrecords(input_dir, output_prefix, num_shards=num_shards, verify=verify)
-    for path in result.skipped:
-        logging.warning("skipped: %s", path)
     print(f"{result.num_images} images -> {len(result.files)} shard(s) {output_prefix}-*.tfrecord "
           f"({len(result.skipped)} skipped)")
     return result
