@@ -1,0 +1,40 @@
+"""tf-distill-make-tfrecords: an image folder (PNG/JPEG, recursive) -> TFRecord shards.
+
+    tf-distill-make-tfrecords --input=/data/ffhq/images1024x1024 --output=/data/ffhq-tfr/ffhq --num_shards=64
+
+writes ``/data/ffhq-tfr/ffhq-00000-of-00064.tfrecord`` ... (schema in ``tf_distill/data/tfrecord.py``:
+the original encoded bytes under ``image``, plus ``height``, ``width`` and ``path``). Read them with
+``make_dataset("tfrecord:/data/ffhq-tfr", ...)``. Files that cannot be decoded are skipped and listed.
+"""
+
+from absl import app, flags
+
+_INPUT = flags.DEFINE_string("input", None, "Image folder (searched recursively for .png/.jpg/.jpeg).")
+_OUTPUT = flags.DEFINE_string("output", None, "Output prefix: shards are <prefix>-NNNNN-of-NNNNN.tfrecord.")
+_NUM_SHARDS = flags.DEFINE_integer("num_shards", 16, "Number of shards (use at least the number of input "
+                                   "pipelines / workers, ideally a multiple).")
+_VERIFY = flags.DEFINE_bool("verify", True, "Decode every image with TensorFlow and skip those that fail.")
+
+
+def convert(input_dir, output_prefix, num_shards=16, verify=True):
+    from tf_distill.data import write_tfrecords  # pylint: disable=import-outside-toplevel
+    result = write_tfrecords(input_dir, output_prefix, num_shards=num_shards, verify=verify)
+    print(f"{result.num_images} images -> {len(result.files)} shard(s) {output_prefix}-*.tfrecord "
+          f"({len(result.skipped)} skipped)")
+    return result
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not _INPUT.value or not _OUTPUT.value:
+        raise app.UsageError("Give --input=IMAGE_FOLDER and --output=PREFIX.")
+    convert(_INPUT.value, _OUTPUT.value, _NUM_SHARDS.value, _VERIFY.value)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,88 @@
+"""The common builder: any :class:`DataSource` -> batched, sharded, shuffled, flipped images.
+
+Use it directly, or per input pipeline under a ``tf.distribute`` strategy::
+
+    stats = DecodeStats()
+    ds = strategy.distribute_datasets_from_function(
+        lambda ctx: make_dataset("folder:/data/ffhq", 256, global_batch, seed=0, input_context=ctx, stats=stats))
+
+Order of operations: list (sorted) -> shard per input pipeline -> shuffle (seeded, reshuffled each
+epoch) -> repeat -> read/decode (undecodable images skipped, logged and counted in ``stats``) ->
+resize (antialiased bilinear) -> [-1, 1] -> batch (per-replica size) -> random horizontal flip
+(per image, from stateless seeds) -> prefetch. The reference (spec C.1) never reshuffles
+(DistributedSampler without ``set_epoch``); we reshuffle every epoch.
+"""
+
+import os
+
+import tensorflow as tf
+from absl import logging
+
+from tf_distill.data import decode
+from tf_distill.data.fashion_mnist import fashion_mnist_images
+from tf_distill.data.folder import folder_images
+from tf_distill.data.source import DataSource
+from tf_distill.data.tfrecord import tfrecord_images
+
+
+def random_flip(images, seed):
+    """Flips each image of a [B, H, W, C] batch left-right with probability 1/2, from a stateless [2] seed."""
+    flip = tf.random.stateless_uniform(tf.shape(images)[:1], seed=seed) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
+def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat=True, seed=0, input_context=None,
+                 *, drop_remainder=None, shuffle_buffer=None, stats=None):
+    """A ``tf.data.Dataset`` of float32 [b, R, R, 3] image batches in [-1, 1].
+
+    Args:
+      source: a :class:`DataSource` or its spec string (``folder:PATH``, ``tfrecord:PATH_OR_GLOB``,
+        ``fashion_mnist[:train|test[:PATH]]``).
+      resolution: R, the side of the square output images.
+      batch_size: the GLOBAL batch size. With ``input_context`` each pipeline yields batches of
+        ``input_context.get_per_replica_batch_size(batch_size)``.
+      shuffle: shuffle (seeded, reshuffled every epoch).
+      flip: random horizontal flip with probability 1/2 per image.
+      repeat: repeat forever (training); otherwise one pass over this pipeline's shard.
+      seed: int making order and flips reproducible (with the same sharding and batch size);
+        None draws a random one (and logs it).
+      input_context: a ``tf.distribute.InputContext``: the data is split into
+        ``num_input_pipelines`` disjoint shards and this pipeline reads shard ``input_pipeline_id``.
+      drop_remainder: drop a last partial batch; default ``repeat`` (training streams keep a static
+        batch size, a single pass keeps every image).
+      shuffle_buffer: shuffle buffer size; default the whole file/image list for folders and
+        Fashion-MNIST, 1024 encoded records for TFRecords.
+      stats: a :class:`DecodeStats` that counts skipped undecodable images (folder/TFRecord); a
+        fresh one if None (skips are logged either way).
+    """
+    source = DataSource.parse(source)
+    if resolution < 1 or batch_size < 1:
+        raise ValueError(f"resolution and batch_size must be positive, got {resolution} and {batch_size}.")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little") >> 1
+        logging.info("make_dataset: no seed given, using seed %d.", seed)
+    num_shards, shard_index, per_replica = 1, 0, batch_size
+    if input_context is not None:
+        num_shards, shard_index = input_context.num_input_pipelines, input_context.input_pipeline_id
+        per_replica = input_context.get_per_replica_batch_size(batch_size)
+    common = dict(num_shards=num_shards, shard_index=shard_index, shuffle=shuffle,
+                  seed=(seed * 1_000_003 + shard_index) % (2 ** 31), repeat=repeat, shuffle_buffer=shuffle_buffer)
+    if source.kind == "folder":
+        ds = folder_images(source.path, resolution, stats=stats, **common)
+    elif source.kind == "tfrecord":
+        ds = tfrecord_images(source.path, resolution, stats=stats, **common)
+    else:
+        ds = fashion_mnist_images(source.split, resolution, path=source.path, **common)
+
+    ds = ds.batch(per_replica, drop_remainder=repeat if drop_remainder is None else drop_remainder)
+    if flip:
+        base = tf.constant([seed, shard_index], tf.int64)
+        ds = ds.enumerate().map(
+            lambda i, x: random_flip(x, tf.random.experimental.stateless_fold_in(base, i)),
+            num_parallel_calls=decode.AUTOTUNE, deterministic=True)
+    ds = ds.prefetch(decode.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    if input_context is not None:  # sharded here already
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options)

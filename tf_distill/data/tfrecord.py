@@ -1,0 +1,184 @@
+"""TFRecord image datasets: the feature schema, a folder -> shards writer, and the reader.
+
+Schema (one ``tf.train.Example`` per image):
+
+=========  ==========  ========  ====================================================
+feature    type        required  meaning
+=========  ==========  ========  ====================================================
+``image``  bytes       yes       the encoded image file as it was (PNG/JPEG), not re-encoded
+``height`` int64       no        height in pixels of the encoded image (informational)
+``width``  int64       no        width in pixels (informational)
+``path``   bytes       no        the source file's path relative to the converted folder,
+                                 used to name a record whose image cannot be decoded
+=========  ==========  ========  ====================================================
+
+Shards are named ``<prefix>-00000-of-00004.tfrecord`` and hold consecutive runs of the folder's
+sorted file list, so reading them in order without shuffling yields the folder's order.
+"""
+
+import dataclasses
+import os
+from pathlib import Path
+
+import tensorflow as tf
+from absl import logging
+from PIL import Image
+
+from tf_distill.data import decode
+from tf_distill.data.errors import DatasetNotFoundError, EmptyDatasetError
+from tf_distill.data.folder import list_image_files
+
+FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "height": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    "width": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    "path": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+SUFFIX = ".tfrecord"
+AUTOTUNE = tf.data.AUTOTUNE
+DEFAULT_SHUFFLE_BUFFER = 1024
+
+
+def image_example(encoded, height=None, width=None, path=None):
+    """A ``tf.train.Example`` of the schema above from encoded image bytes."""
+    feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[bytes(encoded)]))}
+    if height is not None:
+        feature["height"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(height)]))
+    if width is not None:
+        feature["width"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(width)]))
+    if path is not None:
+        feature["path"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(path).encode()]))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def shard_name(prefix, index, num_shards):
+    return f"{prefix}-{index:05d}-of-{num_shards:05d}{SUFFIX}"
+
+
+@dataclasses.dataclass
+class WriteResult:
+    """What :func:`write_tfrecords` wrote: shard files, image count, and skipped (undecodable) files."""
+    files: list
+    num_images: int
+    skipped: list
+
+
+def _probe(path, verify):
+    """(height, width) of an image file, or None when it cannot be read (or, with verify, decoded by TF)."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+        if verify:
+            shape = decode.decode_rgb(tf.io.read_file(path)).shape
+            height, width = int(shape[0]), int(shape[1])
+        return height, width
+    except (OSError, SyntaxError, ValueError, tf.errors.OpError):
+        return None
+
+
+def write_tfrecords(image_dir, output_prefix, num_shards=1, verify=True):
+    """Converts the PNG/JPEG files under ``image_dir`` (see :func:`list_image_files`) to TFRecord shards.
+
+    Shard ``i`` holds the ``i``-th consecutive run of the sorted file list. Files that cannot be
+    opened (and, with ``verify``, decoded by TensorFlow) are skipped with a warning and listed in
+    the result. Each shard is written to a temporary name and renamed when complete.
+    """
+    files = list_image_files(image_dir)
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be at least 1, got {num_shards}.")
+    num_shards = min(num_shards, len(files))
+    output_prefix = str(output_prefix)
+    Path(output_prefix).parent.mkdir(parents=True, exist_ok=True)
+    written, skipped, count = [], [], 0
+    for index in range(num_shards):
+        chunk = files[index * len(files) // num_shards:(index + 1) * len(files) // num_shards]
+        name = shard_name(output_prefix, index, num_shards)
+        tmp = name + ".tmp"
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for path in chunk:
+                size = _probe(path, verify)
+                if size is None:
+                    logging.warning("Skipping image that cannot be decoded: %s", path)
+                    skipped.append(path)
+                    continue
+                with open(path, "rb") as f:
+                    encoded = f.read()
+                rel = os.path.relpath(path, image_dir)
+                writer.write(image_example(encoded, *size, path=rel).SerializeToString())
+                count += 1
+        os.replace(tmp, name)
+        written.append(name)
+    logging.info("Wrote %d images to %d shard(s) %s-*-of-%05d%s (%d skipped).", count, num_shards, output_prefix,
+                 num_shards, SUFFIX, len(skipped))
+    return WriteResult(files=written, num_images=count, skipped=skipped)
+
+
+def list_tfrecord_files(pattern):
+    """Sorted TFRecord files from a file, a folder (its ``*.tfrecord*`` files) or a glob pattern."""
+    pattern = str(pattern)
+    expected = f"TFRecord files (*{SUFFIX}, one tf.train.Example per image with an `image` bytes feature)"
+    if any(c in pattern for c in "*?["):
+        files = sorted(tf.io.gfile.glob(pattern))
+        if not files:
+            raise DatasetNotFoundError(f"No files match {pattern}; expected {expected}.")
+        return files
+    if not tf.io.gfile.exists(pattern):
+        raise DatasetNotFoundError(f"TFRecord path {pattern} does not exist; expected a file or a folder of {expected}.")
+    if tf.io.gfile.isdir(pattern):
+        files = sorted(f for f in tf.io.gfile.glob(os.path.join(pattern, f"*{SUFFIX}*")) if not f.endswith(".tmp"))
+        if not files:
+            raise EmptyDatasetError(f"TFRecord folder {pattern} holds no *{SUFFIX} files; expected {expected}.")
+        return files
+    return [pattern]
+
+
+def parse_record(serialized):
+    """A serialized ``tf.train.Example`` -> dict of the schema's features (missing optional ones defaulted)."""
+    return tf.io.parse_single_example(serialized, FEATURES)
+
+
+def tfrecord_images(pattern, resolution, *, num_shards=1, shard_index=0, shuffle=False, seed=0, repeat=False,
+                    shuffle_buffer=None, stats=None):
+    """Unbatched float32 [R, R, 3] images in [-1, 1] from TFRecord files.
+
+    Sharding is by file when there are at least ``num_shards`` files (write at least as many shards
+    as input pipelines, ideally a multiple), otherwise by record (every pipeline reads every file
+    and keeps every ``num_shards``-th record). Shuffling permutes the files, interleaves up to 16 of
+    them, and shuffles records in a buffer of ``shuffle_buffer`` (default 1024) encoded images;
+    without shuffling files are read one after another, in sorted order. Undecodable images are
+    skipped and counted in ``stats`` under their ``path`` feature (or ``<file>#<record index>``).
+    """
+    files = list_tfrecord_files(pattern)
+    stats = stats if stats is not None else decode.DecodeStats()
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    by_file = num_shards > 1 and len(files) >= num_shards
+    if by_file:
+        ds = ds.shard(num_shards, shard_index)
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+
+    def records(file):
+        return tf.data.TFRecordDataset(file).enumerate().map(lambda i, r: (file, i, r))
+
+    cycle = min(len(files), 16) if shuffle else 1
+    if cycle > 1:
+        ds = ds.interleave(records, cycle_length=cycle, block_length=1, num_parallel_calls=AUTOTUNE,
+                           deterministic=True)
+    else:
+        ds = ds.flat_map(records)
+    if num_shards > 1 and not by_file:
+        ds = ds.shard(num_shards, shard_index)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer or DEFAULT_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+
+    def name_and_bytes(file, index, serialized):
+        example = parse_record(serialized)
+        fallback = tf.strings.join([file, "#", tf.strings.as_string(index)])
+        name = tf.where(tf.equal(example["path"], ""), fallback, example["path"])
+        return name, example["image"]
+
+    ds = ds.map(name_and_bytes, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return decode.decode_or_skip(ds, lambda b: b, resolution, stats)
+
