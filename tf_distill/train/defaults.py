@@ -19,7 +19,8 @@ def default_config():
         "mapping_widths": ml_collections.FieldReference(None, field_type=list), "mapping_lr_mul": 1.0})
     c.discriminator = ml_collections.ConfigDict({
         "channel_multiplier": 2, "channels": ml_collections.FieldReference(None, field_type=list)})
-    c.data = ml_collections.ConfigDict({"source": "folder", "path": "", "flip": True})
+    # "folder:PATH", "tfrecord:GLOB" or "fashion_mnist[:train|test[:PATH]]" (tf_distill.data.DataSource)
+    c.data = ml_collections.ConfigDict({"source": "", "flip": True})
     c.train = ml_collections.ConfigDict({
         "steps": 450001, "batch_size": 16, "lr": 0.002, "r1": 10.0, "d_reg_every": 16, "g_reg_every": 4,
         "path_reg": 2.0, "path_batch_shrink": 2, "path_decay": 0.01, "mixing": 0.9, "ema_decay": EMA_DECAY,

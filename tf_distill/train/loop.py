@@ -1,0 +1,229 @@
+"""The training run: models, stage 1, stage 2, data, checkpoints, logs, samples; resumable from ``workdir``.
+
+``workdir`` layout: ``checkpoints/`` (tf.train.CheckpointManager: G, G_ema, D, optimizers, step,
+pl_mean, RNG state, data iterator), ``tb/`` (TensorBoard), ``samples/`` (PNG grids, teacher vs
+student on fixed z), ``final/`` (our checkpoint directory of the last step: g_ema/g/d .keras).
+"""
+
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_distill import model_io
+from tf_distill.data import DataSource, DecodeStats, make_dataset
+from tf_distill.images import save_grid
+from tf_distill.models import Discriminator, Generator
+from tf_distill.train.mimic import MappingMimic
+from tf_distill.train.strategy import is_chief, make_strategy
+from tf_distill.train.stylekd import StyleKDStep
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (then it checkpoints and exits)."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):  # pylint: disable=unused-argument
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def build_models(config, strategy):
+    """(g, g_ema, d, teacher) under the strategy; the student is random, with the teacher's mapping if asked."""
+    gen_config = {k: v for k, v in config.generator.to_dict().items() if v is not None}
+    with strategy.scope():
+        teacher = None
+        if config.teacher:
+            teacher = model_io.load_generator(config.teacher)
+            teacher.trainable = False
+            if teacher.size != gen_config["size"]:
+                raise ValueError(f"teacher is {teacher.size} px but config.generator.size is {gen_config['size']}.")
+        g = Generator(**gen_config, name="g")
+        g_ema = Generator(**gen_config, name="g_ema")
+        d_config = {k: v for k, v in config.discriminator.to_dict().items() if v is not None}
+        d = Discriminator(gen_config["size"], stddev_chunk=config.kd.group_size, name="d", **d_config)
+        for model in (g, g_ema, d):
+            model.build()
+        if teacher is not None and config.kd.load_style and config.stage1.steps == 0:
+            copy_mapping(teacher, g)
+        for dst, src in zip(g_ema.trainable_weights, g.trainable_weights):
+            dst.assign(src)
+    return g, g_ema, d, teacher
+
+
+def copy_mapping(teacher, student):
+    """The paper's ``load_style``: the student starts with the teacher's mapping network."""
+    src, dst = teacher.mapping.trainable_weights, student.mapping.trainable_weights
+    if [tuple(v.shape) for v in src] != [tuple(v.shape) for v in dst] or \
+            teacher.mapping.lr_mul != student.mapping.lr_mul or teacher.mapping.pixel_norm != student.mapping.pixel_norm:
+        raise ValueError("kd.load_style copies the teacher's mapping, but the student's mapping differs; "
+                         "train it with stage 1 (config.stage1.steps > 0) instead.")
+    for d, s in zip(dst, src):
+        d.assign(s)
+
+
+class Run:
+    """A training run bound to ``workdir``."""
+
+    def __init__(self, config, workdir, lpips=None):
+        self.config, self.workdir = config, Path(workdir)
+        self.strategy = make_strategy(config.strategy)
+        self.chief = is_chief(self.strategy)
+        tf.keras.utils.set_random_seed(config.seed)
+        self.g, self.g_ema, self.d, self.teacher = build_models(config, self.strategy)
+        if self.teacher is not None and config.kd.lpips > 0 and lpips is None:
+            from tf_distill.metrics.lpips import load_lpips  # pylint: disable=import-outside-toplevel
+
+            with self.strategy.scope():
+                lpips = load_lpips()
+        self.step = StyleKDStep(self.strategy, self.g, self.g_ema, self.d, config, self.teacher, lpips,
+                                seed=config.seed)
+        self.mimic = None
+        if self.teacher is not None and config.stage1.steps > 0:
+            self.mimic = MappingMimic(self.g, self.teacher, config.stage1.batch_size, config.stage1.lr,
+                                      config.stage1.loss, seed=config.seed + 1)
+        self.stats = DecodeStats()
+        self.dataset = self._dataset()
+        self.iterator = iter(self.dataset)
+        self.mimic_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="mimic_step")
+        items = dict(g=self.g, g_ema=self.g_ema, d=self.d, g_optim=self.step.g_opt, d_optim=self.step.d_opt,
+                     step=self.step.step, pl_mean=self.step.pl_mean, rng=self.step.rng, data=self.iterator,
+                     mimic_step=self.mimic_step)
+        if self.mimic is not None:
+            items.update(mimic_optim=self.mimic.optimizer, mimic_rng=self.mimic.rng)
+        self.checkpoint = tf.train.Checkpoint(**items)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.workdir / "checkpoints",
+                                                  max_to_keep=config.log.keep_checkpoints)
+        self.writer = tf.summary.create_file_writer(str(self.workdir / "tb")) if self.chief else None
+        rng = np.random.default_rng(config.seed + 12345)
+        self.sample_z = rng.standard_normal((config.log.n_samples, self.g.style_dim)).astype(np.float32)
+
+    def _dataset(self):
+        source = DataSource.parse(self.config.data.source)
+        size, batch, seed = self.config.generator.size, self.config.train.batch_size, self.config.seed
+
+        def dataset_fn(input_context):
+            return make_dataset(source, size, batch, shuffle=True, flip=self.config.data.flip, repeat=True,
+                                seed=seed, input_context=input_context, stats=self.stats)
+
+        return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def restore(self):
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            logging.info("Resumed from %s at step %d.", latest, int(self.step.step.numpy()))
+            print(f"resumed from {latest} (step {int(self.step.step.numpy())})", flush=True)
+        return latest
+
+    def save(self):
+        # CheckpointManager writes the shards first and the index last, so a kill mid-write keeps the last one.
+        return self.manager.save(checkpoint_number=int(self.step.step.numpy()) + int(self.mimic_step.numpy()))
+
+    # ---- logs and samples --------------------------------------------------------------------------
+    def _log(self, name, step, logs, start_step, start_time, total):
+        done = step - start_step
+        rate = done / max(time.time() - start_time, 1e-9)
+        eta = (total - step) / rate if rate > 0 else float("inf")
+        text = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
+        print(f"[{name}] step {step}/{total} {rate:.2f} it/s ETA {_duration(eta)} {text}", flush=True)
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                for k, v in logs.items():
+                    tf.summary.scalar(f"{name}/{k}", v)
+
+    def write_samples(self, step):
+        if not self.chief:
+            return None
+        rows = [self.g_ema(self.sample_z, randomize_noise=False).numpy()]
+        if self.teacher is not None:
+            rows.insert(0, self.teacher(self.sample_z, randomize_noise=False).numpy())
+        images = np.concatenate(rows)
+        path = save_grid(images, self.workdir / "samples" / f"step_{step:07d}.png", ncol=len(self.sample_z))
+        with self.writer.as_default(step=step):
+            tf.summary.image("samples (teacher row above student)" if self.teacher is not None else "samples",
+                             np.clip((images + 1) / 2, 0, 1), max_outputs=len(images))
+        return path
+
+    # ---- the loops ---------------------------------------------------------------------------------
+    def run_stage1(self, stop):
+        total = self.config.stage1.steps
+        start, start_time = int(self.mimic_step.numpy()), time.time()
+        while int(self.mimic_step.numpy()) < total and stop.signal is None:
+            loss = float(self.mimic.step())
+            self.mimic_step.assign_add(1)
+            step = int(self.mimic_step.numpy())
+            _check_finite({"mimic_loss": loss}, step)
+            if step % self.config.log.every == 0 or step == total:
+                self._log("stage1", step, {"mimic_loss": loss}, start, start_time, total)
+            if step % self.config.log.checkpoint_every == 0:
+                self.save()
+        if int(self.mimic_step.numpy()) >= total and stop.signal is None:
+            for dst, src in zip(self.g_ema.mapping.trainable_weights, self.g.mapping.trainable_weights):
+                dst.assign(src)  # g_ema <- generator after stage 1
+
+    def run(self, max_steps=None):
+        """Trains until ``config.train.steps`` (or ``max_steps`` more iterations, or a signal); returns the step."""
+        self.restore()
+        total = self.config.train.steps
+        with _StopRequest() as stop:
+            if self.mimic is not None:
+                self.run_stage1(stop)
+            start, start_time = int(self.step.step.numpy()), time.time()
+            end = total if max_steps is None else min(total, start + max_steps)
+            while int(self.step.step.numpy()) < end and stop.signal is None:
+                logs = {k: float(v) for k, v in self.step.train_step(next(self.iterator)).items()}
+                step = int(self.step.step.numpy())
+                _check_finite(logs, step)
+                if step % self.config.log.every == 0 or step == end:
+                    self._log("train", step, logs, start, start_time, total)
+                if step % self.config.log.sample_every == 0:
+                    self.write_samples(step)
+                if step % self.config.log.checkpoint_every == 0:
+                    self.save()
+            step = int(self.step.step.numpy())
+            self.save()
+            if stop.signal is not None:
+                print(f"stopped by signal {stop.signal} at step {step}; checkpoint written", flush=True)
+        if self.stats.num_skipped:
+            self.stats.log_summary()
+        if step >= total and self.chief:
+            self.write_samples(step)
+            model_io.save_models(self.workdir / "final", g_ema=self.g_ema, g=self.g, d=self.d)
+            (self.workdir / "final" / "config.json").write_text(self.config.to_json_best_effort(indent=2))
+        return step
+
+
+def _check_finite(logs, step):
+    bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
+    if bad:
+        raise NonFiniteLossError(f"non-finite loss at step {step}: {bad}; stopping without a checkpoint so the "
+                                 "last good one stays the latest (lower the learning rate or check the data).")
+
+
+def _duration(seconds):
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
