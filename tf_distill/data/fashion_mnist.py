@@ -90,7 +90,7 @@ def pad_images(images, size=PADDED_SIZE, value=0):
 
 
 def fashion_mnist_images(split, resolution, *, path=None, num_shards=1, shard_index=0, shuffle=False, seed=0,
-                         repeat=False, shuffle_buffer=None):
+                         repeat=False, shuffle_buffer=None, skip=0):
     """Unbatched float32 [R, R, 3] images in [-1, 1]: padded to 32x32, RGB, resized if R != 32.
 
     Sharding takes every ``num_shards``-th image from ``shard_index``; shuffling is a full
@@ -104,6 +104,8 @@ def fashion_mnist_images(split, resolution, *, path=None, num_shards=1, shard_in
         ds = ds.shuffle(shuffle_buffer or len(images), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+        if skip:  # resume: continue the same stream, before any decoding
+            ds = ds.skip(skip)
 
     def convert(image):
         rgb = tf.tile(image[:, :, None], [1, 1, 3])

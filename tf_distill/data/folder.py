@@ -42,7 +42,7 @@ def list_image_files(root):
 
 
 def folder_images(root, resolution, *, num_shards=1, shard_index=0, shuffle=False, seed=0, repeat=False,
-                  shuffle_buffer=None, stats=None):
+                  shuffle_buffer=None, stats=None, skip=0):
     """Unbatched float32 [R, R, 3] images in [-1, 1] from the image files under ``root``.
 
     The sorted file list is sharded (every ``num_shards``-th file from ``shard_index``), then
@@ -58,6 +58,8 @@ def folder_images(root, resolution, *, num_shards=1, shard_index=0, shuffle=Fals
         ds = ds.shuffle(shuffle_buffer or len(files), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+        if skip:  # resume: continue the same stream, before any decoding
+            ds = ds.skip(skip)
     ds = ds.map(lambda path: (path, path))
     total = len(files[shard_index::num_shards])
     where = f"image folder {root}" + (f" (shard {shard_index} of {num_shards})" if num_shards > 1 else "")

@@ -32,7 +32,7 @@ def random_flip(images, seed):
 
 
 def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat=True, seed=0, input_context=None,
-                 *, drop_remainder=None, shuffle_buffer=None, stats=None):
+                 *, drop_remainder=None, shuffle_buffer=None, stats=None, skip_batches=0):
     """A ``tf.data.Dataset`` of float32 [b, R, R, 3] image batches in [-1, 1].
 
     Args:
@@ -54,6 +54,9 @@ def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat
         Fashion-MNIST, 1024 encoded records for TFRecords.
       stats: a :class:`DecodeStats` that counts skipped undecodable images (folder/TFRecord); a
         fresh one if None (skips are logged either way).
+      skip_batches: start this many batches into the (repeated) stream, for resuming a run: files
+        or records are skipped before they are read, and flips continue where they were. (The
+        stream shifts only where undecodable images were dropped inside the skipped part.)
     """
     source = DataSource.parse(source)
     if resolution < 1 or batch_size < 1:
@@ -66,7 +69,8 @@ def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat
         num_shards, shard_index = input_context.num_input_pipelines, input_context.input_pipeline_id
         per_replica = input_context.get_per_replica_batch_size(batch_size)
     common = dict(num_shards=num_shards, shard_index=shard_index, shuffle=shuffle,
-                  seed=(seed * 1_000_003 + shard_index) % (2 ** 31), repeat=repeat, shuffle_buffer=shuffle_buffer)
+                  seed=(seed * 1_000_003 + shard_index) % (2 ** 31), repeat=repeat, shuffle_buffer=shuffle_buffer,
+                  skip=int(skip_batches) * per_replica)
     if source.kind == "folder":
         ds = folder_images(source.path, resolution, stats=stats, **common)
     elif source.kind == "tfrecord":
@@ -74,12 +78,12 @@ def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat
     else:
         ds = fashion_mnist_images(source.split, resolution, path=source.path, **common)
 
-    ds = ds.batch(per_replica, drop_remainder=repeat if drop_remainder is None else drop_remainder)
-    if flip:
+    if flip:  # per image, seeded by its position in the stream, so batching does not change the flips
         base = tf.constant([seed, shard_index], tf.int64)
-        ds = ds.enumerate().map(
-            lambda i, x: random_flip(x, tf.random.experimental.stateless_fold_in(base, i)),
+        ds = ds.enumerate(start=int(skip_batches) * per_replica).map(
+            lambda i, x: random_flip(x[None], tf.random.experimental.stateless_fold_in(base, i))[0],
             num_parallel_calls=decode.AUTOTUNE, deterministic=True)
+    ds = ds.batch(per_replica, drop_remainder=repeat if drop_remainder is None else drop_remainder)
     ds = ds.prefetch(decode.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True

@@ -138,7 +138,7 @@ def parse_record(serialized):
 
 
 def tfrecord_images(pattern, resolution, *, num_shards=1, shard_index=0, shuffle=False, seed=0, repeat=False,
-                    shuffle_buffer=None, stats=None):
+                    shuffle_buffer=None, stats=None, skip=0):
     """Unbatched float32 [R, R, 3] images in [-1, 1] from TFRecord files.
 
     Sharding is by file when there are at least ``num_shards`` files (write at least as many shards
@@ -172,6 +172,8 @@ def tfrecord_images(pattern, resolution, *, num_shards=1, shard_index=0, shuffle
         ds = ds.shuffle(shuffle_buffer or DEFAULT_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+        if skip:  # resume: continue the same stream, before any decoding
+            ds = ds.skip(skip)
 
     def name_and_bytes(file, index, serialized):
         example = parse_record(serialized)

@@ -1,7 +1,7 @@
 """The training run: models, stage 1, stage 2, data, checkpoints, logs, samples; resumable from ``workdir``.
 
 ``workdir`` layout: ``checkpoints/`` (tf.train.CheckpointManager: G, G_ema, D, optimizers, step,
-pl_mean, RNG state, data iterator), ``tb/`` (TensorBoard), ``samples/`` (PNG grids, teacher vs
+pl_mean, RNG state; the data stream is deterministic and is resumed by skipping), ``tb/`` (TensorBoard), ``samples/`` (PNG grids, teacher vs
 student on fixed z), ``final/`` (our checkpoint directory of the last step: g_ema/g/d .keras).
 """
 
@@ -72,7 +72,7 @@ def build_models(config, strategy):
 
 def copy_mapping(teacher, student):
     """The paper's ``load_style``: the student starts with the teacher's mapping network."""
-    src, dst = teacher.mapping.trainable_weights, student.mapping.trainable_weights
+    src, dst = teacher.mapping.weights, student.mapping.weights  # the frozen teacher has no trainable_weights
     if [tuple(v.shape) for v in src] != [tuple(v.shape) for v in dst] or \
             teacher.mapping.lr_mul != student.mapping.lr_mul or teacher.mapping.pixel_norm != student.mapping.pixel_norm:
         raise ValueError("kd.load_style copies the teacher's mapping, but the student's mapping differs; "
@@ -102,12 +102,10 @@ class Run:
             self.mimic = MappingMimic(self.g, self.teacher, config.stage1.batch_size, config.stage1.lr,
                                       config.stage1.loss, seed=config.seed + 1)
         self.stats = DecodeStats()
-        self.dataset = self._dataset()
-        self.iterator = iter(self.dataset)
+        self.iterator = None  # made after restore(), continuing the data stream where the run stopped
         self.mimic_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="mimic_step")
         items = dict(g=self.g, g_ema=self.g_ema, d=self.d, g_optim=self.step.g_opt, d_optim=self.step.d_opt,
-                     step=self.step.step, pl_mean=self.step.pl_mean, rng=self.step.rng, data=self.iterator,
-                     mimic_step=self.mimic_step)
+                     step=self.step.step, pl_mean=self.step.pl_mean, rng=self.step.rng, mimic_step=self.mimic_step)
         if self.mimic is not None:
             items.update(mimic_optim=self.mimic.optimizer, mimic_rng=self.mimic.rng)
         self.checkpoint = tf.train.Checkpoint(**items)
@@ -117,13 +115,20 @@ class Run:
         rng = np.random.default_rng(config.seed + 12345)
         self.sample_z = rng.standard_normal((config.log.n_samples, self.g.style_dim)).astype(np.float32)
 
-    def _dataset(self):
+    def _dataset(self, step):
+        """The distributed data stream from iteration ``step`` on (the same images an uninterrupted run sees).
+
+        The stream is deterministic given the seed, so resuming skips what was consumed instead of
+        checkpointing the iterator (which tf.data cannot do for pipelines with Python decoding).
+        """
         source = DataSource.parse(self.config.data.source)
         size, batch, seed = self.config.generator.size, self.config.train.batch_size, self.config.seed
 
         def dataset_fn(input_context):
+            per_pipeline = self.strategy.num_replicas_in_sync // input_context.num_input_pipelines
             return make_dataset(source, size, batch, shuffle=True, flip=self.config.data.flip, repeat=True,
-                                seed=seed, input_context=input_context, stats=self.stats)
+                                seed=seed, input_context=input_context, stats=self.stats,
+                                skip_batches=step * per_pipeline)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -190,6 +195,7 @@ class Run:
             if self.mimic is not None:
                 self.run_stage1(stop)
             start, start_time = int(self.step.step.numpy()), time.time()
+            self.iterator = iter(self._dataset(start))
             end = total if max_steps is None else min(total, start + max_steps)
             while int(self.step.step.numpy()) < end and stop.signal is None:
                 logs = {k: float(v) for k, v in self.step.train_step(next(self.iterator)).items()}

@@ -1,0 +1,157 @@
+"""Training: distribution equivalence, kill-and-resume, stage 1, regularizers against finite differences."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from tf_distill import model_io
+from tf_distill.losses.gan import path_lengths, r1_penalty
+from tf_distill.models import Discriminator, Generator
+from tf_distill.train.mimic import MappingMimic
+
+REPO = Path(__file__).resolve().parents[1]
+HELPER = REPO / "tests" / "train_helper.py"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def teacher_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("teacher") / "teacher.keras"
+    tf.keras.utils.set_random_seed(5)
+    g = Generator(16, style_dim=8, n_mlp=2, channels=[8, 8, 8, 6, 6, 6])
+    g.build()
+    g.save(path)
+    return path
+
+
+def _train(tmp_path, name, data_dir, strategy, steps, max_steps=None, *overrides, wait=True):
+    out = tmp_path / f"{name}.npz"
+    cmd = [sys.executable, str(HELPER), str(out), str(tmp_path / name), str(data_dir), strategy, str(steps),
+           "-" if max_steps is None else str(max_steps), *overrides]
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return np.load(out), result.stdout
+
+
+def _assert_same(a, b, atol):
+    keys = [k for k in a.files if k != "step"]
+    assert keys == [k for k in b.files if k != "step"]
+    worst = max(float(np.abs(a[k] - b[k]).max()) for k in keys)
+    assert worst <= atol, worst
+
+
+@pytest.mark.slow
+def test_mirrored_two_replicas_equal_one_device(tmp_path, data_dir, teacher_path):
+    """A distillation step (D + R1, G + KD losses, path length, EMA) on 2 logical CPUs equals 1 device."""
+    one, _ = _train(tmp_path, "one", data_dir, "default", 1, None, f"teacher={teacher_path}")
+    two, _ = _train(tmp_path, "two", data_dir, "mirrored", 1, None, f"teacher={teacher_path}")
+    _assert_same(one, two, atol=1e-5)
+    start = np.load(tmp_path / "one.npz")
+    assert int(start["step"]) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigkill_resume_reach_the_uninterrupted_weights(tmp_path, data_dir):
+    full, _ = _train(tmp_path, "full", data_dir, "default", 6)
+    # SIGTERM: the run checkpoints at the step it is on and exits cleanly; a rerun finishes the job.
+    proc, _ = _train(tmp_path, "term", data_dir, "default", 6, None, "log.checkpoint_every=100", wait=False)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "[train] step 2/" in line:
+            proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 0, "".join(lines[-20:])
+    assert any("stopped by signal" in line for line in lines), "".join(lines[-20:])
+    resumed, out = _train(tmp_path, "term", data_dir, "default", 6)
+    assert "resumed from" in out
+    _assert_same(full, resumed, atol=1e-6)
+    # SIGKILL between checkpoints (every 2 steps): the rerun starts from the last checkpoint.
+    proc, _ = _train(tmp_path, "kill", data_dir, "default", 6, wait=False)
+    for line in proc.stdout:
+        if "[train] step 5/" in line:
+            proc.kill()
+            break
+    proc.wait(timeout=60)
+    resumed, out = _train(tmp_path, "kill", data_dir, "default", 6)
+    assert "(step 4)" in out
+    _assert_same(full, resumed, atol=1e-6)
+
+
+def test_stage1_lowers_the_mimicking_loss():
+    tf.keras.utils.set_random_seed(0)
+    teacher = Generator(8, style_dim=8, n_mlp=3, channels=[4, 4, 4, 4])
+    student = Generator(8, style_dim=8, channels=[4, 4, 4, 4], mapping_widths=[16, 8])
+    teacher.build()
+    student.build()
+    mimic = MappingMimic(student, teacher, batch_size=256, lr=0.01)
+    z = tf.random.stateless_normal([512, 8], seed=[0, 1])
+    before = float(mimic.distance(z))
+    for _ in range(150):
+        mimic.step()
+    after = float(mimic.distance(z))
+    assert after < 0.5 * before, (before, after)
+
+
+def test_r1_and_path_length_against_finite_differences():
+    tf.keras.utils.set_random_seed(1)
+    d = Discriminator(8, channels=[4, 4], stddev_group=2)
+    d.build()
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 3)).astype(np.float64)
+    eps = 1e-3
+    grad = np.zeros_like(x)
+    flat = grad.reshape(-1)
+    for i in range(0, flat.size, 17):  # a sample of coordinates
+        e = np.zeros(x.size)
+        e[i] = eps
+        e = e.reshape(x.shape)
+        flat[i] = (float(tf.reduce_sum(d((x + e).astype(np.float32)))) -
+                   float(tf.reduce_sum(d((x - e).astype(np.float32))))) / (2 * eps)
+    with tf.GradientTape() as tape:
+        xt = tf.constant(x, tf.float32)
+        tape.watch(xt)
+        total = tf.reduce_sum(d(xt))
+    auto = tape.gradient(total, xt).numpy().reshape(-1)
+    idx = np.arange(0, flat.size, 17)
+    np.testing.assert_allclose(auto[idx], flat[idx], rtol=2e-2, atol=2e-3)
+    np.testing.assert_allclose(r1_penalty(d, x.astype(np.float32)), np.mean(np.sum(auto.reshape(x.shape) ** 2,
+                                                                                      axis=(1, 2, 3))), rtol=1e-5)
+
+    g = Generator(8, style_dim=4, n_mlp=1, channels=[4, 4, 4, 4])
+    g.build()
+    w = np.random.default_rng(1).standard_normal((1, g.n_latent, 4)).astype(np.float32)
+    img_noise = np.random.default_rng(2).standard_normal((1, 8, 8, 3)).astype(np.float32) / 8
+    fd = np.zeros_like(w)
+    for idx in np.ndindex(w.shape):
+        e = np.zeros_like(w)
+        e[idx] = 1e-2
+        f = lambda v: float(tf.reduce_sum(g(v, input_is_latent=True, randomize_noise=False) * img_noise))
+        fd[idx] = (f(w + e) - f(w - e)) / 2e-2
+    expect = np.sqrt(np.mean(np.sum(fd ** 2, axis=2), axis=1))
+    got = path_lengths(g, w, img_noise, randomize_noise=False).numpy()
+    np.testing.assert_allclose(got, expect, rtol=1e-2)
+
+
+def test_distilled_checkpoint_loads_back(tmp_path, data_dir, teacher_path):
+    _train(tmp_path, "kd", data_dir, "default", 2, None, f"teacher={teacher_path}")
+    models = model_io.load_models(tmp_path / "kd" / "final")
+    assert sorted(models) == ["d", "g", "g_ema"]
+    assert (tmp_path / "kd" / "samples").is_dir()

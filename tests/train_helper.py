@@ -1,0 +1,53 @@
+"""Runs a tiny training in a fresh process (logical CPUs, strategies and signals need their own process).
+
+    python tests/train_helper.py OUT.npz WORKDIR DATA_DIR STRATEGY STEPS [MAX_STEPS] [key=value ...]
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tf_distill.train.defaults import default_config  # noqa: E402
+from tf_distill.train.strategy import split_cpu  # noqa: E402
+
+
+def tiny_config(data_dir, strategy, steps, teacher=""):
+    c = default_config()
+    c.seed = 3
+    c.strategy = strategy
+    c.teacher = teacher
+    c.generator.update(dict(size=16, style_dim=8, n_mlp=2, channels=[8, 6, 6, 5, 5, 4]))
+    c.discriminator.channels = [8, 6, 4]
+    c.data.source = f"folder:{data_dir}"
+    c.train.update(dict(steps=steps, batch_size=8))
+    c.kd.update(dict(mimic_layers=[1, 2], lpips=0.0))
+    c.log.update(dict(every=1, checkpoint_every=2, sample_every=1000, n_samples=4))
+    return c
+
+
+def main():
+    out, workdir, data_dir, strategy, steps = sys.argv[1:6]
+    max_steps = int(sys.argv[6]) if len(sys.argv) > 6 and sys.argv[6] != "-" else None
+    overrides = dict(a.split("=", 1) for a in sys.argv[7:])
+    if strategy == "mirrored":
+        split_cpu(2)
+    tf.config.experimental.enable_op_determinism()
+    from tf_distill.train.loop import Run  # pylint: disable=import-outside-toplevel
+
+    config = tiny_config(data_dir, strategy, int(steps), teacher=overrides.pop("teacher", ""))
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        config[section][name] = type(config[section][name])(value)
+    run = Run(config, workdir)
+    step = run.run(max_steps)
+    np.savez(out, step=step, **{f"{m}/{v.path}": v.numpy() for m, model in (("g", run.g), ("d", run.d),
+                                                                           ("g_ema", run.g_ema))
+                                for v in model.weights})
+
+
+if __name__ == "__main__":
+    main()
