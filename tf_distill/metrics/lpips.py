@@ -15,7 +15,8 @@ size and summed, as ``lpips.LPIPS(spatial=True)``). Pipeline, as the reference:
       ``lpips.PerceptualLoss`` that the paper's code calls (spec D.5). Its gradient is finite
       even where a tap is all zeros.
   ``"lpips"``  ``f / (sqrt(sum_c f^2) + 1e-10)``, the pip ``lpips`` 0.1.4 package and CAGAN.
-      Same values up to ~1e-10; the gradient is NaN wherever a tap's channels are all 0.
+      Same values up to ~1e-10; where a tap's channels are all 0 the gradient blows up
+      (torch: NaN from sqrt'(0); here: 1/1e-10), while "stylekd" gives 1/(1e-5 + 1e-10).
 
 The model is frozen (``trainable=False``); gradients flow to the inputs, so it can be a loss.
 Weights: the cached ``lpips_vgg16`` set (fetched on first use), an ``.npz`` path of ours, or
