@@ -254,6 +254,64 @@ def test_two_replica_statistics_equal_single_device():
     assert r["reset"] == 0
 
 
+_REAL_NETS_SCRIPT = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from tf_distill.metrics import fid
+    from tf_distill.metrics.inception import FIDInceptionV3
+    from tf_distill.metrics.lpips import LPIPS
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (5, 32, 32, 3)).astype(np.float32)
+    y = np.clip(x + rng.normal(0, 0.3, x.shape), -1, 1).astype(np.float32)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        inception = FIDInceptionV3()
+        lp = LPIPS()
+        acc = fid.FIDAccumulator(inception)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)   # 4 + remainder 1
+
+    @tf.function
+    def step(a, b):
+        feats = strategy.run(acc.update, args=(a,))
+        d = strategy.run(lp, args=(a, b))
+        return strategy.gather(feats, 0), strategy.gather(d, 0)
+
+    feats, dists = [], []
+    for a, b in strategy.experimental_distribute_dataset(ds):
+        f, d = step(a, b)
+        feats.append(f.numpy()); dists.append(d.numpy())
+    feats, dists = np.concatenate(feats), np.concatenate(dists)
+    mu, sigma = (t.numpy() for t in acc.statistics())
+    ref_f = inception(x).numpy().astype(np.float64)
+    print(json.dumps({
+        "n": float(acc.num_samples().numpy()), "shape": list(feats.shape),
+        "df": float(np.abs(feats - ref_f).max() / np.abs(ref_f).max()),
+        "dl": float(np.abs(dists - lp(x, y).numpy()).max()),
+        "dmu": float(np.abs(mu - ref_f.mean(0)).max()),
+        "ds": float(np.abs(sigma - np.cov(ref_f, rowvar=False)).max())}))
+""")
+
+
+@pytest.mark.slow
+def test_inception_and_lpips_under_mirrored_strategy():
+    """The real networks inside strategy.run on two replicas, as the eval binary will use them."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-c", _REAL_NETS_SCRIPT], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["n"] == 5 and r["shape"] == [5, 2048]
+    assert r["df"] < 1e-5 and r["dl"] < 1e-6 and r["dmu"] < 1e-5 and r["ds"] < 1e-5
+
+
 # ----------------------------------------------------------------------------- real statistics / files
 
 
