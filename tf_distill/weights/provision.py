@@ -27,7 +27,6 @@ first use (set ``TF_DISTILL_AUTO_FETCH=0`` to forbid that).
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import subprocess
