@@ -91,10 +91,10 @@ class Run:
         tf.keras.utils.set_random_seed(config.seed)
         self.g, self.g_ema, self.d, self.teacher = build_models(config, self.strategy)
         if self.teacher is not None and config.kd.lpips > 0 and lpips is None:
-            from tf_distill.metrics.lpips import load_lpips  # pylint: disable=import-outside-toplevel
+            from tf_distill.metrics.lpips import LPIPS  # pylint: disable=import-outside-toplevel
 
             with self.strategy.scope():
-                lpips = load_lpips()
+                lpips = LPIPS()
         self.step = StyleKDStep(self.strategy, self.g, self.g_ema, self.d, config, self.teacher, lpips,
                                 seed=config.seed)
         self.mimic = None

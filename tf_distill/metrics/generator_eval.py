@@ -1,0 +1,86 @@
+"""Metrics of generators as the paper evaluates them: FID of samples, LPIPS between two generators on the same z.
+
+FID samples follow spec D.1: z ~ N(0, I), truncation 1, random noise, batches of ``batch_size``
+with the remainder as a last smaller batch, raw output (``stylekd`` mode) or uint8-quantised
+(``standard``), fed to the FID Inception through a streaming float64 accumulator.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tf_distill.data import make_dataset
+from tf_distill.metrics.fid import FIDAccumulator, accumulate, frechet_distance, load_statistics, save_statistics
+from tf_distill.metrics.inception import FIDInceptionV3
+
+
+def sample_batches(num_samples, batch_size):
+    """Batch sizes covering exactly ``num_samples`` (the reference's ``[bs] * (n // bs - 1) + [rest]``,
+    with a rest larger than ``bs`` split in two so no batch exceeds ``bs``)."""
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"num_samples and batch_size must be positive, got {num_samples}, {batch_size}.")
+    full = max(num_samples // batch_size - 1, 0)
+    sizes = [batch_size] * full
+    rest = num_samples - full * batch_size
+    while rest > 0:
+        sizes.append(min(rest, batch_size))
+        rest -= sizes[-1]
+    return sizes
+
+
+def generator_fid(generator, real_stats, num_samples=50000, batch_size=64, mode="stylekd", inception=None,
+                  seed=0, strategy=None, progress=None):
+    """(FID, num_samples) of ``generator``'s samples against ``(mu, sigma)`` of real images."""
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        inception = inception or FIDInceptionV3(mode=mode)
+        acc = FIDAccumulator(inception)
+    rng = tf.random.Generator.from_seed(seed)
+
+    @tf.function
+    def step(z):
+        def replica(z_all):
+            ctx = tf.distribute.get_replica_context()
+            n, i = ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
+            size = tf.shape(z_all)[0]
+            lo, hi = size * i // n, size * (i + 1) // n
+            acc.update(generator(z_all[lo:hi]))
+
+        strategy.run(replica, args=(z,))
+
+    for size in sample_batches(num_samples, batch_size):
+        step(rng.normal([size, generator.style_dim]))
+        if progress is not None:
+            progress(size)
+    mu, sigma = acc.statistics()
+    fid = frechet_distance(mu, sigma, tf.constant(real_stats[0], tf.float64), tf.constant(real_stats[1], tf.float64))
+    return float(fid), int(acc.num_samples().numpy())
+
+
+def lpips_between(g_a, g_b, lpips, num_samples=256, batch_size=32, seed=0, randomize_noise=False):
+    """Mean LPIPS between two generators' images for the same z (and the stored noise maps by default)."""
+    rng = np.random.default_rng(seed)
+    distances = []
+    for size in sample_batches(num_samples, batch_size):
+        z = rng.standard_normal((size, g_a.style_dim)).astype(np.float32)
+        distances.append(lpips(g_a(z, randomize_noise=randomize_noise), g_b(z, randomize_noise=randomize_noise)))
+    return float(np.mean(np.concatenate([np.asarray(d) for d in distances])))
+
+
+def dataset_statistics(source, resolution, num_images=None, batch_size=64, mode="stylekd", cache_path=None,
+                       inception=None, progress=None):
+    """(mu, sigma) of real images from a data source spec (folder/TFRecords/Fashion-MNIST), cached as .npz.
+
+    Images go through the training pipeline without flips or shuffling (first ``num_images`` in
+    order), at the generator's resolution, so real and fake statistics are taken alike.
+    """
+    if cache_path is not None and tf.io.gfile.exists(str(cache_path)):
+        return load_statistics(str(cache_path))
+    ds = make_dataset(source, resolution, batch_size, shuffle=False, flip=False, repeat=False)
+    if num_images:
+        ds = ds.unbatch().take(num_images).batch(batch_size)
+    acc = FIDAccumulator(inception or FIDInceptionV3(mode=mode))
+    accumulate(ds, acc, progress=progress)
+    mu, sigma = (t.numpy() for t in acc.statistics())
+    if cache_path is not None:
+        save_statistics(str(cache_path), mu, sigma, int(acc.num_samples().numpy()))
+    return mu, sigma

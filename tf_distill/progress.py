@@ -1,0 +1,28 @@
+"""A small progress bar with rate and ETA for long loops (evaluation, projection, demo)."""
+
+import sys
+import time
+
+
+class Progress:
+    """``Progress(total, "FID")``; call ``update(n)`` as work is done. Prints at most every ``interval`` s."""
+
+    def __init__(self, total, label, interval=2.0, stream=None):
+        self.total, self.label, self.interval = int(total), label, interval
+        self.stream = stream or sys.stderr
+        self.done, self.start, self._last = 0, time.time(), 0.0
+
+    def update(self, n=1):
+        self.done = min(self.total, self.done + int(n))
+        now = time.time()
+        if now - self._last >= self.interval or self.done >= self.total:
+            self._last = now
+            elapsed = now - self.start
+            rate = self.done / elapsed if elapsed > 0 else 0.0
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            eta_text = f"{int(eta) // 60}:{int(eta) % 60:02d}" if eta != float("inf") else "?"
+            self.stream.write(f"[{self.label}] {self.done}/{self.total} {100 * self.done / max(self.total, 1):5.1f}% "
+                              f"{rate:.1f}/s ETA {eta_text}\n")
+            self.stream.flush()
+
+    __call__ = update
