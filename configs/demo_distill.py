@@ -1,0 +1,30 @@
+"""The demo distillation: the committed Fashion-MNIST teacher (demo/) into a ~4x smaller student.
+
+    tf-distill-demo --workdir=out/demo            # what the README's main command runs
+    # equivalently, the training part alone:
+    tf-distill-train --config=configs/demo_distill.py --workdir=out/demo/run
+
+Stage 2 of the paper with every loss on (GAN, RGB L1 x3, LPIPS x3, LD relation KL x30 on the
+16 and 32 px blocks with split teacher directions), the teacher's mapping copied (load_style).
+"""
+
+from configs.demo_teacher import TEACHER
+from tf_distill.train.defaults import default_config
+
+STUDENT = dict(TEACHER, channels=[64, 64, 64, 64, 32, 32, 16, 16])
+
+
+def get_config():
+    c = default_config()
+    c.teacher = "demo/teacher_fmnist32.keras"
+    c.generator.update(STUDENT)
+    c.discriminator.channels = [32, 64, 128, 128]
+    c.data.source = "fashion_mnist:train"
+    c.train.steps = 400
+    c.train.batch_size = 8
+    c.kd.mimic_layers = [2, 3]  # the 16 and 32 px blocks (the paper: the three highest resolutions)
+    c.kd.lpips_size = 256
+    c.log.every = 25
+    c.log.checkpoint_every = 100
+    c.log.sample_every = 100
+    return c
