@@ -59,6 +59,10 @@ class StyleKDStep:
             self.pl_mean = tf.Variable(0.0, trainable=False, name="pl_mean",
                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self.rng = tf.random.Generator.from_seed(seed)
+        blocks = len(g.synthesis.to_rgbs)
+        if self.distill and self.kd.relation > 0 and not all(1 <= m <= blocks for m in self.kd.mimic_layers):
+            raise ValueError(f"kd.mimic_layers {list(self.kd.mimic_layers)} must be in [1, {blocks}] for a "
+                             f"{g.size} px generator (block m has resolution 2^(m+2)).")
         self.directions = None
         if self.distill and self.kd.relation > 0 and self.kd.offset_mode == "main":
             self.directions = tf.constant(latent_directions(teacher, max(self.kd.mimic_layers),

@@ -1,0 +1,56 @@
+"""StyleKD on FFHQ 256: the paper's run (spec C.6) and the ablations of the supplementary's Table 1.
+
+    tf-distill-train --config=configs/ffhq256_stylekd.py --workdir=runs/ffhq256 \
+        --config.teacher=256px_full_size.pt --config.data.source=folder:/data/ffhq/images1024x1024
+    tf-distill-train --config=configs/ffhq256_stylekd.py:rgb_lpips_ld_l2 ...   # an ablation
+
+Variants (``:<variant>``): ``paper`` (= ``rgb_lpips_ld_kl``: RGB L1 x3 + LPIPS x3 + LD KL x30, mimic
+layers 64/128/256), ``released_code`` (the release's default mimic layers 16/32/64/128), ``rgb``,
+``rgb_random_kl`` (random offset directions), ``rgb_single_view_kl``, ``rgb_ld_l2``, ``rgb_ld_kl``,
+``rgb_lpips``, ``rgb_lpips_ld_l2``, ``no_gan`` (the supplementary's supervised-only mode),
+``cagan_init`` (student synthesis from the pruned checkpoint's weights is not random: use
+``--config.teacher`` for the teacher and start from a converted student with ``g_step``).
+Student: CAGAN's 0.7-pruned channels; global batch 16 = the paper's 4 GPUs x 4.
+"""
+
+from configs.paper_models import MODELS
+from tf_distill.train.defaults import default_config
+
+VARIANTS = {
+    "paper": {},
+    "rgb_lpips_ld_kl": {},
+    "released_code": {"kd.mimic_layers": [2, 3, 4, 5]},
+    "rgb": {"kd.lpips": 0.0, "kd.relation": 0.0},
+    "rgb_random_kl": {"kd.lpips": 0.0, "kd.offset_mode": "random"},
+    "rgb_single_view_kl": {"kd.lpips": 0.0, "kd.single_view": True},
+    "rgb_ld_l2": {"kd.lpips": 0.0, "kd.relation_loss": "mse"},
+    "rgb_ld_kl": {"kd.lpips": 0.0},
+    "rgb_lpips": {"kd.relation": 0.0},
+    "rgb_lpips_ld_l2": {"kd.relation_loss": "mse"},
+    "no_gan": {"train.gan": False},
+}
+
+
+def apply_overrides(config, overrides):
+    for dotted, value in overrides.items():
+        section, name = dotted.split(".")
+        config[section][name] = value
+    return config
+
+
+def base_config(size_model="ffhq256_student"):
+    c = default_config()
+    c.generator.update(MODELS[size_model]().to_dict())
+    c.data.source = ""  # e.g. folder:/data/ffhq/images1024x1024
+    c.teacher = ""  # e.g. CAGAN's 256px_full_size.pt
+    c.train.steps = 450001
+    c.train.batch_size = 16
+    c.eval.fid_every = 10000
+    c.log.checkpoint_every = 10000
+    return c
+
+
+def get_config(variant="paper"):
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; choose from {sorted(VARIANTS)}.")
+    return apply_overrides(base_config(), VARIANTS[variant])
