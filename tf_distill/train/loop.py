@@ -113,6 +113,7 @@ class Run:
                                                   max_to_keep=config.log.keep_checkpoints)
         self.writer = tf.summary.create_file_writer(str(self.workdir / "tb")) if self.chief else None
         rng = np.random.default_rng(config.seed + 12345)
+        self._fid_stats = None
         self.sample_z = rng.standard_normal((config.log.n_samples, self.g.style_dim)).astype(np.float32)
 
     def _dataset(self, step):
@@ -170,6 +171,23 @@ class Run:
                              np.clip((images + 1) / 2, 0, 1), max_outputs=len(images))
         return path
 
+    def evaluate_fid(self, step):
+        """FID of g_ema against the training data (its statistics cached in the workdir), to TensorBoard."""
+        from tf_distill.metrics import generator_eval  # pylint: disable=import-outside-toplevel
+
+        cfg = self.config.eval
+        if self._fid_stats is None:
+            self._fid_stats = generator_eval.dataset_statistics(
+                self.config.data.source, self.g.size, cfg.fid_samples, cfg.fid_batch,
+                cache_path=self.workdir / f"real_stats_{cfg.fid_samples}.npz")
+        fid, count = generator_eval.generator_fid(self.g_ema, self._fid_stats, cfg.fid_samples, cfg.fid_batch,
+                                                  strategy=self.strategy, seed=step)
+        print(f"[eval] step {step} FID({count}) = {fid:.3f}", flush=True)
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                tf.summary.scalar(f"eval/fid_{count}", fid)
+        return fid
+
     # ---- the loops ---------------------------------------------------------------------------------
     def run_stage1(self, stop):
         total = self.config.stage1.steps
@@ -205,6 +223,8 @@ class Run:
                     self._log("train", step, logs, start, start_time, total)
                 if step % self.config.log.sample_every == 0:
                     self.write_samples(step)
+                if self.config.eval.fid_every and step % self.config.eval.fid_every == 0:
+                    self.evaluate_fid(step)
                 if step % self.config.log.checkpoint_every == 0:
                     self.save()
             step = int(self.step.step.numpy())
