@@ -534,3 +534,28 @@ def test_crafted_lengths_do_not_allocate(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 2**26, peak
+
+
+def test_torch_04_tensors_without_hooks_pickle_none(tmp_path):
+    """torch 0.4 wrote ``backward_hooks=None`` (LPIPS's ``vgg.pth``); hooks themselves stay refused."""
+    data = b"\x00\x00\x80\x3f" * 4
+    path = write_legacy(tmp_path / "old.pt", state_dict_pickle(("w", tensor_ops((2, 2), (2, 1), hooks=b"N"))),
+                        {"0": (4, data)})
+    assert_same(load_torch_checkpoint(path), {"w": np.ones((2, 2), np.float32)})
+    hooks = b"ccollections\nOrderedDict\n)R" + op_str("h") + b"K\x01s"
+    path = write_legacy(tmp_path / "hooked.pt", state_dict_pickle(("w", tensor_ops((2, 2), (2, 1), hooks=hooks))),
+                        {"0": (4, data)})
+    expect_error(path, "backward hooks")
+
+
+def test_python2_era_ordered_dict_from_pairs(tmp_path):
+    """Old pickles build OrderedDict([[key, value], ...]) (LPIPS's v0.1 ``vgg.pth``); only such pairs pass."""
+    data = b"\x00\x00\x80\x3f" * 4
+    pair = b"]" + op_str("w") + b"a" + tensor_ops((4,), (1,)) + b"a"
+    pkl = b"\x80\x02ccollections\nOrderedDict\n" + op_tuple([b"](" + pair + b"e"]) + b"R."
+    assert_same(load_torch_checkpoint(write_zip(tmp_path / "ok.pt", pkl, {"0": data})),
+                {"w": np.ones(4, np.float32)})
+    for bad in (op_tuple([op_str("w")]), op_tuple([b"](" + b"]" + b"}" + b"a" + b"K\x01a" + b"e"]),
+                op_tuple([b"]", b"]"])):
+        path = write_zip(tmp_path / "bad.pt", b"\x80\x02ccollections\nOrderedDict\n" + bad + b"R.", {"0": data})
+        expect_error(path, "refused OrderedDict built from arguments")

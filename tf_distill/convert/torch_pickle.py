@@ -152,7 +152,8 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
 def _check_grad_args(requires_grad, backward_hooks):
     if type(requires_grad) is not bool:
         raise CheckpointError(f"invalid requires_grad {requires_grad!r:.40}")
-    if type(backward_hooks) is not _StateDict or backward_hooks:
+    # torch 0.4 pickled "no hooks" as None (e.g. LPIPS's v0.1 vgg.pth), later torch as OrderedDict().
+    if backward_hooks is not None and (type(backward_hooks) is not _StateDict or backward_hooks):
         raise CheckpointError(f"refused tensor with backward hooks: {_ONLY}")
 
 
@@ -192,9 +193,16 @@ class _Namespace(dict):
 
 
 def _new_ordered_dict(*args):
-    if args:
-        raise CheckpointError("refused OrderedDict built from arguments; expected OrderedDict()")
-    return _StateDict()
+    """``OrderedDict()``, or (Python 2 era pickles, e.g. LPIPS's v0.1 ``vgg.pth``) ``OrderedDict(pairs)``
+    with ``pairs`` a list of [key, value] lists, keys str or int."""
+    if not args:
+        return _StateDict()
+    pairs = args[0]
+    if (len(args) != 1 or type(pairs) is not list
+            or not all(type(p) in (list, tuple) and len(p) == 2 and type(p[0]) in (str, int) for p in pairs)):
+        raise CheckpointError("refused OrderedDict built from arguments other than a list of (str/int key, "
+                              "value) pairs")
+    return _StateDict(pairs)
 
 
 def _admitted_globals() -> dict:
