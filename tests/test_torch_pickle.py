@@ -534,3 +534,185 @@ def test_crafted_lengths_do_not_allocate(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 2**26, peak
+
+
+# ---------------------------------------------------------------- TorchScript archives (opt-in)
+
+
+def scripted_archive(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+            self.sizes = [1, 2, 3]
+            self.scales = [0.5, 2.0]
+            self.flags = [True, False]
+            self.register_buffer("mean", torch.arange(4, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.conv(x) * self.scales[0] + float(self.sizes[0])
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(Block(), torch.nn.ReLU())
+            self.head = torch.nn.Parameter(torch.randn(2, 5).t())  # non-contiguous
+
+        def forward(self, x):
+            return self.body(x).sum() + self.head.sum()
+
+    net = Net().eval()
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(net), str(path))
+    return net, path
+
+
+def test_torchscript_module_tree_is_read_as_inert_records(tmp_path):
+    from tf_distill.convert.torch_pickle import ScriptObject, load_torchscript
+
+    net, path = scripted_archive(tmp_path)
+    for source in (path, path.read_bytes()):
+        root = load_torchscript(source)
+        assert type(root) is ScriptObject and root.qualname.startswith("__torch__.") and root.qualname.endswith("Net")
+        block = root["body"]["0"]
+        assert block.qualname.endswith("Block") and isinstance(root["body"]["1"], ScriptObject)
+        assert block["sizes"] == [1, 2, 3] and block["scales"] == [0.5, 2.0] and block["flags"] == [True, False]
+        assert block["training"] is False
+        conv = block["conv"]
+        assert conv.qualname.endswith("Conv2d")
+        for name, value in net.state_dict().items():
+            node = root
+            for part in name.split("."):
+                node = node[part]
+            assert_same(node, value.numpy(), name)
+    # Reading the archive runs none of it: the product stays torch-free.
+    code = ("import sys; from tf_distill.convert.torch_pickle import load_torchscript as f; "
+            f"f({str(path)!r}); sys.exit('torch' in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_torchscript_classes_only_in_torchscript_mode(tmp_path):
+    _, path = scripted_archive(tmp_path)
+    expect_error(path, "refused to load global '__torch__.", "only tensors and state_dicts")
+
+
+SCRIPT_GLOBAL = b"c__torch__.os\nsystem\n"
+
+
+@pytest.mark.parametrize("data_pkl, fragment", [
+    # a __torch__ name is only ever an inert record class: called with arguments, it refuses
+    (b"\x80\x02" + SCRIPT_GLOBAL + op_tuple([op_str("touch pwned")]) + b"R.", "built from arguments"),
+    (b"\x80\x02" + SCRIPT_GLOBAL + op_tuple([op_str("x")]) + b"\x81.", "built from arguments"),
+    # state must be one str-keyed dict, set once
+    (b"\x80\x02" + SCRIPT_GLOBAL + b")\x81" + op_tuple([op_str("x")]) + b"b.", "refused state of type tuple"),
+    (b"\x80\x02" + SCRIPT_GLOBAL + b")\x81}" + op_str("a") + b"K\x01sb}" + op_str("b") + b"K\x01sb.",
+     "refused state"),
+    (b"\x80\x02" + SCRIPT_GLOBAL + b"}" + op_str("a") + b"K\x01sb.", "corrupt"),  # BUILD on the class
+    (b"\x80\x02ctorch.jit._pickle\nbuild_intlist\n" + op_tuple([b"]" + op_str("1") + b"a"]) + b"R.",
+     "build_intlist"),
+    (b"\x80\x02c__torch__.a b\nC\n)\x81.", "refused to load global"),  # not an identifier path
+    # everything the plain reader refuses is still refused
+    (b"\x80\x02cbuiltins\neval\n" + op_tuple([op_str("1")]) + b"R.", "builtins.eval"),
+    (b"\x80\x02" + op_tuple([op_str("module"), op_str("M"), op_str("x.py"), op_str("src")]) + b"Q.", "nn.Module"),
+], ids=["reduce-args", "newobj-args", "tuple-state", "state-twice", "build-class", "intlist-type",
+        "bad-name", "eval", "module-pid"])
+def test_crafted_torchscript_pickles_are_refused(tmp_path, data_pkl, fragment):
+    from tf_distill.convert.torch_pickle import load_torchscript
+
+    path = write_zip(tmp_path / "evil.pt", data_pkl)
+    with pytest.raises(CheckpointError) as info:
+        load_torchscript(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and fragment in message, message
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_torchscript_malicious_globals_never_run(tmp_path):
+    from tf_distill.convert.torch_pickle import load_torchscript
+
+    marker = tmp_path / "pwned"
+    for case, (make, named) in MALICIOUS.items():
+        with pytest.raises(CheckpointError, match=named):
+            load_torchscript(write_zip(tmp_path / "evil.pt", make(marker)).read_bytes())
+        assert not marker.exists(), case
+
+
+# ---------------------------------------------------------------- numpy-only pickles (opt-in)
+
+
+def test_numpy_pickles_read_without_numpy_unpickling(tmp_path):
+    from tf_distill.convert.torch_pickle import load_numpy_pickle
+
+    rng = np.random.default_rng(0)
+    tree = {"a": {"kernel": rng.normal(size=(3, 3, 2, 4)).astype(np.float32), "n": np.arange(5)},
+            "fortran": np.asfortranarray(rng.normal(size=(3, 4))),
+            "big": np.arange(6, dtype=">f8").reshape(2, 3), "scalar": np.array(2.5, np.float16),
+            "empty": np.zeros((0, 3), np.uint8), "mask": np.array([True, False])}
+    for protocol in (3, 4):
+        data = pickle.dumps(tree, protocol=protocol)
+        (tmp_path / "t.pkl").write_bytes(data)
+        for source in (data, tmp_path / "t.pkl"):
+            got = load_numpy_pickle(source)
+            expected = {**tree, "big": tree["big"].astype("=f8")}  # native byte order, like the torch reader
+            assert_same(got, expected)
+            assert got["big"].dtype.isnative
+    assert_same(load_numpy_pickle(pickle.dumps(tree["fortran"])), tree["fortran"])
+
+
+def np_array_ops(shape_ops, raw, code=b"f4"):
+    dtype = (b"cnumpy\ndtype\n" + op_tuple([op_str(code.decode()), b"\x89\x88"]) + b"R"
+             + op_tuple([b"K\x03", op_str("<"), b"NNN", op_int(-1), op_int(-1), b"K\x00"]) + b"b")
+    return (b"cnumpy.core.multiarray\n_reconstruct\n" + op_tuple([b"cnumpy\nndarray\n", b"K\x00\x85", b"C\x01b"])
+            + b"R" + op_tuple([b"K\x01", shape_ops, dtype, b"\x89", b"C" + bytes([len(raw)]) + raw]) + b"b")
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (lambda m: pickle.dumps({"w": SystemCall(m)}), "refused to load global"),
+    (lambda m: pickle.dumps({"w": np.array([1, "x"], dtype=object)}), "numpy dtype 'O"),
+    (lambda m: pickle.dumps({"w": np.zeros(2, [("a", "f4"), ("b", "i4")])}), "numpy dtype"),
+    (lambda m: pickle.dumps({"w": np.zeros(3)}, protocol=5), "opcode BYTEARRAY8"),  # numpy's _frombuffer + buffer
+    (lambda m: pickle.dumps({"w": [np.zeros(3)]}), "refused list at w"),
+    (lambda m: pickle.dumps({"w": np.zeros(3)})[:-20], "truncated or corrupt pickle"),
+    (lambda m: b"\x80\x02" + np_array_ops(op_tuple([b"K\x03"]), b"\0" * 4) + b".", "holds 4 bytes, expected 12"),
+    (lambda m: b"\x80\x02" + np_array_ops(op_tuple([op_int(-1)]), b"") + b".", "invalid tensor size"),
+    (lambda m: b"\x80\x02" + np_array_ops(op_tuple([b"K\x01"]), b"\0" * 4) + b"(K\x01tb.", "array state"),
+    (lambda m: b"\x80\x02cnumpy\nndarray\n" + op_tuple([b"K\x01"]) + b"R.", "refused call of numpy.ndarray"),
+    (lambda m: b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n.", "refused to load global"),
+    (lambda m: b"garbage", "not a pickle"),
+], ids=["system", "object", "struct", "protocol5", "list", "truncated", "short-data", "bad-shape",
+        "build-twice", "ndarray-call", "torch-global", "garbage"])
+def test_numpy_pickle_refusals_are_one_line(tmp_path, data, fragment):
+    from tf_distill.convert.torch_pickle import load_numpy_pickle
+
+    marker = tmp_path / "pwned"
+    with pytest.raises(CheckpointError) as info:
+        load_numpy_pickle(data(marker))
+    assert "\n" not in str(info.value) and fragment in str(info.value), str(info.value)
+    assert not marker.exists()
+
+
+def test_torch_04_tensors_without_hooks_pickle_none(tmp_path):
+    """torch 0.4 wrote ``backward_hooks=None`` (LPIPS's ``vgg.pth``); hooks themselves stay refused."""
+    data = b"\x00\x00\x80\x3f" * 4
+    path = write_legacy(tmp_path / "old.pt", state_dict_pickle(("w", tensor_ops((2, 2), (2, 1), hooks=b"N"))),
+                        {"0": (4, data)})
+    assert_same(load_torch_checkpoint(path), {"w": np.ones((2, 2), np.float32)})
+    hooks = b"ccollections\nOrderedDict\n)R" + op_str("h") + b"K\x01s"
+    path = write_legacy(tmp_path / "hooked.pt", state_dict_pickle(("w", tensor_ops((2, 2), (2, 1), hooks=hooks))),
+                        {"0": (4, data)})
+    expect_error(path, "backward hooks")
+
+
+def test_python2_era_ordered_dict_from_pairs(tmp_path):
+    """Old pickles build OrderedDict([[key, value], ...]) (LPIPS's v0.1 ``vgg.pth``); only such pairs pass."""
+    data = b"\x00\x00\x80\x3f" * 4
+    pair = b"]" + op_str("w") + b"a" + tensor_ops((4,), (1,)) + b"a"
+    pkl = b"\x80\x02ccollections\nOrderedDict\n" + op_tuple([b"](" + pair + b"e"]) + b"R."
+    assert_same(load_torch_checkpoint(write_zip(tmp_path / "ok.pt", pkl, {"0": data})),
+                {"w": np.ones(4, np.float32)})
+    for bad in (op_tuple([op_str("w")]), op_tuple([b"](" + b"]" + b"}" + b"a" + b"K\x01a" + b"e"]),
+                op_tuple([b"]", b"]"])):
+        path = write_zip(tmp_path / "bad.pt", b"\x80\x02ccollections\nOrderedDict\n" + bad + b"R.", {"0": data})
+        expect_error(path, "refused OrderedDict built from arguments")

