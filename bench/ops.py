@@ -1,0 +1,133 @@
+"""Custom CPU kernels vs the reference TF ops, side by side in one run.
+
+    python bench/ops.py                  # 64/128/256 px, batch 4, 128 channels
+    python bench/ops.py --sizes 64 --repeats 3
+
+For upfirdn2d (upsample 2x: px/2 -> px, blur: px -> px, downsample 2x: px -> px/2, all with
+the [1,3,3,1] kernel, NHWC) and for fused bias + leaky ReLU at px, it times the forward pass
+and the forward + backward pass (gradient of sum(y * cotangent) w.r.t. the input, and the
+bias), each compiled with tf.function, and prints the median over the repeats and the ratio
+reference / custom (> 1: the custom kernel is faster). Needs the built library
+(custom_ops/build.sh). Timings are wall clock on whatever the machine is doing meanwhile:
+run it on an idle machine and repeat.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tf_distill.ops import _loader  # noqa: E402
+from tf_distill.ops.fused_bias_act import fused_bias_act  # noqa: E402
+from tf_distill.ops.upfirdn2d import setup_kernel, upfirdn2d  # noqa: E402
+
+UPFIRDN_CASES = {  # name: (input size from px, kernel gain, up, down, pad)
+    "upsample2x": (lambda px: px // 2, 4.0, 2, 1, (2, 1)),
+    "blur": (lambda px: px, 1.0, 1, 1, (2, 1)),
+    "downsample2x": (lambda px: px, 1.0, 1, 2, (1, 1)),
+}
+
+
+def _time(fn, args, repeats, warmup=2):
+    for _ in range(warmup):
+        fn(*args)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)  # a tf.function call on CPU returns once its outputs are computed
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def _upfirdn_fns(kernel, up, down, pad, impl):
+    @tf.function(jit_compile=False)
+    def forward(x, cot):
+        del cot
+        return upfirdn2d(x, kernel, up=up, down=down, pad=pad, impl=impl)
+
+    @tf.function(jit_compile=False)
+    def forward_backward(x, cot):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = upfirdn2d(x, kernel, up=up, down=down, pad=pad, impl=impl)
+            loss = tf.reduce_sum(y * cot)
+        return tape.gradient(loss, x)
+
+    return forward, forward_backward
+
+
+def _bias_act_fns(impl):
+    @tf.function(jit_compile=False)
+    def forward(x, b, cot):
+        del cot
+        return fused_bias_act(x, b, impl=impl)
+
+    @tf.function(jit_compile=False)
+    def forward_backward(x, b, cot):
+        with tf.GradientTape() as tape:
+            tape.watch([x, b])
+            y = fused_bias_act(x, b, impl=impl)
+            loss = tf.reduce_sum(y * cot)
+        return tape.gradient(loss, [x, b])
+
+    return forward, forward_backward
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--channels", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    if _loader.custom_ops_library() is None:
+        sys.exit(f"custom op library not available: {_loader.unavailable_reason()}; run custom_ops/build.sh")
+    print(f"library: {_loader.library_path()}")
+    print(f"TF {tf.__version__}, intra-op threads: {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}"
+          f", CPUs: {os.cpu_count()}, batch {args.batch}, channels {args.channels}, median of {args.repeats}")
+    header = f"{'op':<14}{'px':>5}  {'pass':<9}{'shape in -> out':<34}{'ref ms':>9}{'custom ms':>11}{'ref/custom':>12}"
+    print(header)
+    print("-" * len(header))
+    rng = np.random.default_rng(0)
+    kernel = setup_kernel([1, 3, 3, 1])
+    ratios = []
+    for px in args.sizes:
+        for name, (in_size, gain, up, down, pad) in UPFIRDN_CASES.items():
+            size = in_size(px)
+            x = tf.constant(rng.standard_normal((args.batch, size, size, args.channels), dtype=np.float32))
+            k = kernel * gain
+            y_shape = upfirdn2d(x[:1], k, up=up, down=down, pad=pad, impl="ref").shape
+            cot = tf.constant(rng.standard_normal((args.batch,) + tuple(y_shape[1:]), dtype=np.float32))
+            fns = {impl: _upfirdn_fns(k, up, down, pad, impl) for impl in ("ref", "custom")}
+            for i, label in enumerate(("forward", "fwd+bwd")):
+                t_ref = _time(fns["ref"][i], (x, cot), args.repeats)
+                t_custom = _time(fns["custom"][i], (x, cot), args.repeats)
+                ratios.append(t_ref / t_custom)
+                shapes = f"{list(x.shape)} -> {[args.batch] + list(y_shape[1:])}"
+                print(f"{name:<14}{px:>5}  {label:<9}{shapes:<34}{t_ref:>9.2f}{t_custom:>11.2f}{t_ref / t_custom:>11.2f}x",
+                      flush=True)
+        x = tf.constant(rng.standard_normal((args.batch, px, px, args.channels), dtype=np.float32))
+        b = tf.constant(rng.standard_normal((args.channels,), dtype=np.float32))
+        cot = tf.constant(rng.standard_normal(x.shape, dtype=np.float32))
+        fns = {impl: _bias_act_fns(impl) for impl in ("ref", "custom")}
+        for i, label in enumerate(("forward", "fwd+bwd")):
+            t_ref = _time(fns["ref"][i], (x, b, cot), args.repeats)
+            t_custom = _time(fns["custom"][i], (x, b, cot), args.repeats)
+            ratios.append(t_ref / t_custom)
+            shapes = f"{list(x.shape)} (lrelu)"
+            print(f"{'bias_act':<14}{px:>5}  {label:<9}{shapes:<34}{t_ref:>9.2f}{t_custom:>11.2f}{t_ref / t_custom:>11.2f}x",
+                  flush=True)
+    print("-" * len(header))
+    print(f"ref/custom: min {min(ratios):.2f}x, geometric mean {float(np.exp(np.mean(np.log(ratios)))):.2f}x, "
+          f"max {max(ratios):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
