@@ -152,6 +152,9 @@ def main(argv=None):
         f"build --repo_env=TF_DISTILL_NVCC={nvcc or ''}",
         f"build --repo_env=TF_DISTILL_CUDA_ARCHS={args.cuda_archs}",
         "build --compilation_mode=opt",
+        # Debian's linux-sandbox logs debug lines for every action, and sandboxing symlinks
+        # TF's ~18k headers per compile: run actions unsandboxed (Bazel still checks includes).
+        "build --spawn_strategy=local",
         "build --copt=-O3",
         f"build --cxxopt=-std={cxx_std}",
         "build --host_cxxopt=-std=c++17",

@@ -5,8 +5,8 @@
 
 For upfirdn2d (upsample 2x: px/2 -> px, blur: px -> px, downsample 2x: px -> px/2, all with
 the [1,3,3,1] kernel, NHWC) and for fused bias + leaky ReLU at px, it times the forward pass
-and the forward + backward pass (gradient of sum(y * cotangent) w.r.t. the input, and the
-bias), each compiled with tf.function, and prints the median over the repeats and the ratio
+and the forward + backward pass (the vector-Jacobian product with a random cotangent w.r.t.
+the input, and the bias), each compiled with tf.function, and prints the median over the repeats and the ratio
 reference / custom (> 1: the custom kernel is faster). Needs the built library
 (custom_ops/build.sh). Timings are wall clock on whatever the machine is doing meanwhile:
 run it on an idle machine and repeat.
@@ -14,6 +14,7 @@ run it on an idle machine and repeat.
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -34,15 +35,22 @@ UPFIRDN_CASES = {  # name: (input size from px, kernel gain, up, down, pad)
 }
 
 
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
+    return usage.ru_utime + usage.ru_stime
+
+
 def _time(fn, args, repeats, warmup=2):
+    """Median wall-clock ms and median CPU ms (summed over threads) per call."""
     for _ in range(warmup):
         fn(*args)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), _cpu_seconds()
         fn(*args)  # a tf.function call on CPU returns once its outputs are computed
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        wall.append(time.perf_counter() - start)
+        cpu.append(_cpu_seconds() - start_cpu)
+    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
 def _upfirdn_fns(kernel, up, down, pad, impl):
@@ -56,8 +64,7 @@ def _upfirdn_fns(kernel, up, down, pad, impl):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = upfirdn2d(x, kernel, up=up, down=down, pad=pad, impl=impl)
-            loss = tf.reduce_sum(y * cot)
-        return tape.gradient(loss, x)
+        return tape.gradient(y, x, output_gradients=cot)
 
     return forward, forward_backward
 
@@ -73,8 +80,7 @@ def _bias_act_fns(impl):
         with tf.GradientTape() as tape:
             tape.watch([x, b])
             y = fused_bias_act(x, b, impl=impl)
-            loss = tf.reduce_sum(y * cot)
-        return tape.gradient(loss, [x, b])
+        return tape.gradient(y, [x, b], output_gradients=cot)
 
     return forward, forward_backward
 
@@ -92,12 +98,13 @@ def main(argv=None):
     print(f"library: {_loader.library_path()}")
     print(f"TF {tf.__version__}, intra-op threads: {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}"
           f", CPUs: {os.cpu_count()}, batch {args.batch}, channels {args.channels}, median of {args.repeats}")
-    header = f"{'op':<14}{'px':>5}  {'pass':<9}{'shape in -> out':<34}{'ref ms':>9}{'custom ms':>11}{'ref/custom':>12}"
+    header = (f"{'op':<14}{'px':>5}  {'pass':<9}{'shape in -> out':<36}{'ref ms':>9}{'custom ms':>11}{'ratio':>8}"
+              f"  |{'ref cpu':>9}{'custom cpu':>11}{'ratio':>8}")
     print(header)
     print("-" * len(header))
     rng = np.random.default_rng(0)
     kernel = setup_kernel([1, 3, 3, 1])
-    ratios = []
+    rows = []
     for px in args.sizes:
         for name, (in_size, gain, up, down, pad) in UPFIRDN_CASES.items():
             size = in_size(px)
@@ -107,26 +114,30 @@ def main(argv=None):
             cot = tf.constant(rng.standard_normal((args.batch,) + tuple(y_shape[1:]), dtype=np.float32))
             fns = {impl: _upfirdn_fns(k, up, down, pad, impl) for impl in ("ref", "custom")}
             for i, label in enumerate(("forward", "fwd+bwd")):
-                t_ref = _time(fns["ref"][i], (x, cot), args.repeats)
-                t_custom = _time(fns["custom"][i], (x, cot), args.repeats)
-                ratios.append(t_ref / t_custom)
+                ref = _time(fns["ref"][i], (x, cot), args.repeats)
+                custom = _time(fns["custom"][i], (x, cot), args.repeats)
                 shapes = f"{list(x.shape)} -> {[args.batch] + list(y_shape[1:])}"
-                print(f"{name:<14}{px:>5}  {label:<9}{shapes:<34}{t_ref:>9.2f}{t_custom:>11.2f}{t_ref / t_custom:>11.2f}x",
-                      flush=True)
+                _row(rows, name, px, label, shapes, ref, custom)
         x = tf.constant(rng.standard_normal((args.batch, px, px, args.channels), dtype=np.float32))
         b = tf.constant(rng.standard_normal((args.channels,), dtype=np.float32))
         cot = tf.constant(rng.standard_normal(x.shape, dtype=np.float32))
         fns = {impl: _bias_act_fns(impl) for impl in ("ref", "custom")}
         for i, label in enumerate(("forward", "fwd+bwd")):
-            t_ref = _time(fns["ref"][i], (x, b, cot), args.repeats)
-            t_custom = _time(fns["custom"][i], (x, b, cot), args.repeats)
-            ratios.append(t_ref / t_custom)
-            shapes = f"{list(x.shape)} (lrelu)"
-            print(f"{'bias_act':<14}{px:>5}  {label:<9}{shapes:<34}{t_ref:>9.2f}{t_custom:>11.2f}{t_ref / t_custom:>11.2f}x",
-                  flush=True)
+            ref = _time(fns["ref"][i], (x, b, cot), args.repeats)
+            custom = _time(fns["custom"][i], (x, b, cot), args.repeats)
+            _row(rows, "bias_act", px, label, f"{list(x.shape)} + bias, lrelu", ref, custom)
     print("-" * len(header))
-    print(f"ref/custom: min {min(ratios):.2f}x, geometric mean {float(np.exp(np.mean(np.log(ratios)))):.2f}x, "
-          f"max {max(ratios):.2f}x")
+    for what, col in (("wall", 0), ("cpu", 1)):
+        ratios = [r[col] for r in rows]
+        print(f"ref/custom ({what}): min {min(ratios):.2f}x, geometric mean "
+              f"{float(np.exp(np.mean(np.log(ratios)))):.2f}x, max {max(ratios):.2f}x")
+
+
+def _row(rows, name, px, label, shapes, ref, custom):
+    wall, cpu = ref[0] / custom[0], ref[1] / max(custom[1], 1e-9)
+    rows.append((wall, cpu))
+    print(f"{name:<14}{px:>5}  {label:<9}{shapes:<36}{ref[0]:>9.2f}{custom[0]:>11.2f}{wall:>7.2f}x"
+          f"  |{ref[1]:>9.1f}{custom[1]:>11.1f}{cpu:>7.2f}x", flush=True)
 
 
 if __name__ == "__main__":

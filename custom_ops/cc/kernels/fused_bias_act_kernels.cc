@@ -218,7 +218,8 @@ class FusedBiasActGradOp : public tensorflow::OpKernel {
                     " and ", y.shape().DebugString(), ".")));
     OP_REQUIRES_OK(ctx, CheckSize(dy, "dy"));
     tensorflow::Tensor* dx = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, dy.shape(), &dx));
+    // dx may take over the buffer of dy or of y (elementwise, same index: safe in place).
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0, 1}, 0, dy.shape(), &dx));
     if (dy.NumElements() == 0) return;
     FusedBiasActParams p = params_;
     p.size = dy.NumElements();

@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "tensorflow/core/framework/op_kernel.h"
@@ -62,60 +64,96 @@ struct CpuArgs {
   const AxisTaps* tx;
 };
 
-// Accumulates one channel block of one output pixel over all of its taps, in float, keeping
-// the CB accumulators in registers (the channel loop is what the compiler vectorizes).
-template <int CB, bool kFull, typename T>
-__attribute__((always_inline)) inline void UpFirDnPixelBlock(const CpuArgs<T>& a, const T* x_n, int oy, int ox,
-                                                          int c0, int cnt, T* out) {
-  const UpFirDn2dParams& p = *a.p;
-  float acc[CB];
-  for (int c = 0; c < CB; ++c) acc[c] = 0.0f;
-  const int rb = a.ty->begin[oy], re = a.ty->begin[oy + 1];
-  const int qb = a.tx->begin[ox], qe = a.tx->begin[ox + 1];
-  const int64_t row_stride = static_cast<int64_t>(p.in_w) * p.c;
+// float vectors of 4 (SSE) and 8 (AVX) lanes as GCC/Clang vector extensions: the
+// accumulators of a channel block are explicit vectors, so they live in registers.
+using Vec4 = float __attribute__((vector_size(16)));
+using Vec8 = float __attribute__((vector_size(32)));
+
+template <typename V>
+__attribute__((always_inline)) inline void AddScaled(V* acc, float w, const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  *acc += w * v;
+}
+
+// One output pixel, channels [c0, c0 + NV * lanes): accumulate every tap (float only).
+template <typename V, int NV>
+__attribute__((always_inline)) inline void PixelBlockVec(const CpuArgs<float>& a, const float* x_n, int rb, int re,
+                                                         int qb, int qe, int64_t row_stride, int c0, float* out) {
+  constexpr int kLanes = sizeof(V) / sizeof(float);
+  const int kw = a.p->kw, c = a.p->c;
+  V acc[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) acc[v] = V{};
   for (int r = rb; r < re; ++r) {
-    const T* xrow = x_n + a.ty->in[r] * row_stride + c0;
-    const float* krow = a.k + a.ty->k[r] * p.kw;
+    const float* xrow = x_n + a.ty->in[r] * row_stride + c0;
+    const float* krow = a.k + a.ty->k[r] * kw;
     for (int q = qb; q < qe; ++q) {
       const float w = krow[a.tx->k[q]];
-      const T* xp = xrow + static_cast<int64_t>(a.tx->in[q]) * p.c;
-      if (kFull) {
-        for (int c = 0; c < CB; ++c) acc[c] += w * static_cast<float>(xp[c]);
-      } else {
-        for (int c = 0; c < cnt; ++c) acc[c] += w * static_cast<float>(xp[c]);
-      }
+      const float* xp = xrow + static_cast<int64_t>(a.tx->in[q]) * c;
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) AddScaled<V>(&acc[v], w, xp + v * kLanes);
     }
   }
-  if (kFull) {
-    for (int c = 0; c < CB; ++c) out[c] = static_cast<T>(acc[c]);
-  } else {
-    for (int c = 0; c < cnt; ++c) out[c] = static_cast<T>(acc[c]);
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) std::memcpy(out + v * kLanes, &acc[v], sizeof(V));
+}
+
+// One output pixel, `cnt` channels from c0, any element type (accumulation in float).
+template <typename T>
+__attribute__((always_inline)) inline void PixelBlockScalar(const CpuArgs<T>& a, const T* x_n, int rb, int re,
+                                                            int qb, int qe, int64_t row_stride, int c0, int cnt,
+                                                            T* out) {
+  constexpr int kMax = 32;
+  const int kw = a.p->kw, c = a.p->c;
+  for (int s0 = 0; s0 < cnt; s0 += kMax) {
+    const int len = std::min(kMax, cnt - s0);
+    float acc[kMax] = {};
+    for (int r = rb; r < re; ++r) {
+      const T* xrow = x_n + a.ty->in[r] * row_stride + c0 + s0;
+      const float* krow = a.k + a.ty->k[r] * kw;
+      for (int q = qb; q < qe; ++q) {
+        const float w = krow[a.tx->k[q]];
+        const T* xp = xrow + static_cast<int64_t>(a.tx->in[q]) * c;
+        for (int j = 0; j < len; ++j) acc[j] += w * static_cast<float>(xp[j]);
+      }
+    }
+    for (int j = 0; j < len; ++j) out[s0 + j] = static_cast<T>(acc[j]);
   }
 }
 
-// Output rows [begin, end) of the flattened (n, out_y) range.
-template <int CB, typename T>
+// Output rows [begin, end) of the flattened (n, out_y) range. For float, channel blocks of
+// NV vectors V; the remaining channels (and every other type) take the scalar path.
+template <typename T, typename V, int NV>
 __attribute__((always_inline)) inline void UpFirDnRows(const CpuArgs<T>& a, int64_t begin, int64_t end) {
   const UpFirDn2dParams& p = *a.p;
-  const int full = p.c / CB * CB;
+  constexpr int kBlock = NV * static_cast<int>(sizeof(V) / sizeof(float));
+  const int full = std::is_same<T, float>::value ? p.c / kBlock * kBlock : 0;
+  const int64_t row_stride = static_cast<int64_t>(p.in_w) * p.c;
   for (int64_t row = begin; row < end; ++row) {
     const int n = static_cast<int>(row / p.out_h);
     const int oy = static_cast<int>(row % p.out_h);
-    const T* x_n = a.x + static_cast<int64_t>(n) * p.in_h * p.in_w * p.c;
+    const int rb = a.ty->begin[oy], re = a.ty->begin[oy + 1];
+    const T* x_n = a.x + static_cast<int64_t>(n) * p.in_h * row_stride;
     T* y_row = a.y + row * p.out_w * p.c;
     for (int ox = 0; ox < p.out_w; ++ox) {
+      const int qb = a.tx->begin[ox], qe = a.tx->begin[ox + 1];
       T* out = y_row + static_cast<int64_t>(ox) * p.c;
-      for (int c0 = 0; c0 < full; c0 += CB) UpFirDnPixelBlock<CB, true>(a, x_n, oy, ox, c0, CB, out + c0);
-      if (full < p.c) UpFirDnPixelBlock<CB, false>(a, x_n, oy, ox, full, p.c - full, out + full);
+      if constexpr (std::is_same<T, float>::value) {
+        for (int c0 = 0; c0 < full; c0 += kBlock) {
+          PixelBlockVec<V, NV>(a, x_n, rb, re, qb, qe, row_stride, c0, out + c0);
+        }
+      }
+      if (full < p.c) PixelBlockScalar<T>(a, x_n, rb, re, qb, qe, row_stride, full, p.c - full, out + full);
     }
   }
 }
 
-// The same loops compiled for AVX2 + FMA (8 float lanes, 16 registers: 64 accumulators fit);
-// picked at run time so the library still loads and runs on CPUs without AVX2.
+// The float loops compiled for AVX2 + FMA (8 accumulators of 8 lanes = 64 channels per
+// block), picked at run time so the library still loads and runs on CPUs without AVX2.
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx2,fma"))) void UpFirDnRowsAvx2(const CpuArgs<float>& a, int64_t begin, int64_t end) {
-  UpFirDnRows<64, float>(a, begin, end);
+  UpFirDnRows<float, Vec8, 8>(a, begin, end);
 }
 bool CpuHasAvx2Fma() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -133,7 +171,7 @@ void UpFirDnRowsDispatch(const CpuArgs<T>& a, int64_t begin, int64_t end) {
     }
   }
 #endif
-  UpFirDnRows<32, T>(a, begin, end);
+  UpFirDnRows<T, Vec4, 8>(a, begin, end);  // SSE: 8 accumulators of 4 lanes = 32 channels
 }
 
 }  // namespace
