@@ -64,7 +64,7 @@ def _upfirdn_fns(kernel, up, down, pad, impl):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = upfirdn2d(x, kernel, up=up, down=down, pad=pad, impl=impl)
-        return tape.gradient(y, x, output_gradients=cot)
+        return y, tape.gradient(y, x, output_gradients=cot)  # y too, or the forward is pruned
 
     return forward, forward_backward
 
@@ -80,7 +80,7 @@ def _bias_act_fns(impl):
         with tf.GradientTape() as tape:
             tape.watch([x, b])
             y = fused_bias_act(x, b, impl=impl)
-        return tape.gradient(y, [x, b], output_gradients=cot)
+        return [y] + tape.gradient(y, [x, b], output_gradients=cot)
 
     return forward, forward_backward
 

@@ -13,9 +13,9 @@ graphs, to any order:
 * ``TfDistill>UpFirDn2d``: the gradient is the same op on ``dy`` with the flipped kernel,
   ``up``/``down`` swapped and pads ``(k - p0 - 1, in*up - out*down + p0 - up + 1)`` per axis
   (spec B.1); its own gradient is therefore this rule again. No gradient for the kernel.
-* ``TfDistill>FusedBiasAct``: ``dx = FusedBiasActGrad(dy, y)``, ``db = sum(dx)`` over all but
-  the last axis. ``FusedBiasActGrad`` is linear in ``dy`` with a piecewise-constant slope, so
-  its gradient is itself w.r.t. ``dy`` and zero w.r.t. ``y``.
+* ``TfDistill>FusedBiasAct``: ``dx, db = FusedBiasActGrad(dy, y)`` in one pass, ``db`` being the
+  sum of ``dx`` over all but the last axis. ``FusedBiasActGrad`` is linear in ``dy`` with a
+  piecewise-constant slope, so its gradient is itself w.r.t. ``dy`` and zero w.r.t. ``y``.
 """
 
 import tensorflow as tf
@@ -105,22 +105,24 @@ def fused_bias_act(x, bias=None, act="lrelu", alpha=None, gain=None):
 
 
 def _fused_bias_act_grad(op, dy):
-    y = op.outputs[0]
     bias = op.inputs[1]
-    dx = _lib().tf_distill_fused_bias_act_grad(dy, y, **_act_attrs(op))
-    if bias.shape.rank == 1 and bias.shape[0] == 0:
-        return [dx, tf.zeros_like(bias)]
-    rank = dx.shape.rank
-    axes = list(range(rank - 1)) if rank is not None else tf.range(tf.rank(dx) - 1)
-    if dx.dtype == tf.float16:  # accumulate the bias gradient in float32
-        db = tf.cast(tf.reduce_sum(tf.cast(dx, tf.float32), axis=axes), dx.dtype)
-    else:
-        db = tf.reduce_sum(dx, axis=axes)
-    return [dx, db]
+    no_bias = bias.shape.rank == 1 and bias.shape[0] == 0
+    # One pass computes dx and, with a bias, db = sum of dx over all but the last axis.
+    dx, db = _lib().tf_distill_fused_bias_act_grad(dy, op.outputs[0], bias_grad=not no_bias, **_act_attrs(op))
+    return [dx, tf.zeros_like(bias) if no_bias else db]
 
 
-def _fused_bias_act_grad_grad(op, ddx):
-    return [_lib().tf_distill_fused_bias_act_grad(ddx, op.inputs[1], **_act_attrs(op)), None]
+def _fused_bias_act_grad_grad(op, ddx, ddb):
+    # dx = slope * dy and db = sum(dx): both linear in dy, so the cotangent of dy is
+    # slope * (ddx + ddb broadcast over the last axis). The slope is piecewise constant in y.
+    dy, y = op.inputs
+    if ddx is None and ddb is None:
+        return [None, None]
+    cot = tf.zeros_like(dy) if ddx is None else ddx
+    if op.get_attr("bias_grad") and ddb is not None:
+        cot = cot + ddb
+    ddy, _ = _lib().tf_distill_fused_bias_act_grad(cot, y, bias_grad=False, **_act_attrs(op))
+    return [ddy, None]
 
 
 def _register_gradients():

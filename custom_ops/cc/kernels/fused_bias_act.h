@@ -4,6 +4,8 @@
 // x + b > 0 (at x + b == 0 the negative slope is used, like tf.nn.leaky_relu), for gain < 0
 // where y < 0. That needs alpha >= 0, which the op kernels enforce.
 //   dx = dy * gain * (positive ? 1 : alpha)
+// and, when asked, the bias gradient db = sum of dx over all but the last axis, fused into the
+// same pass (accumulated in float).
 #ifndef TF_DISTILL_CUSTOM_OPS_KERNELS_FUSED_BIAS_ACT_H_
 #define TF_DISTILL_CUSTOM_OPS_KERNELS_FUSED_BIAS_ACT_H_
 
@@ -18,7 +20,7 @@ namespace tf_distill {
 struct FusedBiasActParams {
   int64_t size;      // number of elements of x / y (fits in int32, checked by the kernel)
   int channels;      // length of the last axis (the bias axis), >= 1 when size > 0
-  bool has_bias;     // bias has `channels` elements, otherwise it is empty
+  bool has_bias;     // forward: bias has `channels` elements; gradient: also compute db
   bool linear;       // act == "linear": no activation
   float alpha;       // negative slope (0 for relu), >= 0
   float gain;
@@ -34,8 +36,10 @@ struct FusedBiasActFunctor {
 
 template <typename Device, typename T>
 struct FusedBiasActGradFunctor {
-  // dx = dy * act'(y) * gain, with y the forward output
-  std::string operator()(const Device& d, const FusedBiasActParams& p, const T* dy, const T* y, T* dx);
+  // dx = dy * act'(y) * gain, with y the forward output; if p.has_bias also db[c] = sum of
+  // dx[..., c], using `db_acc` (device memory for `channels` floats) as scratch.
+  std::string operator()(const Device& d, const FusedBiasActParams& p, const T* dy, const T* y, T* dx,
+                         float* db_acc, T* db);
 };
 
 #if GOOGLE_CUDA
@@ -46,7 +50,8 @@ struct FusedBiasActGradFunctor {
       const Eigen::GpuDevice& d, const FusedBiasActParams& p, const T* x, const T* b, T* y);              \
   template <>                                                                                            \
   std::string FusedBiasActGradFunctor<Eigen::GpuDevice, T>::operator()(                                  \
-      const Eigen::GpuDevice& d, const FusedBiasActParams& p, const T* dy, const T* y, T* dx);
+      const Eigen::GpuDevice& d, const FusedBiasActParams& p, const T* dy, const T* y, T* dx, float* db_acc, \
+      T* db);
 TF_DISTILL_DECLARE_GPU(float)
 TF_DISTILL_DECLARE_GPU(Eigen::half)
 #undef TF_DISTILL_DECLARE_GPU

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "custom_ops/cc/kernels/device.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -87,11 +88,28 @@ inline void GradSpan(const T* __restrict__ dy, const T* __restrict__ y, T* __res
   }
 }
 
+// The same for one row of `n` channels, adding dx (as stored) to the per-channel sums.
+template <typename T>
+inline void GradSpanSum(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx,
+                        float* __restrict__ sum, int64_t n, float pos_slope, float neg_slope, float sign) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float s = sign * static_cast<float>(y[i]) > 0.0f ? pos_slope : neg_slope;
+    const T g = static_cast<T>(static_cast<float>(dy[i]) * s);
+    dx[i] = g;
+    sum[i] += static_cast<float>(g);
+  }
+}
+
+struct GradSlopes {
+  float pos, neg, sign;
+  explicit GradSlopes(const FusedBiasActParams& p)
+      : pos(p.gain), neg(p.linear ? p.gain : p.gain * p.alpha), sign(p.gain >= 0.0f ? 1.0f : -1.0f) {}
+};
+
 template <typename T>
 void BiasActGradRange(const FusedBiasActParams& p, const T* dy, const T* y, T* dx, int64_t begin, int64_t end) {
-  const float gain = p.gain;
-  const float neg_slope = p.linear ? gain : gain * p.alpha;
-  GradSpan<T>(dy + begin, y + begin, dx + begin, end - begin, gain, neg_slope, gain >= 0.0f ? 1.0f : -1.0f);
+  const GradSlopes s(p);
+  GradSpan<T>(dy + begin, y + begin, dx + begin, end - begin, s.pos, s.neg, s.sign);
 }
 
 // Shards of at least 16k elements (cache-friendly, amortise the scheduling).
@@ -118,9 +136,36 @@ struct FusedBiasActFunctor<CPUDevice, T> {
 
 template <typename T>
 struct FusedBiasActGradFunctor<CPUDevice, T> {
-  std::string operator()(const CPUDevice& d, const FusedBiasActParams& p, const T* dy, const T* y, T* dx) {
-    ParallelElementwise(d, p.size, 2 * sizeof(T), sizeof(T),
-                        [&](int64_t begin, int64_t end) { BiasActGradRange<T>(p, dy, y, dx, begin, end); });
+  std::string operator()(const CPUDevice& d, const FusedBiasActParams& p, const T* dy, const T* y, T* dx,
+                         float* db_acc, T* db) {
+    if (!p.has_bias) {
+      ParallelElementwise(d, p.size, 2 * sizeof(T), sizeof(T),
+                          [&](int64_t begin, int64_t end) { BiasActGradRange<T>(p, dy, y, dx, begin, end); });
+      return std::string();
+    }
+    // dx and db in one pass: the rows are split into a fixed number of blocks, each summing
+    // its rows into its own slice of `partial`; the slices are added up at the end.
+    const int64_t channels = p.channels, rows = p.size / channels;
+    const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(rows, 4 * d.numThreads()));
+    std::vector<float> partial(static_cast<size_t>(blocks * channels), 0.0f);
+    const GradSlopes s(p);
+    const double block_elems = static_cast<double>(rows) / blocks * channels;
+    const Eigen::TensorOpCost cost(block_elems * 2 * sizeof(T), block_elems * sizeof(T), block_elems * 4);
+    d.parallelFor(blocks, cost, [&](Eigen::Index b0, Eigen::Index b1) {
+      for (Eigen::Index blk = b0; blk < b1; ++blk) {
+        float* sum = partial.data() + blk * channels;
+        for (int64_t r = blk * rows / blocks, r_end = (blk + 1) * rows / blocks; r < r_end; ++r) {
+          const int64_t o = r * channels;
+          GradSpanSum<T>(dy + o, y + o, dx + o, sum, channels, s.pos, s.neg, s.sign);
+        }
+      }
+    });
+    for (int64_t c = 0; c < channels; ++c) {
+      float total = 0.0f;
+      for (int64_t blk = 0; blk < blocks; ++blk) total += partial[blk * channels + c];
+      db[c] = static_cast<T>(total);
+    }
+    (void)db_acc;
     return std::string();
   }
 };
@@ -207,6 +252,7 @@ class FusedBiasActGradOp : public tensorflow::OpKernel {
  public:
   explicit FusedBiasActGradOp(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ReadActAttrs(ctx, &params_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("bias_grad", &bias_grad_));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
@@ -216,22 +262,36 @@ class FusedBiasActGradOp : public tensorflow::OpKernel {
                 absl::InvalidArgumentError(absl::StrCat(
                     "fused_bias_act_grad expects dy and y of the same shape, got ", dy.shape().DebugString(),
                     " and ", y.shape().DebugString(), ".")));
+    OP_REQUIRES(ctx, !bias_grad_ || dy.dims() >= 1,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "fused_bias_act_grad with bias_grad needs dy of rank >= 1, got shape ", dy.shape().DebugString(),
+                    ".")));
     OP_REQUIRES_OK(ctx, CheckSize(dy, "dy"));
+    const int64_t channels = dy.dims() > 0 ? dy.dim_size(dy.dims() - 1) : 1;
     tensorflow::Tensor* dx = nullptr;
     // dx may take over the buffer of dy or of y (elementwise, same index: safe in place).
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0, 1}, 0, dy.shape(), &dx));
-    if (dy.NumElements() == 0) return;
+    tensorflow::Tensor* db = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, tensorflow::TensorShape({bias_grad_ ? channels : 0}), &db));
+    // Nothing to do for empty tensors, except that db sums no rows: the functor zeroes it.
+    if (dy.NumElements() == 0 && !(bias_grad_ && channels > 0)) return;
     FusedBiasActParams p = params_;
     p.size = dy.NumElements();
-    p.channels = dy.dims() > 0 ? static_cast<int>(std::max<int64_t>(dy.dim_size(dy.dims() - 1), 1)) : 1;
-    p.has_bias = false;
+    p.channels = static_cast<int>(std::max<int64_t>(channels, 1));
+    p.has_bias = bias_grad_;
+    tensorflow::Tensor db_acc;
+    if (bias_grad_) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, tensorflow::TensorShape({channels}), &db_acc));
+    }
     const std::string err = functor::FusedBiasActGradFunctor<Device, T>()(
-        GetDevice<Device>(ctx), p, dy.flat<T>().data(), y.flat<T>().data(), dx->flat<T>().data());
+        GetDevice<Device>(ctx), p, dy.flat<T>().data(), y.flat<T>().data(), dx->flat<T>().data(),
+        bias_grad_ ? db_acc.flat<float>().data() : nullptr, bias_grad_ ? db->flat<T>().data() : nullptr);
     OP_REQUIRES(ctx, err.empty(), absl::InternalError(absl::StrCat("fused_bias_act_grad: ", err)));
   }
 
  private:
   FusedBiasActParams params_{};
+  bool bias_grad_ = false;
 };
 
 #define TF_DISTILL_REGISTER(DEV, DEVICE, T)                                                                   \

@@ -41,6 +41,62 @@ __global__ void FusedBiasActGradKernel(FusedBiasActParams p, const T* dy, const 
   }
 }
 
+
+// dx as above plus per-channel sums of dx: block b takes rows [b*rows/B, (b+1)*rows/B), thread
+// t the channels t, t + blockDim.x, ... (neighbouring threads read neighbouring channels), and
+// each (block, channel) partial sum is added to db_acc with one atomicAdd.
+template <typename T>
+__global__ void FusedBiasActGradBiasKernel(FusedBiasActParams p, int rows, const T* dy, const T* y, T* dx,
+                                           float* db_acc) {
+  const float neg_slope = p.linear ? p.gain : p.gain * p.alpha;
+  const float sign = p.gain >= 0.0f ? 1.0f : -1.0f;
+  const int channels = p.channels;
+  const int r0 = static_cast<int>(static_cast<long long>(blockIdx.x) * rows / gridDim.x);
+  const int r1 = static_cast<int>(static_cast<long long>(blockIdx.x + 1) * rows / gridDim.x);
+  for (int c = threadIdx.x; c < channels; c += blockDim.x) {
+    float sum = 0.0f;
+    for (int r = r0; r < r1; ++r) {
+      const int i = r * channels + c;
+      const float s = sign * static_cast<float>(y[i]) > 0.0f ? p.gain : neg_slope;
+      const T g = static_cast<T>(static_cast<float>(dy[i]) * s);
+      dx[i] = g;
+      sum += static_cast<float>(g);
+    }
+    if (r1 > r0) atomicAdd(db_acc + c, sum);
+  }
+}
+
+template <typename T>
+__global__ void CastKernel(int n, const float* in, T* out) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    out[i] = static_cast<T>(in[i]);
+  }
+}
+
+template <typename T>
+std::string LaunchGrad(const Eigen::GpuDevice& d, const FusedBiasActParams& p, const T* dy, const T* y, T* dx,
+                       float* db_acc, T* db) {
+  if (!p.has_bias) {
+    const GpuLaunch l = GpuLaunch::ForElements(p.size);
+    FusedBiasActGradKernel<T><<<l.blocks, l.threads, 0, d.stream()>>>(p, dy, y, dx);
+    return CheckLaunch("FusedBiasActGradKernel");
+  }
+  const cudaError_t err = cudaMemsetAsync(db_acc, 0, sizeof(float) * p.channels, d.stream());
+  if (err != cudaSuccess) return std::string("cudaMemsetAsync failed: ") + cudaGetErrorString(err);
+  const int rows = static_cast<int>(p.size / p.channels);
+  if (rows > 0) {
+    // Enough blocks to fill the GPU, each with a run of rows long enough to amortise its atomics.
+    const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(rows, 4096)));
+    const int threads = static_cast<int>(std::min<int64_t>(256, (p.channels + 31) / 32 * 32));
+    FusedBiasActGradBiasKernel<T><<<blocks, threads, 0, d.stream()>>>(p, rows, dy, y, dx, db_acc);
+    const std::string launch = CheckLaunch("FusedBiasActGradBiasKernel");
+    if (!launch.empty()) return launch;
+  }
+  const GpuLaunch l = GpuLaunch::ForElements(p.channels);
+  CastKernel<T><<<l.blocks, l.threads, 0, d.stream()>>>(p.channels, db_acc, db);
+  return CheckLaunch("CastKernel");
+}
+
 }  // namespace
 
 namespace functor {
@@ -55,10 +111,9 @@ namespace functor {
   }                                                                                                              \
   template <>                                                                                                    \
   std::string FusedBiasActGradFunctor<Eigen::GpuDevice, T>::operator()(                                          \
-      const Eigen::GpuDevice& d, const FusedBiasActParams& p, const T* dy, const T* y, T* dx) {                  \
-    const GpuLaunch l = GpuLaunch::ForElements(p.size);                                                          \
-    FusedBiasActGradKernel<T><<<l.blocks, l.threads, 0, d.stream()>>>(p, dy, y, dx);                             \
-    return CheckLaunch("FusedBiasActGradKernel");                                                                \
+      const Eigen::GpuDevice& d, const FusedBiasActParams& p, const T* dy, const T* y, T* dx, float* db_acc,     \
+      T* db) {                                                                                                   \
+    return LaunchGrad<T>(d, p, dy, y, dx, db_acc, db);                                                           \
   }
 
 TF_DISTILL_DEFINE_GPU(float)

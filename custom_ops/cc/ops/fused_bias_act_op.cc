@@ -41,7 +41,20 @@ absl::Status FusedBiasActGradShape(InferenceContext* c) {
                                                    c->DebugString(c->input(0)), " and ",
                                                    c->DebugString(c->input(1)), "."));
   }
+  bool bias_grad = false;
+  TF_RETURN_IF_ERROR(c->GetAttr("bias_grad", &bias_grad));
   c->set_output(0, out);
+  if (!bias_grad) {
+    c->set_output(1, c->MakeShape({0}));
+  } else if (c->RankKnown(out)) {
+    if (c->Rank(out) < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "fused_bias_act_grad with bias_grad needs dy of rank >= 1, got shape ", c->DebugString(out), "."));
+    }
+    c->set_output(1, c->MakeShape({c->Dim(out, -1)}));
+  } else {
+    c->set_output(1, c->Vector(c->UnknownDim()));
+  }
   return absl::OkStatus();
 }
 
@@ -65,15 +78,19 @@ REGISTER_OP("TfDistill>FusedBiasActGrad")
     .Input("dy: T")
     .Input("y: T")
     .Output("dx: T")
+    .Output("db: T")
     .Attr("T: {float, half}")
     .Attr("act: {'linear', 'relu', 'lrelu'} = 'lrelu'")
     .Attr("alpha: float = 0.2")
     .Attr("gain: float = 1.4142135623730951")
+    .Attr("bias_grad: bool = false")
     .SetShapeFn(FusedBiasActGradShape)
     .Doc(R"doc(
-Gradient of FusedBiasAct w.r.t. x given the forward output y: dx = dy * gain * slope, the
-slope being 1 where the pre-activation was positive (read from the sign of y * gain) and
-alpha elsewhere. Linear in dy, so its own gradient w.r.t. dy is this op again (any order).
+Gradient of FusedBiasAct given the forward output y: dx = dy * gain * slope, the slope being
+1 where the pre-activation was positive (read from the sign of y * gain) and alpha
+elsewhere; with bias_grad, db = sum of dx over all but the last axis (accumulated in float)
+in the same pass, else db is empty. Linear in dy, so its own gradient w.r.t. dy is this op
+again (any order).
 )doc");
 
 }  // namespace tf_distill
