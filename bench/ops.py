@@ -2,6 +2,7 @@
 
     python bench/ops.py                  # 64/128/256 px, batch 4, 128 channels
     python bench/ops.py --sizes 64 --repeats 3
+    python bench/ops.py --allocator bfc   # TF's BFC CPU allocator: no fresh pages per tensor
 
 For upfirdn2d (upsample 2x: px/2 -> px, blur: px -> px, downsample 2x: px -> px/2, all with
 the [1,3,3,1] kernel, NHWC) and for fused bias + leaky ReLU at px, it times the forward pass
@@ -10,6 +11,12 @@ the input, and the bias), each compiled with tf.function, and prints the median 
 reference / custom (> 1: the custom kernel is faster). Needs the built library
 (custom_ops/build.sh). Timings are wall clock on whatever the machine is doing meanwhile:
 run it on an idle machine and repeat.
+
+TensorFlow's default CPU allocator hands out freshly mapped pages for every large tensor, so
+each 128 MiB output costs tens of thousands of page faults (sys time) in both paths alike;
+on a VM they can dominate the large sizes. `--allocator bfc` sets TF_CPU_ALLOCATOR_USE_BFC
+(before TensorFlow starts) so buffers are reused and the kernels themselves are compared.
+For bias_act a memory-floor row times tf.negative on the same tensor (one read, one write).
 """
 
 import argparse
@@ -22,6 +29,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+
+if __name__ == "__main__" and "--allocator" in sys.argv:  # must be set before TensorFlow starts
+    _choice = sys.argv[sys.argv.index("--allocator") + 1] if sys.argv.index("--allocator") + 1 < len(sys.argv) else ""
+    if _choice == "bfc":
+        os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+
 import tensorflow as tf  # noqa: E402
 
 from tf_distill.ops import _loader  # noqa: E402
@@ -91,13 +104,16 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--channels", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--allocator", choices=("default", "bfc"), default="default",
+                        help="TF CPU allocator (bfc: TF_CPU_ALLOCATOR_USE_BFC=true, reuses buffers)")
     args = parser.parse_args(argv)
 
     if _loader.custom_ops_library() is None:
         sys.exit(f"custom op library not available: {_loader.unavailable_reason()}; run custom_ops/build.sh")
     print(f"library: {_loader.library_path()}")
     print(f"TF {tf.__version__}, intra-op threads: {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}"
-          f", CPUs: {os.cpu_count()}, batch {args.batch}, channels {args.channels}, median of {args.repeats}")
+          f", CPUs: {os.cpu_count()}, batch {args.batch}, channels {args.channels}, median of {args.repeats}, "
+          f"allocator: {'BFC' if os.environ.get('TF_CPU_ALLOCATOR_USE_BFC') == 'true' else 'default'}")
     header = (f"{'op':<14}{'px':>5}  {'pass':<9}{'shape in -> out':<36}{'ref ms':>9}{'custom ms':>11}{'ratio':>8}"
               f"  |{'ref cpu':>9}{'custom cpu':>11}{'ratio':>8}")
     print(header)
@@ -126,6 +142,9 @@ def main(argv=None):
             ref = _time(fns["ref"][i], (x, b, cot), args.repeats)
             custom = _time(fns["custom"][i], (x, b, cot), args.repeats)
             _row(rows, "bias_act", px, label, f"{list(x.shape)} + bias, lrelu", ref, custom)
+        floor = _time(tf.function(tf.negative), (x,), args.repeats)
+        print(f"{'  tf.negative':<14}{px:>5}  {'forward':<9}{'same tensor: memory floor':<36}{floor[0]:>9.2f}"
+              f"{'':>11}{'':>8}  |{floor[1]:>9.1f}", flush=True)
     print("-" * len(header))
     for what, col in (("wall", 0), ("cpu", 1)):
         ratios = [r[col] for r in rows]

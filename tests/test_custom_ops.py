@@ -568,3 +568,27 @@ def test_loader_prefers_cuda_library_and_the_cpu_library_works():
     """
     result = _run_python(code, {_loader.ENV_LIBRARY: str(cpu_lib)})
     assert result.returncode == 0 and f"CPU_LIB_OK {cpu_lib}" in result.stdout, result.stdout + result.stderr[-6000:]
+
+
+@requires_library
+def test_loader_warns_when_a_preferred_library_fails_but_a_later_one_loads(tmp_path):
+    cpu_lib = pathlib.Path(_loader.library_path()).with_name("_custom_ops.so")
+    if not cpu_lib.is_file():
+        pytest.skip(f"no CPU-only library next to {_loader.library_path()}")
+    broken = tmp_path / "_custom_ops_cuda.so"
+    broken.write_bytes(b"\x7fELF but not really")
+    code = f"""
+    import pathlib, warnings
+    warnings.simplefilter("always")
+    from tf_distill.ops import _loader
+    _loader.candidate_paths = lambda: [pathlib.Path({str(broken)!r}), pathlib.Path({str(cpu_lib)!r})]
+    with warnings.catch_warnings(record=True) as caught:
+        assert _loader.custom_ops_library() is not None
+        _loader.custom_ops_library()
+    messages = [str(w.message) for w in caught if "custom ops" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert {str(broken)!r} in messages[0] and "could not be loaded" in messages[0], messages
+    print("PARTIAL_OK", _loader.library_path())
+    """
+    result = _run_python(code)
+    assert result.returncode == 0 and f"PARTIAL_OK {cpu_lib}" in result.stdout, result.stdout + result.stderr[-6000:]

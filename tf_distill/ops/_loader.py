@@ -48,6 +48,9 @@ def _load():
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             problems.append(f"{path} could not be loaded ({type(e).__name__}: {message})")
             continue
+        failed = [p for p in problems if not p.endswith("does not exist")]
+        if failed:  # a preferred library (the CUDA one) exists but did not load: say so once
+            warnings.warn(f"tf_distill custom ops: using {path}; " + "; ".join(failed), RuntimeWarning, stacklevel=5)
         return library, path, None
     if os.environ.get(ENV_LIBRARY, "").strip():
         reason = f"${ENV_LIBRARY} points to a library that is unusable: " + "; ".join(problems)
