@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "custom_ops/cc/kernels/device.h"
@@ -30,7 +31,7 @@ constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 // vectorizes (the data-dependent sign test would otherwise mispredict half the time).
 // In-place use (y == x, dx == dy) is fine: every element is read before it is written.
 template <typename T>
-inline void LReLUSpan(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y, int64_t n, float alpha,
+__attribute__((always_inline)) inline void LReLUSpan(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y, int64_t n, float alpha,
                       float gain) {
   for (int64_t j = 0; j < n; ++j) {
     float v = static_cast<float>(x[j]);
@@ -41,7 +42,7 @@ inline void LReLUSpan(const T* __restrict__ x, const T* __restrict__ b, T* __res
 }
 
 template <typename T>
-inline void LinearSpan(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y, int64_t n, float gain) {
+__attribute__((always_inline)) inline void LinearSpan(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y, int64_t n, float gain) {
   for (int64_t j = 0; j < n; ++j) {
     float v = static_cast<float>(x[j]);
     if (b != nullptr) v += static_cast<float>(b[j]);
@@ -52,7 +53,7 @@ inline void LinearSpan(const T* __restrict__ x, const T* __restrict__ b, T* __re
 // Elements [begin, end) of the flattened [rows, channels] tensor, in spans that do not
 // cross a row so the bias is read contiguously.
 template <typename T>
-void BiasActRange(const FusedBiasActParams& p, const T* x, const T* b, T* y, int64_t begin, int64_t end) {
+__attribute__((always_inline)) inline void BiasActRange(const FusedBiasActParams& p, const T* x, const T* b, T* y, int64_t begin, int64_t end) {
   const float alpha = p.alpha, gain = p.gain;
   const bool linear = p.linear;
   if (!p.has_bias) {
@@ -79,7 +80,7 @@ void BiasActRange(const FusedBiasActParams& p, const T* x, const T* b, T* y, int
 }
 
 template <typename T>
-inline void GradSpan(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx, int64_t n,
+__attribute__((always_inline)) inline void GradSpan(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx, int64_t n,
                      float pos_slope, float neg_slope, float sign) {
   // sign * y > 0 selects the positive branch (sign = -1 when gain < 0).
   for (int64_t i = 0; i < n; ++i) {
@@ -90,7 +91,7 @@ inline void GradSpan(const T* __restrict__ dy, const T* __restrict__ y, T* __res
 
 // The same for one row of `n` channels, adding dx (as stored) to the per-channel sums.
 template <typename T>
-inline void GradSpanSum(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx,
+__attribute__((always_inline)) inline void GradSpanSum(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx,
                         float* __restrict__ sum, int64_t n, float pos_slope, float neg_slope, float sign) {
   for (int64_t i = 0; i < n; ++i) {
     const float s = sign * static_cast<float>(y[i]) > 0.0f ? pos_slope : neg_slope;
@@ -107,10 +108,56 @@ struct GradSlopes {
 };
 
 template <typename T>
-void BiasActGradRange(const FusedBiasActParams& p, const T* dy, const T* y, T* dx, int64_t begin, int64_t end) {
+__attribute__((always_inline)) inline void BiasActGradRange(const FusedBiasActParams& p, const T* dy, const T* y, T* dx, int64_t begin, int64_t end) {
   const GradSlopes s(p);
   GradSpan<T>(dy + begin, y + begin, dx + begin, end - begin, s.pos, s.neg, s.sign);
 }
+
+// Rows [r0, r1) of dy/y/dx viewed as [rows, channels], summing dx into `sum` (channels floats).
+template <typename T>
+__attribute__((always_inline)) inline void GradRowsSum(const FusedBiasActParams& p, const T* dy, const T* y, T* dx,
+                                                       float* sum, int64_t r0, int64_t r1) {
+  const GradSlopes s(p);
+  const int64_t channels = p.channels;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t o = r * channels;
+    GradSpanSum<T>(dy + o, y + o, dx + o, sum, channels, s.pos, s.neg, s.sign);
+  }
+}
+
+// float loops compiled for AVX2 + FMA as well, picked at run time (see upfirdn2d_kernels.cc).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TF_DISTILL_AVX2 __attribute__((target("avx2,fma")))
+TF_DISTILL_AVX2 void BiasActRangeAvx2(const FusedBiasActParams& p, const float* x, const float* b, float* y,
+                                      int64_t begin, int64_t end) {
+  BiasActRange<float>(p, x, b, y, begin, end);
+}
+TF_DISTILL_AVX2 void BiasActGradRangeAvx2(const FusedBiasActParams& p, const float* dy, const float* y, float* dx,
+                                          int64_t begin, int64_t end) {
+  BiasActGradRange<float>(p, dy, y, dx, begin, end);
+}
+TF_DISTILL_AVX2 void GradRowsSumAvx2(const FusedBiasActParams& p, const float* dy, const float* y, float* dx,
+                                     float* sum, int64_t r0, int64_t r1) {
+  GradRowsSum<float>(p, dy, y, dx, sum, r0, r1);
+}
+#undef TF_DISTILL_AVX2
+bool CpuHasAvx2Fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#define DISPATCH(FN, T, ...)                                          \
+  do {                                                                \
+    if constexpr (std::is_same<T, float>::value) {                    \
+      if (CpuHasAvx2Fma()) {                                          \
+        FN##Avx2(__VA_ARGS__);                                        \
+        break;                                                        \
+      }                                                               \
+    }                                                                 \
+    FN<T>(__VA_ARGS__);                                               \
+  } while (false)
+#else
+#define DISPATCH(FN, T, ...) FN<T>(__VA_ARGS__)
+#endif
 
 // Shards of at least 16k elements (cache-friendly, amortise the scheduling).
 template <typename F>
@@ -129,7 +176,7 @@ template <typename T>
 struct FusedBiasActFunctor<CPUDevice, T> {
   std::string operator()(const CPUDevice& d, const FusedBiasActParams& p, const T* x, const T* b, T* y) {
     ParallelElementwise(d, p.size, 2 * sizeof(T), sizeof(T),
-                        [&](int64_t begin, int64_t end) { BiasActRange<T>(p, x, b, y, begin, end); });
+                        [&](int64_t begin, int64_t end) { DISPATCH(BiasActRange, T, p, x, b, y, begin, end); });
     return std::string();
   }
 };
@@ -140,7 +187,9 @@ struct FusedBiasActGradFunctor<CPUDevice, T> {
                          float* db_acc, T* db) {
     if (!p.has_bias) {
       ParallelElementwise(d, p.size, 2 * sizeof(T), sizeof(T),
-                          [&](int64_t begin, int64_t end) { BiasActGradRange<T>(p, dy, y, dx, begin, end); });
+                          [&](int64_t begin, int64_t end) {
+                            DISPATCH(BiasActGradRange, T, p, dy, y, dx, begin, end);
+                          });
       return std::string();
     }
     // dx and db in one pass: the rows are split into a fixed number of blocks, each summing
@@ -148,16 +197,12 @@ struct FusedBiasActGradFunctor<CPUDevice, T> {
     const int64_t channels = p.channels, rows = p.size / channels;
     const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(rows, 4 * d.numThreads()));
     std::vector<float> partial(static_cast<size_t>(blocks * channels), 0.0f);
-    const GradSlopes s(p);
     const double block_elems = static_cast<double>(rows) / blocks * channels;
     const Eigen::TensorOpCost cost(block_elems * 2 * sizeof(T), block_elems * sizeof(T), block_elems * 4);
     d.parallelFor(blocks, cost, [&](Eigen::Index b0, Eigen::Index b1) {
       for (Eigen::Index blk = b0; blk < b1; ++blk) {
-        float* sum = partial.data() + blk * channels;
-        for (int64_t r = blk * rows / blocks, r_end = (blk + 1) * rows / blocks; r < r_end; ++r) {
-          const int64_t o = r * channels;
-          GradSpanSum<T>(dy + o, y + o, dx + o, sum, channels, s.pos, s.neg, s.sign);
-        }
+        DISPATCH(GradRowsSum, T, p, dy, y, dx, partial.data() + blk * channels, blk * rows / blocks,
+                 (blk + 1) * rows / blocks);
       }
     });
     for (int64_t c = 0; c < channels; ++c) {
@@ -302,6 +347,8 @@ class FusedBiasActGradOp : public tensorflow::OpKernel {
 
 TF_DISTILL_REGISTER(DEVICE_CPU, CPUDevice, float);
 TF_DISTILL_REGISTER(DEVICE_CPU, CPUDevice, Eigen::half);
+#undef DISPATCH
+
 #if GOOGLE_CUDA
 TF_DISTILL_REGISTER(DEVICE_GPU, GPUDevice, float);
 TF_DISTILL_REGISTER(DEVICE_GPU, GPUDevice, Eigen::half);
