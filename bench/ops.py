@@ -6,11 +6,12 @@
 
 For upfirdn2d (upsample 2x: px/2 -> px, blur: px -> px, downsample 2x: px -> px/2, all with
 the [1,3,3,1] kernel, NHWC) and for fused bias + leaky ReLU at px, it times the forward pass
-and the forward + backward pass (the vector-Jacobian product with a random cotangent w.r.t.
-the input, and the bias), each compiled with tf.function, and prints the median over the repeats and the ratio
+and the forward + backward pass (the output and the vector-Jacobian product with a random
+cotangent w.r.t. the input, and the bias), each compiled with tf.function. It prints the
+median wall-clock time over the repeats, the median CPU time (user + system summed over
+threads: less sensitive to other processes on a shared machine) and the ratios
 reference / custom (> 1: the custom kernel is faster). Needs the built library
-(custom_ops/build.sh). Timings are wall clock on whatever the machine is doing meanwhile:
-run it on an idle machine and repeat.
+(custom_ops/build.sh). Run it on an idle machine and repeat.
 
 TensorFlow's default CPU allocator hands out freshly mapped pages for every large tensor, so
 each 128 MiB output costs tens of thousands of page faults (sys time) in both paths alike;
@@ -30,10 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-if __name__ == "__main__" and "--allocator" in sys.argv:  # must be set before TensorFlow starts
-    _choice = sys.argv[sys.argv.index("--allocator") + 1] if sys.argv.index("--allocator") + 1 < len(sys.argv) else ""
-    if _choice == "bfc":
-        os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+if __name__ == "__main__" and ("--allocator=bfc" in sys.argv or "--allocator bfc" in " ".join(sys.argv)):
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # must be set before TensorFlow starts
 
 import tensorflow as tf  # noqa: E402
 
@@ -111,8 +110,8 @@ def main(argv=None):
     if _loader.custom_ops_library() is None:
         sys.exit(f"custom op library not available: {_loader.unavailable_reason()}; run custom_ops/build.sh")
     print(f"library: {_loader.library_path()}")
-    print(f"TF {tf.__version__}, intra-op threads: {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}"
-          f", CPUs: {os.cpu_count()}, batch {args.batch}, channels {args.channels}, median of {args.repeats}, "
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or "default"
+    print(f"TF {tf.__version__}, intra-op threads: {threads}, CPUs: {os.cpu_count()}, batch {args.batch}, channels {args.channels}, median of {args.repeats}, "
           f"allocator: {'BFC' if os.environ.get('TF_CPU_ALLOCATOR_USE_BFC') == 'true' else 'default'}")
     header = (f"{'op':<14}{'px':>5}  {'pass':<9}{'shape in -> out':<36}{'ref ms':>9}{'custom ms':>11}{'ratio':>8}"
               f"  |{'ref cpu':>9}{'custom cpu':>11}{'ratio':>8}")

@@ -26,7 +26,8 @@ GOLDEN = pathlib.Path(os.environ.get("TF_DISTILL_SHARED", REPO.parent / "shared"
 
 LIBRARY = _loader.custom_ops_library()
 requires_library = pytest.mark.skipif(
-    LIBRARY is None, reason=f"custom op library not available ({_loader.unavailable_reason()}); run custom_ops/build.sh")
+    LIBRARY is None,
+    reason=f"custom op library not available ({_loader.unavailable_reason()}); run custom_ops/build.sh")
 
 
 @pytest.fixture(scope="module")

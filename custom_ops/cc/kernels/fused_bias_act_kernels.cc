@@ -27,12 +27,15 @@ namespace {
 
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 
+// Inlined into both the baseline and the AVX2 entry points below.
+#define TF_DISTILL_INLINE __attribute__((always_inline)) inline
+
 // Branch-free elementwise loops over [0, n) on restrict pointers, which the compiler
 // vectorizes (the data-dependent sign test would otherwise mispredict half the time).
 // In-place use (y == x, dx == dy) is fine: every element is read before it is written.
 template <typename T>
-__attribute__((always_inline)) inline void LReLUSpan(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y, int64_t n, float alpha,
-                      float gain) {
+TF_DISTILL_INLINE void LReLUSpan(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y, int64_t n,
+                                 float alpha, float gain) {
   for (int64_t j = 0; j < n; ++j) {
     float v = static_cast<float>(x[j]);
     if (b != nullptr) v += static_cast<float>(b[j]);
@@ -42,7 +45,8 @@ __attribute__((always_inline)) inline void LReLUSpan(const T* __restrict__ x, co
 }
 
 template <typename T>
-__attribute__((always_inline)) inline void LinearSpan(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y, int64_t n, float gain) {
+TF_DISTILL_INLINE void LinearSpan(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y, int64_t n,
+                                  float gain) {
   for (int64_t j = 0; j < n; ++j) {
     float v = static_cast<float>(x[j]);
     if (b != nullptr) v += static_cast<float>(b[j]);
@@ -53,7 +57,8 @@ __attribute__((always_inline)) inline void LinearSpan(const T* __restrict__ x, c
 // Elements [begin, end) of the flattened [rows, channels] tensor, in spans that do not
 // cross a row so the bias is read contiguously.
 template <typename T>
-__attribute__((always_inline)) inline void BiasActRange(const FusedBiasActParams& p, const T* x, const T* b, T* y, int64_t begin, int64_t end) {
+TF_DISTILL_INLINE void BiasActRange(const FusedBiasActParams& p, const T* x, const T* b, T* y, int64_t begin,
+                                    int64_t end) {
   const float alpha = p.alpha, gain = p.gain;
   const bool linear = p.linear;
   if (!p.has_bias) {
@@ -80,8 +85,8 @@ __attribute__((always_inline)) inline void BiasActRange(const FusedBiasActParams
 }
 
 template <typename T>
-__attribute__((always_inline)) inline void GradSpan(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx, int64_t n,
-                     float pos_slope, float neg_slope, float sign) {
+TF_DISTILL_INLINE void GradSpan(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx, int64_t n,
+                                float pos_slope, float neg_slope, float sign) {
   // sign * y > 0 selects the positive branch (sign = -1 when gain < 0).
   for (int64_t i = 0; i < n; ++i) {
     const float s = sign * static_cast<float>(y[i]) > 0.0f ? pos_slope : neg_slope;
@@ -91,8 +96,9 @@ __attribute__((always_inline)) inline void GradSpan(const T* __restrict__ dy, co
 
 // The same for one row of `n` channels, adding dx (as stored) to the per-channel sums.
 template <typename T>
-__attribute__((always_inline)) inline void GradSpanSum(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx,
-                        float* __restrict__ sum, int64_t n, float pos_slope, float neg_slope, float sign) {
+TF_DISTILL_INLINE void GradSpanSum(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx,
+                                   float* __restrict__ sum, int64_t n, float pos_slope, float neg_slope,
+                                   float sign) {
   for (int64_t i = 0; i < n; ++i) {
     const float s = sign * static_cast<float>(y[i]) > 0.0f ? pos_slope : neg_slope;
     const T g = static_cast<T>(static_cast<float>(dy[i]) * s);
@@ -108,15 +114,16 @@ struct GradSlopes {
 };
 
 template <typename T>
-__attribute__((always_inline)) inline void BiasActGradRange(const FusedBiasActParams& p, const T* dy, const T* y, T* dx, int64_t begin, int64_t end) {
+TF_DISTILL_INLINE void BiasActGradRange(const FusedBiasActParams& p, const T* dy, const T* y, T* dx, int64_t begin,
+                                        int64_t end) {
   const GradSlopes s(p);
   GradSpan<T>(dy + begin, y + begin, dx + begin, end - begin, s.pos, s.neg, s.sign);
 }
 
 // Rows [r0, r1) of dy/y/dx viewed as [rows, channels], summing dx into `sum` (channels floats).
 template <typename T>
-__attribute__((always_inline)) inline void GradRowsSum(const FusedBiasActParams& p, const T* dy, const T* y, T* dx,
-                                                       float* sum, int64_t r0, int64_t r1) {
+TF_DISTILL_INLINE void GradRowsSum(const FusedBiasActParams& p, const T* dy, const T* y, T* dx, float* sum, int64_t r0,
+                                   int64_t r1) {
   const GradSlopes s(p);
   const int64_t channels = p.channels;
   for (int64_t r = r0; r < r1; ++r) {
@@ -348,6 +355,7 @@ class FusedBiasActGradOp : public tensorflow::OpKernel {
 TF_DISTILL_REGISTER(DEVICE_CPU, CPUDevice, float);
 TF_DISTILL_REGISTER(DEVICE_CPU, CPUDevice, Eigen::half);
 #undef DISPATCH
+#undef TF_DISTILL_INLINE
 
 #if GOOGLE_CUDA
 TF_DISTILL_REGISTER(DEVICE_GPU, GPUDevice, float);
