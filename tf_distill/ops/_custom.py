@@ -5,7 +5,8 @@ once the loader found a library. The kernels cover float32 and float16; other dt
 negative leaky-ReLU slope (the compiled gradient reads the sign of the output), run on the
 reference path. Bad shapes and arguments are rejected by the ops themselves with
 ``tf.errors.InvalidArgumentError`` (eager / at run time) or ``ValueError`` (while tracing a
-graph whose shapes are static), never by a crash.
+graph whose shapes are static), never by a crash. XLA cannot compile custom ops: use
+``impl="ref"`` inside ``jit_compile=True`` functions and for exported SavedModels.
 
 Gradients are registered on the op names, so they hold in eager mode, ``tf.function`` and
 graphs, to any order:
