@@ -1,16 +1,97 @@
-"""Finds and loads the compiled custom op library (``custom_ops``), once per process.
+"""Finds and loads the compiled custom op library, once per process.
 
-Until a library is built this reports it as unavailable and the ops run on the reference
-path; the custom-ops issue replaces the search below with the Bazel outputs.
+Search order: the path in ``$TF_DISTILL_CUSTOM_OPS_LIBRARY`` when it is set (and nothing
+else); otherwise the CUDA library, then the CPU-only library, each looked up first in Bazel's
+output tree (``<repo>/bazel-bin/custom_ops/``) and then next to this file (a copied or
+installed build). The CUDA library also holds the CPU kernels, so it is used on machines
+without a GPU as well. When nothing loads, the ops run on the reference path and one
+warning says why. Build the libraries with ``custom_ops/build.sh``.
 """
 
-_STATE = {"library": None, "reason": "the custom op library has not been built in this checkout"}
+import os
+import pathlib
+import threading
+import warnings
+
+ENV_LIBRARY = "TF_DISTILL_CUSTOM_OPS_LIBRARY"
+LIBRARY_NAMES = ("_custom_ops_cuda.so", "_custom_ops.so")  # preference order
+BUILD_HINT = "build them with `custom_ops/build.sh` (Bazel)"
+
+_LOCK = threading.Lock()
+_STATE = {"loaded": False, "library": None, "path": None, "reason": None, "warned": False}
+
+
+def _repo_root() -> pathlib.Path:
+    return pathlib.Path(__file__).resolve().parents[2]
+
+
+def candidate_paths():
+    """The library files to try, in order."""
+    override = os.environ.get(ENV_LIBRARY, "").strip()
+    if override:
+        return [pathlib.Path(override)]
+    dirs = [_repo_root() / "bazel-bin" / "custom_ops", pathlib.Path(__file__).resolve().parent]
+    return [d / name for name in LIBRARY_NAMES for d in dirs]
+
+
+def _load():
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    problems = []
+    for path in candidate_paths():
+        if not path.is_file():
+            problems.append(f"{path} does not exist")
+            continue
+        try:
+            library = tf.load_op_library(str(path))
+        except Exception as e:  # pylint: disable=broad-except  # NotFoundError, OSError, AlreadyExists...
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            problems.append(f"{path} could not be loaded ({type(e).__name__}: {message})")
+            continue
+        failed = [p for p in problems if not p.endswith("does not exist")]
+        if failed:  # a preferred library (the CUDA one) exists but did not load: say so once
+            warnings.warn(f"tf_distill custom ops: using {path}; " + "; ".join(failed), RuntimeWarning, stacklevel=5)
+        return library, path, None
+    if os.environ.get(ENV_LIBRARY, "").strip():
+        reason = f"${ENV_LIBRARY} points to a library that is unusable: " + "; ".join(problems)
+    elif all(p.endswith("does not exist") for p in problems):
+        reason = "no custom op library is built (looked for " + ", ".join(str(p) for p in candidate_paths()) + ")"
+    else:
+        reason = "; ".join(p for p in problems if not p.endswith("does not exist"))
+    return None, None, reason
+
+
+def _ensure_loaded():
+    if _STATE["loaded"]:
+        return
+    with _LOCK:
+        if _STATE["loaded"]:
+            return
+        library, path, reason = _load()
+        _STATE.update(library=library, path=path, reason=reason, loaded=True)
+        if library is None and not _STATE["warned"]:
+            _STATE["warned"] = True
+            warnings.warn(
+                f"tf_distill custom ops are unavailable, using the reference TensorFlow ops instead: {reason}. "
+                f"To use the compiled kernels, {BUILD_HINT}.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
 
 def custom_ops_library():
     """The loaded ``tf.load_op_library`` module, or None when it is not available."""
+    _ensure_loaded()
     return _STATE["library"]
 
 
+def library_path():
+    """Path of the loaded library, or None."""
+    _ensure_loaded()
+    return _STATE["path"]
+
+
 def unavailable_reason() -> str:
-    return _STATE["reason"]
+    """Why the library is not available ('' when it is loaded)."""
+    _ensure_loaded()
+    return _STATE["reason"] or ""

@@ -1,0 +1,162 @@
+"""Custom CPU kernels vs the reference TF ops, side by side in one run.
+
+    python bench/ops.py                  # 64/128/256 px, batch 4, 128 channels
+    python bench/ops.py --sizes 64 --repeats 3
+    python bench/ops.py --allocator bfc   # TF's BFC CPU allocator: no fresh pages per tensor
+
+For upfirdn2d (upsample 2x: px/2 -> px, blur: px -> px, downsample 2x: px -> px/2, all with
+the [1,3,3,1] kernel, NHWC) and for fused bias + leaky ReLU at px, it times the forward pass
+and the forward + backward pass (the output and the vector-Jacobian product with a random
+cotangent w.r.t. the input, and the bias), each compiled with tf.function. It prints the
+median wall-clock time over the repeats, the median CPU time (user + system summed over
+threads: less sensitive to other processes on a shared machine) and the ratios
+reference / custom (> 1: the custom kernel is faster). Needs the built library
+(custom_ops/build.sh). Run it on an idle machine and repeat.
+
+TensorFlow's default CPU allocator hands out freshly mapped pages for every large tensor, so
+each 128 MiB output costs tens of thousands of page faults (sys time) in both paths alike;
+on a VM they can dominate the large sizes. `--allocator bfc` sets TF_CPU_ALLOCATOR_USE_BFC
+(before TensorFlow starts) so buffers are reused and the kernels themselves are compared.
+For bias_act a memory-floor row times tf.negative on the same tensor (one read, one write).
+"""
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+if __name__ == "__main__" and ("--allocator=bfc" in sys.argv or "--allocator bfc" in " ".join(sys.argv)):
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # must be set before TensorFlow starts
+
+import tensorflow as tf  # noqa: E402
+
+from tf_distill.ops import _loader  # noqa: E402
+from tf_distill.ops.fused_bias_act import fused_bias_act  # noqa: E402
+from tf_distill.ops.upfirdn2d import setup_kernel, upfirdn2d  # noqa: E402
+
+UPFIRDN_CASES = {  # name: (input size from px, kernel gain, up, down, pad)
+    "upsample2x": (lambda px: px // 2, 4.0, 2, 1, (2, 1)),
+    "blur": (lambda px: px, 1.0, 1, 1, (2, 1)),
+    "downsample2x": (lambda px: px, 1.0, 1, 2, (1, 1)),
+}
+
+
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
+    return usage.ru_utime + usage.ru_stime
+
+
+def _time(fn, args, repeats, warmup=2):
+    """Median wall-clock ms and median CPU ms (summed over threads) per call."""
+    for _ in range(warmup):
+        fn(*args)
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), _cpu_seconds()
+        fn(*args)  # a tf.function call on CPU returns once its outputs are computed
+        wall.append(time.perf_counter() - start)
+        cpu.append(_cpu_seconds() - start_cpu)
+    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
+
+
+def _upfirdn_fns(kernel, up, down, pad, impl):
+    @tf.function(jit_compile=False)
+    def forward(x, cot):
+        del cot
+        return upfirdn2d(x, kernel, up=up, down=down, pad=pad, impl=impl)
+
+    @tf.function(jit_compile=False)
+    def forward_backward(x, cot):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = upfirdn2d(x, kernel, up=up, down=down, pad=pad, impl=impl)
+        return y, tape.gradient(y, x, output_gradients=cot)  # y too, or the forward is pruned
+
+    return forward, forward_backward
+
+
+def _bias_act_fns(impl):
+    @tf.function(jit_compile=False)
+    def forward(x, b, cot):
+        del cot
+        return fused_bias_act(x, b, impl=impl)
+
+    @tf.function(jit_compile=False)
+    def forward_backward(x, b, cot):
+        with tf.GradientTape() as tape:
+            tape.watch([x, b])
+            y = fused_bias_act(x, b, impl=impl)
+        return [y] + tape.gradient(y, [x, b], output_gradients=cot)
+
+    return forward, forward_backward
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--channels", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--allocator", choices=("default", "bfc"), default="default",
+                        help="TF CPU allocator (bfc: TF_CPU_ALLOCATOR_USE_BFC=true, reuses buffers)")
+    args = parser.parse_args(argv)
+
+    if _loader.custom_ops_library() is None:
+        sys.exit(f"custom op library not available: {_loader.unavailable_reason()}; run custom_ops/build.sh")
+    print(f"library: {_loader.library_path()}")
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or "default"
+    print(f"TF {tf.__version__}, intra-op threads: {threads}, CPUs: {os.cpu_count()}, batch {args.batch}, channels {args.channels}, median of {args.repeats}, "
+          f"allocator: {'BFC' if os.environ.get('TF_CPU_ALLOCATOR_USE_BFC') == 'true' else 'default'}")
+    header = (f"{'op':<14}{'px':>5}  {'pass':<9}{'shape in -> out':<36}{'ref ms':>9}{'custom ms':>11}{'ratio':>8}"
+              f"  |{'ref cpu':>9}{'custom cpu':>11}{'ratio':>8}")
+    print(header)
+    print("-" * len(header))
+    rng = np.random.default_rng(0)
+    kernel = setup_kernel([1, 3, 3, 1])
+    rows = []
+    for px in args.sizes:
+        for name, (in_size, gain, up, down, pad) in UPFIRDN_CASES.items():
+            size = in_size(px)
+            x = tf.constant(rng.standard_normal((args.batch, size, size, args.channels), dtype=np.float32))
+            k = kernel * gain
+            y_shape = upfirdn2d(x[:1], k, up=up, down=down, pad=pad, impl="ref").shape
+            cot = tf.constant(rng.standard_normal((args.batch,) + tuple(y_shape[1:]), dtype=np.float32))
+            fns = {impl: _upfirdn_fns(k, up, down, pad, impl) for impl in ("ref", "custom")}
+            for i, label in enumerate(("forward", "fwd+bwd")):
+                ref = _time(fns["ref"][i], (x, cot), args.repeats)
+                custom = _time(fns["custom"][i], (x, cot), args.repeats)
+                shapes = f"{list(x.shape)} -> {[args.batch] + list(y_shape[1:])}"
+                _row(rows, name, px, label, shapes, ref, custom)
+        x = tf.constant(rng.standard_normal((args.batch, px, px, args.channels), dtype=np.float32))
+        b = tf.constant(rng.standard_normal((args.channels,), dtype=np.float32))
+        cot = tf.constant(rng.standard_normal(x.shape, dtype=np.float32))
+        fns = {impl: _bias_act_fns(impl) for impl in ("ref", "custom")}
+        for i, label in enumerate(("forward", "fwd+bwd")):
+            ref = _time(fns["ref"][i], (x, b, cot), args.repeats)
+            custom = _time(fns["custom"][i], (x, b, cot), args.repeats)
+            _row(rows, "bias_act", px, label, f"{list(x.shape)} + bias, lrelu", ref, custom)
+        floor = _time(tf.function(tf.negative), (x,), args.repeats)
+        print(f"{'  tf.negative':<14}{px:>5}  {'forward':<9}{'same tensor: memory floor':<36}{floor[0]:>9.2f}"
+              f"{'':>11}{'':>8}  |{floor[1]:>9.1f}", flush=True)
+    print("-" * len(header))
+    for what, col in (("wall", 0), ("cpu", 1)):
+        ratios = [r[col] for r in rows]
+        print(f"ref/custom ({what}): min {min(ratios):.2f}x, geometric mean "
+              f"{float(np.exp(np.mean(np.log(ratios)))):.2f}x, max {max(ratios):.2f}x")
+
+
+def _row(rows, name, px, label, shapes, ref, custom):
+    wall, cpu = ref[0] / custom[0], ref[1] / max(custom[1], 1e-9)
+    rows.append((wall, cpu))
+    print(f"{name:<14}{px:>5}  {label:<9}{shapes:<36}{ref[0]:>9.2f}{custom[0]:>11.2f}{wall:>7.2f}x"
+          f"  |{ref[1]:>9.1f}{custom[1]:>11.1f}{cpu:>7.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+// upfirdn2d op kernels: input validation, the multithreaded CPU functor, kernel registration.
+// The CUDA functor lives in upfirdn2d_kernels.cu.cc (compiled by nvcc when GOOGLE_CUDA).
+#define EIGEN_USE_THREADS
+#if GOOGLE_CUDA
+#define EIGEN_USE_GPU
+#endif
+
+#include "custom_ops/cc/kernels/upfirdn2d.h"
+#include "custom_ops/cc/kernels/device.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+#include "tensorflow/core/framework/types.h"
+
+namespace tf_distill {
+
+namespace {
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+// Floor division (Python's //) for a positive divisor.
+int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// For every output coordinate along one axis, the taps that hit real input samples:
+// input index and kernel index (the kernel flip of the true convolution is applied here).
+struct AxisTaps {
+  std::vector<int> begin;  // out + 1 offsets into `in` / `k`
+  std::vector<int> in;
+  std::vector<int> k;
+};
+
+AxisTaps MakeAxisTaps(int out, int in, int ksize, int up, int down, int pad0) {
+  AxisTaps t;
+  t.begin.resize(out + 1);
+  for (int o = 0; o < out; ++o) {
+    t.begin[o] = static_cast<int>(t.in.size());
+    const int v0 = o * down - pad0;
+    for (int tap = UpFirDnFirstTap(o, down, up, pad0); tap < ksize; tap += up) {
+      const int i = (v0 + tap) / up;
+      if (i >= in) break;
+      t.in.push_back(i);
+      t.k.push_back(ksize - 1 - tap);
+    }
+  }
+  t.begin[out] = static_cast<int>(t.in.size());
+  return t;
+}
+
+template <typename T>
+struct CpuArgs {
+  const UpFirDn2dParams* p;
+  const T* x;
+  T* y;
+  const float* k;  // kernel in float, row-major [kh, kw]
+  const AxisTaps* ty;
+  const AxisTaps* tx;
+};
+
+// float vectors of 4 (SSE) and 8 (AVX) lanes as GCC/Clang vector extensions: the
+// accumulators of a channel block are explicit vectors, so they live in registers.
+using Vec4 = float __attribute__((vector_size(16)));
+using Vec8 = float __attribute__((vector_size(32)));
+
+template <typename V>
+__attribute__((always_inline)) inline void AddScaled(V* acc, float w, const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  *acc += w * v;
+}
+
+// One output pixel, channels [c0, c0 + NV * lanes): accumulate every tap (float only).
+template <typename V, int NV>
+__attribute__((always_inline)) inline void PixelBlockVec(const CpuArgs<float>& a, const float* x_n, int rb, int re,
+                                                         int qb, int qe, int64_t row_stride, int c0, float* out) {
+  constexpr int kLanes = sizeof(V) / sizeof(float);
+  const int kw = a.p->kw, c = a.p->c;
+  V acc[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) acc[v] = V{};
+  for (int r = rb; r < re; ++r) {
+    const float* xrow = x_n + a.ty->in[r] * row_stride + c0;
+    const float* krow = a.k + a.ty->k[r] * kw;
+    for (int q = qb; q < qe; ++q) {
+      const float w = krow[a.tx->k[q]];
+      const float* xp = xrow + static_cast<int64_t>(a.tx->in[q]) * c;
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) AddScaled<V>(&acc[v], w, xp + v * kLanes);
+    }
+  }
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) std::memcpy(out + v * kLanes, &acc[v], sizeof(V));
+}
+
+// One output pixel, `cnt` channels from c0, any element type (accumulation in float).
+template <typename T>
+__attribute__((always_inline)) inline void PixelBlockScalar(const CpuArgs<T>& a, const T* x_n, int rb, int re,
+                                                            int qb, int qe, int64_t row_stride, int c0, int cnt,
+                                                            T* out) {
+  constexpr int kMax = 32;
+  const int kw = a.p->kw, c = a.p->c;
+  for (int s0 = 0; s0 < cnt; s0 += kMax) {
+    const int len = std::min(kMax, cnt - s0);
+    float acc[kMax] = {};
+    for (int r = rb; r < re; ++r) {
+      const T* xrow = x_n + a.ty->in[r] * row_stride + c0 + s0;
+      const float* krow = a.k + a.ty->k[r] * kw;
+      for (int q = qb; q < qe; ++q) {
+        const float w = krow[a.tx->k[q]];
+        const T* xp = xrow + static_cast<int64_t>(a.tx->in[q]) * c;
+        for (int j = 0; j < len; ++j) acc[j] += w * static_cast<float>(xp[j]);
+      }
+    }
+    for (int j = 0; j < len; ++j) out[s0 + j] = static_cast<T>(acc[j]);
+  }
+}
+
+// Output rows [begin, end) of the flattened (n, out_y) range. For float, channel blocks of
+// NV vectors V; the remaining channels (and every other type) take the scalar path.
+template <typename T, typename V, int NV>
+__attribute__((always_inline)) inline void UpFirDnRows(const CpuArgs<T>& a, int64_t begin, int64_t end) {
+  const UpFirDn2dParams& p = *a.p;
+  constexpr int kBlock = NV * static_cast<int>(sizeof(V) / sizeof(float));
+  const int full = std::is_same<T, float>::value ? p.c / kBlock * kBlock : 0;
+  const int64_t row_stride = static_cast<int64_t>(p.in_w) * p.c;
+  for (int64_t row = begin; row < end; ++row) {
+    const int n = static_cast<int>(row / p.out_h);
+    const int oy = static_cast<int>(row % p.out_h);
+    const int rb = a.ty->begin[oy], re = a.ty->begin[oy + 1];
+    const T* x_n = a.x + static_cast<int64_t>(n) * p.in_h * row_stride;
+    T* y_row = a.y + row * p.out_w * p.c;
+    for (int ox = 0; ox < p.out_w; ++ox) {
+      const int qb = a.tx->begin[ox], qe = a.tx->begin[ox + 1];
+      T* out = y_row + static_cast<int64_t>(ox) * p.c;
+      if constexpr (std::is_same<T, float>::value) {
+        for (int c0 = 0; c0 < full; c0 += kBlock) {
+          PixelBlockVec<V, NV>(a, x_n, rb, re, qb, qe, row_stride, c0, out + c0);
+        }
+      }
+      if (full < p.c) PixelBlockScalar<T>(a, x_n, rb, re, qb, qe, row_stride, full, p.c - full, out + full);
+    }
+  }
+}
+
+// The float loops compiled for AVX2 + FMA (8 accumulators of 8 lanes = 64 channels per
+// block), picked at run time so the library still loads and runs on CPUs without AVX2.
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) void UpFirDnRowsAvx2(const CpuArgs<float>& a, int64_t begin, int64_t end) {
+  UpFirDnRows<float, Vec8, 8>(a, begin, end);
+}
+bool CpuHasAvx2Fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+template <typename T>
+void UpFirDnRowsDispatch(const CpuArgs<T>& a, int64_t begin, int64_t end) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if constexpr (std::is_same<T, float>::value) {
+    if (CpuHasAvx2Fma()) {
+      UpFirDnRowsAvx2(a, begin, end);
+      return;
+    }
+  }
+#endif
+  UpFirDnRows<T, Vec4, 8>(a, begin, end);  // SSE: 8 accumulators of 4 lanes = 32 channels
+}
+
+}  // namespace
+
+namespace functor {
+
+template <typename T>
+struct UpFirDn2dFunctor<CPUDevice, T> {
+  std::string operator()(const CPUDevice& d, const UpFirDn2dParams& p, const T* x, const T* k, T* y) {
+    const AxisTaps ty = MakeAxisTaps(p.out_h, p.in_h, p.kh, p.up, p.down, p.pad_y0);
+    const AxisTaps tx = MakeAxisTaps(p.out_w, p.in_w, p.kw, p.up, p.down, p.pad_x0);
+    std::vector<float> kf(static_cast<size_t>(p.kh) * p.kw);
+    for (size_t i = 0; i < kf.size(); ++i) kf[i] = static_cast<float>(k[i]);
+    const CpuArgs<T> args{&p, x, y, kf.data(), &ty, &tx};
+    const int64_t rows = static_cast<int64_t>(p.n) * p.out_h;
+    // Average taps per output pixel, for the cost model that sizes the shards.
+    const double taps = static_cast<double>(ty.in.size()) / p.out_h * tx.in.size() / p.out_w;
+    const double per_row = static_cast<double>(p.out_w) * p.c;
+    const Eigen::TensorOpCost cost(per_row * taps * sizeof(T), per_row * sizeof(T), per_row * taps);
+    d.parallelFor(rows, cost, [&args](Eigen::Index begin, Eigen::Index end) {
+      UpFirDnRowsDispatch<T>(args, begin, end);
+    });
+    return std::string();
+  }
+};
+
+}  // namespace functor
+
+template <typename Device, typename T>
+class UpFirDn2dOp : public tensorflow::OpKernel {
+ public:
+  explicit UpFirDn2dOp(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("up", &up_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("down", &down_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_y0", &pad_y0_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_y1", &pad_y1_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_x0", &pad_x0_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_x1", &pad_x1_));
+    OP_REQUIRES(ctx, up_ >= 1 && down_ >= 1,
+                absl::InvalidArgumentError(absl::StrCat("upfirdn2d needs up >= 1 and down >= 1, got up=", up_,
+                                                        ", down=", down_, ".")));
+  }
+
+  void Compute(tensorflow::OpKernelContext* ctx) override {
+    const tensorflow::Tensor& x = ctx->input(0);
+    const tensorflow::Tensor& k = ctx->input(1);
+    OP_REQUIRES(ctx, x.dims() == 4,
+                absl::InvalidArgumentError(absl::StrCat("upfirdn2d expects x of rank 4 (NHWC), got shape ",
+                                                        x.shape().DebugString(), ".")));
+    OP_REQUIRES(ctx, k.dims() == 2,
+                absl::InvalidArgumentError(absl::StrCat("upfirdn2d expects a 2-D FIR kernel [kh, kw], got shape ",
+                                                        k.shape().DebugString(), ".")));
+    OP_REQUIRES(ctx, k.NumElements() > 0,
+                absl::InvalidArgumentError(absl::StrCat("upfirdn2d needs a non-empty FIR kernel, got shape ",
+                                                        k.shape().DebugString(), ".")));
+    const int64_t n = x.dim_size(0), in_h = x.dim_size(1), in_w = x.dim_size(2), c = x.dim_size(3);
+    const int64_t kh = k.dim_size(0), kw = k.dim_size(1);
+    // Every intermediate coordinate is bounded by in*up + |pad0| + |pad1| + k; keep it in int32.
+    const int64_t span_h = in_h * up_ + std::abs(pad_y0_) + std::abs(pad_y1_) + kh;
+    const int64_t span_w = in_w * up_ + std::abs(pad_x0_) + std::abs(pad_x1_) + kw;
+    OP_REQUIRES(ctx, span_h <= kInt32Max && span_w <= kInt32Max && kh * kw <= kInt32Max,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "upfirdn2d sizes overflow int32: input ", x.shape().DebugString(), ", up ", up_, ", pads (",
+                    pad_y0_, ", ", pad_y1_, ", ", pad_x0_, ", ", pad_x1_, "), kernel ", k.shape().DebugString(), ".")));
+    const int64_t out_h = FloorDiv(in_h * up_ + pad_y0_ + pad_y1_ - kh, down_) + 1;
+    const int64_t out_w = FloorDiv(in_w * up_ + pad_x0_ + pad_x1_ - kw, down_) + 1;
+    OP_REQUIRES(ctx, out_h >= 1 && out_w >= 1,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "upfirdn2d output would be ", out_h, "x", out_w, " (input ", x.shape().DebugString(), ", up ", up_,
+                    ", down ", down_, ", pad y (", pad_y0_, ", ", pad_y1_, "), pad x (", pad_x0_, ", ", pad_x1_,
+                    "), kernel ", k.shape().DebugString(), "); enlarge the input or the padding.")));
+    OP_REQUIRES(ctx, x.NumElements() <= kInt32Max && n * out_h * out_w * c <= kInt32Max,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "upfirdn2d supports tensors of at most 2^31-1 elements (int32 indexing); input ",
+                    x.shape().DebugString(), ", output [", n, ",", out_h, ",", out_w, ",", c,
+                    "]. Split the batch.")));
+    tensorflow::Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({n, out_h, out_w, c}), &y));
+    if (y->NumElements() == 0) return;
+
+    UpFirDn2dParams p;
+    p.n = static_cast<int>(n);
+    p.in_h = static_cast<int>(in_h);
+    p.in_w = static_cast<int>(in_w);
+    p.c = static_cast<int>(c);
+    p.out_h = static_cast<int>(out_h);
+    p.out_w = static_cast<int>(out_w);
+    p.kh = static_cast<int>(kh);
+    p.kw = static_cast<int>(kw);
+    p.up = up_;
+    p.down = down_;
+    p.pad_y0 = pad_y0_;
+    p.pad_x0 = pad_x0_;
+    const std::string err = functor::UpFirDn2dFunctor<Device, T>()(
+        GetDevice<Device>(ctx), p, x.flat<T>().data(), k.flat<T>().data(), y->flat<T>().data());
+    OP_REQUIRES(ctx, err.empty(), absl::InternalError(absl::StrCat("upfirdn2d: ", err)));
+  }
+
+ private:
+  int up_ = 1, down_ = 1, pad_y0_ = 0, pad_y1_ = 0, pad_x0_ = 0, pad_x1_ = 0;
+};
+
+#define TF_DISTILL_REGISTER_CPU(T)                                                              \
+  REGISTER_KERNEL_BUILDER(Name("TfDistill>UpFirDn2d").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
+                          UpFirDn2dOp<CPUDevice, T>);
+TF_DISTILL_REGISTER_CPU(float);
+TF_DISTILL_REGISTER_CPU(Eigen::half);
+#undef TF_DISTILL_REGISTER_CPU
+
+#if GOOGLE_CUDA
+#define TF_DISTILL_REGISTER_GPU(T)                                                              \
+  REGISTER_KERNEL_BUILDER(Name("TfDistill>UpFirDn2d").Device(tensorflow::DEVICE_GPU).TypeConstraint<T>("T"), \
+                          UpFirDn2dOp<GPUDevice, T>);
+TF_DISTILL_REGISTER_GPU(float);
+TF_DISTILL_REGISTER_GPU(Eigen::half);
+#undef TF_DISTILL_REGISTER_GPU
+#endif  // GOOGLE_CUDA
+
+}  // namespace tf_distill

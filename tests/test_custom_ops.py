@@ -1,0 +1,595 @@
+"""Compiled custom ops (custom_ops/) against the reference ops and the PyTorch golden data.
+
+Needs the built library (custom_ops/build.sh); tests that use it are skipped, with the reason,
+when it is not built. The loader-fallback tests run without it. Multi-device and loader tests
+run in subprocesses (logical devices must be configured before TensorFlow initialises, and
+the loader caches its result per process).
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_distill.ops import _loader, fused_bias_act, setup_kernel, upfirdn2d
+from tf_distill.ops.fused_bias_act import fused_bias_act_ref
+from tf_distill.ops.upfirdn2d import upfirdn2d_ref
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+GOLDEN = pathlib.Path(os.environ.get("TF_DISTILL_SHARED", REPO.parent / "shared")) / "fixtures" / "reference" / \
+    "ops_reference.npz"
+
+LIBRARY = _loader.custom_ops_library()
+requires_library = pytest.mark.skipif(
+    LIBRARY is None,
+    reason=f"custom op library not available ({_loader.unavailable_reason()}); run custom_ops/build.sh")
+
+
+@pytest.fixture(scope="module")
+def golden():
+    if not GOLDEN.is_file():
+        pytest.skip(f"golden fixtures not found at {GOLDEN}")
+    with np.load(GOLDEN) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _nhwc(a):
+    return np.ascontiguousarray(np.transpose(a, (0, 2, 3, 1)))
+
+
+def _nchw(a):
+    return np.transpose(np.asarray(a), (0, 3, 1, 2))
+
+
+def _assert_close(actual, expected, rel=1e-5, what=""):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
+    err = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
+    assert err <= rel * scale, f"{what}: max abs error {err:.3g} > {rel:.1g} x scale {scale:.3g}"
+
+
+def _vjp(fn, inputs, cotangent):
+    inputs = [tf.convert_to_tensor(v) for v in inputs]
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        y = fn(*inputs)
+    return y, tape.gradient(y, inputs, output_gradients=tf.convert_to_tensor(cotangent, y.dtype))
+
+
+def _run_python(code, env_extra=None, timeout=240):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- golden data
+
+GOLDEN_UPFIRDN_CASES = ["asym_down2_pad21", "asym_up2_pad12", "asym_up3_down2_negpad", "blur_pad11", "blur_pad11_k4x4",
+                        "blur_pad22", "down2_pad11", "up2_pad21_k4x4"]
+
+
+def test_golden_covers_every_case(golden):
+    cases = sorted({k.split("/")[0] for k in golden if not k.startswith("fused")})
+    assert cases == sorted(GOLDEN_UPFIRDN_CASES), "update GOLDEN_UPFIRDN_CASES to the fixture's cases"
+
+
+@requires_library
+@pytest.mark.parametrize("case", GOLDEN_UPFIRDN_CASES)
+def test_upfirdn2d_matches_golden(golden, case):
+    x, kernel = _nhwc(golden[f"{case}/x"]), golden[f"{case}/kernel"]
+    up, down = int(golden[f"{case}/up"]), int(golden[f"{case}/down"])
+    pad = tuple(int(p) for p in golden[f"{case}/pad"])
+    y, (dx,) = _vjp(lambda t: upfirdn2d(t, kernel, up=up, down=down, pad=pad, impl="custom"), [x],
+                    _nhwc(golden[f"{case}/cotangent"]))
+    _assert_close(_nchw(y), golden[f"{case}/y"], what=f"{case} y")
+    _assert_close(_nchw(dx), golden[f"{case}/grad_x"], what=f"{case} grad_x")
+
+
+@requires_library
+def test_fused_lrelu_matches_golden(golden):
+    x, bias = _nhwc(golden["fused_lrelu/x"]), golden["fused_lrelu/bias"]
+    alpha, gain = float(golden["fused_lrelu/alpha"]), float(golden["fused_lrelu/gain"])
+    y, (dx, db) = _vjp(lambda t, b: fused_bias_act(t, b, alpha=alpha, gain=gain, impl="custom"), [x, bias],
+                       _nhwc(golden["fused_lrelu/cotangent"]))
+    _assert_close(_nchw(y), golden["fused_lrelu/y"], what="y")
+    _assert_close(_nchw(dx), golden["fused_lrelu/grad_x"], what="grad_x")
+    _assert_close(db, golden["fused_lrelu/grad_bias"], what="grad_bias")
+
+
+# ------------------------------------------------------------------- random configurations
+
+# (x shape NHWC, kernel shape or "fir", up, down, pad)
+UPFIRDN_CONFIGS = [
+    ((1, 7, 5, 3), (3, 4), 2, 1, (1, 2)),  # batch 1, odd sizes, asymmetric kernel
+    ((64, 4, 4, 8), "fir", 2, 1, (2, 1)),  # batch 64, the ToRGB skip upsample
+    ((2, 9, 11, 5), (5, 2), 3, 2, (-2, 3)),  # up 3 / down 2, negative pad
+    ((3, 8, 8, 70), (4, 4), 1, 2, (1, 1)),  # 70 channels: vector blocks plus a scalar tail
+    ((2, 13, 6, 130), (1, 3), 1, 1, (0, -1)),  # crop at the end, 130 channels
+    ((1, 5, 5, 1), (2, 2), 4, 3, (3, -2)),  # single channel, up 4 / down 3
+    ((2, 6, 7, 16), (1, 1), 2, 2, (0, 0)),  # 1x1 kernel
+    ((2, 10, 10, 4), (3, 3), 1, 1, (-2, -1)),  # crops on both sides
+    ((2, 12, 12, 4), (1, 1), 1, 3, (0, 0)),  # down larger than the kernel
+    ((4, 16, 16, 128), "fir", 1, 1, (1, 1)),  # modulated-conv upsample blur, C = 128
+]
+
+
+def _config_inputs(config, dtype=np.float32, seed=0):
+    shape, kshape, up, down, pad = config
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    if kshape == "fir":
+        kernel = setup_kernel([1, 3, 3, 1], gain=up * up)
+    else:
+        kernel = rng.standard_normal(kshape).astype(np.float32)
+    return x, kernel, up, down, pad
+
+
+def _config_id(config):
+    shape, kshape, up, down, pad = config
+    return f"x{'x'.join(map(str, shape))}-k{kshape if isinstance(kshape, str) else 'x'.join(map(str, kshape))}" \
+           f"-up{up}-down{down}-pad{pad[0]}_{pad[1]}"
+
+
+@requires_library
+@pytest.mark.parametrize("config", UPFIRDN_CONFIGS, ids=_config_id)
+def test_upfirdn2d_matches_reference(config):
+    x, kernel, up, down, pad = _config_inputs(config)
+    out_shape = upfirdn2d_ref(x, kernel, up=up, down=down, pad=pad).shape
+    cot = np.random.default_rng(1).standard_normal(out_shape).astype(np.float32)
+    y_ref, (dx_ref,) = _vjp(lambda t: upfirdn2d_ref(t, kernel, up=up, down=down, pad=pad), [x], cot)
+    y, (dx,) = _vjp(lambda t: upfirdn2d(t, kernel, up=up, down=down, pad=pad, impl="custom"), [x], cot)
+    _assert_close(y, y_ref, what="y")
+    _assert_close(dx, dx_ref, what="dx")
+
+
+@requires_library
+def test_upfirdn2d_tf_function_static_and_dynamic_shapes():
+    x, kernel, up, down, pad = _config_inputs(((2, 9, 11, 5), (5, 2), 3, 2, (-2, 3)))
+    expected = upfirdn2d_ref(x, kernel, up=up, down=down, pad=pad)
+    cot = np.random.default_rng(2).standard_normal(expected.shape).astype(np.float32)
+    _, (dx_expected,) = _vjp(lambda t: upfirdn2d_ref(t, kernel, up=up, down=down, pad=pad), [x], cot)
+
+    def step(t, c):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = upfirdn2d(t, kernel, up=up, down=down, pad=pad, impl="custom")
+        return y, tape.gradient(y, t, output_gradients=c)
+
+    static = tf.function(step)
+    dynamic = tf.function(step, input_signature=[tf.TensorSpec([None, None, None, 5]),
+                                                 tf.TensorSpec([None, None, None, 5])])
+    # Static shapes: the shape function gives the full output shape while tracing.
+    traced = static.get_concrete_function(tf.TensorSpec(x.shape), tf.TensorSpec(cot.shape))
+    assert traced.structured_outputs[0].shape.as_list() == list(expected.shape)
+    for fn in (static, dynamic):
+        y, dx = fn(tf.constant(x), tf.constant(cot))
+        _assert_close(y, expected, what="y")
+        _assert_close(dx, dx_expected, what="dx (unknown input size: padded then cropped gradient)")
+
+
+# (x shape, bias?, act, alpha, gain)
+BIAS_ACT_CONFIGS = [
+    ((5, 7), True, "lrelu", None, None),  # dense [N, C]
+    ((2, 6, 5, 130), True, "lrelu", None, None),  # NHWC, C not a multiple of the vector width
+    ((3, 4, 4, 16), False, "lrelu", 0.1, 2.0),  # no bias
+    ((4, 9), True, "relu", None, None),
+    ((4, 3, 3, 8), True, "linear", None, 0.5),
+    ((2, 3, 3, 8), True, "lrelu", 0.3, -1.5),  # negative gain
+    ((64, 32), True, "lrelu", 0.0, 1.0),  # batch 64, alpha 0
+    ((1, 1, 1, 3), True, "lrelu", None, None),
+    ((11,), True, "lrelu", None, None),  # rank 1: bias on the only axis
+]
+
+
+@requires_library
+@pytest.mark.parametrize("config", BIAS_ACT_CONFIGS, ids=lambda c: f"{'x'.join(map(str, c[0]))}-{c[2]}-b{int(c[1])}")
+def test_fused_bias_act_matches_reference(config):
+    shape, with_bias, act, alpha, gain = config
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    b = rng.standard_normal(shape[-1]).astype(np.float32)
+    cot = rng.standard_normal(shape).astype(np.float32)
+
+    def run(fn):
+        if with_bias:
+            return _vjp(lambda t, bb: fn(t, bb, act=act, alpha=alpha, gain=gain), [x, b], cot)
+        y, (dx,) = _vjp(lambda t: fn(t, None, act=act, alpha=alpha, gain=gain), [x], cot)
+        return y, (dx,)
+
+    y_ref, grads_ref = run(fused_bias_act_ref)
+    y, grads = run(lambda *a, **k: fused_bias_act(*a, **k, impl="custom"))
+    _assert_close(y, y_ref, what="y")
+    for g, g_ref in zip(grads, grads_ref):
+        _assert_close(g, g_ref, what="grad")
+
+
+@requires_library
+def test_fused_bias_act_uses_negative_slope_at_zero():
+    b = np.array([0.5, -1.0, 2.0], np.float32)
+    x = np.stack([-b, -b + 1.0, -b - 1.0]).astype(np.float32)  # first row: x + b == 0 exactly
+    y, (dx, db) = _vjp(lambda t, bb: fused_bias_act(t, bb, impl="custom"), [x, b], np.ones_like(x))
+    y_ref, (dx_ref, db_ref) = _vjp(lambda t, bb: fused_bias_act_ref(t, bb), [x, b], np.ones_like(x))
+    np.testing.assert_allclose(dx[0], 0.2 * np.sqrt(2.0) * np.ones(3), rtol=1e-6)
+    _assert_close(y, y_ref, what="y")
+    _assert_close(dx, dx_ref, what="dx")
+    _assert_close(db, db_ref, what="db")
+
+
+@requires_library
+def test_unsupported_settings_fall_back_to_reference():
+    x = np.random.default_rng(4).standard_normal((3, 5))
+    b = np.linspace(-1, 1, 5)
+    # float64 and negative alpha are not compiled: same results as the reference, no error.
+    _assert_close(fused_bias_act(x, b, impl="custom"), fused_bias_act_ref(x, b), rel=1e-12, what="float64")
+    _assert_close(fused_bias_act(x.astype(np.float32), b.astype(np.float32), alpha=-0.5, impl="custom"),
+                  fused_bias_act_ref(x.astype(np.float32), b.astype(np.float32), alpha=-0.5), what="alpha < 0")
+    x4 = np.random.default_rng(5).standard_normal((1, 6, 6, 2))
+    _assert_close(upfirdn2d(x4, setup_kernel([1, 2, 1]), impl="custom"), upfirdn2d_ref(x4, setup_kernel([1, 2, 1])),
+                  rel=1e-12, what="float64 upfirdn2d")
+
+
+@requires_library
+def test_graphs_use_the_compiled_ops_and_their_gradients():
+    x = tf.TensorSpec((2, 8, 8, 4))
+    kernel = setup_kernel([1, 3, 3, 1])
+
+    @tf.function
+    def step(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = fused_bias_act(upfirdn2d(t, kernel, up=2, pad=(2, 1), impl="custom"), tf.ones(4), impl="custom")
+        return tape.gradient(y, t, output_gradients=tf.ones_like(y))
+
+    graph = step.get_concrete_function(x).graph
+    op_types = {op.type for op in graph.get_operations()}
+    for fn in graph._functions.values():  # pylint: disable=protected-access
+        op_types |= {node.op for node in fn.definition.node_def}
+    assert {"TfDistill>UpFirDn2d", "TfDistill>FusedBiasAct", "TfDistill>FusedBiasActGrad"} <= op_types, op_types
+    assert "DepthwiseConv2dNative" not in op_types and "LeakyRelu" not in op_types, op_types
+
+
+# ------------------------------------------------------------------------------ float16
+
+@requires_library
+@pytest.mark.parametrize("config", [UPFIRDN_CONFIGS[1], UPFIRDN_CONFIGS[2], UPFIRDN_CONFIGS[9]], ids=_config_id)
+def test_upfirdn2d_float16(config):
+    x, kernel, up, down, pad = _config_inputs(config, dtype=np.float16)
+    y32 = upfirdn2d(x.astype(np.float32), kernel, up=up, down=down, pad=pad, impl="custom")
+    cot = np.random.default_rng(6).standard_normal(y32.shape).astype(np.float16)
+    y, (dx,) = _vjp(lambda t: upfirdn2d(t, kernel, up=up, down=down, pad=pad, impl="custom"), [x], cot)
+    y_ref, (dx_ref,) = _vjp(lambda t: upfirdn2d_ref(t, kernel, up=up, down=down, pad=pad), [x], cot)
+    assert y.dtype == tf.float16 and dx.dtype == tf.float16
+    _assert_close(y, y32, rel=2e-3, what="float16 y vs float32")  # float accumulation, one rounding
+    _assert_close(y, y_ref, rel=1e-2, what="float16 y vs reference")
+    _assert_close(dx, dx_ref, rel=1e-2, what="float16 dx vs reference")
+
+
+@requires_library
+def test_fused_bias_act_float16():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 8, 8, 24)).astype(np.float16)
+    b = rng.standard_normal(24).astype(np.float16)
+    cot = rng.standard_normal(x.shape).astype(np.float16)
+    y, (dx, db) = _vjp(lambda t, bb: fused_bias_act(t, bb, impl="custom"), [x, b], cot)
+    y_ref, (dx_ref, db_ref) = _vjp(lambda t, bb: fused_bias_act_ref(t, bb), [x, b], cot)
+    assert y.dtype == dx.dtype == db.dtype == tf.float16
+    _assert_close(y, y_ref, rel=2e-3, what="y")
+    _assert_close(dx, dx_ref, rel=2e-3, what="dx")
+    _assert_close(db, db_ref, rel=1e-2, what="db")
+
+
+# -------------------------------------------------------------------------- gradients
+
+@requires_library
+def test_first_order_gradients_numerically():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
+    kernel = rng.standard_normal((3, 2)).astype(np.float32)
+    theoretical, numerical = tf.test.compute_gradient(
+        lambda t: upfirdn2d(t, kernel, up=2, down=1, pad=(1, 0), impl="custom"), [x], delta=1e-2)
+    _assert_close(theoretical[0], numerical[0], rel=2e-3, what="upfirdn2d jacobian")
+
+    b = rng.standard_normal(3).astype(np.float32)
+    x = np.where(np.abs(x + b) < 0.05, x + 0.2, x).astype(np.float32)  # stay away from the kink
+    theoretical, numerical = tf.test.compute_gradient(
+        lambda t, bb: fused_bias_act(t, bb, impl="custom"), [x, b], delta=1e-3)
+    for i, name in enumerate(("x", "bias")):
+        _assert_close(theoretical[i], numerical[i], rel=2e-3, what=f"fused_bias_act jacobian w.r.t. {name}")
+
+
+@requires_library
+def test_second_order_gradients_numerically():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 4, 5, 2)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3)).astype(np.float32)
+    w = tf.constant(rng.standard_normal((1, 3, 3, 2)).astype(np.float32))
+
+    def grad_of_upfirdn(t):  # d/dt sum(w * upfirdn(t)^2): the gradient op, differentiated again
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = upfirdn2d(t, kernel, up=1, down=2, pad=(2, 1), impl="custom")
+            loss = tf.reduce_sum(w * y * y)
+        return tape.gradient(loss, t)
+
+    theoretical, numerical = tf.test.compute_gradient(grad_of_upfirdn, [x], delta=1e-2)
+    _assert_close(theoretical[0], numerical[0], rel=5e-3, what="upfirdn2d second order")
+
+    b = rng.standard_normal(2).astype(np.float32)
+    x = np.where(np.abs(x + b) < 0.05, x + 0.2, x).astype(np.float32)
+
+    def grad_of_bias_act(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = fused_bias_act(t, b, impl="custom")
+            loss = tf.reduce_sum(y * y * y)
+        return tape.gradient(loss, t)
+
+    theoretical, numerical = tf.test.compute_gradient(grad_of_bias_act, [x], delta=1e-3)
+    _assert_close(theoretical[0], numerical[0], rel=5e-3, what="fused_bias_act second order")
+
+
+def _r1_like(impl, x, v1, b1, v2, b2, w):
+    """R1-style penalty through two layers; returns the gradients of the penalty."""
+    k_up, k_down = setup_kernel([1, 3, 3, 1], gain=4.0), np.array([[1.0, 2.0], [0.5, -1.0], [0.3, 0.2]], np.float32)
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            h = fused_bias_act(upfirdn2d(x, k_up, up=2, pad=(2, 1), impl=impl) * v1, b1, impl=impl)
+            h = fused_bias_act(upfirdn2d(h, k_down, down=2, pad=(1, 1), impl=impl) * v2, b2, impl=impl)
+            score = tf.reduce_sum(h * w)
+        g = inner.gradient(score, x)
+        penalty = tf.reduce_sum(tf.square(g)) + score
+    return [penalty] + outer.gradient(penalty, [x, v1, b1, v2, b2])
+
+
+@requires_library
+def test_second_order_nested_tapes_match_reference():
+    rng = np.random.default_rng(10)
+    x = tf.constant(rng.standard_normal((2, 5, 6, 3)).astype(np.float32))
+    v1 = tf.Variable(rng.uniform(0.5, 1.5, 3).astype(np.float32))
+    b1 = tf.Variable(rng.standard_normal(3).astype(np.float32))
+    v2 = tf.Variable(rng.uniform(0.5, 1.5, 3).astype(np.float32))
+    b2 = tf.Variable(rng.standard_normal(3).astype(np.float32))
+    w = tf.constant(rng.standard_normal((2, 5, 7, 3)).astype(np.float32))
+    expected = _r1_like("ref", x, v1, b1, v2, b2, w)
+    for result in (_r1_like("custom", x, v1, b1, v2, b2, w),
+                   tf.function(_r1_like)("custom", x, v1, b1, v2, b2, w)):
+        for name, got, want in zip(("penalty", "d/dx", "d/dv1", "d/db1", "d/dv2", "d/db2"), result, expected):
+            _assert_close(got, want, rel=2e-5, what=name)
+    assert float(tf.reduce_max(tf.abs(expected[2]))) > 0  # the second-order path is not trivially zero
+
+
+@requires_library
+def test_third_order_gradient_of_upfirdn2d():
+    x = tf.constant(np.random.default_rng(11).standard_normal((1, 4, 4, 1)).astype(np.float32))
+    kernel = np.array([[1.0, -2.0, 0.5]], np.float32)
+
+    def third(impl):
+        with tf.GradientTape() as t3:
+            t3.watch(x)
+            with tf.GradientTape() as t2:
+                t2.watch(x)
+                with tf.GradientTape() as t1:
+                    t1.watch(x)
+                    y = upfirdn2d(x, kernel, up=2, down=1, pad=(1, 1), impl=impl)
+                    loss = tf.reduce_sum(y ** 4)
+                g1 = t1.gradient(loss, x)
+                s = tf.reduce_sum(g1 * g1)
+            g2 = t2.gradient(s, x)
+            r = tf.reduce_sum(g2)
+        return t3.gradient(r, x)
+
+    _assert_close(third("custom"), third("ref"), rel=1e-4, what="third-order gradient")
+
+
+# ------------------------------------------------------------------------- bad inputs
+
+BAD_UPFIRDN = [
+    (dict(x=(4, 4, 3)), "rank 4"),
+    (dict(kernel=(4,)), "2-D FIR kernel"),
+    (dict(kernel=(0, 3)), "non-empty FIR kernel"),
+    (dict(up=0), "up >= 1"),
+    (dict(down=0), "down >= 1"),
+    (dict(pad=(-4, -4)), "enlarge the input or the padding"),
+    (dict(x=(1, 1, 1, 1), pad=(2 ** 30, 2 ** 30)), "overflow int32"),
+    (dict(x=(1, 1, 1, 1), pad=(50000, 50000)), "2^31-1 elements"),
+]
+
+
+def _bad_upfirdn_call(spec):
+    x = tf.zeros(spec.get("x", (1, 4, 4, 3)))
+    kernel = tf.ones(spec.get("kernel", (2, 2)))
+    return upfirdn2d(x, kernel, up=spec.get("up", 1), down=spec.get("down", 1), pad=spec.get("pad", (0, 0)),
+                     impl="custom")
+
+
+@requires_library
+@pytest.mark.parametrize("spec,message", BAD_UPFIRDN, ids=[m for _, m in BAD_UPFIRDN])
+def test_upfirdn2d_bad_inputs_raise_readable_errors(spec, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message.replace("^", r"\^")):
+        _bad_upfirdn_call(spec)
+
+
+@requires_library
+@pytest.mark.parametrize("spec,message", BAD_UPFIRDN[:6], ids=[m for _, m in BAD_UPFIRDN[:6]])
+def test_upfirdn2d_bad_inputs_in_graphs(spec, message):
+    # Static shapes fail while tracing (shape function: ValueError), others at run time.
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=message):
+        tf.function(lambda: _bad_upfirdn_call(spec))()
+
+
+@requires_library
+def test_fused_bias_act_bad_inputs_raise_readable_errors():
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"bias of shape \[3\]"):
+        fused_bias_act(tf.zeros((2, 3)), tf.zeros(4), impl="custom")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="rank >= 1"):
+        fused_bias_act(tf.constant(1.0), tf.zeros(0), impl="custom")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same shape"):
+        LIBRARY.tf_distill_fused_bias_act_grad(tf.zeros((2, 3)), tf.zeros((3, 2)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="alpha >= 0"):
+        LIBRARY.tf_distill_fused_bias_act(tf.zeros((2, 3)), tf.zeros(3), alpha=-0.1)
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=r"bias of shape \[3\]"):
+        tf.function(lambda: fused_bias_act(tf.zeros((2, 3)), tf.zeros(4), impl="custom"))()
+
+
+# ------------------------------------------------------------------ MirroredStrategy
+
+MIRRORED_SCRIPT = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tf_distill.ops import _loader, fused_bias_act, setup_kernel, upfirdn2d
+assert _loader.custom_ops_library() is not None, _loader.unavailable_reason()
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+rng = np.random.default_rng(0)
+images = rng.standard_normal((4, 6, 6, 8)).astype(np.float32)
+with strategy.scope():
+    v = tf.Variable(rng.uniform(0.5, 1.5, 8).astype(np.float32))
+    b = tf.Variable(rng.standard_normal(8).astype(np.float32))
+k_up, k_blur = setup_kernel([1, 3, 3, 1], gain=4.0), setup_kernel([1, 3, 3, 1])
+
+def replica_step(x, impl):
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            h = fused_bias_act(upfirdn2d(x, k_up, up=2, pad=(2, 1), impl=impl) * v, b, impl=impl)
+            h = upfirdn2d(h, k_blur, down=2, pad=(1, 1), impl=impl)
+            score = tf.reduce_sum(h * h)
+        g = inner.gradient(score, x)
+        loss = (tf.reduce_sum(g * g) + score) / 4.0  # scaled by the global batch
+    return outer.gradient(loss, [v, b])
+
+@tf.function
+def step(dist_x, impl):
+    per_replica = strategy.run(replica_step, args=(dist_x, impl))
+    return [strategy.reduce("SUM", g, axis=None) for g in per_replica]
+
+dist = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(images).batch(4)))
+dist_x = next(dist)
+devices = sorted({t.device for t in strategy.experimental_local_results(dist_x)})
+assert len(devices) == 2, devices
+custom = step(dist_x, "custom")
+ref = step(dist_x, "ref")
+single = replica_step(tf.constant(images), "ref")
+for c, r, s in zip(custom, ref, single):
+    scale = max(1.0, float(np.max(np.abs(r))))
+    assert np.max(np.abs(c.numpy() - r.numpy())) <= 1e-5 * scale, (c.numpy(), r.numpy())
+    assert np.max(np.abs(c.numpy() - s.numpy())) <= 1e-4 * scale, (c.numpy(), s.numpy())
+print("MIRRORED_OK", devices)
+"""
+
+
+@requires_library
+def test_mirrored_strategy_two_logical_cpus():
+    result = _run_python(MIRRORED_SCRIPT)
+    assert result.returncode == 0 and "MIRRORED_OK" in result.stdout, result.stdout[-3000:] + result.stderr[-6000:]
+
+
+# -------------------------------------------------------------------------- loader
+
+LOADER_SCRIPT = """
+import warnings, numpy as np
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    from tf_distill.ops import _loader, fused_bias_act, setup_kernel, upfirdn2d
+    from tf_distill.ops.fused_bias_act import fused_bias_act_ref
+    from tf_distill.ops.upfirdn2d import upfirdn2d_ref
+    x = np.random.default_rng(0).standard_normal((2, 6, 6, 3)).astype(np.float32)
+    k = setup_kernel([1, 3, 3, 1])
+    for _ in range(3):
+        y = upfirdn2d(x, k, up=2, pad=(2, 1))
+        z = fused_bias_act(x, np.ones(3, np.float32))
+    assert np.allclose(y, upfirdn2d_ref(x, k, up=2, pad=(2, 1)))
+    assert np.allclose(z, fused_bias_act_ref(x, np.ones(3, np.float32)))
+ours = [w for w in caught if issubclass(w.category, RuntimeWarning) and "custom ops" in str(w.message)]
+print("LIBRARY", _loader.custom_ops_library() is not None)
+print("WARNINGS", len(ours))
+for w in ours:
+    print("MESSAGE", w.message)
+try:
+    upfirdn2d(x, k, impl="custom")
+    print("CUSTOM", "ran")
+except RuntimeError as e:
+    print("CUSTOM", "RuntimeError", e)
+"""
+
+
+@pytest.mark.parametrize("problem", ["missing", "unloadable"])
+def test_loader_falls_back_with_one_warning(problem, tmp_path):
+    if problem == "missing":
+        path = tmp_path / "does_not_exist" / "_custom_ops.so"
+    else:
+        path = tmp_path / "_custom_ops.so"
+        path.write_bytes(b"this is not an ELF shared object")
+    result = _run_python(LOADER_SCRIPT, {"TF_DISTILL_CUSTOM_OPS_LIBRARY": str(path), "TF_DISTILL_OPS_IMPL": "auto"})
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-6000:]
+    assert "LIBRARY False" in out
+    assert "WARNINGS 1" in out, out
+    message = [line for line in out.splitlines() if line.startswith("MESSAGE")][0]
+    assert str(path) in message and "reference TensorFlow ops" in message
+    assert ("does not exist" if problem == "missing" else "could not be loaded") in message
+    assert "CUSTOM RuntimeError" in out  # impl="custom" says why instead of silently using ref
+
+
+@requires_library
+def test_loader_prefers_cuda_library_and_the_cpu_library_works():
+    names = [p.name for p in _loader.candidate_paths()] if not os.environ.get(_loader.ENV_LIBRARY) else []
+    if names:
+        assert names.index("_custom_ops_cuda.so") < names.index("_custom_ops.so")
+    loaded = pathlib.Path(_loader.library_path())
+    cpu_lib = loaded.with_name("_custom_ops.so")
+    if not cpu_lib.is_file():
+        pytest.skip(f"no CPU-only library next to {loaded}")
+    # The CPU-only library on its own (subprocess: a process loads one library).
+    code = """
+    import numpy as np
+    from tf_distill.ops import _loader, fused_bias_act, upfirdn2d
+    from tf_distill.ops.upfirdn2d import upfirdn2d_ref
+    from tf_distill.ops.fused_bias_act import fused_bias_act_ref
+    assert _loader.custom_ops_library() is not None, _loader.unavailable_reason()
+    x = np.random.default_rng(0).standard_normal((2, 7, 5, 70)).astype(np.float32)
+    k = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    assert np.allclose(upfirdn2d(x, k, up=2, down=3, pad=(1, 2), impl="custom"),
+                       upfirdn2d_ref(x, k, up=2, down=3, pad=(1, 2)), atol=1e-4)
+    assert np.allclose(fused_bias_act(x, x[0, 0, 0], impl="custom"), fused_bias_act_ref(x, x[0, 0, 0]), atol=1e-5)
+    print("CPU_LIB_OK", _loader.library_path())
+    """
+    result = _run_python(code, {_loader.ENV_LIBRARY: str(cpu_lib)})
+    assert result.returncode == 0 and f"CPU_LIB_OK {cpu_lib}" in result.stdout, result.stdout + result.stderr[-6000:]
+
+
+@requires_library
+def test_loader_warns_when_a_preferred_library_fails_but_a_later_one_loads(tmp_path):
+    cpu_lib = pathlib.Path(_loader.library_path()).with_name("_custom_ops.so")
+    if not cpu_lib.is_file():
+        pytest.skip(f"no CPU-only library next to {_loader.library_path()}")
+    broken = tmp_path / "_custom_ops_cuda.so"
+    broken.write_bytes(b"\x7fELF but not really")
+    code = f"""
+    import pathlib, warnings
+    warnings.simplefilter("always")
+    from tf_distill.ops import _loader
+    _loader.candidate_paths = lambda: [pathlib.Path({str(broken)!r}), pathlib.Path({str(cpu_lib)!r})]
+    with warnings.catch_warnings(record=True) as caught:
+        assert _loader.custom_ops_library() is not None
+        _loader.custom_ops_library()
+    messages = [str(w.message) for w in caught if "custom ops" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert {str(broken)!r} in messages[0] and "could not be loaded" in messages[0], messages
+    print("PARTIAL_OK", _loader.library_path())
+    """
+    result = _run_python(code)
+    assert result.returncode == 0 and f"PARTIAL_OK {cpu_lib}" in result.stdout, result.stdout + result.stderr[-6000:]
