@@ -14,6 +14,8 @@ import textwrap
 
 import numpy as np
 import pytest
+
+from conftest import FIXTURES
 import tensorflow as tf
 
 from tf_distill.ops import _loader, fused_bias_act, setup_kernel, upfirdn2d
@@ -21,8 +23,7 @@ from tf_distill.ops.fused_bias_act import fused_bias_act_ref
 from tf_distill.ops.upfirdn2d import upfirdn2d_ref
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-GOLDEN = pathlib.Path(os.environ.get("TF_DISTILL_SHARED", REPO.parent / "shared")) / "fixtures" / "reference" / \
-    "ops_reference.npz"
+GOLDEN = FIXTURES / "ops_reference.npz"
 
 LIBRARY = _loader.custom_ops_library()
 requires_library = pytest.mark.skipif(
@@ -33,7 +34,7 @@ requires_library = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def golden():
     if not GOLDEN.is_file():
-        pytest.skip(f"golden fixtures not found at {GOLDEN}")
+        pytest.fail(f"golden fixtures not found at {GOLDEN}; set TF_DISTILL_FIXTURES")
     with np.load(GOLDEN) as data:
         return {k: data[k] for k in data.files}
 

@@ -52,3 +52,10 @@ def test_table_and_json_binary(tmp_path):
                           "--json"], capture_output=True, text=True, check=True, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert json.loads(out.stdout)["ffhq256_student"]["params"] == 5_573_364
+
+
+def test_frozen_models_count_the_same():
+    g = Generator(32, style_dim=16, n_mlp=2, channels=[8] * 8)
+    before = generator_stats(g)["params"]
+    g.trainable = False
+    assert generator_stats(g)["params"] == before > 0

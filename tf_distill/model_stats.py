@@ -2,7 +2,7 @@
 
 FLOPs are multiply-accumulates of the synthesis convs and ToRGBs, with upsampling convs counted
 at their *input* resolution (``MAP = [4, 4, 8, 8, ...]``), plus one per mapping weight and per
-modulation weight. Parameters are the trainable ones (mapping included, noise buffers excluded).
+modulation weight. Parameters are all weights (mapping included, noise buffers excluded).
 For the paper's FFHQ-256 teacher this gives 30,034,338 params and 45,124,673,536 FLOPs.
 """
 
@@ -26,9 +26,12 @@ def generator_flops(g):
 
 
 def count_params(model):
+    """Parameters of a model, frozen or not: every weight except the generator's noise buffers."""
     if not model.built:
         model.build()
-    return int(sum(np.prod(v.shape) for v in model.trainable_weights))
+    synthesis = getattr(model, "synthesis", model)
+    buffers = {id(v) for v in getattr(synthesis, "noises", [])}
+    return int(sum(np.prod(v.shape) for v in model.weights if id(v) not in buffers))
 
 
 def generator_stats(g):

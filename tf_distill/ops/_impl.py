@@ -32,6 +32,6 @@ def resolve_impl(impl) -> str:
     if impl == "custom":
         raise RuntimeError(
             "impl='custom' was requested but the custom op library is not available: "
-            f"{_loader.unavailable_reason()}. Build it with `python configure.py && bazel build //custom_ops:all`, "
+            f"{_loader.unavailable_reason()}. Build it with `custom_ops/build.sh`, "
             "or use impl='auto' / 'ref'.")
     return "ref"
