@@ -81,6 +81,19 @@ def copy_mapping(teacher, student):
         d.assign(s)
 
 
+def variables_by_path(prefix, obj):
+    """``{"<prefix>.<variable path>": variable}`` for a Keras model or optimizer.
+
+    tf.train.Checkpoint does not follow Keras 3's tracked lists (a model's blocks, noise maps,
+    mapping layers), so every variable is named explicitly by its unique Keras path.
+    """
+    variables = obj.variables
+    names = {f"{prefix}.{v.path.replace('/', '.')}": v for v in variables}
+    if len(names) != len(variables):
+        raise ValueError(f"{prefix}: variable paths are not unique; cannot checkpoint by name.")
+    return names
+
+
 class Run:
     """A training run bound to ``workdir``."""
 
@@ -104,10 +117,13 @@ class Run:
         self.stats = DecodeStats()
         self.iterator = None  # made after restore(), continuing the data stream where the run stopped
         self.mimic_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="mimic_step")
-        items = dict(g=self.g, g_ema=self.g_ema, d=self.d, g_optim=self.step.g_opt, d_optim=self.step.d_opt,
-                     step=self.step.step, pl_mean=self.step.pl_mean, rng=self.step.rng, mimic_step=self.mimic_step)
+        keras_objects = dict(g=self.g, g_ema=self.g_ema, d=self.d, g_optim=self.step.g_opt, d_optim=self.step.d_opt)
+        items = dict(step=self.step.step, pl_mean=self.step.pl_mean, rng=self.step.rng, mimic_step=self.mimic_step)
         if self.mimic is not None:
-            items.update(mimic_optim=self.mimic.optimizer, mimic_rng=self.mimic.rng)
+            keras_objects["mimic_optim"] = self.mimic.optimizer
+            items["mimic_rng"] = self.mimic.rng
+        for prefix, obj in keras_objects.items():
+            items.update(variables_by_path(prefix, obj))
         self.checkpoint = tf.train.Checkpoint(**items)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.workdir / "checkpoints",
                                                   max_to_keep=config.log.keep_checkpoints)
