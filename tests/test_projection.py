@@ -165,11 +165,9 @@ def test_project_binary_grids_latents_report(tmp_path):
     teacher.save(tmp_path / "teacher.keras")
     student.save(tmp_path / "student.keras")
     (tmp_path / "faces").mkdir()
-    rng = np.random.default_rng(0)
     for name in ("a", "b"):
-        image = (teacher(tf.random.stateless_normal([1, 8], seed=[ord(name), 0]), randomize_noise=False).numpy())
+        image = teacher(tf.random.stateless_normal([1, 8], seed=[ord(name), 0]), randomize_noise=False).numpy()
         Image.fromarray(to_uint8(image)[0]).resize((24, 24)).save(tmp_path / "faces" / f"{name}.png")
-    del rng
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "tf_distill.bin.project", f"--teacher={tmp_path / 'teacher.keras'}",
