@@ -1,0 +1,122 @@
+"""Latent editing in W+ (spec D.4): style mixing by row ranges, interpolation, direction moves.
+
+All functions take and return W+ arrays ``[B, n_latent, style_dim]`` (NumPy or tensors); render
+them with ``g(wplus, input_is_latent=True, noise=...)``.
+
+Row ranges are inclusive, 0-based pairs ``(first, last)``. The paper's ranges for the 14-row W+
+of a 256 px generator are coarse ``(1, 3)``, middle ``(5, 8)`` and fine ``(10, 13)``.
+:func:`mixing_ranges` scales them to other ``n_latent`` proportionally: a row ``r`` of the 14-row
+layout becomes ``round(r * (n_latent - 1) / 13)`` (so the last row stays last and each range keeps
+its share of the synthesis depth, i.e. of log2-resolution), with the first range starting at row
+1 at least and every range non-empty. E.g. 18 rows (1024 px): coarse 1-4, middle 7-10, fine 13-17;
+8 rows (32 px): 1-2, 3-4, 5-7.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PAPER_RANGES = {"coarse": (1, 3), "middle": (5, 8), "fine": (10, 13)}
+PAPER_N_LATENT = 14
+
+
+def parse_range(text):
+    """``"5-8"`` or ``"5"`` -> (5, 8) / (5, 5)."""
+    parts = str(text).split("-")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"A row range is FIRST-LAST or ROW (0-based, inclusive), got {text!r}.")
+    first, last = int(parts[0]), int(parts[-1])
+    if last < first:
+        raise ValueError(f"Row range {text!r} is empty (last < first).")
+    return first, last
+
+
+def mixing_ranges(n_latent, ranges=None):
+    """{name: (first, last)} for ``n_latent`` rows: ``ranges`` validated, or the paper's scaled (module doc)."""
+    if ranges is not None:
+        out = {k: (tuple(v) if not isinstance(v, str) else parse_range(v)) for k, v in ranges.items()}
+    elif n_latent == PAPER_N_LATENT:
+        out = dict(PAPER_RANGES)
+    else:
+        scale = (n_latent - 1) / (PAPER_N_LATENT - 1)
+        out = {}
+        for name, (a, b) in PAPER_RANGES.items():
+            first = max(1, int(np.floor(a * scale + 0.5)))
+            last = max(first, int(np.floor(b * scale + 0.5)))
+            out[name] = (first, min(last, n_latent - 1))
+    for name, (a, b) in out.items():
+        if not 0 <= a <= b < n_latent:
+            raise ValueError(f"Row range {name}={a}-{b} does not fit a W+ of {n_latent} rows (0..{n_latent - 1}).")
+    return out
+
+
+def _rows_mask(n_latent, rows):
+    mask = np.zeros([1, n_latent, 1], np.float32)
+    if rows is None:
+        mask[:] = 1.0
+    else:
+        first, last = rows
+        if not 0 <= first <= last < n_latent:
+            raise ValueError(f"rows {rows} out of range for {n_latent} rows.")
+        mask[:, first:last + 1] = 1.0
+    return mask
+
+
+def style_mix(w_a, w_b, rows):
+    """W+ of A with rows ``first..last`` (inclusive) taken from B; A and B broadcast over the batch."""
+    w_a, w_b = np.asarray(w_a, np.float32), np.asarray(w_b, np.float32)
+    mask = _rows_mask(w_a.shape[1], rows)
+    return w_a * (1.0 - mask) + w_b * mask
+
+
+def mixing_table(w_as, w_bs, rows):
+    """All mixes ``[len(A) * len(B), n_latent, D]``, row-major: entry ``i * len(B) + j`` = mix(A_i, B_j)."""
+    w_as, w_bs = np.asarray(w_as, np.float32), np.asarray(w_bs, np.float32)
+    return np.stack([style_mix(a[None], b[None], rows)[0] for a in w_as for b in w_bs])
+
+
+def interpolate(w_a, w_b, betas):
+    """``beta * w_A + (1 - beta) * w_B`` for each beta -> ``[len(betas), n_latent, D]`` (w_A, w_B: [1 or none, n, D])."""
+    w_a = np.asarray(w_a, np.float32).reshape(np.shape(w_a)[-2:])
+    w_b = np.asarray(w_b, np.float32).reshape(np.shape(w_b)[-2:])
+    return np.stack([np.float32(b) * w_a + np.float32(1.0 - b) * w_b for b in betas])
+
+
+def move(wplus, direction, alphas, rows=None, normalize=True):
+    """``w + alpha * v`` on ``rows`` (inclusive range, None: all rows) for each alpha.
+
+    ``direction`` is a ``[style_dim]`` vector, unit-normalised when ``normalize`` (the training
+    offsets use unit directions too, so alpha is a distance in W). Returns ``[len(alphas), n, D]``
+    for a single W+ ``[1, n, D]`` (or ``[n, D]``).
+    """
+    w = np.asarray(wplus, np.float32).reshape(np.shape(wplus)[-2:])
+    v = np.asarray(direction, np.float32).reshape(-1)
+    if v.shape[0] != w.shape[-1]:
+        raise ValueError(f"direction has {v.shape[0]} entries, W+ rows have {w.shape[-1]}.")
+    if normalize:
+        v = v / max(float(np.linalg.norm(v)), 1e-12)
+    mask = _rows_mask(w.shape[0], rows)[0]
+    return np.stack([w + np.float32(a) * mask * v[None, :] for a in alphas])
+
+
+def teacher_directions(teacher, num_blocks=None, mode="split"):
+    """The closed-form directions of the LD loss (``latent_directions``), ``[k, style_dim]``.
+
+    ``num_blocks`` defaults to all synthesis blocks of the teacher (6 at 256 px -> 30 directions,
+    the same set as the paper's mimic layers [4, 5, 6]).
+    """
+    from tf_distill.losses.distill import latent_directions  # pylint: disable=import-outside-toplevel
+
+    if num_blocks is None:
+        num_blocks = len(teacher.synthesis.convs) // 2
+    return latent_directions(teacher, num_blocks, mode)
+
+
+def load_directions(path):
+    """A ``.npy`` of one direction ``[D]`` or several ``[k, D]`` -> ``[k, D]`` float32."""
+    v = np.load(path)
+    if v.ndim == 1:
+        v = v[None]
+    if v.ndim != 2:
+        raise ValueError(f"{path}: directions must be [D] or [k, D], got shape {v.shape}.")
+    return v.astype(np.float32)
