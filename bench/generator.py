@@ -7,6 +7,7 @@ in turn inside each repeat, so machine load affects them alike; the ratio is of 
 """
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -29,14 +30,39 @@ def time_generator(g, batch, repeats):
     return times
 
 
+def compare_impl(args):
+    """Teacher forward (256 px) traced once per impl; runs interleaved so load drifts hit both."""
+    g = Generator(**MODELS["ffhq256_teacher"]().to_dict())
+    g.build()
+    z = tf.random.normal([args.batch, g.style_dim])
+    fns = {}
+    for impl in ("ref", "custom"):
+        os.environ["TF_DISTILL_OPS_IMPL"] = impl  # read while tracing
+        fns[impl] = tf.function(lambda z: g(z))
+        fns[impl](z).numpy()
+    times = {impl: [] for impl in fns}
+    for _ in range(args.repeats):
+        for impl, fn in fns.items():
+            start = time.perf_counter()
+            fn(z).numpy()
+            times[impl].append(time.perf_counter() - start)
+    med = {impl: float(np.median(t)) for impl, t in times.items()}
+    for impl, m in med.items():
+        print(f"teacher 256 px forward, {impl:<6} ops: {m * 1000:9.1f} ms/batch ({args.batch / m:.2f} images/s)")
+    print(f"custom/ref speed ratio: {med['ref'] / med['custom']:.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--impl", default=None, help="ops implementation (default: TF_DISTILL_OPS_IMPL or auto)")
+    parser.add_argument("--compare_impl", action="store_true",
+                        help="instead: the 256 px teacher forward with reference vs custom ops, side by side")
     args = parser.parse_args()
+    if args.compare_impl:
+        return compare_impl(args)
     if args.impl:
-        import os  # pylint: disable=import-outside-toplevel
         os.environ["TF_DISTILL_OPS_IMPL"] = args.impl
     models = {name: Generator(**MODELS[name]().to_dict()) for name in ("ffhq256_teacher", "ffhq256_student")}
     times = {name: [] for name in models}

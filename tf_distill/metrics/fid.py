@@ -184,10 +184,13 @@ def accumulate(dataset, accumulator: FIDAccumulator, strategy: Optional[tf.distr
         else:
             strategy.run(accumulator.update, args=(x,))
 
+    done = int(accumulator.num_samples().numpy())
     for batch in it:
         step(batch)
-        if progress is not None:
-            progress(int(accumulator.num_samples().numpy()))
+        if progress is not None:  # called with the number of new samples, as tf_distill.progress.Progress takes
+            now = int(accumulator.num_samples().numpy())
+            progress(now - done)
+            done = now
     return accumulator
 
 
