@@ -25,6 +25,7 @@ def get_config():
     c.train.batch_size = 8
     c.train.lr = 0.005  # the paper's 0.002 needs far more than a demo's few hundred steps
     c.kd.g_step = 250  # KD-only warm-up (the reference's --g_step): no D step, no GAN term, no path length
+    c.train.ema_decay = 0.99  # the paper's 0.9978 per step averages over ~450 steps: longer than this run
     c.kd.mimic_layers = [2, 3]  # the 16 and 32 px blocks (the paper: the three highest resolutions)
     c.kd.lpips_size = 256
     c.log.every = 25
