@@ -221,7 +221,7 @@ def test_grpc_bad_requests_are_rejected_with_the_model_message(grpc_server):
             ("serving_default", {"z": np.zeros((2,), np.float32)}, "z must be float32 [N, 8]"),
             ("serving_default", {"z": np.zeros((2, 8), np.float32), "truncation_psi": np.float32(2)},
              "truncation_psi must be in [0, 1]"),
-            ("serving_default", {"z": np.zeros((2, 8), np.int64)}, "int64"),  # wrong dtype: refused at the feed
+            ("serving_default", {"z": np.zeros((2, 8), np.int64)}, "int64 vs. expect float"),  # dtype: refused at the feed
             ("from_seeds", {"seeds": np.zeros((0,), np.int64)}, "batch must hold 1 to 8"),
             ("from_seeds", {"seeds": np.arange(9, dtype=np.int64)}, "batch must hold 1 to 8"),
             ("no_such_signature", {"seeds": np.zeros((1,), np.int64)}, "no_such_signature"),
@@ -327,3 +327,14 @@ def test_client_binary(grpc_server, tmp_path):
     assert parse_seeds("0-3, 7,-2") == [0, 1, 2, 3, 7, -2]
     with pytest.raises(ValueError):
         parse_seeds("5-1")
+
+
+def test_models_config_parses():
+    from google.protobuf import text_format  # pylint: disable=import-outside-toplevel
+    from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=import-outside-toplevel
+
+    text = (ROOT / "export" / "models.config").read_text()
+    config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    names = {c.name: c for c in config.model_config_list.config}
+    assert set(names) == {"student", "teacher"}
+    assert names["student"].base_path == "/models/student" and names["student"].model_platform == "tensorflow"
