@@ -25,6 +25,8 @@ def tiny_generator():
     keras.utils.set_random_seed(1)
     g = Generator(SIZE, style_dim=STYLE_DIM, n_mlp=2, channels=[8, 8, 8, 8, 8, 8])
     g.build()
+    for conv in [g.synthesis.conv1] + g.synthesis.convs:  # noise strength starts at 0: make noise matter
+        conv.noise.weight.assign([0.5])
     return g
 
 
@@ -284,3 +286,18 @@ def test_export_binary(tmp_path):
     assert (tmp_path / "models" / "student" / "1" / "saved_model.pb").exists()
     meta = json.loads((tmp_path / "models" / "student" / "1" / "assets.extra" / savedmodel.METADATA_FILE).read_text())
     assert meta["w_avg_source"].startswith("mean of w over 64")
+
+
+def test_jit_compile_and_random_noise_export(tmp_path):
+    g = tiny_generator()
+    path = savedmodel.export_saved_model(g, tmp_path / "student", w_avg_samples=64, jit_compile=True,
+                                         randomize_noise=True)
+    report = stock_ops.check_saved_model(path)
+    assert report["xla_functions"], "jit_compile=True must mark the synthesis function for XLA"
+    with pytest.raises(stock_ops.NonStockOpError, match="xla_cpu_compilation_enabled"):
+        stock_ops.check_saved_model(path, allow_xla=False)
+    sig = tf.saved_model.load(str(path)).signatures["from_seeds"]
+    seeds, one = tf.constant([1, 2], tf.int64), tf.constant(1.0)
+    a, b = (sig(seeds=seeds, truncation_psi=one)["images"].numpy() for _ in range(2))
+    assert a.shape == (2, SIZE, SIZE, 3) and not np.array_equal(a, b)  # fresh noise per request
+    assert savedmodel.read_metadata(path)["randomize_noise"] is True
