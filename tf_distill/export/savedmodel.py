@@ -119,7 +119,12 @@ class GeneratorServing(tf.Module):
     def __init__(self, generator, w_avg, randomize_noise=False, max_batch=DEFAULT_MAX_BATCH, jit_compile=False,
                  name="generator_serving"):
         super().__init__(name=name)
+        # The Keras model is used, not tracked: its KerasVariables would be saved next to the
+        # tf.Variables they wrap (twice the weights on disk). The functions capture the
+        # tf.Variables, tracked in `model_variables` below.
+        self._setattr_tracking = False
         self.generator = generator
+        self._setattr_tracking = True
         self.style_dim = int(generator.style_dim)
         self.n_latent = int(generator.n_latent)
         self.size = int(generator.size)
