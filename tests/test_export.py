@@ -301,3 +301,13 @@ def test_jit_compile_and_random_noise_export(tmp_path):
     a, b = (sig(seeds=seeds, truncation_psi=one)["images"].numpy() for _ in range(2))
     assert a.shape == (2, SIZE, SIZE, 3) and not np.array_equal(a, b)  # fresh noise per request
     assert savedmodel.read_metadata(path)["randomize_noise"] is True
+
+
+def test_export_tflite_report(exported):
+    from tf_distill.bin.export import export_tflite  # pylint: disable=import-outside-toplevel
+
+    g, path = exported
+    report = export_tflite(g, None, path.parent, quantize="float16", batch=2, compare_samples=4)
+    assert report["compared_with"] == str(path) and report["n"] == 4
+    assert Path(report["tflite"]).name == "student_float16.tflite" and report["bytes"] > 0
+    assert report["max_abs_pixel_error"] <= 4
