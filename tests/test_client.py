@@ -322,11 +322,13 @@ def test_client_binary(grpc_server, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["seed0.png", "seed1.png", "seed2.png", "seed7.png"]
-    from tf_distill.bin.client import parse_seeds  # pylint: disable=import-outside-toplevel
-
-    assert parse_seeds("0-3, 7,-2") == [0, 1, 2, 3, 7, -2]
+    cmd = [sys.executable, "-m", "tf_distill.bin.client", f"--server=127.0.0.1:{free_port()}", "--seeds=0",
+           f"--out={tmp_path / 'none'}", "--timeout=20"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2 and "tf-distill-client: cannot reach" in proc.stderr, proc.stderr[-2000:]
+    assert serving.parse_seeds("0-3, 7,-2") == [0, 1, 2, 3, 7, -2]
     with pytest.raises(ValueError):
-        parse_seeds("5-1")
+        serving.parse_seeds("5-1")
 
 
 def test_models_config_parses():

@@ -304,10 +304,8 @@ def test_jit_compile_and_random_noise_export(tmp_path):
 
 
 def test_export_tflite_report(exported):
-    from tf_distill.bin.export import export_tflite  # pylint: disable=import-outside-toplevel
-
     g, path = exported
-    report = export_tflite(g, None, path.parent, quantize="float16", batch=2, compare_samples=4)
+    report = tflite.export_tflite(g, None, path.parent, quantize="float16", batch=2, compare_samples=4)
     assert report["compared_with"] == str(path) and report["n"] == 4
     assert Path(report["tflite"]).name == "student_float16.tflite" and report["bytes"] > 0
     assert report["max_abs_pixel_error"] <= 4

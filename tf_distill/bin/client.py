@@ -21,35 +21,18 @@ _TIMEOUT = flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the answer."
 _BATCH = flags.DEFINE_integer("batch", 16, "Seeds per request.")
 
 
-def parse_seeds(text):
-    """'0-3,7' -> [0, 1, 2, 3, 7]."""
-    seeds = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
-        if sep:
-            lo, hi = int(lo), int(hi)
-            if hi < lo:
-                raise ValueError(f"empty seed range {part!r}")
-            seeds.extend(range(lo, hi + 1))
-        else:
-            seeds.append(int(part))
-    if not seeds:
-        raise ValueError(f"no seeds in {text!r}")
-    return seeds
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from tf_distill.export import client as serving  # pylint: disable=import-outside-toplevel
+
     try:
-        seeds = parse_seeds(_SEEDS.value)
+        seeds = serving.parse_seeds(_SEEDS.value)
     except ValueError as err:
         raise app.UsageError(f"--seeds: {err}")
     if _BATCH.value < 1:
         raise app.UsageError("--batch must be >= 1.")
     import numpy as np  # pylint: disable=import-outside-toplevel
-
-    from tf_distill.export import client as serving  # pylint: disable=import-outside-toplevel
 
     try:
         with serving.make_client(_SERVER.value, _MODEL.value, _VERSION.value, _TIMEOUT.value) as c:

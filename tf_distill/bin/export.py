@@ -32,30 +32,6 @@ _TFLITE_BATCH = flags.DEFINE_integer("tflite_batch", 1, "Fixed batch of the TFLi
 _COMPARE_N = flags.DEFINE_integer("compare_samples", 8, "Seeds for the TFLite-vs-SavedModel pixel error.")
 
 
-def export_tflite(generator, latent_avg, export_dir, quantize=None, batch=1, compare_samples=8, **saved_model_kw):
-    """Writes the TFLite model; returns a report dict (path, size, pixel errors vs the SavedModel)."""
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    from tf_distill.export import savedmodel, tflite  # pylint: disable=import-outside-toplevel
-
-    export_dir = Path(export_dir)
-    newest = savedmodel.next_version(export_dir) - 1
-    if newest < 1:
-        savedmodel.export_saved_model(generator, export_dir, latent_avg=latent_avg, **saved_model_kw)
-        newest = savedmodel.next_version(export_dir) - 1
-    saved = export_dir / str(newest)
-    w_avg = tf.saved_model.load(str(saved)).w_avg.numpy()  # the very w_avg the SavedModel serves with
-    name = export_dir.name + (f"_{quantize}" if quantize else "") + ".tflite"
-    path, size = tflite.convert(generator, w_avg, export_dir / name, quantize=quantize, batch=batch)
-    n = max(batch, (compare_samples // batch) * batch)
-    z = savedmodel.z_from_seeds(np.arange(n, dtype=np.int64), generator.style_dim).numpy()
-    reference = tflite.saved_model_images(saved, z)
-    report = {"tflite": str(path), "bytes": size, "quantize": quantize or "none", "compared_with": str(saved),
-              **tflite.compare(path, reference, z)}
-    return report
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -64,7 +40,7 @@ def main(argv):
     if _QUANTIZE.value and _FORMAT.value != "tflite":
         raise app.UsageError("--quantize applies to --format=tflite.")
     from tf_distill import model_io  # pylint: disable=import-outside-toplevel
-    from tf_distill.export import savedmodel  # pylint: disable=import-outside-toplevel
+    from tf_distill.export import savedmodel, tflite  # pylint: disable=import-outside-toplevel
 
     from tf_distill.models import Generator  # pylint: disable=import-outside-toplevel
 
@@ -76,7 +52,7 @@ def main(argv):
     kw = dict(randomize_noise=_RANDOM_NOISE.value, max_batch=_MAX_BATCH.value, jit_compile=_JIT.value,
               w_avg_samples=_W_AVG_SAMPLES.value, w_avg_seed=_W_AVG_SEED.value)
     if _FORMAT.value == "tflite":
-        report = export_tflite(generator, latent_avg, _EXPORT_DIR.value, _QUANTIZE.value, _TFLITE_BATCH.value,
+        report = tflite.export_tflite(generator, latent_avg, _EXPORT_DIR.value, _QUANTIZE.value, _TFLITE_BATCH.value,
                                _COMPARE_N.value, **kw)
         print(json.dumps(report, indent=2))
         return

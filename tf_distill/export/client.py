@@ -221,6 +221,23 @@ def make_client(address, model="student", version=None, timeout=DEFAULT_TIMEOUT)
     return GrpcClient(address, model, version, timeout)
 
 
+def parse_seeds(text):
+    """'0-3,7' -> [0, 1, 2, 3, 7]."""
+    seeds = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
+        if sep:
+            lo, hi = int(lo), int(hi)
+            if hi < lo:
+                raise ValueError(f"empty seed range {part!r}")
+            seeds.extend(range(lo, hi + 1))
+        else:
+            seeds.append(int(part))
+    if not seeds:
+        raise ValueError(f"no seeds in {text!r}")
+    return seeds
+
+
 def write_pngs(images, directory, names=None):
     """Writes uint8 [N, H, W, 3] images as PNG files; returns the paths."""
     from PIL import Image  # pylint: disable=import-outside-toplevel

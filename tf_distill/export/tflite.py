@@ -127,3 +127,26 @@ def compare(tflite_path, reference_images, z, truncation_psi=1.0):
     images = run_tflite(tflite_path, z, truncation_psi)
     diff = np.abs(images.astype(np.int16) - np.asarray(reference_images).astype(np.int16))
     return {"max_abs_pixel_error": int(diff.max()), "mean_abs_pixel_error": float(diff.mean()), "n": len(z)}
+
+
+def export_tflite(generator, latent_avg, export_dir, quantize=None, batch=1, compare_samples=8, **saved_model_kw):
+    """tf-distill-export --format=tflite: writes ``<export_dir>/<name>[_<quantize>].tflite``; returns a report.
+
+    The report holds the path, size and the max / mean abs pixel error against the newest
+    SavedModel version in ``export_dir`` (exported first when there is none) on seeds 0..n-1.
+    """
+    export_dir = Path(export_dir)
+    newest = savedmodel.next_version(export_dir) - 1
+    if newest < 1:
+        savedmodel.export_saved_model(generator, export_dir, latent_avg=latent_avg, **saved_model_kw)
+        newest = savedmodel.next_version(export_dir) - 1
+    saved = export_dir / str(newest)
+    w_avg = tf.saved_model.load(str(saved)).w_avg.numpy()  # the very w_avg the SavedModel serves with
+    name = export_dir.name + (f"_{quantize}" if quantize else "") + ".tflite"
+    path, size = convert(generator, w_avg, export_dir / name, quantize=quantize, batch=batch)
+    n = max(batch, (compare_samples // batch) * batch)
+    z = savedmodel.z_from_seeds(np.arange(n, dtype=np.int64), generator.style_dim).numpy()
+    reference = saved_model_images(saved, z)
+    report = {"tflite": str(path), "bytes": size, "quantize": quantize or "none", "compared_with": str(saved),
+              **compare(path, reference, z)}
+    return report
