@@ -18,7 +18,7 @@ import pytest
 from conftest import FIXTURES
 import tensorflow as tf
 
-from tf_distill.ops import _loader, fused_bias_act, setup_kernel, upfirdn2d
+from tf_distill.ops import _custom, _loader, fused_bias_act, setup_kernel, upfirdn2d
 from tf_distill.ops.fused_bias_act import fused_bias_act_ref
 from tf_distill.ops.upfirdn2d import upfirdn2d_ref
 
@@ -408,10 +408,12 @@ BAD_UPFIRDN = [
 
 
 def _bad_upfirdn_call(spec):
+    """Straight to the kernel wrapper: the public op rejects statically bad arguments in Python first
+    (test_ops_ref), so this exercises the kernel's own OP_REQUIRES checks."""
     x = tf.zeros(spec.get("x", (1, 4, 4, 3)))
     kernel = tf.ones(spec.get("kernel", (2, 2)))
-    return upfirdn2d(x, kernel, up=spec.get("up", 1), down=spec.get("down", 1), pad=spec.get("pad", (0, 0)),
-                     impl="custom")
+    return _custom.upfirdn2d(x, kernel, up=spec.get("up", 1), down=spec.get("down", 1),
+                             pad=spec.get("pad", (0, 0)))
 
 
 @requires_library
@@ -432,15 +434,15 @@ def test_upfirdn2d_bad_inputs_in_graphs(spec, message):
 @requires_library
 def test_fused_bias_act_bad_inputs_raise_readable_errors():
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"bias of shape \[3\]"):
-        fused_bias_act(tf.zeros((2, 3)), tf.zeros(4), impl="custom")
+        _custom.fused_bias_act(tf.zeros((2, 3)), tf.zeros(4))
     with pytest.raises(tf.errors.InvalidArgumentError, match="rank >= 1"):
-        fused_bias_act(tf.constant(1.0), tf.zeros(0), impl="custom")
+        _custom.fused_bias_act(tf.constant(1.0), tf.zeros(0))
     with pytest.raises(tf.errors.InvalidArgumentError, match="same shape"):
         LIBRARY.tf_distill_fused_bias_act_grad(tf.zeros((2, 3)), tf.zeros((3, 2)))
     with pytest.raises(tf.errors.InvalidArgumentError, match="alpha >= 0"):
         LIBRARY.tf_distill_fused_bias_act(tf.zeros((2, 3)), tf.zeros(3), alpha=-0.1)
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=r"bias of shape \[3\]"):
-        tf.function(lambda: fused_bias_act(tf.zeros((2, 3)), tf.zeros(4), impl="custom"))()
+        tf.function(lambda: _custom.fused_bias_act(tf.zeros((2, 3)), tf.zeros(4)))()
 
 
 # ------------------------------------------------------------------ MirroredStrategy

@@ -22,14 +22,20 @@ def _resolve(act, alpha, gain):
     return gain, alpha
 
 
-def fused_bias_act_ref(x, bias=None, act="lrelu", alpha=None, gain=None):
-    """Plain-TF reference; autodiff gives gradients of every order (the oracle)."""
-    gain, alpha = _resolve(act, alpha, gain)
+def _check_bias(x, bias):
     x = tf.convert_to_tensor(x)
     if bias is not None:
         bias = tf.convert_to_tensor(bias, dtype=x.dtype)
         if bias.shape.rank != 1 or (x.shape[-1] is not None and bias.shape[0] != x.shape[-1]):
             raise ValueError(f"bias must have shape [C] = [{x.shape[-1]}] (channels last), got {bias.shape}.")
+    return x, bias
+
+
+def fused_bias_act_ref(x, bias=None, act="lrelu", alpha=None, gain=None):
+    """Plain-TF reference; autodiff gives gradients of every order (the oracle)."""
+    gain, alpha = _resolve(act, alpha, gain)
+    x, bias = _check_bias(x, bias)
+    if bias is not None:
         x = x + bias
     if act == "lrelu":
         x = tf.nn.leaky_relu(x, alpha=alpha)
@@ -42,6 +48,8 @@ def fused_bias_act_ref(x, bias=None, act="lrelu", alpha=None, gain=None):
 
 def fused_bias_act(x, bias=None, act="lrelu", alpha=None, gain=None, impl=None):
     """``act(x + bias) * gain``, channels last; ``impl`` is ``"auto"``, ``"ref"`` or ``"custom"``."""
+    _resolve(act, alpha, gain)  # bad arguments raise the same ValueError whichever implementation runs
+    x, bias = _check_bias(x, bias)
     if resolve_impl(impl) == "custom":
         from tf_distill.ops import _custom  # pylint: disable=import-outside-toplevel
 

@@ -72,7 +72,12 @@ def upfirdn2d_ref(x, kernel, up=1, down=1, pad=(0, 0)):
 
 
 def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0), impl=None):
-    """upfirdn2d on an NHWC tensor; ``impl`` is ``"auto"``, ``"ref"`` or ``"custom"`` (None: global default)."""
+    """upfirdn2d on an NHWC tensor; ``impl`` is ``"auto"``, ``"ref"`` or ``"custom"`` (None: global default).
+
+    Statically known bad arguments raise the same ValueError whichever implementation runs.
+    """
+    x = tf.convert_to_tensor(x)
+    _check_args(x, tf.convert_to_tensor(kernel, dtype=x.dtype), up, down, pad)
     if resolve_impl(impl) == "custom":
         from tf_distill.ops import _custom  # pylint: disable=import-outside-toplevel
 
