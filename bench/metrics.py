@@ -15,7 +15,6 @@ import io
 import os
 import sys
 import time
-import types
 import zipfile
 
 from absl import app, flags
@@ -38,28 +37,10 @@ def _timeit(fn, iters):
 
 
 def _torch_lpips(vgg_state_dict):
-    import torch
-    from torch import nn
+    from tf_distill.testing.torch_reference import torchvision_vgg16_stub
 
-    def vgg16(pretrained=False, **unused):
-        layers, cin = [], 3
-        for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
-                cin = v
-        features = nn.Sequential(*layers)
-        features.load_state_dict({k[len("features."):]: torch.from_numpy(v.copy()) for k, v in vgg_state_dict.items()})
-        m = nn.Module()
-        m.features = features
-        return m
-
-    tv = types.ModuleType("torchvision")
-    tv.models = types.ModuleType("torchvision.models")
-    tv.models.vgg16 = vgg16
-    sys.modules.setdefault("torchvision", tv)
-    sys.modules.setdefault("torchvision.models", tv.models)
+    for name, module in torchvision_vgg16_stub(vgg_state_dict).items():
+        sys.modules.setdefault(name, module)
     import lpips
 
     return lpips.LPIPS(net="vgg", version="0.1", verbose=False).eval()

@@ -7,7 +7,6 @@ and loads it with the same VGG16 weights as ours (converted back to torch layout
 
 import io
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -17,33 +16,15 @@ from PIL import Image, ImageFilter
 
 from tf_distill.metrics.lpips import LPIPS, normalize_tensor
 from tf_distill.weights import get_weights
+from tf_distill.testing.torch_reference import torchvision_vgg16_stub
 from tf_distill.weights.convert import lpips_to_torch_state_dicts
 
 SIZE = 96
 
 
 def _install_torchvision_stub(monkeypatch, vgg_state_dict):
-    from torch import nn
-
-    def vgg16(pretrained=False, **unused):
-        layers, cin = [], 3
-        for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
-            if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
-                layers += [nn.Conv2d(cin, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-                cin = v
-        features = nn.Sequential(*layers)
-        features.load_state_dict({k[len("features."):]: torch.from_numpy(v.copy()) for k, v in vgg_state_dict.items()})
-        model = nn.Module()
-        model.features = features
-        return model
-
-    tv = types.ModuleType("torchvision")
-    tv.models = types.ModuleType("torchvision.models")
-    tv.models.vgg16 = vgg16
-    monkeypatch.setitem(sys.modules, "torchvision", tv)
-    monkeypatch.setitem(sys.modules, "torchvision.models", tv.models)
+    for name, module in torchvision_vgg16_stub(vgg_state_dict).items():
+        monkeypatch.setitem(sys.modules, name, module)
     for name in [m for m in sys.modules if m == "lpips" or m.startswith("lpips.")]:
         monkeypatch.delitem(sys.modules, name)
 
