@@ -18,6 +18,7 @@ import tensorflow as tf
 from tf_distill.data import decode
 from tf_distill.data.errors import DatasetNotFoundError
 from tf_distill.data.idx import IdxError, read_idx
+from tf_distill.data.stream import shuffle_repeat
 
 APT_PACKAGE = "dataset-fashion-mnist"
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
@@ -100,12 +101,8 @@ def fashion_mnist_images(split, resolution, *, path=None, num_shards=1, shard_in
     ds = tf.data.Dataset.from_tensor_slices(pad_images(images))
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer or len(images), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-        if skip:  # resume: continue the same stream, before any decoding
-            ds = ds.skip(skip)
+    ds = shuffle_repeat(ds, shuffle=shuffle, buffer_size=shuffle_buffer or len(images), seed=seed, repeat=repeat,
+                        skip=skip)
 
     def convert(image):
         rgb = tf.tile(image[:, :, None], [1, 1, 3])

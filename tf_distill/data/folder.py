@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tf_distill.data import decode
 from tf_distill.data.errors import DatasetNotFoundError, EmptyDatasetError
+from tf_distill.data.stream import shuffle_repeat
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -54,12 +55,8 @@ def folder_images(root, resolution, *, num_shards=1, shard_index=0, shuffle=Fals
     ds = tf.data.Dataset.from_tensor_slices(files)
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer or len(files), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-        if skip:  # resume: continue the same stream, before any decoding
-            ds = ds.skip(skip)
+    ds = shuffle_repeat(ds, shuffle=shuffle, buffer_size=shuffle_buffer or len(files), seed=seed, repeat=repeat,
+                        skip=skip)
     ds = ds.map(lambda path: (path, path))
     total = len(files[shard_index::num_shards])
     where = f"image folder {root}" + (f" (shard {shard_index} of {num_shards})" if num_shards > 1 else "")

@@ -27,6 +27,7 @@ from PIL import Image
 from tf_distill.data import decode
 from tf_distill.data.errors import DatasetNotFoundError, EmptyDatasetError
 from tf_distill.data.folder import list_image_files
+from tf_distill.data.stream import shuffle_repeat
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -168,12 +169,8 @@ def tfrecord_images(pattern, resolution, *, num_shards=1, shard_index=0, shuffle
         ds = ds.flat_map(records)
     if num_shards > 1 and not by_file:
         ds = ds.shard(num_shards, shard_index)
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer or DEFAULT_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-        if skip:  # resume: continue the same stream, before any decoding
-            ds = ds.skip(skip)
+    ds = shuffle_repeat(ds, shuffle=shuffle, buffer_size=shuffle_buffer or DEFAULT_SHUFFLE_BUFFER, seed=seed,
+                        repeat=repeat, skip=skip)
 
     def name_and_bytes(file, index, serialized):
         example = parse_record(serialized)
