@@ -8,7 +8,8 @@ For upfirdn2d (upsample 2x: px/2 -> px, blur: px -> px, downsample 2x: px -> px/
 the [1,3,3,1] kernel, NHWC) and for fused bias + leaky ReLU at px, it times the forward pass
 and the forward + backward pass (the output and the vector-Jacobian product with a random
 cotangent w.r.t. the input, and the bias), each compiled with tf.function. It prints the
-median wall-clock time over the repeats, the median CPU time (user + system summed over
+median wall-clock time over the repeats (reference and custom
+take turns within each repeat), the median CPU time (user + system summed over
 threads: less sensitive to other processes on a shared machine) and the ratios
 reference / custom (> 1: the custom kernel is faster). Needs the built library
 (custom_ops/build.sh). Run it on an idle machine and repeat.
@@ -52,17 +53,22 @@ def _cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def _time(fn, args, repeats, warmup=2):
-    """Median wall-clock ms and median CPU ms (summed over threads) per call."""
+def _time_pair(fns, args, repeats, warmup=2):
+    """Median wall-clock ms and median CPU ms (summed over threads) per call of each function.
+
+    The functions take turns within every repeat, so a noisy neighbour on a shared machine slows
+    both sides of a ratio alike instead of whichever happened to run during the disturbance."""
     for _ in range(warmup):
-        fn(*args)
-    wall, cpu = [], []
+        for fn in fns:
+            fn(*args)
+    wall, cpu = [[] for _ in fns], [[] for _ in fns]
     for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), _cpu_seconds()
-        fn(*args)  # a tf.function call on CPU returns once its outputs are computed
-        wall.append(time.perf_counter() - start)
-        cpu.append(_cpu_seconds() - start_cpu)
-    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
+        for i, fn in enumerate(fns):
+            start, start_cpu = time.perf_counter(), _cpu_seconds()
+            fn(*args)  # a tf.function call on CPU returns once its outputs are computed
+            wall[i].append(time.perf_counter() - start)
+            cpu[i].append(_cpu_seconds() - start_cpu)
+    return [(statistics.median(w) * 1e3, statistics.median(c) * 1e3) for w, c in zip(wall, cpu)]
 
 
 def _upfirdn_fns(kernel, up, down, pad, impl):
@@ -129,8 +135,7 @@ def main(argv=None):
             cot = tf.constant(rng.standard_normal((args.batch,) + tuple(y_shape[1:]), dtype=np.float32))
             fns = {impl: _upfirdn_fns(k, up, down, pad, impl) for impl in ("ref", "custom")}
             for i, label in enumerate(("forward", "fwd+bwd")):
-                ref = _time(fns["ref"][i], (x, cot), args.repeats)
-                custom = _time(fns["custom"][i], (x, cot), args.repeats)
+                ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, cot), args.repeats)
                 shapes = f"{list(x.shape)} -> {[args.batch] + list(y_shape[1:])}"
                 _row(rows, name, px, label, shapes, ref, custom)
         x = tf.constant(rng.standard_normal((args.batch, px, px, args.channels), dtype=np.float32))
@@ -138,10 +143,9 @@ def main(argv=None):
         cot = tf.constant(rng.standard_normal(x.shape, dtype=np.float32))
         fns = {impl: _bias_act_fns(impl) for impl in ("ref", "custom")}
         for i, label in enumerate(("forward", "fwd+bwd")):
-            ref = _time(fns["ref"][i], (x, b, cot), args.repeats)
-            custom = _time(fns["custom"][i], (x, b, cot), args.repeats)
+            ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, b, cot), args.repeats)
             _row(rows, "bias_act", px, label, f"{list(x.shape)} + bias, lrelu", ref, custom)
-        floor = _time(tf.function(tf.negative), (x,), args.repeats)
+        (floor,) = _time_pair((tf.function(tf.negative),), (x,), args.repeats)
         print(f"{'  tf.negative':<14}{px:>5}  {'forward':<9}{'same tensor: memory floor':<36}{floor[0]:>9.2f}"
               f"{'':>11}{'':>8}  |{floor[1]:>9.1f}", flush=True)
     print("-" * len(header))

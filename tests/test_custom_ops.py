@@ -108,7 +108,9 @@ def test_fused_lrelu_matches_golden(golden):
 
 # ------------------------------------------------------------------- random configurations
 
-# (x shape NHWC, kernel shape or "fir", up, down, pad)
+# (x shape NHWC, kernel shape, "fir" or ("sep", shape), up, down, pad). Rank-1 kernels ("fir",
+# ("sep", ...), 1-row / 1-column shapes) take the CPU kernel's two-pass separable path, the
+# others its 2-D path.
 UPFIRDN_CONFIGS = [
     ((1, 7, 5, 3), (3, 4), 2, 1, (1, 2)),  # batch 1, odd sizes, asymmetric kernel
     ((64, 4, 4, 8), "fir", 2, 1, (2, 1)),  # batch 64, the ToRGB skip upsample
@@ -120,6 +122,9 @@ UPFIRDN_CONFIGS = [
     ((2, 10, 10, 4), (3, 3), 1, 1, (-2, -1)),  # crops on both sides
     ((2, 12, 12, 4), (1, 1), 1, 3, (0, 0)),  # down larger than the kernel
     ((4, 16, 16, 128), "fir", 1, 1, (1, 1)),  # modulated-conv upsample blur, C = 128
+    ((2, 9, 11, 70), ("sep", (5, 2)), 3, 2, (-2, 3)),  # separable, signed, non-square, scalar tail
+    ((1, 7, 6, 65), ("sep", (3, 4)), 1, 2, (2, -1)),  # separable downsample with a crop
+    ((3, 8, 5, 8), ("sep", (4, 4)), 2, 1, (-1, 2)),  # separable, with a zero row (see below)
 ]
 
 
@@ -129,6 +134,11 @@ def _config_inputs(config, dtype=np.float32, seed=0):
     x = rng.standard_normal(shape).astype(dtype)
     if kshape == "fir":
         kernel = setup_kernel([1, 3, 3, 1], gain=up * up)
+    elif kshape[0] == "sep":
+        ky, kx = (rng.standard_normal(n).astype(np.float32) for n in kshape[1])
+        if kshape[1] == (4, 4):
+            ky[1] = 0.0
+        kernel = np.outer(ky, kx)
     else:
         kernel = rng.standard_normal(kshape).astype(np.float32)
     return x, kernel, up, down, pad
@@ -136,7 +146,9 @@ def _config_inputs(config, dtype=np.float32, seed=0):
 
 def _config_id(config):
     shape, kshape, up, down, pad = config
-    return f"x{'x'.join(map(str, shape))}-k{kshape if isinstance(kshape, str) else 'x'.join(map(str, kshape))}" \
+    kname = kshape if isinstance(kshape, str) else (
+        "sep" + "x".join(map(str, kshape[1])) if kshape[0] == "sep" else "x".join(map(str, kshape)))
+    return f"x{'x'.join(map(str, shape))}-k{kname}" \
            f"-up{up}-down{down}-pad{pad[0]}_{pad[1]}"
 
 
