@@ -395,6 +395,25 @@ def test_fashion_mnist_shards_are_disjoint_and_cover_the_set(fake_fashion):
     assert sorted(seen) == sorted(tuple(x.ravel()) for x in arrays["train"][0])
 
 
+@pytest.mark.parametrize("skip", [0, 3])
+def test_data_sharding_gives_each_pipeline_its_rows_of_the_single_pipeline_batches(numbered_tree, skip):
+    """sharding="data": pipeline p of 2 yields rows [2p, 2p + 2) of every global batch of 4 that one
+    pipeline yields (flips included), also when resuming ``skip`` per-pipeline batches in."""
+    source, steps = f"folder:{numbered_tree}", 5
+    single = _collect(data.make_dataset(source, RES, 4, seed=5, skip_batches=skip).take(steps))
+    parts = [_collect(data.make_dataset(source, RES, 4, seed=5, input_context=_context(i), skip_batches=skip,
+                                        sharding="data").take(steps)) for i in range(2)]
+    merged = np.stack([np.concatenate([parts[0][2 * s:2 * s + 2], parts[1][2 * s:2 * s + 2]]) for s in range(steps)])
+    np.testing.assert_array_equal(merged.reshape(single.shape), single)
+    # "files" gives each pipeline a shard of its own instead: other rows.
+    files = _collect(data.make_dataset(source, RES, 4, seed=5, input_context=_context(0)).take(steps))
+    assert not np.array_equal(files, parts[0])
+    with pytest.raises(ValueError, match="divisible"):
+        data.make_dataset(source, RES, 5, input_context=_context(0), sharding="data")
+    with pytest.raises(ValueError, match="sharding must be one of"):
+        data.make_dataset(source, RES, 4, sharding="rows")
+
+
 def test_training_stream_drops_remainder_and_has_static_batch(numbered_tree):
     ds = data.make_dataset(f"folder:{numbered_tree}", RES, 4, seed=0)
     assert ds.element_spec.shape.as_list() == [4, RES, RES, 3]

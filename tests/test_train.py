@@ -1,7 +1,9 @@
 """Training: distribution equivalence, kill-and-resume, stage 1, regularizers against finite differences."""
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,11 +42,11 @@ def teacher_path(tmp_path_factory):
     return path
 
 
-def _train(tmp_path, name, data_dir, strategy, steps, max_steps=None, *overrides, wait=True):
-    out = tmp_path / f"{name}.npz"
+def _train(tmp_path, name, data_dir, strategy, steps, max_steps=None, *overrides, wait=True, out=None, env=None):
+    out = out or tmp_path / f"{name}.npz"
     cmd = [sys.executable, str(HELPER), str(out), str(tmp_path / name), str(data_dir), strategy, str(steps),
            "-" if max_steps is None else str(max_steps), *overrides]
-    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -67,6 +69,45 @@ def test_mirrored_two_replicas_equal_one_device(tmp_path, data_dir, teacher_path
     _assert_same(one, two, atol=1e-5)
     start = np.load(tmp_path / "one.npz")
     assert int(start["step"]) == 1
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_two_processes_agree_with_one_worker(tmp_path, data_dir, teacher_path):
+    """Two distillation steps by 2 worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy, one
+    CPU replica each, sharding "data" so both see the batches one worker would) equal 1 worker."""
+    overrides = (f"teacher={teacher_path}", "data.sharding=data")
+    one, _ = _train(tmp_path, "one", data_dir, "default", 2, None, *overrides)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        workers.append(_train(tmp_path, "multi", data_dir, "multi_worker", 2, None, *overrides, wait=False,
+                              out=tmp_path / f"multi_{index}.npz", env={"TF_CONFIG": tf_config}))
+    logs = []
+    for proc, _ in workers:
+        try:
+            logs.append(proc.communicate(timeout=900)[0])
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, logs[-1][-3000:]
+    assert "[train] step 2/2" in logs[0] and "[train] step 2/2" in logs[1]
+    chief, other = (np.load(out) for _, out in workers)
+    _assert_same(chief, other, atol=0.0)  # the workers hold the same (mirrored) weights
+    _assert_same(one, chief, atol=1e-5)
+    assert int(chief["step"]) == 2
+    # Only the chief's checkpoint is kept; the other worker's scratch copy is gone.
+    assert (tmp_path / "multi" / "checkpoints" / "checkpoint").exists()
+    assert not list((tmp_path / "multi").glob(".worker_*"))
 
 
 @pytest.mark.slow
@@ -181,3 +222,32 @@ def test_checkpoint_names_every_variable(tmp_path):
         path).assert_consumed()
     for a, b in zip(g.weights + opt.variables, g2.weights + opt2.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+    """A NaN in D's weights after a checkpoint (as a diverged update would leave them): the step's
+    losses are NaN, training stops with NonFiniteLossError naming them, nothing is written, and
+    the latest checkpoint is still the good one."""
+    from tf_distill.train.loop import NonFiniteLossError, Run  # pylint: disable=import-outside-toplevel
+    from train_helper import tiny_config  # pylint: disable=import-outside-toplevel
+
+    run = Run(tiny_config(data_dir, "default", 6), tmp_path / "nan")
+    assert run.run(max_steps=2) == 2
+    good = {v.path: v.numpy() for v in run.d.weights}
+    real_step = run.step.train_step
+
+    def diverged_step(batch):  # run() restores the checkpoint first, so the NaN goes in just before the step
+        weight = run.d.trainable_weights[0]
+        weight.assign(tf.fill(weight.shape, np.float32(np.nan)))
+        return real_step(batch)
+
+    run.step.train_step = diverged_step
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 3: \{.*d_loss"):
+        run.run()
+    latest = tf.train.latest_checkpoint(tmp_path / "nan" / "checkpoints")
+    assert latest.endswith("ckpt-2"), latest
+    resumed = Run(tiny_config(data_dir, "default", 6), tmp_path / "nan")
+    assert resumed.restore() == latest and int(resumed.step.step.numpy()) == 2
+    for v in resumed.d.weights:
+        np.testing.assert_array_equal(v.numpy(), good[v.path])
+    assert not (tmp_path / "nan" / "final").exists()

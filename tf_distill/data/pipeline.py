@@ -31,8 +31,11 @@ def random_flip(images, seed):
     return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
 
 
+SHARDING = ("files", "data")
+
+
 def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat=True, seed=0, input_context=None,
-                 *, drop_remainder=None, shuffle_buffer=None, stats=None, skip_batches=0):
+                 *, drop_remainder=None, shuffle_buffer=None, stats=None, skip_batches=0, sharding="files"):
     """A ``tf.data.Dataset`` of float32 [b, R, R, 3] image batches in [-1, 1].
 
     Args:
@@ -46,8 +49,8 @@ def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat
       repeat: repeat forever (training); otherwise one pass over this pipeline's shard.
       seed: int making order and flips reproducible (with the same sharding and batch size);
         None draws a random one (and logs it).
-      input_context: a ``tf.distribute.InputContext``: the data is split into
-        ``num_input_pipelines`` disjoint shards and this pipeline reads shard ``input_pipeline_id``.
+      input_context: a ``tf.distribute.InputContext``: the data is split between its
+        ``num_input_pipelines`` pipelines (see ``sharding``) and this is pipeline ``input_pipeline_id``.
       drop_remainder: drop a last partial batch; default ``repeat`` (training streams keep a static
         batch size, a single pass keeps every image).
       shuffle_buffer: shuffle buffer size; default the whole file/image list for folders and
@@ -57,6 +60,11 @@ def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat
       skip_batches: start this many batches into the (repeated) stream, for resuming a run: files
         or records are skipped before they are read, and flips continue where they were. (The
         stream shifts only where undecodable images were dropped inside the skipped part.)
+      sharding: with several input pipelines, ``"files"`` (default) gives each pipeline a
+        disjoint, separately shuffled shard of the files; ``"data"`` (like tf.data's
+        ``AutoShardPolicy.DATA``) has every pipeline read the single-pipeline stream and keep its
+        rows of each global batch, so N workers train on exactly the batches one worker would
+        (each decodes every image: use it for reproducibility, not throughput).
     """
     source = DataSource.parse(source)
     if resolution < 1 or batch_size < 1:
@@ -64,13 +72,22 @@ def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little") >> 1
         logging.info("make_dataset: no seed given, using seed %d.", seed)
-    num_shards, shard_index, per_replica = 1, 0, batch_size
+    if sharding not in SHARDING:
+        raise ValueError(f"sharding must be one of {SHARDING}, got {sharding!r}.")
+    num_pipelines, pipeline_id, per_replica = 1, 0, batch_size
     if input_context is not None:
-        num_shards, shard_index = input_context.num_input_pipelines, input_context.input_pipeline_id
+        num_pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
         per_replica = input_context.get_per_replica_batch_size(batch_size)
+    # The stream this pipeline reads: its own file shard, or (sharding "data") the whole one.
+    keep_rows = sharding == "data" and num_pipelines > 1
+    if keep_rows and batch_size % num_pipelines:
+        raise ValueError(f"sharding 'data' needs the global batch {batch_size} to be divisible by the "
+                         f"{num_pipelines} input pipelines.")
+    num_shards, shard_index = (1, 0) if keep_rows else (num_pipelines, pipeline_id)
+    skip = int(skip_batches) * per_replica * (num_pipelines if keep_rows else 1)  # images of that stream
     common = dict(num_shards=num_shards, shard_index=shard_index, shuffle=shuffle,
                   seed=(seed * 1_000_003 + shard_index) % (2 ** 31), repeat=repeat, shuffle_buffer=shuffle_buffer,
-                  skip=int(skip_batches) * per_replica)
+                  skip=skip)
     if source.kind == "folder":
         ds = folder_images(source.path, resolution, stats=stats, **common)
     elif source.kind == "tfrecord":
@@ -78,11 +95,15 @@ def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat
     else:
         ds = fashion_mnist_images(source.split, resolution, path=source.path, **common)
 
+    ds = ds.enumerate(start=skip)  # the position in the stream seeds the flip and picks the rows
     if flip:  # per image, seeded by its position in the stream, so batching does not change the flips
         base = tf.constant([seed, shard_index], tf.int64)
-        ds = ds.enumerate(start=int(skip_batches) * per_replica).map(
-            lambda i, x: random_flip(x[None], tf.random.experimental.stateless_fold_in(base, i))[0],
-            num_parallel_calls=decode.AUTOTUNE, deterministic=True)
+        ds = ds.map(lambda i, x: (i, random_flip(x[None], tf.random.experimental.stateless_fold_in(base, i))[0]),
+                    num_parallel_calls=decode.AUTOTUNE, deterministic=True)
+    if keep_rows:
+        rows = batch_size // num_pipelines  # pipeline p keeps rows [p * rows, (p + 1) * rows) of each global batch
+        ds = ds.filter(lambda i, x: (i % batch_size) // rows == pipeline_id)
+    ds = ds.map(lambda i, x: x)
     ds = ds.batch(per_replica, drop_remainder=repeat if drop_remainder is None else drop_remainder)
     ds = ds.prefetch(decode.AUTOTUNE)
     options = tf.data.Options()

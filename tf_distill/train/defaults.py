@@ -20,7 +20,9 @@ def default_config():
     c.discriminator = ml_collections.ConfigDict({
         "channel_multiplier": 2, "channels": ml_collections.FieldReference(None, field_type=list)})
     # "folder:PATH", "tfrecord:GLOB" or "fashion_mnist[:train|test[:PATH]]" (tf_distill.data.DataSource)
-    c.data = ml_collections.ConfigDict({"source": "", "flip": True})
+    # sharding between workers: "files" (disjoint shards) or "data" (every worker reads the whole
+    # stream and keeps its rows: the same batches for any number of workers; tf_distill.data.make_dataset)
+    c.data = ml_collections.ConfigDict({"source": "", "flip": True, "sharding": "files"})
     c.train = ml_collections.ConfigDict({
         "steps": 450001, "batch_size": 16, "lr": 0.002, "r1": 10.0, "d_reg_every": 16, "g_reg_every": 4,
         "path_reg": 2.0, "path_batch_shrink": 2, "path_decay": 0.01, "mixing": 0.9, "ema_decay": EMA_DECAY,

@@ -6,6 +6,7 @@ student on fixed z), ``final/`` (our checkpoint directory of the last step: g_em
 """
 
 import math
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -145,7 +146,7 @@ class Run:
             per_pipeline = self.strategy.num_replicas_in_sync // input_context.num_input_pipelines
             return make_dataset(source, size, batch, shuffle=True, flip=self.config.data.flip, repeat=True,
                                 seed=seed, input_context=input_context, stats=self.stats,
-                                skip_batches=step * per_pipeline)
+                                skip_batches=step * per_pipeline, sharding=self.config.data.sharding)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -159,8 +160,17 @@ class Run:
         return latest
 
     def save(self):
+        number = int(self.step.step.numpy()) + int(self.mimic_step.numpy())
+        if not self.chief:
+            # Under MultiWorkerMirroredStrategy every worker takes part in saving (it may run
+            # collectives), but only the chief's checkpoint is kept: the others write to a
+            # directory of their own and delete it (the pattern of Keras' ModelCheckpoint).
+            scratch = self.workdir / f".worker_{self.strategy.cluster_resolver.task_id}_checkpoint"
+            self.checkpoint.write(str(scratch / "ckpt"))
+            shutil.rmtree(scratch, ignore_errors=True)
+            return None
         # CheckpointManager writes the shards first and the index last, so a kill mid-write keeps the last one.
-        return self.manager.save(checkpoint_number=int(self.step.step.numpy()) + int(self.mimic_step.numpy()))
+        return self.manager.save(checkpoint_number=number)
 
     # ---- logs and samples --------------------------------------------------------------------------
     def _log(self, name, step, logs, start_step, start_time, total):
