@@ -3,9 +3,11 @@
     .venv/bin/python bench/train.py                       # the demo config (32 px), batch 8
     .venv/bin/python bench/train.py --paper --batch 4     # the FFHQ-256 paper config (random teacher), slow
 
-Each impl gets its own models and traced step functions (the impl is read while tracing); the
-timed steps alternate between the two so machine load affects both alike. Steps are timed
-after every variant (R1, path length) has been traced once.
+Each impl gets its own models and traced step functions (the impl is read while tracing). The
+three kinds of step of the schedule (spec C.4) are traced once, then timed: D with R1 and G with
+path length (1 step in 16), G with path length (3 in 16), plain (12 in 16); the timed calls
+alternate between the impls so machine load affects both alike. steps/s is of the schedule's
+16-step cycle, from the median time of each kind.
 """
 
 import argparse
@@ -33,7 +35,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paper", action="store_true", help="FFHQ-256 paper config instead of the demo")
     parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per impl")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps of each kind per impl")
     args = parser.parse_args()
     from tf_distill.models import Generator  # pylint: disable=import-outside-toplevel
     from tf_distill.ops import _loader  # pylint: disable=import-outside-toplevel
@@ -58,22 +60,35 @@ def main():
     steps = {impl: make_step(config, impl, teacher_path) for impl in impls}
     size = config.generator.size
     real = tf.random.stateless_uniform([config.train.batch_size, size, size, 3], [0, 1], -1, 1)
-    for impl, step in steps.items():  # trace all three variants: R1 + path length, path length, plain
-        os.environ["TF_DISTILL_OPS_IMPL"] = impl
-        for _ in range(config.train.d_reg_every + 1):
-            step.train_step(real)
-    times = {impl: [] for impl in steps}
+    # iteration -> kind of step: 0 (R1 + path length), 4 (path length), 1 (plain); weights per 16 steps
+    kinds = {"r1+pl": (0, 1), "pl": (config.train.g_reg_every, 16 // config.train.g_reg_every - 1), "plain": (1, 0)}
+    kinds["plain"] = (1, 16 - kinds["r1+pl"][1] - kinds["pl"][1])
+
+    def run(impl, iteration):
+        step = steps[impl]
+        step.step.assign(iteration)
+        start = time.perf_counter()
+        float(step.train_step(real)["g_loss"])
+        return time.perf_counter() - start
+
+    for impl in steps:  # trace every kind once
+        for iteration, _ in kinds.values():
+            run(impl, iteration)
+    times = {impl: {kind: [] for kind in kinds} for impl in steps}
     for _ in range(args.steps):
-        for impl, step in steps.items():
-            start = time.perf_counter()
-            float(step.train_step(real)["g_loss"])
-            times[impl].append(time.perf_counter() - start)
+        for kind, (iteration, _) in kinds.items():
+            for impl in steps:
+                times[impl][kind].append(run(impl, iteration))
     print(f"{'paper 256 px' if args.paper else 'demo 32 px'} stage 2, batch {config.train.batch_size}, "
-          f"{args.steps} steps each (mixed R1/path-length steps), CPU")
-    for impl, t in times.items():
-        print(f"  {impl:<6} ops: {np.mean(t):8.3f} s/step  {1 / np.mean(t):7.3f} steps/s")
-    if len(times) == 2:
-        print(f"  custom/ref speed ratio: {np.mean(times['ref']) / np.mean(times['custom']):.2f}x")
+          f"median of {args.steps} timed steps of each kind, CPU")
+    cycle = {}
+    for impl, by_kind in times.items():
+        med = {kind: float(np.median(t)) for kind, t in by_kind.items()}
+        cycle[impl] = sum(med[kind] * weight for kind, (_, weight) in kinds.items()) / 16
+        per_kind = "  ".join(f"{kind} {m:.3f} s" for kind, m in med.items())
+        print(f"  {impl:<6} ops: {per_kind}  ->  {cycle[impl]:.3f} s/step, {1 / cycle[impl]:.3f} steps/s")
+    if len(cycle) == 2:
+        print(f"  custom/ref speed ratio: {cycle['ref'] / cycle['custom']:.2f}x")
     else:
         print("  custom ops not built (custom_ops/build.sh): reference only")
 
