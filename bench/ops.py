@@ -53,8 +53,9 @@ def _cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def _time_pair(fns, args, repeats, warmup=2):
-    """Median wall-clock ms and median CPU ms (summed over threads) per call of each function.
+def _time_pair(fns, args, repeats, chain=1, warmup=2):
+    """Median wall-clock ms and median CPU ms (summed over threads) per call of each function,
+    divided by ``chain`` (the op applications per call).
 
     The functions take turns within every repeat, so a noisy neighbour on a shared machine slows
     both sides of a ratio alike instead of whichever happened to run during the disturbance."""
@@ -68,39 +69,51 @@ def _time_pair(fns, args, repeats, warmup=2):
             fn(*args)  # a tf.function call on CPU returns once its outputs are computed
             wall[i].append(time.perf_counter() - start)
             cpu[i].append(_cpu_seconds() - start_cpu)
-    return [(statistics.median(w) * 1e3, statistics.median(c) * 1e3) for w, c in zip(wall, cpu)]
+    return [(statistics.median(w) * 1e3 / chain, statistics.median(c) * 1e3 / chain) for w, c in zip(wall, cpu)]
 
 
-def _upfirdn_fns(kernel, up, down, pad, impl):
+def _serial(body, chain):
+    """A tf.function running ``body`` ``chain`` times one after another (each run waits for the
+    previous one's outputs), returning the last outputs: the per-call cost of a tf.function is
+    then shared by ``chain`` applications of the op."""
+
     @tf.function(jit_compile=False)
+    def fn(*args):
+        outputs = body(*args)
+        for _ in range(chain - 1):
+            with tf.control_dependencies(tf.nest.flatten(outputs)):
+                outputs = body(*[tf.identity(a) for a in args])
+        return outputs
+
+    return fn
+
+
+def _upfirdn_fns(kernel, up, down, pad, impl, chain):
     def forward(x, cot):
         del cot
         return upfirdn2d(x, kernel, up=up, down=down, pad=pad, impl=impl)
 
-    @tf.function(jit_compile=False)
     def forward_backward(x, cot):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = upfirdn2d(x, kernel, up=up, down=down, pad=pad, impl=impl)
         return y, tape.gradient(y, x, output_gradients=cot)  # y too, or the forward is pruned
 
-    return forward, forward_backward
+    return _serial(forward, chain), _serial(forward_backward, chain)
 
 
-def _bias_act_fns(impl):
-    @tf.function(jit_compile=False)
+def _bias_act_fns(impl, chain):
     def forward(x, b, cot):
         del cot
         return fused_bias_act(x, b, impl=impl)
 
-    @tf.function(jit_compile=False)
     def forward_backward(x, b, cot):
         with tf.GradientTape() as tape:
             tape.watch([x, b])
             y = fused_bias_act(x, b, impl=impl)
         return [y] + tape.gradient(y, [x, b], output_gradients=cot)
 
-    return forward, forward_backward
+    return _serial(forward, chain), _serial(forward_backward, chain)
 
 
 def main(argv=None):
@@ -109,6 +122,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--channels", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--chain", type=int, default=1,
+                        help="applications of the op per tf.function call, one after another (amortizes "
+                             "the call overhead; times are per application)")
     parser.add_argument("--allocator", choices=("default", "bfc"), default="default",
                         help="TF CPU allocator (bfc: TF_CPU_ALLOCATOR_USE_BFC=true, reuses buffers)")
     args = parser.parse_args(argv)
@@ -133,19 +149,19 @@ def main(argv=None):
             k = kernel * gain
             y_shape = upfirdn2d(x[:1], k, up=up, down=down, pad=pad, impl="ref").shape
             cot = tf.constant(rng.standard_normal((args.batch,) + tuple(y_shape[1:]), dtype=np.float32))
-            fns = {impl: _upfirdn_fns(k, up, down, pad, impl) for impl in ("ref", "custom")}
+            fns = {impl: _upfirdn_fns(k, up, down, pad, impl, args.chain) for impl in ("ref", "custom")}
             for i, label in enumerate(("forward", "fwd+bwd")):
-                ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, cot), args.repeats)
+                ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, cot), args.repeats, args.chain)
                 shapes = f"{list(x.shape)} -> {[args.batch] + list(y_shape[1:])}"
                 _row(rows, name, px, label, shapes, ref, custom)
         x = tf.constant(rng.standard_normal((args.batch, px, px, args.channels), dtype=np.float32))
         b = tf.constant(rng.standard_normal((args.channels,), dtype=np.float32))
         cot = tf.constant(rng.standard_normal(x.shape, dtype=np.float32))
-        fns = {impl: _bias_act_fns(impl) for impl in ("ref", "custom")}
+        fns = {impl: _bias_act_fns(impl, args.chain) for impl in ("ref", "custom")}
         for i, label in enumerate(("forward", "fwd+bwd")):
-            ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, b, cot), args.repeats)
+            ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, b, cot), args.repeats, args.chain)
             _row(rows, "bias_act", px, label, f"{list(x.shape)} + bias, lrelu", ref, custom)
-        (floor,) = _time_pair((tf.function(tf.negative),), (x,), args.repeats)
+        (floor,) = _time_pair((_serial(tf.negative, args.chain),), (x,), args.repeats, args.chain)
         print(f"{'  tf.negative':<14}{px:>5}  {'forward':<9}{'same tensor: memory floor':<36}{floor[0]:>9.2f}"
               f"{'':>11}{'':>8}  |{floor[1]:>9.1f}", flush=True)
     print("-" * len(header))
