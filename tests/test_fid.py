@@ -382,3 +382,25 @@ def test_folder_resize_and_crop(tmp_path):
     assert np.abs(batch.numpy()[0, :, 3:17].astype(int) - 200).max() <= 2
     with pytest.raises(FileNotFoundError):
         fid.image_folder_dataset(str(tmp_path / "none"))
+
+
+def test_call_nonempty_gives_empty_outputs_of_the_right_shape_and_keeps_rows():
+    """An empty batch (a replica's share of a small last batch) through a conv net gives [0, ...] of the
+    network's output shape, in graph mode too; non-empty batches are untouched."""
+    from tf_distill.metrics.batching import call_nonempty  # pylint: disable=import-outside-toplevel
+
+    kernel = tf.constant(np.random.default_rng(0).standard_normal((3, 3, 3, 8)), tf.float32)
+
+    def net(x, y):
+        return {"a": tf.nn.conv2d(x, kernel, 2, "VALID") * tf.ones([8]), "b": tf.reduce_sum(y, axis=1)}
+
+    graph = tf.function(lambda x, y: call_nonempty(net, x, y),
+                        input_signature=[tf.TensorSpec([None, 9, 9, 3]), tf.TensorSpec([None, 5])])
+    for fn in (lambda x, y: call_nonempty(net, x, y), graph):
+        empty = fn(tf.zeros([0, 9, 9, 3]), tf.zeros([0, 5]))
+        assert empty["a"].shape == (0, 4, 4, 8) and empty["b"].shape == (0,)
+        x = np.random.default_rng(1).standard_normal((3, 9, 9, 3)).astype(np.float32)
+        y = np.ones((3, 5), np.float32)
+        full, direct = fn(x, y), net(x, y)
+        np.testing.assert_array_equal(full["a"].numpy(), direct["a"].numpy())
+        np.testing.assert_array_equal(full["b"].numpy(), direct["b"].numpy())

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_distill.data import make_dataset
+from tf_distill.metrics.batching import call_nonempty
 from tf_distill.metrics.fid import FIDAccumulator, accumulate, frechet_distance, load_statistics, save_statistics
 from tf_distill.metrics.inception import FIDInceptionV3
 
@@ -43,7 +44,7 @@ def generator_fid(generator, real_stats, num_samples=50000, batch_size=64, mode=
             n, i = ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
             size = tf.shape(z_all)[0]
             lo, hi = size * i // n, size * (i + 1) // n
-            acc.update(generator(z_all[lo:hi]))
+            acc.update(call_nonempty(generator, z_all[lo:hi]))  # a replica's share may be empty
 
         strategy.run(replica, args=(z,))
 

@@ -25,6 +25,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from tf_distill.metrics.batching import call_nonempty
 from tf_distill.weights import get_weights, specs
 
 MODES = ("stylekd", "standard")
@@ -164,6 +165,9 @@ class FIDInceptionV3(keras.Model):
         raise ValueError(kind)
 
     def call(self, images):
+        return call_nonempty(self._features, images)
+
+    def _features(self, images):
         x = to_inception_input(images, self.mode)
         if self.resize:
             x = resize_for_inception(x)

@@ -31,6 +31,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from tf_distill.metrics.batching import call_nonempty
 from tf_distill.weights import get_weights, specs
 
 SHIFT = (-0.030, -0.088, -0.188)
@@ -103,8 +104,9 @@ class LPIPS(keras.Model):
         return taps
 
     def call(self, x0, x1):
-        x0 = tf.convert_to_tensor(x0)
-        x1 = tf.convert_to_tensor(x1)
+        return call_nonempty(self._distance, x0, x1)
+
+    def _distance(self, x0, x1):
         n = tf.shape(x0)[0]
         taps = self.features(tf.concat([x0, x1], axis=0))
         out = None
