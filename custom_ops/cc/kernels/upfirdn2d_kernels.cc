@@ -55,14 +55,20 @@ AxisTaps MakeAxisTaps(int out, int in, int ksize, int up, int down, int pad0) {
   return t;
 }
 
+struct SeparableKernel {  // k = ky kx^T (see FactorSeparable)
+  std::vector<float> ky, kx;
+};
+
 template <typename T>
 struct CpuArgs {
   const UpFirDn2dParams* p;
   const T* x;
   T* y;
-  const float* k;  // kernel in float, row-major [kh, kw]
+  const float* k;              // kernel in float, row-major [kh, kw] (the 2-D path)
+  const SeparableKernel* sep;  // its factors (the separable path), or nullptr
   const AxisTaps* ty;
   const AxisTaps* tx;
+  bool stream_output;  // separable path: output too large to stay in cache, non-temporal stores where aligned
 };
 
 // float vectors of 4 (SSE) and 8 (AVX) lanes as GCC/Clang vector extensions: the
@@ -179,10 +185,7 @@ void UpFirDnRowsDispatch(const CpuArgs<T>& a, int64_t begin, int64_t end) {
 // in two passes per output row: the taps of ky sum the needed input rows into a float row
 // buffer, then the taps of kx filter that buffer along x. That is kh + kw multiply-adds per
 // output value instead of kh * kw (8 instead of 16 for the 4x4 blur).
-struct SeparableKernel {
-  std::vector<float> ky, kx;
-};
-
+//
 // ky, kx when k (row-major [kh, kw], float) is an outer product up to float rounding
 // (relative 1e-6 of the largest tap); false otherwise (then the 2-D path runs).
 bool FactorSeparable(const std::vector<float>& k, int kh, int kw, SeparableKernel* s) {
@@ -206,16 +209,6 @@ bool FactorSeparable(const std::vector<float>& k, int kh, int kw, SeparableKerne
   return true;
 }
 
-template <typename T>
-struct SeparableArgs {
-  const UpFirDn2dParams* p;
-  const T* x;
-  T* y;
-  const SeparableKernel* k;
-  const AxisTaps* ty;
-  const AxisTaps* tx;
-  bool stream_output;  // output too large to stay in cache: non-temporal stores where aligned
-};
 
 // Non-temporal store of one aligned float vector (inline asm: the AVX form is only reached
 // from the AVX2 entry point, and GCC's builtin would need the target on every caller).
@@ -230,10 +223,10 @@ __attribute__((always_inline)) inline void StreamStore(float* dst, Vec8 v) {
 // `x_at` is the input at the tile's first column. Up to four taps per sweep, so t is written
 // once per four taps.
 template <typename T>
-__attribute__((always_inline)) inline void VerticalTaps(const SeparableArgs<T>& a, const T* x_at, int64_t row_len,
+__attribute__((always_inline)) inline void VerticalTaps(const CpuArgs<T>& a, const T* x_at, int64_t row_len,
                                                         int rb, int re, int64_t len, float* __restrict__ t) {
   const auto row_ptr = [&](int tap) { return x_at + a.ty->in[tap] * row_len; };
-  const auto row_w = [&](int tap) { return a.k->ky[a.ty->k[tap]]; };
+  const auto row_w = [&](int tap) { return a.sep->ky[a.ty->k[tap]]; };
   int r = rb;
   if (re - rb >= 4) {
     const T *__restrict__ s0 = row_ptr(r), *__restrict__ s1 = row_ptr(r + 1), *__restrict__ s2 = row_ptr(r + 2),
@@ -268,7 +261,7 @@ __attribute__((always_inline)) inline void VerticalTaps(const SeparableArgs<T>& 
 // so the vertically filtered strip `tmp` (at most in_w * c floats) stays in L1 for the
 // horizontal pass, while the few input rows under the kernel stay in L2 for the next row.
 template <typename T, typename V, int NV>
-__attribute__((always_inline)) inline void SeparableRows(const SeparableArgs<T>& a, int64_t begin, int64_t end,
+__attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, int64_t begin, int64_t end,
                                                          int tile, float* __restrict__ tmp) {
   const UpFirDn2dParams& p = *a.p;
   constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
@@ -311,7 +304,7 @@ __attribute__((always_inline)) inline void SeparableRows(const SeparableArgs<T>&
 #pragma GCC unroll 16
           for (int v = 0; v < NV; ++v) acc[v] = V{};
           for (int q = qb; q < qe; ++q) {
-            const float w = a.k->kx[a.tx->k[q]];
+            const float w = a.sep->kx[a.tx->k[q]];
             const float* src = tmp + static_cast<int64_t>(a.tx->in[q] - col0) * c + c0;
 #pragma GCC unroll 16
             for (int v = 0; v < NV; ++v) AddScaled<V>(&acc[v], w, src + v * kLanes);
@@ -331,7 +324,7 @@ __attribute__((always_inline)) inline void SeparableRows(const SeparableArgs<T>&
           const int len = std::min(kTail, c - s0);
           float acc[kTail] = {};
           for (int q = qb; q < qe; ++q) {
-            const float w = a.k->kx[a.tx->k[q]];
+            const float w = a.sep->kx[a.tx->k[q]];
             const float* src = tmp + static_cast<int64_t>(a.tx->in[q] - col0) * c + s0;
             for (int j = 0; j < len; ++j) acc[j] += w * src[j];
           }
@@ -344,14 +337,14 @@ __attribute__((always_inline)) inline void SeparableRows(const SeparableArgs<T>&
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) void SeparableRowsAvx2(const SeparableArgs<float>& a, int64_t begin, int64_t end,
+__attribute__((target("avx2,fma"))) void SeparableRowsAvx2(const CpuArgs<float>& a, int64_t begin, int64_t end,
                                                            int tile, float* tmp) {
   SeparableRows<float, Vec8, 8>(a, begin, end, tile, tmp);
 }
 #endif
 
 template <typename T>
-void SeparableRowsDispatch(const SeparableArgs<T>& a, int64_t begin, int64_t end, int tile, float* tmp) {
+void SeparableRowsDispatch(const CpuArgs<T>& a, int64_t begin, int64_t end, int tile, float* tmp) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if constexpr (std::is_same<T, float>::value) {
     if (CpuHasAvx2Fma()) {
@@ -379,7 +372,7 @@ struct UpFirDn2dFunctor<CPUDevice, T> {
     SeparableKernel sk;
     if (FactorSeparable(kf, p.kh, p.kw, &sk)) {
       constexpr int64_t kStreamBytes = int64_t{16} << 20;  // beyond a typical last-level cache
-      const SeparableArgs<T> args{&p, x, y, &sk, &ty, &tx, rows * p.out_w * p.c * int64_t{sizeof(T)} > kStreamBytes};
+      const CpuArgs<T> args{&p, x, y, kf.data(), &sk, &ty, &tx, rows * p.out_w * p.c * int64_t{sizeof(T)} > kStreamBytes};
       // Multiply-adds per output row: the row taps over the input width plus the column taps.
       const double row_taps = static_cast<double>(ty.in.size()) / p.out_h;
       const double col_taps = static_cast<double>(tx.in.size()) / p.out_w;
@@ -396,7 +389,7 @@ struct UpFirDn2dFunctor<CPUDevice, T> {
       });
       return std::string();
     }
-    const CpuArgs<T> args{&p, x, y, kf.data(), &ty, &tx};
+    const CpuArgs<T> args{&p, x, y, kf.data(), nullptr, &ty, &tx, false};
     // Average taps per output pixel, for the cost model that sizes the shards.
     const double taps = static_cast<double>(ty.in.size()) / p.out_h * tx.in.size() / p.out_w;
     const Eigen::TensorOpCost cost(per_row * taps * sizeof(T), per_row * sizeof(T), per_row * taps);
