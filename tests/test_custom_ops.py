@@ -608,3 +608,27 @@ def test_loader_warns_when_a_preferred_library_fails_but_a_later_one_loads(tmp_p
     """
     result = _run_python(code)
     assert result.returncode == 0 and f"PARTIAL_OK {cpu_lib}" in result.stdout, result.stdout + result.stderr[-6000:]
+
+
+# ----------------------------------------------------------- one source list, two builders
+
+def test_build_config_lists_the_sources_and_build_loads_them():
+    import configure  # pylint: disable=import-outside-toplevel  # the repository root is on pythonpath
+
+    config = configure.load_build_config()
+    lists = {name: config[name] for name in ("OP_SRCS", "KERNEL_SRCS", "CUDA_SRCS", "HDRS")}
+    listed = [src for srcs in lists.values() for src in srcs]
+    assert len(listed) == len(set(listed)), listed
+    on_disk = sorted(str(p.relative_to(REPO / "custom_ops")) for p in (REPO / "custom_ops" / "cc").rglob("*")
+                     if p.is_file())
+    assert sorted(listed) == on_disk, "every file under custom_ops/cc/ is in exactly one list of build_config.bzl"
+
+    build = (REPO / "custom_ops" / "BUILD").read_text()
+    load = build[build.index('load(\n    "//custom_ops:build_config.bzl"'):]
+    load = load[:load.index(")")]
+    for name in lists:
+        assert f'"{name}"' in load, f"custom_ops/BUILD does not load {name} from build_config.bzl"
+        assert f"{name} = " not in build, f"custom_ops/BUILD defines its own {name}"
+    for src in listed:
+        assert src not in build, f"custom_ops/BUILD names {src} itself instead of using build_config.bzl"
+
