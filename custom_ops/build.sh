@@ -11,6 +11,9 @@
 #   TF_DISTILL_CUDA   auto (default: CUDA library when nvcc is found), yes (fail without), no
 #   TF_DISTILL_CUDA_ARCHS   SM versions for nvcc, default 75,80,86,89,90
 # Installs Debian's bazel-bootstrap with apt-get when `bazel` is missing (needs root or sudo).
+# Without Bazel, `python custom_ops/build_without_bazel.py [--cuda auto|yes|no]` builds the same
+# libraries with g++/nvcc from the same sources and flags (custom_ops/build_config.bzl) into
+# tf_distill/ops/, where the loader also looks.
 # Exits non-zero when anything fails.
 set -euo pipefail
 

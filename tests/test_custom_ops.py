@@ -608,3 +608,57 @@ def test_loader_warns_when_a_preferred_library_fails_but_a_later_one_loads(tmp_p
     """
     result = _run_python(code)
     assert result.returncode == 0 and f"PARTIAL_OK {cpu_lib}" in result.stdout, result.stdout + result.stderr[-6000:]
+
+
+# ----------------------------------------------------------- one source list, two builders
+
+def test_build_config_lists_the_sources_and_build_loads_them():
+    import configure  # pylint: disable=import-outside-toplevel  # the repository root is on pythonpath
+
+    config = configure.load_build_config()
+    lists = {name: config[name] for name in ("OP_SRCS", "KERNEL_SRCS", "CUDA_SRCS", "HDRS")}
+    listed = [src for srcs in lists.values() for src in srcs]
+    assert len(listed) == len(set(listed)), listed
+    on_disk = sorted(str(p.relative_to(REPO / "custom_ops")) for p in (REPO / "custom_ops" / "cc").rglob("*")
+                     if p.is_file())
+    assert sorted(listed) == on_disk, "every file under custom_ops/cc/ is in exactly one list of build_config.bzl"
+
+    build = (REPO / "custom_ops" / "BUILD").read_text()
+    load = build[build.index('load(\n    "//custom_ops:build_config.bzl"'):]
+    load = load[:load.index(")")]
+    for name in lists:
+        assert f'"{name}"' in load, f"custom_ops/BUILD does not load {name} from build_config.bzl"
+        assert f"{name} = " not in build, f"custom_ops/BUILD defines its own {name}"
+    for src in listed:
+        assert src not in build, f"custom_ops/BUILD names {src} itself instead of using build_config.bzl"
+
+
+FALLBACK_CHECK = """
+import numpy as np
+from tf_distill.ops import _loader, fused_bias_act, upfirdn2d
+assert _loader.custom_ops_library() is not None, _loader.unavailable_reason()
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 7, 6, 70)).astype(np.float32)
+k = rng.standard_normal((3, 4)).astype(np.float32)
+b = rng.standard_normal(70).astype(np.float32)
+for up, down, pad in [(2, 1, (1, 2)), (1, 2, (2, -1)), (3, 2, (-2, 3))]:
+    np.testing.assert_allclose(upfirdn2d(x, k, up=up, down=down, pad=pad, impl="custom"),
+                               upfirdn2d(x, k, up=up, down=down, pad=pad, impl="ref"), rtol=1e-5, atol=1e-4)
+np.testing.assert_allclose(fused_bias_act(x, b, impl="custom"), fused_bias_act(x, b, impl="ref"),
+                           rtol=1e-6, atol=1e-6)
+print("FALLBACK_OK", _loader.library_path())
+"""
+
+
+@pytest.mark.slow
+def test_build_without_bazel_cpu_library(tmp_path):
+    build = subprocess.run([sys.executable, str(REPO / "custom_ops" / "build_without_bazel.py"), "--python",
+                            sys.executable, "--cuda", "no", "--output_dir", str(tmp_path)],
+                           cwd=REPO, capture_output=True, text=True, timeout=1200)
+    library = tmp_path / "_custom_ops.so"
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    assert library.is_file() and not (tmp_path / "_custom_ops_cuda.so").exists()
+    assert not list(tmp_path.glob(".*.tmp")), "temporary link outputs left behind"
+    result = _run_python(FALLBACK_CHECK, {_loader.ENV_LIBRARY: str(library)})
+    assert result.returncode == 0 and f"FALLBACK_OK {library}" in result.stdout, \
+        result.stdout[-3000:] + result.stderr[-6000:]

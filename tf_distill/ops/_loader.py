@@ -5,7 +5,8 @@ else); otherwise the CUDA library, then the CPU-only library, each looked up fir
 output tree (``<repo>/bazel-bin/custom_ops/``) and then next to this file (a copied or
 installed build). The CUDA library also holds the CPU kernels, so it is used on machines
 without a GPU as well. When nothing loads, the ops run on the reference path and one
-warning says why. Build the libraries with ``custom_ops/build.sh``.
+warning says why. Build the libraries with ``custom_ops/build.sh`` (Bazel) or, without Bazel,
+``custom_ops/build_without_bazel.py`` (writes them next to this file).
 """
 
 import os
@@ -15,7 +16,7 @@ import warnings
 
 ENV_LIBRARY = "TF_DISTILL_CUSTOM_OPS_LIBRARY"
 LIBRARY_NAMES = ("_custom_ops_cuda.so", "_custom_ops.so")  # preference order
-BUILD_HINT = "build them with `custom_ops/build.sh` (Bazel)"
+BUILD_HINT = "build them with `custom_ops/build.sh` (Bazel) or `python custom_ops/build_without_bazel.py` (g++)"
 
 _LOCK = threading.Lock()
 _STATE = {"loaded": False, "library": None, "path": None, "reason": None, "warned": False}

@@ -4,8 +4,16 @@ Reads the environment that `configure.py` writes into `.bazelrc` as `--repo_env`
   TF_HEADER_DIR, TF_SHARED_LIBRARY_DIR, TF_SHARED_LIBRARY_NAME, TF_CXX11_ABI_FLAG,
   TF_DISTILL_CUDA_PATH (empty: no CUDA), TF_DISTILL_NVCC, TF_DISTILL_CUDA_ARCHS.
 The header trees are symlinked into the repository (so Bazel's include checking accepts
-them); libraries are linked by absolute path.
+them); libraries are linked by absolute path. The nvcc and cudart flags come from
+//custom_ops:build_config.bzl, which the Bazel-free builder reads too.
 """
+
+load(
+    "//custom_ops:build_config.bzl",
+    "CUDART_LINK_FLAGS",
+    "DEFAULT_CUDA_ARCHS",
+    build_nvcc_flags = "nvcc_flags",
+)
 
 _ENV = [
     "TF_HEADER_DIR",
@@ -38,8 +46,7 @@ cc_library(
     includes = ["cuda/include"],
 )
 
-# cudart linked statically: the library loads under both the `tensorflow` and the
-# `tensorflow-cpu` wheels and does not depend on the CUDA runtime version TF was built with.
+# cudart linked statically (see CUDART_LINK_FLAGS in //custom_ops:build_config.bzl).
 cc_library(
     name = "cudart_static",
     linkopts = {cudart_linkopts},
@@ -68,43 +75,17 @@ def _tf_configure_impl(ctx):
     abi = _env(ctx, "TF_CXX11_ABI_FLAG", "1")
     cuda_path = _env(ctx, "TF_DISTILL_CUDA_PATH", "")
     nvcc = _env(ctx, "TF_DISTILL_NVCC", "")
-    archs = _env(ctx, "TF_DISTILL_CUDA_ARCHS", "75,80,86,89,90")
+    archs = _env(ctx, "TF_DISTILL_CUDA_ARCHS", DEFAULT_CUDA_ARCHS)
 
     ctx.symlink(tf_include, "include")
     cuda_enabled = bool(cuda_path)
     if cuda_enabled:
         ctx.symlink(cuda_path + "/include", "cuda/include")
-        cudart_linkopts = [
-            "-L%s/lib64" % cuda_path,
-            "-l:libcudart_static.a",
-            "-ldl",
-            "-lrt",
-            "-lpthread",
-        ]
+        cudart_linkopts = ["-L%s/lib64" % cuda_path] + CUDART_LINK_FLAGS
     else:
         cudart_linkopts = []
 
-    gencode = []
-    arch_list = [a.strip() for a in archs.split(",") if a.strip()]
-    for arch in arch_list:
-        gencode.append("-gencode=arch=compute_%s,code=sm_%s" % (arch, arch))
-    if arch_list:  # PTX of the newest arch, JIT-compiled by newer GPUs
-        gencode.append("-gencode=arch=compute_%s,code=compute_%s" % (arch_list[-1], arch_list[-1]))
-    nvcc_flags = [
-        "-x",
-        "cu",
-        "-std=c++17",
-        "-DGOOGLE_CUDA=1",
-        "-DNDEBUG",
-        "-O3",
-        "--expt-relaxed-constexpr",
-        "-Xcompiler",
-        "-fPIC",
-        "-D_GLIBCXX_USE_CXX11_ABI=%s" % abi,
-        "-DEIGEN_MAX_ALIGN_BYTES=64",
-        "-isystem",
-        tf_include,
-    ] + gencode
+    nvcc_flags = build_nvcc_flags(abi, tf_include, archs)
 
     ctx.file("BUILD", _BUILD.format(
         tf_lib_dir = tf_lib_dir,
