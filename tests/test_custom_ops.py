@@ -125,6 +125,8 @@ UPFIRDN_CONFIGS = [
     ((2, 9, 11, 70), ("sep", (5, 2)), 3, 2, (-2, 3)),  # separable, signed, non-square, scalar tail
     ((1, 7, 6, 65), ("sep", (3, 4)), 1, 2, (2, -1)),  # separable downsample with a crop
     ((3, 8, 5, 8), ("sep", (4, 4)), 2, 1, (-1, 2)),  # separable, with a zero row (see below)
+    ((2, 9, 14, 16), ("sep", (4, 4)), 1, 1, (2, 1)),  # separable blur, 16 channels (one AVX2 block short of 64)
+    ((2, 12, 21, 32), ("sep", (4, 4)), 1, 2, (1, 2)),  # separable 2x downsample, 32 channels
 ]
 
 
