@@ -95,7 +95,8 @@ def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat
     else:
         ds = fashion_mnist_images(source.split, resolution, path=source.path, **common)
 
-    ds = ds.enumerate(start=skip)  # the position in the stream seeds the flip and picks the rows
+    if flip or keep_rows:  # the position in the stream seeds the flip and picks the rows
+        ds = ds.enumerate(start=skip)
     if flip:  # per image, seeded by its position in the stream, so batching does not change the flips
         base = tf.constant([seed, shard_index], tf.int64)
         ds = ds.map(lambda i, x: (i, random_flip(x[None], tf.random.experimental.stateless_fold_in(base, i))[0]),
@@ -103,7 +104,8 @@ def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat
     if keep_rows:
         rows = batch_size // num_pipelines  # pipeline p keeps rows [p * rows, (p + 1) * rows) of each global batch
         ds = ds.filter(lambda i, x: (i % batch_size) // rows == pipeline_id)
-    ds = ds.map(lambda i, x: x)
+    if flip or keep_rows:
+        ds = ds.map(lambda i, x: x)
     ds = ds.batch(per_replica, drop_remainder=repeat if drop_remainder is None else drop_remainder)
     ds = ds.prefetch(decode.AUTOTUNE)
     options = tf.data.Options()

@@ -160,7 +160,6 @@ class Run:
         return latest
 
     def save(self):
-        number = int(self.step.step.numpy()) + int(self.mimic_step.numpy())
         if not self.chief:
             # Under MultiWorkerMirroredStrategy every worker takes part in saving (it may run
             # collectives), but only the chief's checkpoint is kept: the others write to a
@@ -170,7 +169,7 @@ class Run:
             shutil.rmtree(scratch, ignore_errors=True)
             return None
         # CheckpointManager writes the shards first and the index last, so a kill mid-write keeps the last one.
-        return self.manager.save(checkpoint_number=number)
+        return self.manager.save(checkpoint_number=int(self.step.step.numpy()) + int(self.mimic_step.numpy()))
 
     # ---- logs and samples --------------------------------------------------------------------------
     def _log(self, name, step, logs, start_step, start_time, total):
