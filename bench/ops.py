@@ -75,7 +75,10 @@ def _time_pair(fns, args, repeats, chain=1, warmup=2):
 def _serial(body, chain):
     """A tf.function running ``body`` ``chain`` times one after another (each run waits for the
     previous one's outputs), returning the last outputs: the per-call cost of a tf.function is
-    then shared by ``chain`` applications of the op."""
+    then shared by ``chain`` applications of the op.
+
+    Grappler's dependency optimizer turns side-effect-free nodes whose outputs only feed control
+    edges into NoOps, which would leave one real application per call: main() switches it off."""
 
     @tf.function(jit_compile=False)
     def fn(*args):
@@ -128,10 +131,12 @@ def main(argv=None):
     parser.add_argument("--allocator", choices=("default", "bfc"), default="default",
                         help="TF CPU allocator (bfc: TF_CPU_ALLOCATOR_USE_BFC=true, reuses buffers)")
     args = parser.parse_args(argv)
+    # Keep every chained application (see _serial); a chain of 1 has no control edges to prune.
+    tf.config.optimizer.set_experimental_options({"dependency_optimization": False})
 
     if _loader.custom_ops_library() is None:
         sys.exit(f"custom op library not available: {_loader.unavailable_reason()}; run custom_ops/build.sh")
-    print(f"library: {_loader.library_path()}")
+    print(f"library: {_loader.library_path()} (CPU kernels: {_loader.cpu_isa()})")
     threads = tf.config.threading.get_intra_op_parallelism_threads() or "default"
     print(f"TF {tf.__version__}, intra-op threads: {threads}, CPUs: {os.cpu_count()}, batch {args.batch}, channels {args.channels}, median of {args.repeats}, "
           f"allocator: {'BFC' if os.environ.get('TF_CPU_ALLOCATOR_USE_BFC') == 'true' else 'default'}")

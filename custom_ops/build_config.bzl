@@ -15,6 +15,7 @@ OP_SRCS = [
 ]
 
 KERNEL_SRCS = [
+    "cc/kernels/cpu_isa.cc",
     "cc/kernels/fused_bias_act_kernels.cc",
     "cc/kernels/upfirdn2d_kernels.cc",
 ]
@@ -25,6 +26,7 @@ CUDA_SRCS = [
 ]
 
 HDRS = [
+    "cc/kernels/cpu_isa.h",
     "cc/kernels/device.h",
     "cc/kernels/fused_bias_act.h",
     "cc/kernels/gpu_launch.h",

@@ -228,6 +228,23 @@ def test_fused_bias_act_matches_reference(config):
 
 
 @requires_library
+@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+def test_every_cpu_instruction_set_matches_reference(isa):
+    """The kernels carry baseline, AVX2 and AVX-512 variants and run the best the CPU has (the
+    tests above); TF_DISTILL_MAX_ISA caps it, so the lower variants are checked here too."""
+    if _loader.cpu_isa() == "baseline" and isa != "baseline":
+        pytest.skip(f"this CPU has no {isa}")
+    env = {"TF_DISTILL_MAX_ISA": isa, _loader.ENV_LIBRARY: str(_loader.library_path())}
+    probe = _run_python("from tf_distill.ops import _loader; print('ISA', _loader.cpu_isa())", env)
+    assert f"ISA {isa}" in probe.stdout, probe.stdout + probe.stderr[-3000:]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(pathlib.Path(__file__)),
+         "-k", "matches_reference and not every_cpu"],
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and " passed" in result.stdout, result.stdout[-6000:] + result.stderr[-3000:]
+
+
+@requires_library
 def test_fused_bias_act_uses_negative_slope_at_zero():
     b = np.array([0.5, -1.0, 2.0], np.float32)
     x = np.stack([-b, -b + 1.0, -b - 1.0]).astype(np.float32)  # first row: x + b == 0 exactly

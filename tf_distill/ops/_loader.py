@@ -9,6 +9,7 @@ warning says why. Build the libraries with ``custom_ops/build.sh`` (Bazel) or, w
 ``custom_ops/build_without_bazel.py`` (writes them next to this file).
 """
 
+import ctypes
 import os
 import pathlib
 import threading
@@ -96,3 +97,14 @@ def unavailable_reason() -> str:
     """Why the library is not available ('' when it is loaded)."""
     _ensure_loaded()
     return _STATE["reason"] or ""
+
+
+def cpu_isa():
+    """The vector instruction set the loaded library's CPU kernels use ("avx512", "avx2" or
+    "baseline"; ``$TF_DISTILL_MAX_ISA`` caps it), or None when no library is loaded."""
+    path = library_path()
+    if path is None:
+        return None
+    function = ctypes.CDLL(str(path)).TfDistillCpuIsa  # the handle of the already loaded library
+    function.restype = ctypes.c_char_p
+    return function().decode()

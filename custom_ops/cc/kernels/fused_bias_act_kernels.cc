@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "custom_ops/cc/kernels/cpu_isa.h"
 #include "custom_ops/cc/kernels/device.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -148,14 +149,10 @@ TF_DISTILL_AVX2 void GradRowsSumAvx2(const FusedBiasActParams& p, const float* d
   GradRowsSum<float>(p, dy, y, dx, sum, r0, r1);
 }
 #undef TF_DISTILL_AVX2
-bool CpuHasAvx2Fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
 #define DISPATCH(FN, T, ...)                                          \
   do {                                                                \
     if constexpr (std::is_same<T, float>::value) {                    \
-      if (CpuHasAvx2Fma()) {                                          \
+      if (UseAvx2()) {                                          \
         FN##Avx2(__VA_ARGS__);                                        \
         break;                                                        \
       }                                                               \

@@ -6,6 +6,7 @@
 #endif
 
 #include "custom_ops/cc/kernels/upfirdn2d.h"
+#include "custom_ops/cc/kernels/cpu_isa.h"
 #include "custom_ops/cc/kernels/device.h"
 
 #include <algorithm>
@@ -75,6 +76,7 @@ struct CpuArgs {
 // accumulators of a channel block are explicit vectors, so they live in registers.
 using Vec4 = float __attribute__((vector_size(16)));
 using Vec8 = float __attribute__((vector_size(32)));
+using Vec16 = float __attribute__((vector_size(64)));
 
 template <typename V>
 __attribute__((always_inline)) inline void AddScaled(V* acc, float w, const float* p) {
@@ -157,14 +159,10 @@ __attribute__((always_inline)) inline void UpFirDnRows(const CpuArgs<T>& a, int6
 }
 
 // The float loops compiled for AVX2 + FMA (8 accumulators of 8 lanes = 64 channels per
-// block), picked at run time so the library still loads and runs on CPUs without AVX2.
+// block), picked at run time (cpu_isa.h) so the library still runs on CPUs without AVX2.
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx2,fma"))) void UpFirDnRowsAvx2(const CpuArgs<float>& a, int64_t begin, int64_t end) {
   UpFirDnRows<float, Vec8, 8>(a, begin, end);
-}
-bool CpuHasAvx2Fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
 }
 #endif
 
@@ -172,7 +170,7 @@ template <typename T>
 void UpFirDnRowsDispatch(const CpuArgs<T>& a, int64_t begin, int64_t end) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if constexpr (std::is_same<T, float>::value) {
-    if (CpuHasAvx2Fma()) {
+    if (UseAvx2()) {
       UpFirDnRowsAvx2(a, begin, end);
       return;
     }
@@ -218,6 +216,9 @@ __attribute__((always_inline)) inline void StreamStore(float* dst, Vec4 v) {
 __attribute__((always_inline)) inline void StreamStore(float* dst, Vec8 v) {
   asm volatile("vmovntps %1, %0" : "=m"(*reinterpret_cast<Vec8*>(dst)) : "x"(v));
 }
+__attribute__((always_inline)) inline void StreamStore(float* dst, Vec16 v) {
+  asm volatile("vmovntps %1, %0" : "=m"(*reinterpret_cast<Vec16*>(dst)) : "v"(v));
+}
 
 // Vertical pass over `len` values: t = sum over the row taps [rb, re) of ky * input row, where
 // `x_at` is the input at the tile's first column. Up to four taps per sweep, so t is written
@@ -257,6 +258,33 @@ __attribute__((always_inline)) inline void VerticalTaps(const CpuArgs<T>& a, con
   }
 }
 
+// Horizontal pass for one output pixel, channels [c0, c0 + NV * lanes) of the filtered strip
+// `tmp` (which starts at input column col0): taps [qb, qe) of kx, accumulated in registers.
+template <typename V, int NV, typename T>
+__attribute__((always_inline)) inline void HorizontalTaps(const CpuArgs<T>& a, const float* tmp, int col0, int qb,
+                                                          int qe, int c0, bool stream, T* out) {
+  constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
+  const int c = a.p->c;
+  V acc[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) acc[v] = V{};
+  for (int q = qb; q < qe; ++q) {
+    const float w = a.sep->kx[a.tx->k[q]];
+    const float* src = tmp + static_cast<int64_t>(a.tx->in[q] - col0) * c + c0;
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) AddScaled<V>(&acc[v], w, src + v * kLanes);
+  }
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) {
+    float* dst = reinterpret_cast<float*>(out) + c0 + v * kLanes;
+    if (stream) {
+      StreamStore(dst, acc[v]);
+    } else {
+      std::memcpy(dst, &acc[v], sizeof(V));
+    }
+  }
+}
+
 // Output rows [begin, end) of the flattened (n, out_y) range, in tiles of `tile` output columns
 // so the vertically filtered strip `tmp` (at most in_w * c floats) stays in L1 for the
 // horizontal pass, while the few input rows under the kernel stay in L2 for the next row.
@@ -267,7 +295,8 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
   constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
   constexpr int kBlock = NV * kLanes;
   const int c = p.c;
-  const int full = std::is_same<T, float>::value ? c / kBlock * kBlock : 0;
+  const int full = std::is_same<T, float>::value ? c / kBlock * kBlock : 0;       // NV-vector blocks
+  const int full_vec = std::is_same<T, float>::value ? c / kLanes * kLanes : 0;  // then single vectors
   const int64_t row_len = static_cast<int64_t>(p.in_w) * c;
   // Outputs larger than the last-level cache are written with non-temporal stores: they would
   // be evicted before anyone reads them, and streaming skips the read-for-ownership traffic.
@@ -299,28 +328,10 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
       for (int ox = ox0; ox < ox1; ++ox) {
         const int qb = a.tx->begin[ox], qe = a.tx->begin[ox + 1];
         T* out = y_row + static_cast<int64_t>(ox) * c;
-        for (int c0 = 0; c0 < full; c0 += kBlock) {
-          V acc[NV];
-#pragma GCC unroll 16
-          for (int v = 0; v < NV; ++v) acc[v] = V{};
-          for (int q = qb; q < qe; ++q) {
-            const float w = a.sep->kx[a.tx->k[q]];
-            const float* src = tmp + static_cast<int64_t>(a.tx->in[q] - col0) * c + c0;
-#pragma GCC unroll 16
-            for (int v = 0; v < NV; ++v) AddScaled<V>(&acc[v], w, src + v * kLanes);
-          }
-#pragma GCC unroll 16
-          for (int v = 0; v < NV; ++v) {
-            float* dst = reinterpret_cast<float*>(out) + c0 + v * kLanes;
-            if (stream) {
-              StreamStore(dst, acc[v]);
-            } else {
-              std::memcpy(dst, &acc[v], sizeof(V));
-            }
-          }
-        }
+        for (int c0 = 0; c0 < full; c0 += kBlock) HorizontalTaps<V, NV>(a, tmp, col0, qb, qe, c0, stream, out);
+        for (int c0 = full; c0 < full_vec; c0 += kLanes) HorizontalTaps<V, 1>(a, tmp, col0, qb, qe, c0, stream, out);
         constexpr int kTail = 32;  // remaining channels (and other types): float accumulators on the stack
-        for (int s0 = full; s0 < c; s0 += kTail) {
+        for (int s0 = full_vec; s0 < c; s0 += kTail) {
           const int len = std::min(kTail, c - s0);
           float acc[kTail] = {};
           for (int q = qb; q < qe; ++q) {
@@ -341,13 +352,22 @@ __attribute__((target("avx2,fma"))) void SeparableRowsAvx2(const CpuArgs<float>&
                                                            int tile, float* tmp) {
   SeparableRows<float, Vec8, 8>(a, begin, end, tile, tmp);
 }
+// AVX-512: 128 channels per block in 8 zmm accumulators, and the vertical pass in zmm too.
+__attribute__((target("avx512f,fma,prefer-vector-width=512"))) void SeparableRowsAvx512(
+    const CpuArgs<float>& a, int64_t begin, int64_t end, int tile, float* tmp) {
+  SeparableRows<float, Vec16, 8>(a, begin, end, tile, tmp);
+}
 #endif
 
 template <typename T>
 void SeparableRowsDispatch(const CpuArgs<T>& a, int64_t begin, int64_t end, int tile, float* tmp) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if constexpr (std::is_same<T, float>::value) {
-    if (CpuHasAvx2Fma()) {
+    if (UseAvx512()) {
+      SeparableRowsAvx512(a, begin, end, tile, tmp);
+      return;
+    }
+    if (UseAvx2()) {
       SeparableRowsAvx2(a, begin, end, tile, tmp);
       return;
     }
