@@ -70,6 +70,9 @@ struct CpuArgs {
   const AxisTaps* ty;
   const AxisTaps* tx;
   bool stream_output;  // separable path: output too large to stay in cache, non-temporal stores where aligned
+  // Separable path with up = 1 and 4x4 taps: output columns [slide_x0, slide_x1) see all four
+  // taps on consecutive input columns, so interior rows can take the sliding-window pass.
+  int slide_x0 = 0, slide_x1 = 0;
 };
 
 // float vectors of 4 (SSE) and 8 (AVX) lanes as GCC/Clang vector extensions: the
@@ -285,12 +288,35 @@ __attribute__((always_inline)) inline void HorizontalTaps(const CpuArgs<T>& a, c
   }
 }
 
-// Output rows [begin, end) of the flattened (n, out_y) range, in tiles of `tile` output columns
+// The output columns [*x0, *x1) whose taps are all four kernel columns on consecutive input
+// columns starting at ox * down - pad_x0 (the interior, for up = 1 and a 4x4 kernel); empty
+// otherwise. With up = 1 those columns are contiguous.
+void SlidingRegion(const UpFirDn2dParams& p, const AxisTaps& tx, int* x0, int* x1) {
+  *x0 = *x1 = 0;
+  if (p.up != 1 || p.kh != 4 || p.kw != 4) return;
+  const auto regular = [&](int ox) {
+    const int qb = tx.begin[ox];
+    if (tx.begin[ox + 1] - qb != 4 || tx.in[qb] != ox * p.down - p.pad_x0) return false;
+    for (int t = 0; t < 4; ++t) {
+      if (tx.in[qb + t] != tx.in[qb] + t || tx.k[qb + t] != 3 - t) return false;
+    }
+    return true;
+  };
+  int first = 0;
+  while (first < p.out_w && !regular(first)) ++first;
+  int last = first;
+  while (last < p.out_w && regular(last)) ++last;
+  *x0 = first;
+  *x1 = last;
+}
+
+// Output columns [ox_begin, ox_end) of one output row (y_row), in tiles of `tile` output columns
 // so the vertically filtered strip `tmp` (at most in_w * c floats) stays in L1 for the
 // horizontal pass, while the few input rows under the kernel stay in L2 for the next row.
 template <typename T, typename V, int NV>
-__attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, int64_t begin, int64_t end,
-                                                         int tile, float* __restrict__ tmp) {
+__attribute__((always_inline)) inline void TwoPassColumns(const CpuArgs<T>& a, const T* x_n, int rb, int re,
+                                                          T* y_row, int ox_begin, int ox_end, int tile, bool stream,
+                                                          float* __restrict__ tmp) {
   const UpFirDn2dParams& p = *a.p;
   constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
   constexpr int kBlock = NV * kLanes;
@@ -298,51 +324,152 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
   const int full = std::is_same<T, float>::value ? c / kBlock * kBlock : 0;       // NV-vector blocks
   const int full_vec = std::is_same<T, float>::value ? c / kLanes * kLanes : 0;  // then single vectors
   const int64_t row_len = static_cast<int64_t>(p.in_w) * c;
+  for (int ox0 = ox_begin; ox0 < ox_end; ox0 += tile) {
+    const int ox1 = std::min(ox_end, ox0 + tile);
+    const int qb0 = a.tx->begin[ox0], qe1 = a.tx->begin[ox1];
+    // Input columns under the tile's taps: taps are sorted by input column within a pixel
+    // and pixels by their first column, so the first and last entries bound them.
+    const int col0 = qb0 < qe1 ? a.tx->in[qb0] : 0;
+    const int cols = qb0 < qe1 ? a.tx->in[qe1 - 1] - col0 + 1 : 0;
+    const T* x_at = x_n + static_cast<int64_t>(col0) * c;
+    if (rb < re && a.ty->in[re - 1] + 1 < p.in_h) {
+      // The next output row needs the input row after the last one read here: ask for its
+      // strip now (into L2), so the vertical pass of the next row does not wait on memory.
+      const char* next = reinterpret_cast<const char*>(x_at + (a.ty->in[re - 1] + 1) * row_len);
+      const int64_t bytes = static_cast<int64_t>(cols) * c * sizeof(T);
+      for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(next + o, 0, 2);
+    }
+    VerticalTaps<T>(a, x_at, row_len, rb, re, static_cast<int64_t>(cols) * c, tmp);
+    // Horizontal pass over tmp, channel blocks in vector registers.
+    for (int ox = ox0; ox < ox1; ++ox) {
+      const int qb = a.tx->begin[ox], qe = a.tx->begin[ox + 1];
+      T* out = y_row + static_cast<int64_t>(ox) * c;
+      for (int c0 = 0; c0 < full; c0 += kBlock) HorizontalTaps<V, NV>(a, tmp, col0, qb, qe, c0, stream, out);
+      for (int c0 = full; c0 < full_vec; c0 += kLanes) HorizontalTaps<V, 1>(a, tmp, col0, qb, qe, c0, stream, out);
+      constexpr int kTail = 32;  // remaining channels (and other types): float accumulators on the stack
+      for (int s0 = full_vec; s0 < c; s0 += kTail) {
+        const int len = std::min(kTail, c - s0);
+        float acc[kTail] = {};
+        for (int q = qb; q < qe; ++q) {
+          const float w = a.sep->kx[a.tx->k[q]];
+          const float* src = tmp + static_cast<int64_t>(a.tx->in[q] - col0) * c + s0;
+          for (int j = 0; j < len; ++j) acc[j] += w * src[j];
+        }
+        for (int j = 0; j < len; ++j) out[s0 + j] = static_cast<T>(acc[j]);
+      }
+    }
+  }
+}
+
+// The sliding-window pass for 4x4 separable kernels without upsampling (the StyleGAN blur and
+// 2x downsample), on the output columns [slide_x0, slide_x1) of a row whose four row taps are
+// consecutive input rows (`rows`, weights wy). For each block of NB vectors of channels it walks
+// along the row keeping the last 4 - DOWN vertical sums in registers, so each output vector
+// costs DOWN new vertical sums (4 multiply-adds each) plus 4 horizontal multiply-adds, and
+// neither the strip buffer nor the tap tables are touched. float only, c a multiple of the
+// vector width.
+template <typename V, int NB, int DOWN>
+__attribute__((always_inline)) inline void SlidingColumns(const CpuArgs<float>& a, const float* const* rows,
+                                                          const float* next_row, const float* wy, float* y_row,
+                                                          bool stream) {
+  constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
+  constexpr int kTaps = 4, kKeep = kTaps - DOWN;
+  const int c = a.p->c, ox0 = a.slide_x0, count = a.slide_x1 - a.slide_x0;
+  const int col_first = a.tx->in[a.tx->begin[ox0]];  // input column of the first output's first tap
+  // Tap t of every interior pixel reads column col_first + i * DOWN + t with weight kx[3 - t].
+  const float wx[kTaps] = {a.sep->kx[3], a.sep->kx[2], a.sep->kx[1], a.sep->kx[0]};
+  const int prefetch_cols = std::min(8, a.p->in_w - 1);  // how far ahead the next row is fetched
+  const auto block = [&](int c0, auto nb_const) {  // channels [c0, c0 + kNb * lanes)
+    constexpr int kNb = decltype(nb_const)::value;
+    const auto vertical = [&](int col, V* out) {
+      const int64_t o = static_cast<int64_t>(col) * c + c0;
+#pragma GCC unroll 8
+      for (int v = 0; v < kNb; ++v) {
+        V r0, r1, r2, r3;
+        std::memcpy(&r0, rows[0] + o + v * kLanes, sizeof(V));
+        std::memcpy(&r1, rows[1] + o + v * kLanes, sizeof(V));
+        std::memcpy(&r2, rows[2] + o + v * kLanes, sizeof(V));
+        std::memcpy(&r3, rows[3] + o + v * kLanes, sizeof(V));
+        out[v] = (wy[0] * r0 + wy[1] * r1) + (wy[2] * r2 + wy[3] * r3);
+      }
+    };
+    V win[kTaps][kNb];
+#pragma GCC unroll 4
+    for (int t = 0; t < kKeep; ++t) vertical(col_first + t, win[t]);
+    for (int i = 0; i < count; ++i) {
+      const int col = col_first + i * DOWN;
+      if (next_row != nullptr) {  // the input row the next output row adds, a few columns ahead
+        const int ahead = std::min(col + kTaps + prefetch_cols, a.p->in_w - 1);
+#pragma GCC unroll 8
+        for (int v = 0; v < kNb; ++v) __builtin_prefetch(next_row + static_cast<int64_t>(ahead) * c + c0 + v * kLanes, 0, 2);
+      }
+#pragma GCC unroll 4
+      for (int t = kKeep; t < kTaps; ++t) vertical(col + t, win[t]);
+      float* out = y_row + static_cast<int64_t>(ox0 + i) * c + c0;
+#pragma GCC unroll 8
+      for (int v = 0; v < kNb; ++v) {
+        const V o = (wx[0] * win[0][v] + wx[1] * win[1][v]) + (wx[2] * win[2][v] + wx[3] * win[3][v]);
+        if (stream) {
+          StreamStore(out + v * kLanes, o);
+        } else {
+          std::memcpy(out + v * kLanes, &o, sizeof(V));
+        }
+      }
+#pragma GCC unroll 4
+      for (int t = 0; t < kKeep; ++t) {
+#pragma GCC unroll 8
+        for (int v = 0; v < kNb; ++v) win[t][v] = win[t + DOWN][v];
+      }
+    }
+  };
+  int c0 = 0;
+  for (; c0 + NB * kLanes <= c; c0 += NB * kLanes) block(c0, std::integral_constant<int, NB>());
+  for (; c0 < c; c0 += kLanes) block(c0, std::integral_constant<int, 1>());  // the last few vectors
+}
+
+// Output rows [begin, end) of the flattened (n, out_y) range.
+template <typename T, typename V, int NV>
+__attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, int64_t begin, int64_t end,
+                                                         int tile, float* __restrict__ tmp) {
+  const UpFirDn2dParams& p = *a.p;
+  constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
+  constexpr int kSlideBlock = kLanes == 16 ? 4 : 2;  // vectors per sliding block: fits the register file
+  const int c = p.c;
+  const int64_t row_len = static_cast<int64_t>(p.in_w) * c;
   // Outputs larger than the last-level cache are written with non-temporal stores: they would
   // be evicted before anyone reads them, and streaming skips the read-for-ownership traffic.
   const bool stream = std::is_same<T, float>::value && a.stream_output && c % kLanes == 0 &&
                       reinterpret_cast<uintptr_t>(a.y) % sizeof(V) == 0;
+  const bool slide = std::is_same<T, float>::value && a.slide_x0 < a.slide_x1 && c % kLanes == 0 &&
+                     (p.down == 1 || p.down == 2);
   for (int64_t row = begin; row < end; ++row) {
     const int n = static_cast<int>(row / p.out_h);
     const int oy = static_cast<int>(row % p.out_h);
     const int rb = a.ty->begin[oy], re = a.ty->begin[oy + 1];
     const T* x_n = a.x + static_cast<int64_t>(n) * p.in_h * row_len;
     T* y_row = a.y + row * p.out_w * c;
-    for (int ox0 = 0; ox0 < p.out_w; ox0 += tile) {
-      const int ox1 = std::min(p.out_w, ox0 + tile);
-      const int qb0 = a.tx->begin[ox0], qe1 = a.tx->begin[ox1];
-      // Input columns under the tile's taps: taps are sorted by input column within a pixel
-      // and pixels by their first column, so the first and last entries bound them.
-      const int col0 = qb0 < qe1 ? a.tx->in[qb0] : 0;
-      const int cols = qb0 < qe1 ? a.tx->in[qe1 - 1] - col0 + 1 : 0;
-      const T* x_at = x_n + static_cast<int64_t>(col0) * c;
-      if (rb < re && a.ty->in[re - 1] + 1 < p.in_h) {
-        // The next output row needs the input row after the last one read here: ask for its
-        // strip now (into L2), so the vertical pass of the next row does not wait on memory.
-        const char* next = reinterpret_cast<const char*>(x_at + (a.ty->in[re - 1] + 1) * row_len);
-        const int64_t bytes = static_cast<int64_t>(cols) * c * sizeof(T);
-        for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(next + o, 0, 2);
-      }
-      VerticalTaps<T>(a, x_at, row_len, rb, re, static_cast<int64_t>(cols) * c, tmp);
-      // Horizontal pass over tmp, channel blocks in vector registers.
-      for (int ox = ox0; ox < ox1; ++ox) {
-        const int qb = a.tx->begin[ox], qe = a.tx->begin[ox + 1];
-        T* out = y_row + static_cast<int64_t>(ox) * c;
-        for (int c0 = 0; c0 < full; c0 += kBlock) HorizontalTaps<V, NV>(a, tmp, col0, qb, qe, c0, stream, out);
-        for (int c0 = full; c0 < full_vec; c0 += kLanes) HorizontalTaps<V, 1>(a, tmp, col0, qb, qe, c0, stream, out);
-        constexpr int kTail = 32;  // remaining channels (and other types): float accumulators on the stack
-        for (int s0 = full_vec; s0 < c; s0 += kTail) {
-          const int len = std::min(kTail, c - s0);
-          float acc[kTail] = {};
-          for (int q = qb; q < qe; ++q) {
-            const float w = a.sep->kx[a.tx->k[q]];
-            const float* src = tmp + static_cast<int64_t>(a.tx->in[q] - col0) * c + s0;
-            for (int j = 0; j < len; ++j) acc[j] += w * src[j];
-          }
-          for (int j = 0; j < len; ++j) out[s0 + j] = static_cast<T>(acc[j]);
+    if constexpr (std::is_same<T, float>::value) {
+      // Rows with all four row taps on consecutive input rows take the sliding pass in the middle.
+      if (slide && re - rb == 4 && a.ty->in[re - 1] == a.ty->in[rb] + 3) {
+        const float* rows[4];
+        float wy[4];
+        for (int t = 0; t < 4; ++t) {
+          rows[t] = x_n + static_cast<int64_t>(a.ty->in[rb + t]) * row_len;
+          wy[t] = a.sep->ky[a.ty->k[rb + t]];
         }
+        const int next = a.ty->in[re - 1] + 1;
+        const float* next_row = next < p.in_h ? x_n + static_cast<int64_t>(next) * row_len : nullptr;
+        TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, 0, a.slide_x0, tile, stream, tmp);
+        if (p.down == 1) {
+          SlidingColumns<V, kSlideBlock, 1>(a, rows, next_row, wy, y_row, stream);
+        } else {
+          SlidingColumns<V, kSlideBlock, 2>(a, rows, next_row, wy, y_row, stream);
+        }
+        TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, a.slide_x1, p.out_w, tile, stream, tmp);
+        continue;
       }
     }
+    TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, 0, p.out_w, tile, stream, tmp);
   }
   if (stream) __builtin_ia32_sfence();  // streamed stores are visible before the op completes
 }
@@ -392,7 +519,8 @@ struct UpFirDn2dFunctor<CPUDevice, T> {
     SeparableKernel sk;
     if (FactorSeparable(kf, p.kh, p.kw, &sk)) {
       constexpr int64_t kStreamBytes = int64_t{16} << 20;  // beyond a typical last-level cache
-      const CpuArgs<T> args{&p, x, y, kf.data(), &sk, &ty, &tx, rows * p.out_w * p.c * int64_t{sizeof(T)} > kStreamBytes};
+      CpuArgs<T> args{&p, x, y, kf.data(), &sk, &ty, &tx, rows * p.out_w * p.c * int64_t{sizeof(T)} > kStreamBytes};
+      SlidingRegion(p, tx, &args.slide_x0, &args.slide_x1);
       // Multiply-adds per output row: the row taps over the input width plus the column taps.
       const double row_taps = static_cast<double>(ty.in.size()) / p.out_h;
       const double col_taps = static_cast<double>(tx.in.size()) / p.out_w;
