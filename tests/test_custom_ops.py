@@ -206,6 +206,8 @@ BIAS_ACT_CONFIGS = [
     ((64, 32), True, "lrelu", 0.0, 1.0),  # batch 64, alpha 0
     ((1, 1, 1, 3), True, "lrelu", None, None),
     ((11,), True, "lrelu", None, None),  # rank 1: bias on the only axis
+    ((1, 128, 128, 272), True, "lrelu", None, None),  # output > 16 MiB: non-temporal stores
+    ((4, 64, 64, 272), False, "linear", None, -2.0),  # the same without a bias
 ]
 
 

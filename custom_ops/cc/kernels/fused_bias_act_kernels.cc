@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -55,13 +56,46 @@ TF_DISTILL_INLINE void LinearSpan(const T* __restrict__ x, const T* __restrict__
   }
 }
 
+// act(x + b) * gain over [0, n) in vectors V with non-temporal stores: n a multiple of the
+// vector width, y aligned to it, y not x (float only; see FusedBiasActFunctor).
+template <typename V>
+TF_DISTILL_INLINE void BiasActSpanStream(const float* x, const float* b, float* y, int64_t n, bool linear,
+                                         float alpha, float gain) {
+  constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
+  const V zero = V{};
+  for (int64_t j = 0; j < n; j += kLanes) {
+    V v;
+    std::memcpy(&v, x + j, sizeof(V));
+    if (b != nullptr) {
+      V bv;
+      std::memcpy(&bv, b + j, sizeof(V));
+      v += bv;
+    }
+    if (!linear) v = v > zero ? v : v * alpha;
+    StreamStore(y + j, v * gain);
+  }
+}
+
 // Elements [begin, end) of the flattened [rows, channels] tensor, in spans that do not
-// cross a row so the bias is read contiguously.
-template <typename T>
+// cross a row so the bias is read contiguously. `stream`: write y with non-temporal stores
+// (float only, and only when every span is whole vectors V on an aligned y).
+template <typename T, typename V = Vec4>
 TF_DISTILL_INLINE void BiasActRange(const FusedBiasActParams& p, const T* x, const T* b, T* y, int64_t begin,
-                                    int64_t end) {
+                                    int64_t end, bool stream) {
   const float alpha = p.alpha, gain = p.gain;
   const bool linear = p.linear;
+  if constexpr (std::is_same<T, float>::value) {
+    if (stream) {
+      const int64_t channels = p.has_bias ? p.channels : end - begin;  // spans: rows, or the whole range
+      for (int64_t i = begin, c = p.has_bias ? begin % channels : 0; i < end; c = 0) {
+        const int64_t len = std::min<int64_t>(end - i, channels - c);
+        BiasActSpanStream<V>(x + i, p.has_bias ? b + c : nullptr, y + i, len, linear, alpha, gain);
+        i += len;
+      }
+      __builtin_ia32_sfence();  // streamed stores are visible before the op completes
+      return;
+    }
+  }
   if (!p.has_bias) {
     if (linear) {
       LinearSpan<T>(x + begin, nullptr, y + begin, end - begin, gain);
@@ -137,8 +171,8 @@ TF_DISTILL_INLINE void GradRowsSum(const FusedBiasActParams& p, const T* dy, con
 #if defined(__x86_64__) && defined(__GNUC__)
 #define TF_DISTILL_AVX2 __attribute__((target("avx2,fma")))
 TF_DISTILL_AVX2 void BiasActRangeAvx2(const FusedBiasActParams& p, const float* x, const float* b, float* y,
-                                      int64_t begin, int64_t end) {
-  BiasActRange<float>(p, x, b, y, begin, end);
+                                      int64_t begin, int64_t end, bool stream) {
+  BiasActRange<float, Vec8>(p, x, b, y, begin, end, stream);
 }
 TF_DISTILL_AVX2 void BiasActGradRangeAvx2(const FusedBiasActParams& p, const float* dy, const float* y, float* dx,
                                           int64_t begin, int64_t end) {
@@ -179,8 +213,15 @@ namespace functor {
 template <typename T>
 struct FusedBiasActFunctor<CPUDevice, T> {
   std::string operator()(const CPUDevice& d, const FusedBiasActParams& p, const T* x, const T* b, T* y) {
-    ParallelElementwise(d, p.size, 2 * sizeof(T), sizeof(T),
-                        [&](int64_t begin, int64_t end) { DISPATCH(BiasActRange, T, p, x, b, y, begin, end); });
+    // Not in place and larger than the cache: non-temporal stores, when every span of a shard
+    // (shards start at multiples of 16384) is whole vectors of up to 16 floats on a 64-byte
+    // aligned y.
+    const bool stream = std::is_same<T, float>::value && x != y &&
+                        p.size * static_cast<int64_t>(sizeof(T)) > kStreamOutputBytes &&
+                        (p.has_bias ? p.channels : p.size) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 64 == 0;
+    ParallelElementwise(d, p.size, 2 * sizeof(T), sizeof(T), [&](int64_t begin, int64_t end) {
+      DISPATCH(BiasActRange, T, p, x, b, y, begin, end, stream);
+    });
     return std::string();
   }
 };

@@ -75,11 +75,6 @@ struct CpuArgs {
   int slide_x0 = 0, slide_x1 = 0;
 };
 
-// float vectors of 4 (SSE) and 8 (AVX) lanes as GCC/Clang vector extensions: the
-// accumulators of a channel block are explicit vectors, so they live in registers.
-using Vec4 = float __attribute__((vector_size(16)));
-using Vec8 = float __attribute__((vector_size(32)));
-using Vec16 = float __attribute__((vector_size(64)));
 
 template <typename V>
 __attribute__((always_inline)) inline void AddScaled(V* acc, float w, const float* p) {
@@ -211,17 +206,6 @@ bool FactorSeparable(const std::vector<float>& k, int kh, int kw, SeparableKerne
 }
 
 
-// Non-temporal store of one aligned float vector (inline asm: the AVX form is only reached
-// from the AVX2 entry point, and GCC's builtin would need the target on every caller).
-__attribute__((always_inline)) inline void StreamStore(float* dst, Vec4 v) {
-  asm volatile("movntps %1, %0" : "=m"(*reinterpret_cast<Vec4*>(dst)) : "x"(v));
-}
-__attribute__((always_inline)) inline void StreamStore(float* dst, Vec8 v) {
-  asm volatile("vmovntps %1, %0" : "=m"(*reinterpret_cast<Vec8*>(dst)) : "x"(v));
-}
-__attribute__((always_inline)) inline void StreamStore(float* dst, Vec16 v) {
-  asm volatile("vmovntps %1, %0" : "=m"(*reinterpret_cast<Vec16*>(dst)) : "v"(v));
-}
 
 // Vertical pass over `len` values: t = sum over the row taps [rb, re) of ky * input row, where
 // `x_at` is the input at the tile's first column. Up to four taps per sweep, so t is written
@@ -518,8 +502,7 @@ struct UpFirDn2dFunctor<CPUDevice, T> {
     const double per_row = static_cast<double>(p.out_w) * p.c;
     SeparableKernel sk;
     if (FactorSeparable(kf, p.kh, p.kw, &sk)) {
-      constexpr int64_t kStreamBytes = int64_t{16} << 20;  // beyond a typical last-level cache
-      CpuArgs<T> args{&p, x, y, kf.data(), &sk, &ty, &tx, rows * p.out_w * p.c * int64_t{sizeof(T)} > kStreamBytes};
+      CpuArgs<T> args{&p, x, y, kf.data(), &sk, &ty, &tx, rows * p.out_w * p.c * int64_t{sizeof(T)} > kStreamOutputBytes};
       SlidingRegion(p, tx, &args.slide_x0, &args.slide_x1);
       // Multiply-adds per output row: the row taps over the input width plus the column taps.
       const double row_taps = static_cast<double>(ty.in.size()) / p.out_h;
