@@ -129,7 +129,8 @@ UPFIRDN_CONFIGS = [
     ((2, 12, 21, 32), ("sep", (4, 4)), 1, 2, (1, 2)),  # separable 2x downsample, 32 channels
     # 4x4 separable kernels with up = 1 take the sliding-window pass on interior rows/columns:
     ((2, 11, 19, 80), ("sep", (4, 4)), 1, 2, (2, 1)),  # 2x downsample, 80 channels: a block plus one vector
-    ((1, 10, 7, 48), "fir", 1, 1, (1, 2)),  # blur, 48 channels, narrow rows
+    ((1, 10, 7, 48), "fir", 1, 1, (1, 2)),  # blur, 48 channels, narrow rows (symmetric taps)
+    ((2, 10, 13, 32), "fir", 1, 2, (1, 1)),  # the StyleGAN 2x downsample (symmetric taps)
     ((1, 130, 129, 256), "fir", 1, 1, (2, 1)),  # output > 16 MiB: non-temporal stores
 ]
 

@@ -352,7 +352,7 @@ __attribute__((always_inline)) inline void TwoPassColumns(const CpuArgs<T>& a, c
 // costs DOWN new vertical sums (4 multiply-adds each) plus 4 horizontal multiply-adds, and
 // neither the strip buffer nor the tap tables are touched. float only, c a multiple of the
 // vector width.
-template <typename V, int NB, int DOWN>
+template <typename V, int NB, int DOWN, bool kSymmetric>
 __attribute__((always_inline)) inline void SlidingColumns(const CpuArgs<float>& a, const float* const* rows,
                                                           const float* next_row, const float* wy, float* y_row,
                                                           bool stream) {
@@ -374,7 +374,11 @@ __attribute__((always_inline)) inline void SlidingColumns(const CpuArgs<float>& 
         std::memcpy(&r1, rows[1] + o + v * kLanes, sizeof(V));
         std::memcpy(&r2, rows[2] + o + v * kLanes, sizeof(V));
         std::memcpy(&r3, rows[3] + o + v * kLanes, sizeof(V));
-        out[v] = (wy[0] * r0 + wy[1] * r1) + (wy[2] * r2 + wy[3] * r3);
+        if constexpr (kSymmetric) {  // wy[0] == wy[3], wy[1] == wy[2]: half the multiplies
+          out[v] = wy[0] * (r0 + r3) + wy[1] * (r1 + r2);
+        } else {
+          out[v] = (wy[0] * r0 + wy[1] * r1) + (wy[2] * r2 + wy[3] * r3);
+        }
       }
     };
     V win[kTaps][kNb];
@@ -392,7 +396,8 @@ __attribute__((always_inline)) inline void SlidingColumns(const CpuArgs<float>& 
       float* out = y_row + static_cast<int64_t>(ox0 + i) * c + c0;
 #pragma GCC unroll 8
       for (int v = 0; v < kNb; ++v) {
-        const V o = (wx[0] * win[0][v] + wx[1] * win[1][v]) + (wx[2] * win[2][v] + wx[3] * win[3][v]);
+        const V o = kSymmetric ? wx[0] * (win[0][v] + win[3][v]) + wx[1] * (win[1][v] + win[2][v])
+                               : (wx[0] * win[0][v] + wx[1] * win[1][v]) + (wx[2] * win[2][v] + wx[3] * win[3][v]);
         if (stream) {
           StreamStore(out + v * kLanes, o);
         } else {
@@ -446,10 +451,19 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
         const int next = a.ty->in[re - 1] + 1;
         const float* next_row = next < p.in_h ? x_n + static_cast<int64_t>(next) * row_len : nullptr;
         TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, 0, a.slide_x0, tile, stream, tmp);
+        // Symmetric taps (every StyleGAN resampling kernel) add the mirrored inputs first.
+        const bool symmetric = wy[0] == wy[3] && wy[1] == wy[2] && a.sep->kx[0] == a.sep->kx[3] &&
+                               a.sep->kx[1] == a.sep->kx[2];
         if (p.down == 1) {
-          SlidingColumns<V, kSlideBlock, 1>(a, rows, next_row, wy, y_row, stream);
+          if (symmetric) {
+            SlidingColumns<V, kSlideBlock, 1, true>(a, rows, next_row, wy, y_row, stream);
+          } else {
+            SlidingColumns<V, kSlideBlock, 1, false>(a, rows, next_row, wy, y_row, stream);
+          }
+        } else if (symmetric) {
+          SlidingColumns<V, kSlideBlock, 2, true>(a, rows, next_row, wy, y_row, stream);
         } else {
-          SlidingColumns<V, kSlideBlock, 2>(a, rows, next_row, wy, y_row, stream);
+          SlidingColumns<V, kSlideBlock, 2, false>(a, rows, next_row, wy, y_row, stream);
         }
         TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, a.slide_x1, p.out_w, tile, stream, tmp);
         continue;
