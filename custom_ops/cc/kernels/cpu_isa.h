@@ -1,7 +1,7 @@
 // The vector instruction set the CPU kernels use, picked once per process at run time, and the
-// vector types and streaming stores their hot loops share. The
-// library is compiled for baseline x86-64 (so it loads on any CPU) and carries AVX2+FMA and
-// AVX-512 variants of its hot loops as target-attributed functions.
+// vector types and streaming stores their hot loops share. The library is compiled for baseline
+// x86-64 (so it loads on any CPU) and carries AVX2+FMA and AVX-512 variants of its hot loops as
+// target-attributed functions.
 //
 // TF_DISTILL_MAX_ISA=baseline|avx2|avx512 caps the choice (default: the best the CPU has), so
 // the tests can run every variant on one machine and a user can rule one out.

@@ -186,7 +186,7 @@ TF_DISTILL_AVX2 void GradRowsSumAvx2(const FusedBiasActParams& p, const float* d
 #define DISPATCH(FN, T, ...)                                          \
   do {                                                                \
     if constexpr (std::is_same<T, float>::value) {                    \
-      if (UseAvx2()) {                                          \
+      if (UseAvx2()) {                                                \
         FN##Avx2(__VA_ARGS__);                                        \
         break;                                                        \
       }                                                               \

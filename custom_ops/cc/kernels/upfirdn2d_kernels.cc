@@ -73,6 +73,7 @@ struct CpuArgs {
   // Separable path with up = 1 and 4x4 taps: output columns [slide_x0, slide_x1) see all four
   // taps on consecutive input columns, so interior rows can take the sliding-window pass.
   int slide_x0 = 0, slide_x1 = 0;
+  bool slide_symmetric = false;  // ky and kx mirror-symmetric (every StyleGAN resampling kernel)
 };
 
 
@@ -273,11 +274,11 @@ __attribute__((always_inline)) inline void HorizontalTaps(const CpuArgs<T>& a, c
 }
 
 // The output columns [*x0, *x1) whose taps are all four kernel columns on consecutive input
-// columns starting at ox * down - pad_x0 (the interior, for up = 1 and a 4x4 kernel); empty
-// otherwise. With up = 1 those columns are contiguous.
+// columns starting at ox * down - pad_x0 (the interior, for up = 1, down 1 or 2 and a 4x4
+// kernel); empty otherwise. With up = 1 those columns are contiguous.
 void SlidingRegion(const UpFirDn2dParams& p, const AxisTaps& tx, int* x0, int* x1) {
   *x0 = *x1 = 0;
-  if (p.up != 1 || p.kh != 4 || p.kw != 4) return;
+  if (p.up != 1 || (p.down != 1 && p.down != 2) || p.kh != 4 || p.kw != 4) return;
   const auto regular = [&](int ox) {
     const int qb = tx.begin[ox];
     if (tx.begin[ox + 1] - qb != 4 || tx.in[qb] != ox * p.down - p.pad_x0) return false;
@@ -431,8 +432,7 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
   // be evicted before anyone reads them, and streaming skips the read-for-ownership traffic.
   const bool stream = std::is_same<T, float>::value && a.stream_output && c % kLanes == 0 &&
                       reinterpret_cast<uintptr_t>(a.y) % sizeof(V) == 0;
-  const bool slide = std::is_same<T, float>::value && a.slide_x0 < a.slide_x1 && c % kLanes == 0 &&
-                     (p.down == 1 || p.down == 2);
+  const bool slide = std::is_same<T, float>::value && a.slide_x0 < a.slide_x1 && c % kLanes == 0;
   for (int64_t row = begin; row < end; ++row) {
     const int n = static_cast<int>(row / p.out_h);
     const int oy = static_cast<int>(row % p.out_h);
@@ -451,16 +451,14 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
         const int next = a.ty->in[re - 1] + 1;
         const float* next_row = next < p.in_h ? x_n + static_cast<int64_t>(next) * row_len : nullptr;
         TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, 0, a.slide_x0, tile, stream, tmp);
-        // Symmetric taps (every StyleGAN resampling kernel) add the mirrored inputs first.
-        const bool symmetric = wy[0] == wy[3] && wy[1] == wy[2] && a.sep->kx[0] == a.sep->kx[3] &&
-                               a.sep->kx[1] == a.sep->kx[2];
+        // Symmetric taps add the mirrored inputs first (wy is ky reversed on these rows).
         if (p.down == 1) {
-          if (symmetric) {
+          if (a.slide_symmetric) {
             SlidingColumns<V, kSlideBlock, 1, true>(a, rows, next_row, wy, y_row, stream);
           } else {
             SlidingColumns<V, kSlideBlock, 1, false>(a, rows, next_row, wy, y_row, stream);
           }
-        } else if (symmetric) {
+        } else if (a.slide_symmetric) {
           SlidingColumns<V, kSlideBlock, 2, true>(a, rows, next_row, wy, y_row, stream);
         } else {
           SlidingColumns<V, kSlideBlock, 2, false>(a, rows, next_row, wy, y_row, stream);
@@ -520,6 +518,8 @@ struct UpFirDn2dFunctor<CPUDevice, T> {
     if (FactorSeparable(kf, p.kh, p.kw, &sk)) {
       CpuArgs<T> args{&p, x, y, kf.data(), &sk, &ty, &tx, rows * p.out_w * p.c * int64_t{sizeof(T)} > kStreamOutputBytes};
       SlidingRegion(p, tx, &args.slide_x0, &args.slide_x1);
+      args.slide_symmetric = sk.ky.size() == 4 && sk.kx.size() == 4 && sk.ky[0] == sk.ky[3] &&
+                             sk.ky[1] == sk.ky[2] && sk.kx[0] == sk.kx[3] && sk.kx[1] == sk.kx[2];
       // Multiply-adds per output row: the row taps over the input width plus the column taps.
       const double row_taps = static_cast<double>(ty.in.size()) / p.out_h;
       const double col_taps = static_cast<double>(tx.in.size()) / p.out_w;
