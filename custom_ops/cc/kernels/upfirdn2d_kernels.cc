@@ -300,8 +300,8 @@ void SlidingRegion(const UpFirDn2dParams& p, const AxisTaps& tx, int* x0, int* x
 // horizontal pass, while the few input rows under the kernel stay in L2 for the next row.
 template <typename T, typename V, int NV>
 __attribute__((always_inline)) inline void TwoPassColumns(const CpuArgs<T>& a, const T* x_n, int rb, int re,
-                                                          T* y_row, int ox_begin, int ox_end, int tile, bool stream,
-                                                          float* __restrict__ tmp) {
+                                                          T* y_row, int ox_begin, int ox_end, int tile,
+                                                          const T* next_y_row, bool stream, float* __restrict__ tmp) {
   const UpFirDn2dParams& p = *a.p;
   constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
   constexpr int kBlock = NV * kLanes;
@@ -322,6 +322,11 @@ __attribute__((always_inline)) inline void TwoPassColumns(const CpuArgs<T>& a, c
       // strip now (into L2), so the vertical pass of the next row does not wait on memory.
       const char* next = reinterpret_cast<const char*>(x_at + (a.ty->in[re - 1] + 1) * row_len);
       const int64_t bytes = static_cast<int64_t>(cols) * c * sizeof(T);
+      for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(next + o, 0, 2);
+    }
+    if (next_y_row != nullptr) {  // and the lines the next row's tile will store to (see SeparableRows)
+      const char* next = reinterpret_cast<const char*>(next_y_row + static_cast<int64_t>(ox0) * c);
+      const int64_t bytes = static_cast<int64_t>(ox1 - ox0) * c * sizeof(T);
       for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(next + o, 0, 2);
     }
     VerticalTaps<T>(a, x_at, row_len, rb, re, static_cast<int64_t>(cols) * c, tmp);
@@ -356,7 +361,7 @@ __attribute__((always_inline)) inline void TwoPassColumns(const CpuArgs<T>& a, c
 template <typename V, int NB, int DOWN, bool kSymmetric>
 __attribute__((always_inline)) inline void SlidingColumns(const CpuArgs<float>& a, const float* const* rows,
                                                           const float* next_row, const float* wy, float* y_row,
-                                                          bool stream) {
+                                                          const float* next_y_row, bool stream) {
   constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
   constexpr int kTaps = 4, kKeep = kTaps - DOWN;
   const int c = a.p->c, ox0 = a.slide_x0, count = a.slide_x1 - a.slide_x0;
@@ -391,6 +396,10 @@ __attribute__((always_inline)) inline void SlidingColumns(const CpuArgs<float>& 
         const int ahead = std::min(col + kTaps + prefetch_cols, a.p->in_w - 1);
 #pragma GCC unroll 8
         for (int v = 0; v < kNb; ++v) __builtin_prefetch(next_row + static_cast<int64_t>(ahead) * c + c0 + v * kLanes, 0, 2);
+      }
+      if (next_y_row != nullptr) {  // the lines the next output row will store to, into L2
+#pragma GCC unroll 8
+        for (int v = 0; v < kNb; ++v) __builtin_prefetch(next_y_row + static_cast<int64_t>(ox0 + i) * c + c0 + v * kLanes, 0, 2);
       }
 #pragma GCC unroll 4
       for (int t = kKeep; t < kTaps; ++t) vertical(col + t, win[t]);
@@ -439,6 +448,10 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
     const int rb = a.ty->begin[oy], re = a.ty->begin[oy + 1];
     const T* x_n = a.x + static_cast<int64_t>(n) * p.in_h * row_len;
     T* y_row = a.y + row * p.out_w * c;
+    // Fetching the next output row's lines a row ahead hides the read-for-ownership of the stores
+    // (64 px blur, 2 threads: 15-25% faster, warm or cold caches). A read prefetch into L2:
+    // prefetchw and prefetcht0 measured no faster than none. Not when streaming.
+    const T* next_y_row = !stream && row + 1 < end ? y_row + static_cast<int64_t>(p.out_w) * c : nullptr;
     if constexpr (std::is_same<T, float>::value) {
       // Rows with all four row taps on consecutive input rows take the sliding pass in the middle.
       if (slide && re - rb == 4 && a.ty->in[re - 1] == a.ty->in[rb] + 3) {
@@ -450,24 +463,24 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
         }
         const int next = a.ty->in[re - 1] + 1;
         const float* next_row = next < p.in_h ? x_n + static_cast<int64_t>(next) * row_len : nullptr;
-        TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, 0, a.slide_x0, tile, stream, tmp);
+        TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, 0, a.slide_x0, tile, next_y_row, stream, tmp);
         // Symmetric taps add the mirrored inputs first (wy is ky reversed on these rows).
         if (p.down == 1) {
           if (a.slide_symmetric) {
-            SlidingColumns<V, kSlideBlock, 1, true>(a, rows, next_row, wy, y_row, stream);
+            SlidingColumns<V, kSlideBlock, 1, true>(a, rows, next_row, wy, y_row, next_y_row, stream);
           } else {
-            SlidingColumns<V, kSlideBlock, 1, false>(a, rows, next_row, wy, y_row, stream);
+            SlidingColumns<V, kSlideBlock, 1, false>(a, rows, next_row, wy, y_row, next_y_row, stream);
           }
         } else if (a.slide_symmetric) {
-          SlidingColumns<V, kSlideBlock, 2, true>(a, rows, next_row, wy, y_row, stream);
+          SlidingColumns<V, kSlideBlock, 2, true>(a, rows, next_row, wy, y_row, next_y_row, stream);
         } else {
-          SlidingColumns<V, kSlideBlock, 2, false>(a, rows, next_row, wy, y_row, stream);
+          SlidingColumns<V, kSlideBlock, 2, false>(a, rows, next_row, wy, y_row, next_y_row, stream);
         }
-        TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, a.slide_x1, p.out_w, tile, stream, tmp);
+        TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, a.slide_x1, p.out_w, tile, next_y_row, stream, tmp);
         continue;
       }
     }
-    TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, 0, p.out_w, tile, stream, tmp);
+    TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, 0, p.out_w, tile, next_y_row, stream, tmp);
   }
   if (stream) __builtin_ia32_sfence();  // streamed stores are visible before the op completes
 }
