@@ -295,6 +295,12 @@ void SlidingRegion(const UpFirDn2dParams& p, const AxisTaps& tx, int* x0, int* x
   *x1 = last;
 }
 
+// Read-prefetches the cache lines of [p, p + bytes) into L2.
+__attribute__((always_inline)) inline void PrefetchToL2(const void* p, int64_t bytes) {
+  const char* at = static_cast<const char*>(p);
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(at + o, 0, 2);
+}
+
 // Output columns [ox_begin, ox_end) of one output row (y_row), in tiles of `tile` output columns
 // so the vertically filtered strip `tmp` (at most in_w * c floats) stays in L1 for the
 // horizontal pass, while the few input rows under the kernel stay in L2 for the next row.
@@ -320,14 +326,10 @@ __attribute__((always_inline)) inline void TwoPassColumns(const CpuArgs<T>& a, c
     if (rb < re && a.ty->in[re - 1] + 1 < p.in_h) {
       // The next output row needs the input row after the last one read here: ask for its
       // strip now (into L2), so the vertical pass of the next row does not wait on memory.
-      const char* next = reinterpret_cast<const char*>(x_at + (a.ty->in[re - 1] + 1) * row_len);
-      const int64_t bytes = static_cast<int64_t>(cols) * c * sizeof(T);
-      for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(next + o, 0, 2);
+      PrefetchToL2(x_at + (a.ty->in[re - 1] + 1) * row_len, static_cast<int64_t>(cols) * c * sizeof(T));
     }
     if (next_y_row != nullptr) {  // and the lines the next row's tile will store to (see SeparableRows)
-      const char* next = reinterpret_cast<const char*>(next_y_row + static_cast<int64_t>(ox0) * c);
-      const int64_t bytes = static_cast<int64_t>(ox1 - ox0) * c * sizeof(T);
-      for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(next + o, 0, 2);
+      PrefetchToL2(next_y_row + static_cast<int64_t>(ox0) * c, static_cast<int64_t>(ox1 - ox0) * c * sizeof(T));
     }
     VerticalTaps<T>(a, x_at, row_len, rb, re, static_cast<int64_t>(cols) * c, tmp);
     // Horizontal pass over tmp, channel blocks in vector registers.
