@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -70,10 +71,11 @@ struct CpuArgs {
   const AxisTaps* ty;
   const AxisTaps* tx;
   bool stream_output;  // separable path: output too large to stay in cache, non-temporal stores where aligned
-  // Separable path with up = 1 and 4x4 taps: output columns [slide_x0, slide_x1) see all four
-  // taps on consecutive input columns, so interior rows can take the sliding-window pass.
-  int slide_x0 = 0, slide_x1 = 0;
-  bool slide_symmetric = false;  // ky and kx mirror-symmetric (every StyleGAN resampling kernel)
+  // Separable path with up = 1, down 1 or 2 and a 4x4 kernel (the StyleGAN blur and 2x downsample):
+  // every output takes the sliding-window pass, the input read as zero outside the image.
+  bool slide = false;
+  bool slide_symmetric = false;     // ky and kx mirror-symmetric (every StyleGAN resampling kernel)
+  const float* zero_row = nullptr;  // in_w * c zeros: the rows above and below the input, if any are read
 };
 
 
@@ -273,27 +275,8 @@ __attribute__((always_inline)) inline void HorizontalTaps(const CpuArgs<T>& a, c
   }
 }
 
-// The output columns [*x0, *x1) whose taps are all four kernel columns on consecutive input
-// columns starting at ox * down - pad_x0 (the interior, for up = 1, down 1 or 2 and a 4x4
-// kernel); empty otherwise. With up = 1 those columns are contiguous.
-void SlidingRegion(const UpFirDn2dParams& p, const AxisTaps& tx, int* x0, int* x1) {
-  *x0 = *x1 = 0;
-  if (p.up != 1 || (p.down != 1 && p.down != 2) || p.kh != 4 || p.kw != 4) return;
-  const auto regular = [&](int ox) {
-    const int qb = tx.begin[ox];
-    if (tx.begin[ox + 1] - qb != 4 || tx.in[qb] != ox * p.down - p.pad_x0) return false;
-    for (int t = 0; t < 4; ++t) {
-      if (tx.in[qb + t] != tx.in[qb] + t || tx.k[qb + t] != 3 - t) return false;
-    }
-    return true;
-  };
-  int first = 0;
-  while (first < p.out_w && !regular(first)) ++first;
-  int last = first;
-  while (last < p.out_w && regular(last)) ++last;
-  *x0 = first;
-  *x1 = last;
-}
+// The hot loops' lambdas are inlined into their callers, which carry the AVX2 / AVX-512 target.
+#define TF_DISTILL_ALWAYS_INLINE __attribute__((always_inline))
 
 // Read-prefetches the cache lines of [p, p + bytes) into L2.
 __attribute__((always_inline)) inline void PrefetchToL2(const void* p, int64_t bytes) {
@@ -354,26 +337,30 @@ __attribute__((always_inline)) inline void TwoPassColumns(const CpuArgs<T>& a, c
 }
 
 // The sliding-window pass for 4x4 separable kernels without upsampling (the StyleGAN blur and
-// 2x downsample), on the output columns [slide_x0, slide_x1) of a row whose four row taps are
-// consecutive input rows (`rows`, weights wy). For each block of NB vectors of channels it walks
-// along the row keeping the last 4 - DOWN vertical sums in registers, so each output vector
-// costs DOWN new vertical sums (4 multiply-adds each) plus 4 horizontal multiply-adds, and
-// neither the strip buffer nor the tap tables are touched. float only, c a multiple of the
-// vector width.
+// 2x downsample), on one output row whose four row taps read `rows` (consecutive input rows, or
+// a.zero_row where the kernel hangs over the top or bottom edge) with weights wy. For each block of
+// NB vectors of channels it walks along the row keeping the last 4 - DOWN vertical sums in
+// registers, so each output vector costs DOWN new vertical sums (4 multiply-adds each) plus 4
+// horizontal multiply-adds, and neither the strip buffer nor the tap tables are touched. Columns
+// outside the input count as zeros (bounds checks only near the edges). float only, c a multiple
+// of the vector width.
 template <typename V, int NB, int DOWN, bool kSymmetric>
 __attribute__((always_inline)) inline void SlidingColumns(const CpuArgs<float>& a, const float* const* rows,
                                                           const float* next_row, const float* wy, float* y_row,
                                                           const float* next_y_row, bool stream) {
   constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
   constexpr int kTaps = 4, kKeep = kTaps - DOWN;
-  const int c = a.p->c, ox0 = a.slide_x0, count = a.slide_x1 - a.slide_x0;
-  const int col_first = a.tx->in[a.tx->begin[ox0]];  // input column of the first output's first tap
-  // Tap t of every interior pixel reads column col_first + i * DOWN + t with weight kx[3 - t].
+  const int c = a.p->c, in_w = a.p->in_w, count = a.p->out_w;
+  const int col_first = -a.p->pad_x0;  // input column of the first output's first tap
+  // Tap t of output i reads column col_first + i * DOWN + t with weight kx[3 - t] (the flipped kernel).
   const float wx[kTaps] = {a.sep->kx[3], a.sep->kx[2], a.sep->kx[1], a.sep->kx[0]};
-  const int prefetch_cols = std::min(8, a.p->in_w - 1);  // how far ahead the next row is fetched
-  const auto block = [&](int c0, auto nb_const) {  // channels [c0, c0 + kNb * lanes)
+  const int prefetch_cols = std::min(8, in_w - 1);  // how far ahead the next row is fetched
+  // Outputs [i_in0, i_in1) add only columns inside the input: no bounds checks there.
+  const int i_in0 = std::min(count, static_cast<int>(std::max<int64_t>(0, -FloorDiv(col_first + kKeep, DOWN))));
+  const int i_in1 = std::max(i_in0, std::min(count, static_cast<int>(FloorDiv(in_w - kTaps - col_first, DOWN) + 1)));
+  const auto block = [&](int c0, auto nb_const) TF_DISTILL_ALWAYS_INLINE {  // channels [c0, c0 + kNb * lanes)
     constexpr int kNb = decltype(nb_const)::value;
-    const auto vertical = [&](int col, V* out) {
+    const auto vertical = [&](int col, V* out) TF_DISTILL_ALWAYS_INLINE {
       const int64_t o = static_cast<int64_t>(col) * c + c0;
 #pragma GCC unroll 8
       for (int v = 0; v < kNb; ++v) {
@@ -389,23 +376,38 @@ __attribute__((always_inline)) inline void SlidingColumns(const CpuArgs<float>& 
         }
       }
     };
+    const auto vertical_or_zero = [&](int col, V* out) TF_DISTILL_ALWAYS_INLINE {
+      if (col >= 0 && col < in_w) {
+        vertical(col, out);
+      } else {
+#pragma GCC unroll 8
+        for (int v = 0; v < kNb; ++v) out[v] = V{};
+      }
+    };
     V win[kTaps][kNb];
 #pragma GCC unroll 4
-    for (int t = 0; t < kKeep; ++t) vertical(col_first + t, win[t]);
-    for (int i = 0; i < count; ++i) {
+    for (int t = 0; t < kKeep; ++t) vertical_or_zero(col_first + t, win[t]);
+    // Output i; `checked`: some of the columns it adds may lie outside the input.
+    const auto step = [&](int i, auto checked) TF_DISTILL_ALWAYS_INLINE {
       const int col = col_first + i * DOWN;
       if (next_row != nullptr) {  // the input row the next output row adds, a few columns ahead
-        const int ahead = std::min(col + kTaps + prefetch_cols, a.p->in_w - 1);
+        const int ahead = std::max(0, std::min(col + kTaps + prefetch_cols, in_w - 1));
 #pragma GCC unroll 8
         for (int v = 0; v < kNb; ++v) __builtin_prefetch(next_row + static_cast<int64_t>(ahead) * c + c0 + v * kLanes, 0, 2);
       }
       if (next_y_row != nullptr) {  // the lines the next output row will store to, into L2
 #pragma GCC unroll 8
-        for (int v = 0; v < kNb; ++v) __builtin_prefetch(next_y_row + static_cast<int64_t>(ox0 + i) * c + c0 + v * kLanes, 0, 2);
+        for (int v = 0; v < kNb; ++v) __builtin_prefetch(next_y_row + static_cast<int64_t>(i) * c + c0 + v * kLanes, 0, 2);
       }
 #pragma GCC unroll 4
-      for (int t = kKeep; t < kTaps; ++t) vertical(col + t, win[t]);
-      float* out = y_row + static_cast<int64_t>(ox0 + i) * c + c0;
+      for (int t = kKeep; t < kTaps; ++t) {
+        if constexpr (decltype(checked)::value) {
+          vertical_or_zero(col + t, win[t]);
+        } else {
+          vertical(col + t, win[t]);
+        }
+      }
+      float* out = y_row + static_cast<int64_t>(i) * c + c0;
 #pragma GCC unroll 8
       for (int v = 0; v < kNb; ++v) {
         const V o = kSymmetric ? wx[0] * (win[0][v] + win[3][v]) + wx[1] * (win[1][v] + win[2][v])
@@ -421,7 +423,10 @@ __attribute__((always_inline)) inline void SlidingColumns(const CpuArgs<float>& 
 #pragma GCC unroll 8
         for (int v = 0; v < kNb; ++v) win[t][v] = win[t + DOWN][v];
       }
-    }
+    };
+    for (int i = 0; i < i_in0; ++i) step(i, std::true_type());
+    for (int i = i_in0; i < i_in1; ++i) step(i, std::false_type());
+    for (int i = i_in1; i < count; ++i) step(i, std::true_type());
   };
   int c0 = 0;
   for (; c0 + NB * kLanes <= c; c0 += NB * kLanes) block(c0, std::integral_constant<int, NB>());
@@ -443,7 +448,7 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
   // be evicted before anyone reads them, and streaming skips the read-for-ownership traffic.
   const bool stream = std::is_same<T, float>::value && a.stream_output && c % kLanes == 0 &&
                       reinterpret_cast<uintptr_t>(a.y) % sizeof(V) == 0;
-  const bool slide = std::is_same<T, float>::value && a.slide_x0 < a.slide_x1 && c % kLanes == 0;
+  const bool slide = std::is_same<T, float>::value && a.slide && c % kLanes == 0;
   for (int64_t row = begin; row < end; ++row) {
     const int n = static_cast<int>(row / p.out_h);
     const int oy = static_cast<int>(row % p.out_h);
@@ -455,17 +460,18 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
     // prefetchw and prefetcht0 measured no faster than none. Not when streaming.
     const T* next_y_row = !stream && row + 1 < end ? y_row + static_cast<int64_t>(p.out_w) * c : nullptr;
     if constexpr (std::is_same<T, float>::value) {
-      // Rows with all four row taps on consecutive input rows take the sliding pass in the middle.
-      if (slide && re - rb == 4 && a.ty->in[re - 1] == a.ty->in[rb] + 3) {
+      if (slide) {
+        // Row tap t reads input row iy0 + t with weight ky[3 - t] (the flipped kernel).
+        const int iy0 = oy * p.down - p.pad_y0;
         const float* rows[4];
         float wy[4];
         for (int t = 0; t < 4; ++t) {
-          rows[t] = x_n + static_cast<int64_t>(a.ty->in[rb + t]) * row_len;
-          wy[t] = a.sep->ky[a.ty->k[rb + t]];
+          const int iy = iy0 + t;
+          rows[t] = iy >= 0 && iy < p.in_h ? x_n + static_cast<int64_t>(iy) * row_len : a.zero_row;
+          wy[t] = a.sep->ky[3 - t];
         }
-        const int next = a.ty->in[re - 1] + 1;
-        const float* next_row = next < p.in_h ? x_n + static_cast<int64_t>(next) * row_len : nullptr;
-        TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, 0, a.slide_x0, tile, next_y_row, stream, tmp);
+        const int next = iy0 + 4;
+        const float* next_row = next >= 0 && next < p.in_h ? x_n + static_cast<int64_t>(next) * row_len : nullptr;
         // Symmetric taps add the mirrored inputs first (wy is ky reversed on these rows).
         if (p.down == 1) {
           if (a.slide_symmetric) {
@@ -478,7 +484,6 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
         } else {
           SlidingColumns<V, kSlideBlock, 2, false>(a, rows, next_row, wy, y_row, next_y_row, stream);
         }
-        TwoPassColumns<T, V, NV>(a, x_n, rb, re, y_row, a.slide_x1, p.out_w, tile, next_y_row, stream, tmp);
         continue;
       }
     }
@@ -532,7 +537,12 @@ struct UpFirDn2dFunctor<CPUDevice, T> {
     SeparableKernel sk;
     if (FactorSeparable(kf, p.kh, p.kw, &sk)) {
       CpuArgs<T> args{&p, x, y, kf.data(), &sk, &ty, &tx, rows * p.out_w * p.c * int64_t{sizeof(T)} > kStreamOutputBytes};
-      SlidingRegion(p, tx, &args.slide_x0, &args.slide_x1);
+      args.slide = p.up == 1 && (p.down == 1 || p.down == 2) && p.kh == 4 && p.kw == 4;
+      std::vector<float> zero_row;
+      if (args.slide && (p.pad_y0 > 0 || (p.out_h - 1) * p.down - p.pad_y0 + 3 >= p.in_h)) {
+        zero_row.assign(static_cast<size_t>(p.in_w) * p.c, 0.0f);
+        args.zero_row = zero_row.data();
+      }
       args.slide_symmetric = sk.ky.size() == 4 && sk.kx.size() == 4 && sk.ky[0] == sk.ky[3] &&
                              sk.ky[1] == sk.ky[2] && sk.kx[0] == sk.kx[3] && sk.kx[1] == sk.kx[2];
       // Multiply-adds per output row: the row taps over the input width plus the column taps.
@@ -545,9 +555,10 @@ struct UpFirDn2dFunctor<CPUDevice, T> {
       d.parallelFor(rows, cost, [&args, &p, tile](Eigen::Index begin, Eigen::Index end) {
         // Place the strip 2 KiB away from the input modulo 4 KiB: input rows are often a
         // multiple of 4 KiB apart, and a strip aliasing them (4K aliasing) stalls its stores.
-        std::vector<float> buffer(static_cast<size_t>(p.in_w) * p.c + 1024);
-        const uintptr_t gap = (reinterpret_cast<uintptr_t>(args.x) + 2048 - reinterpret_cast<uintptr_t>(buffer.data())) % 4096;
-        SeparableRowsDispatch<T>(args, begin, end, tile, buffer.data() + gap / sizeof(float));
+        // Left uninitialised: the vertical pass writes every value the horizontal pass reads.
+        const std::unique_ptr<float[]> buffer(new float[static_cast<size_t>(p.in_w) * p.c + 1024]);
+        const uintptr_t gap = (reinterpret_cast<uintptr_t>(args.x) + 2048 - reinterpret_cast<uintptr_t>(buffer.get())) % 4096;
+        SeparableRowsDispatch<T>(args, begin, end, tile, buffer.get() + gap / sizeof(float));
       });
       return std::string();
     }
