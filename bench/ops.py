@@ -1,13 +1,17 @@
 """Custom CPU kernels vs the reference TF ops, side by side in one run.
 
-    python bench/ops.py                  # 64/128/256 px, batch 4, 128 channels
-    python bench/ops.py --sizes 64 --repeats 3
+    python bench/ops.py                  # 64/128/256 px, batch 4, 128 channels, chains of 1 and 8
+    python bench/ops.py --sizes 64 --repeats 3 --chain 1
     python bench/ops.py --allocator bfc   # TF's BFC CPU allocator: no fresh pages per tensor
 
 For upfirdn2d (upsample 2x: px/2 -> px, blur: px -> px, downsample 2x: px -> px/2, all with
 the [1,3,3,1] kernel, NHWC) and for fused bias + leaky ReLU at px, it times the forward pass
 and the forward + backward pass (the output and the vector-Jacobian product with a random
-cotangent w.r.t. the input, and the bias), each compiled with tf.function. It prints the
+cotangent w.r.t. the input, and the bias), each compiled with tf.function. It measures twice:
+with one application of the op per tf.function call, and with eight applied one after another
+in each call (``--chain``), which spreads the fixed cost of a call (0.3-1 ms here: dispatch,
+waking the thread pools, handing the result back) over eight applications and so gives the
+per-op cost inside a graph, as in the generator. For each it prints the
 median wall-clock time over the repeats (reference and custom
 take turns within each repeat), the median CPU time (user + system summed over
 threads: less sensitive to other processes on a shared machine) and the ratios
@@ -125,9 +129,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--channels", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--chain", type=int, default=1,
+    parser.add_argument("--chain", type=int, nargs="+", default=[1, 8],
                         help="applications of the op per tf.function call, one after another (amortizes "
-                             "the call overhead; times are per application)")
+                             "the call overhead; times are per application); one table per value")
     parser.add_argument("--allocator", choices=("default", "bfc"), default="default",
                         help="TF CPU allocator (bfc: TF_CPU_ALLOCATOR_USE_BFC=true, reuses buffers)")
     args = parser.parse_args(argv)
@@ -140,12 +144,20 @@ def main(argv=None):
     threads = tf.config.threading.get_intra_op_parallelism_threads() or "default"
     print(f"TF {tf.__version__}, intra-op threads: {threads}, CPUs: {os.cpu_count()}, batch {args.batch}, channels {args.channels}, median of {args.repeats}, "
           f"allocator: {'BFC' if os.environ.get('TF_CPU_ALLOCATOR_USE_BFC') == 'true' else 'default'}")
+    rng = np.random.default_rng(0)
+    kernel = setup_kernel([1, 3, 3, 1])
+    for chain in args.chain:
+        what = ("one application per tf.function call" if chain == 1 else
+                f"{chain} applications in sequence per tf.function call: per-op cost inside a graph")
+        print(f"\n{what} (times per application)")
+        _table(args, chain, rng, kernel)
+
+
+def _table(args, chain, rng, kernel):
     header = (f"{'op':<14}{'px':>5}  {'pass':<9}{'shape in -> out':<36}{'ref ms':>9}{'custom ms':>11}{'ratio':>8}"
               f"  |{'ref cpu':>9}{'custom cpu':>11}{'ratio':>8}")
     print(header)
     print("-" * len(header))
-    rng = np.random.default_rng(0)
-    kernel = setup_kernel([1, 3, 3, 1])
     rows = []
     for px in args.sizes:
         for name, (in_size, gain, up, down, pad) in UPFIRDN_CASES.items():
@@ -154,25 +166,25 @@ def main(argv=None):
             k = kernel * gain
             y_shape = upfirdn2d(x[:1], k, up=up, down=down, pad=pad, impl="ref").shape
             cot = tf.constant(rng.standard_normal((args.batch,) + tuple(y_shape[1:]), dtype=np.float32))
-            fns = {impl: _upfirdn_fns(k, up, down, pad, impl, args.chain) for impl in ("ref", "custom")}
+            fns = {impl: _upfirdn_fns(k, up, down, pad, impl, chain) for impl in ("ref", "custom")}
             for i, label in enumerate(("forward", "fwd+bwd")):
-                ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, cot), args.repeats, args.chain)
+                ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, cot), args.repeats, chain)
                 shapes = f"{list(x.shape)} -> {[args.batch] + list(y_shape[1:])}"
                 _row(rows, name, px, label, shapes, ref, custom)
         x = tf.constant(rng.standard_normal((args.batch, px, px, args.channels), dtype=np.float32))
         b = tf.constant(rng.standard_normal((args.channels,), dtype=np.float32))
         cot = tf.constant(rng.standard_normal(x.shape, dtype=np.float32))
-        fns = {impl: _bias_act_fns(impl, args.chain) for impl in ("ref", "custom")}
+        fns = {impl: _bias_act_fns(impl, chain) for impl in ("ref", "custom")}
         for i, label in enumerate(("forward", "fwd+bwd")):
-            ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, b, cot), args.repeats, args.chain)
+            ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, b, cot), args.repeats, chain)
             _row(rows, "bias_act", px, label, f"{list(x.shape)} + bias, lrelu", ref, custom)
-        (floor,) = _time_pair((_serial(tf.negative, args.chain),), (x,), args.repeats, args.chain)
+        (floor,) = _time_pair((_serial(tf.negative, chain),), (x,), args.repeats, chain)
         print(f"{'  tf.negative':<14}{px:>5}  {'forward':<9}{'same tensor: memory floor':<36}{floor[0]:>9.2f}"
               f"{'':>11}{'':>8}  |{floor[1]:>9.1f}", flush=True)
     print("-" * len(header))
     for what, col in (("wall", 0), ("cpu", 1)):
         ratios = [r[col] for r in rows]
-        print(f"ref/custom ({what}): min {min(ratios):.2f}x, geometric mean "
+        print(f"ref/custom ({what}, chain {chain}): min {min(ratios):.2f}x, geometric mean "
               f"{float(np.exp(np.mean(np.log(ratios)))):.2f}x, max {max(ratios):.2f}x")
 
 
