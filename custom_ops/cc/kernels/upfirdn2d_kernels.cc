@@ -346,7 +346,7 @@ __attribute__((always_inline)) inline void TwoPassColumns(const CpuArgs<T>& a, c
 // of the vector width.
 template <typename V, int NB, int DOWN, bool kSymmetric>
 __attribute__((always_inline)) inline void SlidingColumns(const CpuArgs<float>& a, const float* const* rows,
-                                                          const float* next_row, const float* wy, float* y_row,
+                                                          const float* const* next_rows, const float* wy, float* y_row,
                                                           const float* next_y_row, bool stream) {
   constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
   constexpr int kTaps = 4, kKeep = kTaps - DOWN;
@@ -390,10 +390,18 @@ __attribute__((always_inline)) inline void SlidingColumns(const CpuArgs<float>& 
     // Output i; `checked`: some of the columns it adds may lie outside the input.
     const auto step = [&](int i, auto checked) TF_DISTILL_ALWAYS_INLINE {
       const int col = col_first + i * DOWN;
-      if (next_row != nullptr) {  // the input row the next output row adds, a few columns ahead
-        const int ahead = std::max(0, std::min(col + kTaps + prefetch_cols, in_w - 1));
+      // The DOWN input rows the next output row adds (null outside the input), a few columns ahead:
+      // DOWN columns per output, so every column is fetched.
+      const int ahead = std::max(0, std::min(col + kTaps + prefetch_cols, in_w - 1));
+#pragma GCC unroll 2
+      for (int r = 0; r < DOWN; ++r) {
+        if (next_rows[r] == nullptr) continue;
+#pragma GCC unroll 2
+        for (int dc = 0; dc < DOWN; ++dc) {
+          const float* at = next_rows[r] + static_cast<int64_t>(std::min(ahead + dc, in_w - 1)) * c + c0;
 #pragma GCC unroll 8
-        for (int v = 0; v < kNb; ++v) __builtin_prefetch(next_row + static_cast<int64_t>(ahead) * c + c0 + v * kLanes, 0, 2);
+          for (int v = 0; v < kNb; ++v) __builtin_prefetch(at + v * kLanes, 0, 2);
+        }
       }
       if (next_y_row != nullptr) {  // the lines the next output row will store to, into L2
 #pragma GCC unroll 8
@@ -470,19 +478,22 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
           rows[t] = iy >= 0 && iy < p.in_h ? x_n + static_cast<int64_t>(iy) * row_len : a.zero_row;
           wy[t] = a.sep->ky[3 - t];
         }
-        const int next = iy0 + 4;
-        const float* next_row = next >= 0 && next < p.in_h ? x_n + static_cast<int64_t>(next) * row_len : nullptr;
+        const float* next_rows[2];  // the input rows the next output row adds
+        for (int r = 0; r < 2; ++r) {
+          const int iy = iy0 + 4 + r;
+          next_rows[r] = r < p.down && iy >= 0 && iy < p.in_h ? x_n + static_cast<int64_t>(iy) * row_len : nullptr;
+        }
         // Symmetric taps add the mirrored inputs first (wy is ky reversed on these rows).
         if (p.down == 1) {
           if (a.slide_symmetric) {
-            SlidingColumns<V, kSlideBlock, 1, true>(a, rows, next_row, wy, y_row, next_y_row, stream);
+            SlidingColumns<V, kSlideBlock, 1, true>(a, rows, next_rows, wy, y_row, next_y_row, stream);
           } else {
-            SlidingColumns<V, kSlideBlock, 1, false>(a, rows, next_row, wy, y_row, next_y_row, stream);
+            SlidingColumns<V, kSlideBlock, 1, false>(a, rows, next_rows, wy, y_row, next_y_row, stream);
           }
         } else if (a.slide_symmetric) {
-          SlidingColumns<V, kSlideBlock, 2, true>(a, rows, next_row, wy, y_row, next_y_row, stream);
+          SlidingColumns<V, kSlideBlock, 2, true>(a, rows, next_rows, wy, y_row, next_y_row, stream);
         } else {
-          SlidingColumns<V, kSlideBlock, 2, false>(a, rows, next_row, wy, y_row, next_y_row, stream);
+          SlidingColumns<V, kSlideBlock, 2, false>(a, rows, next_rows, wy, y_row, next_y_row, stream);
         }
         continue;
       }
