@@ -57,15 +57,22 @@ def _cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def _time_pair(fns, args, repeats, chain=1, warmup=2):
+def _time_pair(fns, args, repeats, chain=1, warmup=2, min_seconds=0.0):
     """Median wall-clock ms and median CPU ms (summed over threads) per call of each function,
     divided by ``chain`` (the op applications per call).
 
     The functions take turns within every repeat, so a noisy neighbour on a shared machine slows
-    both sides of a ratio alike instead of whichever happened to run during the disturbance."""
-    for _ in range(warmup):
+    both sides of a ratio alike instead of whichever happened to run during the disturbance.
+    Fast cases repeat until every function has run about ``min_seconds`` (at least ``repeats``
+    times): a median of a few millisecond-long calls moves by tens of percent on a shared VM."""
+    for _ in range(warmup):  # the first call traces the function
         for fn in fns:
             fn(*args)
+    start = time.perf_counter()
+    for fn in fns:
+        fn(*args)
+    per_round = time.perf_counter() - start
+    repeats = max(repeats, int(min_seconds * len(fns) / max(per_round, 1e-9)))
     wall, cpu = [[] for _ in fns], [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
@@ -128,7 +135,9 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--channels", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7, help="at least this many timed calls per function")
+    parser.add_argument("--min_seconds", type=float, default=0.5,
+                        help="repeat fast cases until each function has run about this long")
     parser.add_argument("--chain", type=int, nargs="+", default=[1, 8],
                         help="applications of the op per tf.function call, one after another (amortizes "
                              "the call overhead; times are per application); one table per value")
@@ -142,7 +151,8 @@ def main(argv=None):
         sys.exit(f"custom op library not available: {_loader.unavailable_reason()}; run custom_ops/build.sh")
     print(f"library: {_loader.library_path()} (CPU kernels: {_loader.cpu_isa()})")
     threads = tf.config.threading.get_intra_op_parallelism_threads() or "default"
-    print(f"TF {tf.__version__}, intra-op threads: {threads}, CPUs: {os.cpu_count()}, batch {args.batch}, channels {args.channels}, median of {args.repeats}, "
+    print(f"TF {tf.__version__}, intra-op threads: {threads}, CPUs: {os.cpu_count()}, batch {args.batch}, "
+          f"channels {args.channels}, median of >= {args.repeats} calls and ~{args.min_seconds} s per function, "
           f"allocator: {'BFC' if os.environ.get('TF_CPU_ALLOCATOR_USE_BFC') == 'true' else 'default'}")
     rng = np.random.default_rng(0)
     kernel = setup_kernel([1, 3, 3, 1])
@@ -168,7 +178,8 @@ def _table(args, chain, rng, kernel):
             cot = tf.constant(rng.standard_normal((args.batch,) + tuple(y_shape[1:]), dtype=np.float32))
             fns = {impl: _upfirdn_fns(k, up, down, pad, impl, chain) for impl in ("ref", "custom")}
             for i, label in enumerate(("forward", "fwd+bwd")):
-                ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, cot), args.repeats, chain)
+                ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, cot), args.repeats, chain,
+                                          min_seconds=args.min_seconds)
                 shapes = f"{list(x.shape)} -> {[args.batch] + list(y_shape[1:])}"
                 _row(rows, name, px, label, shapes, ref, custom)
         x = tf.constant(rng.standard_normal((args.batch, px, px, args.channels), dtype=np.float32))
@@ -176,9 +187,11 @@ def _table(args, chain, rng, kernel):
         cot = tf.constant(rng.standard_normal(x.shape, dtype=np.float32))
         fns = {impl: _bias_act_fns(impl, chain) for impl in ("ref", "custom")}
         for i, label in enumerate(("forward", "fwd+bwd")):
-            ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, b, cot), args.repeats, chain)
+            ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, b, cot), args.repeats, chain,
+                                      min_seconds=args.min_seconds)
             _row(rows, "bias_act", px, label, f"{list(x.shape)} + bias, lrelu", ref, custom)
-        (floor,) = _time_pair((_serial(tf.negative, chain),), (x,), args.repeats, chain)
+        (floor,) = _time_pair((_serial(tf.negative, chain),), (x,), args.repeats, chain,
+                                  min_seconds=args.min_seconds)
         print(f"{'  tf.negative':<14}{px:>5}  {'forward':<9}{'same tensor: memory floor':<36}{floor[0]:>9.2f}"
               f"{'':>11}{'':>8}  |{floor[1]:>9.1f}", flush=True)
     print("-" * len(header))
