@@ -135,6 +135,8 @@ UPFIRDN_CONFIGS = [
     ((2, 9, 3, 32), ("sep", (4, 4)), 1, 1, (5, 4)),  # pads wider than the kernel, input narrower than it
     ((1, 12, 11, 16), ("sep", (4, 4)), 1, 2, (-1, -2)),  # 2x downsample with crops on both sides
     ((2, 7, 9, 48), "fir", 1, 2, (4, 3)),  # 2x downsample, whole output rows and columns in the padding
+    ((2, 9, 12, 144), ("sep", (4, 4)), 1, 2, (2, 1)),  # 2x downsample, whole-pixel blocks plus a tail
+    ((1, 8, 10, 160), "fir", 1, 2, (1, 1)),  # the same with symmetric taps, 160 channels
     ((1, 130, 129, 256), "fir", 1, 1, (2, 1)),  # output > 16 MiB: non-temporal stores
 ]
 

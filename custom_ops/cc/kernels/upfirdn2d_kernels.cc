@@ -438,6 +438,9 @@ __attribute__((always_inline)) inline void SlidingColumns(const CpuArgs<float>& 
   };
   int c0 = 0;
   for (; c0 + NB * kLanes <= c; c0 += NB * kLanes) block(c0, std::integral_constant<int, NB>());
+  if constexpr (NB > 2) {
+    for (; c0 + 2 * kLanes <= c; c0 += 2 * kLanes) block(c0, std::integral_constant<int, 2>());
+  }
   for (; c0 < c; c0 += kLanes) block(c0, std::integral_constant<int, 1>());  // the last few vectors
 }
 
@@ -447,9 +450,14 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
                                                          int tile, float* __restrict__ tmp) {
   const UpFirDn2dParams& p = *a.p;
   constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
-  // Vectors per sliding block. 2 measured fastest with AVX-512 (64 px blur, one thread, medians of
-  // 8 interleaved runs: 0.35 ns/output vs 0.52 with 4 vectors and 0.39 with 8).
+  // Vectors per sliding block. The blur: 2 measured fastest with AVX-512 (64 px, one thread, medians
+  // of 8 interleaved runs: 0.35 ns/output vs 0.52 with 4 vectors and 0.39 with 8; 128/256 px, two
+  // threads: 8 no faster, 4 slower). The 2x downsample reads two new input columns per output, and
+  // walking them a whole 512-byte pixel at a time is faster despite the register pressure: 8
+  // vectors, 128 px, 128 channels, two threads: 1.19 vs 1.50 ms with AVX-512, 1.63 vs 2.09 ms with
+  // AVX2 (4 vectors: 1.23 / 1.71 ms); 256 px: 5.4 vs 6.4 ms.
   constexpr int kSlideBlock = 2;
+  constexpr int kSlideBlockDown2 = 8;
   const int c = p.c;
   const int64_t row_len = static_cast<int64_t>(p.in_w) * c;
   // Outputs larger than the last-level cache are written with non-temporal stores: they would
@@ -491,9 +499,9 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
             SlidingColumns<V, kSlideBlock, 1, false>(a, rows, next_rows, wy, y_row, next_y_row, stream);
           }
         } else if (a.slide_symmetric) {
-          SlidingColumns<V, kSlideBlock, 2, true>(a, rows, next_rows, wy, y_row, next_y_row, stream);
+          SlidingColumns<V, kSlideBlockDown2, 2, true>(a, rows, next_rows, wy, y_row, next_y_row, stream);
         } else {
-          SlidingColumns<V, kSlideBlock, 2, false>(a, rows, next_rows, wy, y_row, next_y_row, stream);
+          SlidingColumns<V, kSlideBlockDown2, 2, false>(a, rows, next_rows, wy, y_row, next_y_row, stream);
         }
         continue;
       }
