@@ -491,7 +491,7 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
           const int iy = iy0 + 4 + r;
           next_rows[r] = r < p.down && iy >= 0 && iy < p.in_h ? x_n + static_cast<int64_t>(iy) * row_len : nullptr;
         }
-        // Symmetric taps add the mirrored inputs first (wy is ky reversed on these rows).
+        // Symmetric taps add the mirrored inputs first (wy is ky reversed).
         if (p.down == 1) {
           if (a.slide_symmetric) {
             SlidingColumns<V, kSlideBlock, 1, true>(a, rows, next_rows, wy, y_row, next_y_row, stream);
