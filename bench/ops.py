@@ -11,11 +11,10 @@ cotangent w.r.t. the input, and the bias), each compiled with tf.function. It me
 with one application of the op per tf.function call, and with eight applied one after another
 in each call (``--chain``), which spreads the fixed cost of a call (0.3-1 ms here: dispatch,
 waking the thread pools, handing the result back) over eight applications and so gives the
-per-op cost inside a graph, as in the generator. For each it prints the
-median wall-clock time over the repeats (reference and custom
-take turns within each repeat), the median CPU time (user + system summed over
-threads: less sensitive to other processes on a shared machine) and the ratios
-reference / custom (> 1: the custom kernel is faster). Needs the built library
+per-op cost inside a graph, as in the generator. For each it prints the median wall-clock time
+over the repeats (reference and custom take turns within each repeat), the median CPU time
+(user + system summed over threads: less sensitive to other processes on a shared machine) and
+the ratios reference / custom (> 1: the custom kernel is faster). Needs the built library
 (custom_ops/build.sh). Run it on an idle machine and repeat.
 
 TensorFlow's default CPU allocator hands out freshly mapped pages for every large tensor, so
