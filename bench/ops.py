@@ -189,8 +189,7 @@ def _table(args, chain, rng, kernel):
             ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, b, cot), args.repeats, chain,
                                       min_seconds=args.min_seconds)
             _row(rows, "bias_act", px, label, f"{list(x.shape)} + bias, lrelu", ref, custom)
-        (floor,) = _time_pair((_serial(tf.negative, chain),), (x,), args.repeats, chain,
-                                  min_seconds=args.min_seconds)
+        (floor,) = _time_pair((_serial(tf.negative, chain),), (x,), args.repeats, chain, min_seconds=args.min_seconds)
         print(f"{'  tf.negative':<14}{px:>5}  {'forward':<9}{'same tensor: memory floor':<36}{floor[0]:>9.2f}"
               f"{'':>11}{'':>8}  |{floor[1]:>9.1f}", flush=True)
     print("-" * len(header))

@@ -129,7 +129,7 @@ UPFIRDN_CONFIGS = [
     ((2, 12, 21, 32), ("sep", (4, 4)), 1, 2, (1, 2)),  # separable 2x downsample, 32 channels
     # 4x4 separable kernels with up = 1 take the sliding-window pass (rows and columns outside the
     # input read as zeros near the edges):
-    ((2, 11, 19, 80), ("sep", (4, 4)), 1, 2, (2, 1)),  # 2x downsample, 80 channels: a block plus one vector
+    ((2, 11, 19, 80), ("sep", (4, 4)), 1, 2, (2, 1)),  # 2x downsample, 80 channels: blocks plus one vector
     ((1, 10, 7, 48), "fir", 1, 1, (1, 2)),  # blur, 48 channels, narrow rows (symmetric taps)
     ((2, 10, 13, 32), "fir", 1, 2, (1, 1)),  # the StyleGAN 2x downsample (symmetric taps)
     ((2, 9, 3, 32), ("sep", (4, 4)), 1, 1, (5, 4)),  # pads wider than the kernel, input narrower than it
