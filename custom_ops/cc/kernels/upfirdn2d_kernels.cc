@@ -494,11 +494,13 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
     const T* next_y_row = !stream && row + 1 < end ? y_row + static_cast<int64_t>(p.out_w) * c : nullptr;
     if constexpr (std::is_same<T, float>::value) {
       if (slide) {
-        // The blur takes two output rows at a time: five input rows loaded per column instead of
-        // eight (two threads, AVX-512, interleaved with the one-row pass: 128 px 2.4-2.7 vs
+        // With AVX-512 the blur takes two output rows at a time: five input rows loaded per column
+        // instead of eight (two threads, interleaved with the one-row pass: 128 px 2.4-2.7 vs
         // 3.0-3.4 ms, 256 px 10.1-10.7 vs 12.5-13.2 ms, 64 px within the noise; three rows no
-        // better, four slower). The downsample takes one: its eight-vector blocks fill the registers.
-        const int group = p.down == 1 && row + 1 < end && oy + 1 < p.out_h ? 2 : 1;
+        // better, four slower). Not with AVX2 (16 registers: 5-10% slower), nor for the
+        // downsample, whose eight-vector blocks fill the registers.
+        constexpr bool kPairRows = sizeof(V) == sizeof(Vec16);
+        const int group = kPairRows && p.down == 1 && row + 1 < end && oy + 1 < p.out_h ? 2 : 1;
         // Row tap t of output row j reads input row iy0 + j * down + t with weight ky[3 - t].
         const int iy0 = oy * p.down - p.pad_y0;
         const float* rows[5];
@@ -521,10 +523,12 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
         }
         // Symmetric taps add the mirrored inputs first (wy is ky reversed).
         if (group == 2) {
-          if (a.slide_symmetric) {
-            SlidingColumns<V, kSlideBlock, 1, 2, true>(a, rows, next_rows, wy, y_rows, next_y_rows, stream);
-          } else {
-            SlidingColumns<V, kSlideBlock, 1, 2, false>(a, rows, next_rows, wy, y_rows, next_y_rows, stream);
+          if constexpr (kPairRows) {
+            if (a.slide_symmetric) {
+              SlidingColumns<V, kSlideBlock, 1, 2, true>(a, rows, next_rows, wy, y_rows, next_y_rows, stream);
+            } else {
+              SlidingColumns<V, kSlideBlock, 1, 2, false>(a, rows, next_rows, wy, y_rows, next_y_rows, stream);
+            }
           }
         } else if (p.down == 1) {
           if (a.slide_symmetric) {
