@@ -515,7 +515,7 @@ __attribute__((always_inline)) inline void SeparableRows(const CpuArgs<T>& a, in
           next_rows[r] = r < group * p.down && iy >= 0 && iy < p.in_h ? x_n + static_cast<int64_t>(iy) * row_len
                                                                        : nullptr;
         }
-        float* y_rows[2] = {y_row, y_row + static_cast<int64_t>(p.out_w) * c};
+        float* y_rows[2] = {y_row, group == 2 ? y_row + static_cast<int64_t>(p.out_w) * c : nullptr};
         const float* next_y_rows[2];  // what the next group will store to (see next_y_row)
         for (int j = 0; j < 2; ++j) {
           next_y_rows[j] = !stream && j < group && row + group + j < end
