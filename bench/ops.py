@@ -57,7 +57,7 @@ def _cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def _time_pair(fns, args, repeats, chain=1, warmup=2, min_seconds=0.0):
+def _time_in_turns(fns, args, repeats, chain=1, warmup=2, min_seconds=0.0):
     """Median wall-clock ms and median CPU ms (summed over threads) per call of each function,
     divided by ``chain`` (the op applications per call).
 
@@ -178,8 +178,8 @@ def _table(args, chain, rng, kernel):
             cot = tf.constant(rng.standard_normal((args.batch,) + tuple(y_shape[1:]), dtype=np.float32))
             fns = {impl: _upfirdn_fns(k, up, down, pad, impl, chain) for impl in ("ref", "custom")}
             for i, label in enumerate(("forward", "fwd+bwd")):
-                ref, custom = _time_pair((fns["ref"][i], fns["custom"][i]), (x, cot), args.repeats, chain,
-                                          min_seconds=args.min_seconds)
+                ref, custom = _time_in_turns((fns["ref"][i], fns["custom"][i]), (x, cot), args.repeats, chain,
+                                             min_seconds=args.min_seconds)
                 shapes = f"{list(x.shape)} -> {[args.batch] + list(y_shape[1:])}"
                 _row(rows, name, px, label, shapes, ref, custom)
         x = tf.constant(rng.standard_normal((args.batch, px, px, args.channels), dtype=np.float32))
@@ -191,7 +191,7 @@ def _table(args, chain, rng, kernel):
         floor_fn = _serial(lambda x, b, cot: tf.negative(x), chain)
         for i, label in enumerate(("forward", "fwd+bwd")):
             timed = (fns["ref"][i], fns["custom"][i]) + ((floor_fn,) if i == 0 else ())
-            ref, custom, *floor = _time_pair(timed, (x, b, cot), args.repeats, chain, min_seconds=args.min_seconds)
+            ref, custom, *floor = _time_in_turns(timed, (x, b, cot), args.repeats, chain, min_seconds=args.min_seconds)
             _row(rows, "bias_act", px, label, f"{list(x.shape)} + bias, lrelu", ref, custom)
             if floor:
                 print(f"{'  tf.negative':<14}{px:>5}  {'forward':<9}{'same tensor: memory floor':<36}"
