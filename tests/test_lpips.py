@@ -7,6 +7,7 @@ and loads it with the same VGG16 weights as ours (converted back to torch layout
 
 import io
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -147,3 +148,35 @@ def test_eps_placement_matters_only_at_zero_features():
     assert np.all(np.isnan(g) | (np.abs(g) >= 1e9))
     with pytest.raises(ValueError):
         normalize_tensor(f, "other")
+
+
+def test_input_gradient_matches_pytorch_autograd(torch_lpips, arrays):
+    """The frozen convs' hand-written input gradient (a forward conv with the flipped kernel) is autograd's."""
+    x0, x1 = _real_pairs()
+    x0, x1 = x0[1::4], x1[1::4]
+    model = torch_lpips(inner_eps=True)
+    t0 = torch.from_numpy(x0.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+    model(t0, torch.from_numpy(x1.transpose(0, 3, 1, 2).copy())).sum().backward()
+    ref = t0.grad.numpy().transpose(0, 2, 3, 1)
+    a = tf.constant(x0)
+    with tf.GradientTape() as tape:
+        tape.watch(a)
+        loss = tf.reduce_sum(LPIPS(arrays)(a, x1))
+    ours = tape.gradient(loss, a).numpy()
+    scale = np.abs(ref).max()
+    assert scale > 1e-4
+    # ReLU kinks and max-pool ties may route a few elements differently between frameworks.
+    assert np.mean(np.abs(ours - ref) > 1e-4 * scale) < 1e-3
+    assert np.abs(ours - ref).max() < 2e-2 * scale
+
+    # Against TensorFlow's own Conv2DBackpropInput on the same graph: float32 round-off only.
+    model = LPIPS(arrays)
+    with tf.GradientTape() as tape:
+        tape.watch(a)
+        loss = tf.reduce_sum(model(a, x1))
+    with tf.GradientTape() as tape2:
+        tape2.watch(a)
+        with mock.patch("tf_distill.metrics.lpips.frozen_conv3x3", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME")):
+            loss2 = tf.reduce_sum(model(a, x1))
+    np.testing.assert_allclose(tape.gradient(loss, a).numpy(), tape2.gradient(loss2, a).numpy(), rtol=0,
+                               atol=1e-5 * scale)

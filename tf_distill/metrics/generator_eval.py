@@ -28,9 +28,9 @@ def sample_batches(num_samples, batch_size):
     return sizes
 
 
-def generator_fid(generator, real_stats, num_samples=50000, batch_size=64, mode="stylekd", inception=None,
-                  seed=0, strategy=None, progress=None):
-    """(FID, num_samples) of ``generator``'s samples against ``(mu, sigma)`` of real images."""
+def generator_statistics(generator, num_samples=50000, batch_size=64, mode="stylekd", inception=None, seed=0,
+                         strategy=None, progress=None):
+    """``(mu, sigma, num_samples)`` (float64 NumPy) of the FID Inception features of ``generator``'s samples."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         inception = inception or FIDInceptionV3(mode=mode)
@@ -53,17 +53,55 @@ def generator_fid(generator, real_stats, num_samples=50000, batch_size=64, mode=
         if progress is not None:
             progress(size)
     mu, sigma = acc.statistics()
-    fid = frechet_distance(mu, sigma, tf.constant(real_stats[0], tf.float64), tf.constant(real_stats[1], tf.float64))
-    return float(fid), int(acc.num_samples().numpy())
+    return mu.numpy(), sigma.numpy(), int(acc.num_samples().numpy())
 
 
-def lpips_between(g_a, g_b, lpips, num_samples=256, batch_size=32, seed=0, randomize_noise=False):
-    """Mean LPIPS between two generators' images for the same z (and the stored noise maps by default)."""
+def fid_from_statistics(stats_a, stats_b):
+    """FID between two ``(mu, sigma, ...)`` tuples (float64, in-graph)."""
+    return float(frechet_distance(*(tf.constant(np.asarray(t), tf.float64) for t in (*stats_a[:2], *stats_b[:2]))))
+
+
+def generator_fid(generator, real_stats, num_samples=50000, batch_size=64, mode="stylekd", inception=None,
+                  seed=0, strategy=None, progress=None):
+    """(FID, num_samples) of ``generator``'s samples against ``(mu, sigma)`` of real images."""
+    stats = generator_statistics(generator, num_samples, batch_size, mode, inception, seed, strategy, progress)
+    return fid_from_statistics(stats, real_stats), stats[2]
+
+
+def _noise_batch(rng, generator, size):
+    return [rng.standard_normal((size, r, r, 1)).astype(np.float32) for r in generator.synthesis.noise_shapes()]
+
+
+def lpips_between(g_a, g_b, lpips, num_samples=256, batch_size=32, seed=0, randomize_noise=False,
+                  shared_noise=False):
+    """Mean LPIPS between two generators' images for the same z.
+
+    Noise: each generator's stored maps (default), fresh per call (``randomize_noise``), or
+    ``shared_noise``: the same fresh maps for both generators (they must have the same resolution).
+    """
     rng = np.random.default_rng(seed)
     distances = []
     for size in sample_batches(num_samples, batch_size):
         z = rng.standard_normal((size, g_a.style_dim)).astype(np.float32)
-        distances.append(lpips(g_a(z, randomize_noise=randomize_noise), g_b(z, randomize_noise=randomize_noise)))
+        kwargs = dict(randomize_noise=randomize_noise)
+        if shared_noise:
+            kwargs = dict(noise=_noise_batch(rng, g_a, size))
+        distances.append(lpips(g_a(z, **kwargs), g_b(z, **kwargs)))
+    return float(np.mean(np.concatenate([np.asarray(d) for d in distances])))
+
+
+def diversity(generator, lpips, num_pairs=250, batch_size=32, seed=0):
+    """Mean LPIPS between samples of two distinct z (Fig. 1's collapse measure).
+
+    Both images of a pair get the same noise maps, so only z differs: a generator that ignores z
+    scores exactly 0, one whose samples are as varied as the data scores like the data.
+    """
+    rng = np.random.default_rng(seed)
+    distances = []
+    for size in sample_batches(num_pairs, batch_size):
+        z = rng.standard_normal((2, size, generator.style_dim)).astype(np.float32)
+        noise = _noise_batch(rng, generator, size)
+        distances.append(lpips(generator(z[0], noise=noise), generator(z[1], noise=noise)))
     return float(np.mean(np.concatenate([np.asarray(d) for d in distances])))
 
 
