@@ -176,7 +176,7 @@ def test_input_gradient_matches_pytorch_autograd(torch_lpips, arrays):
         loss = tf.reduce_sum(model(a, x1))
     with tf.GradientTape() as tape2:
         tape2.watch(a)
-        with mock.patch("tf_distill.metrics.lpips.frozen_conv3x3", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME")):
+        with mock.patch("tf_distill.metrics.lpips.frozen_conv3x3", lambda x, k, _: tf.nn.conv2d(x, k, 1, "SAME")):
             loss2 = tf.reduce_sum(model(a, x1))
     np.testing.assert_allclose(tape.gradient(loss, a).numpy(), tape2.gradient(loss2, a).numpy(), rtol=0,
                                atol=1e-5 * scale)

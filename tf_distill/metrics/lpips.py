@@ -6,7 +6,7 @@ size and summed, as ``lpips.LPIPS(spatial=True)``). Pipeline, as the reference:
 
 1. scaling layer ``(x - [-.030, -.088, -.188]) / [.458, .448, .450]``;
 2. torchvision ImageNet VGG16 ``features`` (3x3 convs, padding 1, ReLU; 2x2/2 max pools),
-   taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (both images in one batch);
+   taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (each image batch in its own pass, so a fixed target adds no backward work);
 3. unit-normalise each tap over channels (see ``norm_eps`` below), squared difference;
 4. 1x1 linear head (no bias) per tap, spatial mean, sum of the five.
 
@@ -52,19 +52,24 @@ def normalize_tensor(f: tf.Tensor, mode: str = "stylekd", eps: float = 1e-10) ->
     return f / norm
 
 
+def input_gradient_kernel(kernel):
+    """The kernel whose 'same' convolution is the input gradient of a 3x3 'same' conv: flipped, in/out swapped."""
+    return tf.transpose(tf.reverse(tf.convert_to_tensor(kernel), [0, 1]), [0, 1, 3, 2])
+
+
 @tf.custom_gradient
-def frozen_conv3x3(x, kernel):
+def frozen_conv3x3(x, kernel, grad_kernel):
     """3x3 stride-1 'same' convolution with a frozen kernel (no gradient to it).
 
-    The input gradient is computed as a forward convolution with the flipped, transposed kernel
+    The input gradient is a forward convolution with ``grad_kernel = input_gradient_kernel(kernel)``
     (the same sums, float32 round-off only): TensorFlow's CPU ``Conv2DBackpropInput`` takes
-    1.5-7x as long as that (105 vs 15 ms for batch 16 at 2x2x512, VGG's last block on 32 px
-    images), and LPIPS used as a loss is mostly this backward pass.
+    1.5-7x as long (105 vs 15 ms for batch 16 at 2x2x512, VGG's last block on 32 px images),
+    and LPIPS used as a loss is mostly this backward pass.
     """
     y = tf.nn.conv2d(x, kernel, 1, "SAME")
 
     def grad(dy):
-        return tf.nn.conv2d(dy, tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2]), 1, "SAME"), None
+        return tf.nn.conv2d(dy, grad_kernel, 1, "SAME"), None, None
 
     return y, grad
 
@@ -105,6 +110,8 @@ class LPIPS(keras.Model):
         for conv, (name, _, _, _) in zip(self.convs, specs.VGG16_CONVS):
             conv.kernel.assign(arrays[f"{name}/kernel"])
             conv.bias.assign(arrays[f"{name}/bias"])
+        # Frozen weights: the input-gradient kernels are made once here, not on every backward pass.
+        self._grad_kernels = [tf.constant(input_gradient_kernel(conv.kernel)) for conv in self.convs]
         for k, lin in enumerate(self.lins):
             lin.kernel.assign(arrays[f"lin{k}/kernel"].reshape(1, 1, -1, 1))
 
@@ -112,8 +119,9 @@ class LPIPS(keras.Model):
         """The five unit-normalised taps of images ``x`` in [-1, 1] (NHWC)."""
         h = (tf.cast(x, tf.float32) - self._shift) / self._scale
         taps = []
-        for conv, (name, _, _, _) in zip(self.convs, specs.VGG16_CONVS):
-            h = tf.nn.relu(tf.nn.bias_add(frozen_conv3x3(h, tf.convert_to_tensor(conv.kernel)), conv.bias))
+        for conv, grad_kernel, (name, _, _, _) in zip(self.convs, self._grad_kernels, specs.VGG16_CONVS):
+            h = tf.nn.relu(tf.nn.bias_add(frozen_conv3x3(h, tf.convert_to_tensor(conv.kernel), grad_kernel),
+                                          conv.bias))
             if name in specs.LPIPS_TAPS:
                 taps.append(normalize_tensor(h, self.norm_eps))
                 if name in _POOL_AFTER:
@@ -124,11 +132,11 @@ class LPIPS(keras.Model):
         return call_nonempty(self._distance, x0, x1)
 
     def _distance(self, x0, x1):
-        n = tf.shape(x0)[0]
-        taps = self.features(tf.concat([x0, x1], axis=0))
+        # Two passes, not one on the concatenated batch: when only one side needs a gradient (a
+        # distillation loss against a fixed target), the backward pass then covers only that side.
         out = None
-        for lin, f in zip(self.lins, taps):
-            d = lin(tf.square(f[:n] - f[n:]))  # [N, h, w, 1]
+        for lin, f0, f1 in zip(self.lins, self.features(x0), self.features(x1)):
+            d = lin(tf.square(f0 - f1))  # [N, h, w, 1]
             if self.spatial:
                 d = tf.image.resize(d, tf.shape(x0)[1:3], method="bilinear", antialias=False)[..., 0]
             else:

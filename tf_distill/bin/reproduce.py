@@ -1,0 +1,80 @@
+"""tf-distill-reproduce: the paper's experiments as suites of distillation runs, evaluated and reported.
+
+    tf-distill-reproduce --suite=all --workdir=runs/reproduce --report_dir=docs/reproduction
+    tf-distill-reproduce --config=configs/reproduce_ffhq256.py --suite=table1 --workdir=/data/runs/table1 \
+        --config.base.teacher=256px_full_size.pt --config.base.data.source=folder:/data/ffhq/images1024x1024
+
+Suites: ``table1`` (the supplementary's Table 1 ablation plus a no-teacher baseline), ``fig1``
+(distillation without the GAN loss, with and without a suitable mapping network), ``all``. One
+training run per (row, seed) under ``workdir``; running the same command again skips finished
+runs and resumes interrupted ones. Writes ``runs.csv``, ``README.md`` and PNGs to ``report_dir``.
+"""
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/reproduce_fmnist32.py", "Reproduction config file.")
+_SUITE = flags.DEFINE_enum("suite", "all", ["table1", "fig1", "all"], "Which suite to run.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the suite's runs (created; reused to resume).")
+_REPORT_DIR = flags.DEFINE_string("report_dir", None, "Where runs.csv, README.md and the PNGs go (default: "
+                                  "<workdir>/report).")
+_ROWS = flags.DEFINE_list("rows", None, "Only these rows (default: every row of the suite).")
+_SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per row (default: the config's).")
+_REPORT_ONLY = flags.DEFINE_boolean("report_only", False, "Write the report from the finished runs; train nothing.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required (e.g. --workdir=runs/reproduce).")
+    if _SEEDS.value is not None and _SEEDS.value < 1:
+        raise app.UsageError(f"--seeds must be at least 1, got {_SEEDS.value}.")
+    _quiet_tensorflow_logs()
+    config = _CONFIG.value
+    if not config.base.teacher or not config.base.data.source:
+        raise app.UsageError("the config needs a teacher and a data source: set --config.base.teacher=PATH and "
+                             "--config.base.data.source=folder:PATH (or tfrecord:GLOB, fashion_mnist).")
+    if not os.path.exists(config.base.teacher):
+        raise app.UsageError(f"teacher checkpoint {config.base.teacher} not found (the default config's is "
+                             "relative to the repository root: run from there, or set --config.base.teacher).")
+    from tf_distill.reproduce import report  # pylint: disable=import-outside-toplevel
+    from tf_distill.reproduce.runner import SuiteRunner, plan  # pylint: disable=import-outside-toplevel
+
+    suites = ["table1", "fig1"] if _SUITE.value == "all" else [_SUITE.value]
+    try:
+        specs = plan(config, _WORKDIR.value, suites, _ROWS.value, _SEEDS.value)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    finished = True
+    if not _REPORT_ONLY.value:
+        finished = SuiteRunner(config, _WORKDIR.value, specs).run()
+    report_dir = _REPORT_DIR.value or os.path.join(_WORKDIR.value, "report")
+    path = report.write_report(config, _WORKDIR.value, specs, report_dir, command=_command())
+    print(f"[reproduce] report: {path}" + ("" if finished else " (partial: the suite is not finished)"), flush=True)
+
+
+def _quiet_tensorflow_logs():
+    """The console shows the suite's progress, not TensorFlow's INFO lines (checkpoint sharding, retracing)."""
+    from absl import logging  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    logging.set_verbosity(logging.WARNING)
+    tf.get_logger().setLevel("ERROR")
+
+
+def _command():
+    import sys  # pylint: disable=import-outside-toplevel
+
+    return "tf-distill-reproduce " + " ".join(sys.argv[1:])
+
+
+def run():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

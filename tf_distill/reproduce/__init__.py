@@ -1,0 +1,1 @@
+"""Reproduction of the paper's experiments: named suites of distillation runs, their evaluation and report."""

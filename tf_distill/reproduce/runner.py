@@ -1,0 +1,171 @@
+"""Runs a suite: one resumable training run per (row, seed), its evaluation, and the report.
+
+Layout of ``workdir``: ``<suite>/<row>/seed<k>/`` holds ``config.json``, ``train/`` (the training
+run: checkpoints, TensorBoard, samples, ``final/``), ``state.json`` (training seconds and the
+curve points so far) and, once done, ``result.json`` and ``grid.npy`` (the row's images on the
+suite's fixed z). ``teacher/`` holds the teacher's reference line; ``real_<n>.npz`` and
+``teacher_<n>.npz`` the cached FID statistics. A run with a ``result.json`` is skipped; any
+other run resumes from its last checkpoint, so the same command continues an interrupted suite.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tf_distill.reproduce.suites import SUITES, resolve_config, row_overrides
+
+GRID_COUNT = 8
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    suite: str
+    row: str
+    seed: int
+    directory: Path
+
+    @property
+    def name(self):
+        return f"{self.suite}/{self.row}/seed{self.seed}"
+
+
+def plan(config, workdir, suites, rows=None, seeds=None):
+    """The runs of ``suites`` (rows filtered by ``rows``; ``seeds`` overrides the config's seed counts)."""
+    specs = []
+    for suite in suites:
+        if suite not in SUITES:
+            raise ValueError(f"unknown suite {suite!r}; choose from {sorted(SUITES)} or 'all'.")
+        for row in SUITES[suite]:
+            if rows and row not in rows:
+                continue
+            count = seeds or config.seeds_per_row.get(row, config.seeds)
+            for seed in range(count):
+                specs.append(RunSpec(suite, row, seed, Path(workdir) / suite / row / f"seed{seed}"))
+    unknown = set(rows or ()) - {s for suite in suites for s in SUITES[suite]}
+    if unknown:
+        raise ValueError(f"rows {sorted(unknown)} are not in suite(s) {', '.join(suites)}.")
+    return specs
+
+
+def write_json(path, data):
+    """Writes JSON atomically (a temporary sibling renamed into place)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path, default=None):
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+class SuiteRunner:
+    """Trains and evaluates every run of a plan that has no result yet; prints progress over the suite."""
+
+    def __init__(self, config, workdir, specs, log=print):
+        self.config, self.workdir, self.specs, self.log = config, Path(workdir), specs, log
+        self.stopped = False
+
+    def _setup(self):
+        from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+        from tf_distill.metrics.inception import FIDInceptionV3  # pylint: disable=import-outside-toplevel
+        from tf_distill.metrics.lpips import LPIPS  # pylint: disable=import-outside-toplevel
+        from tf_distill.reproduce.evaluate import SuiteEvaluator  # pylint: disable=import-outside-toplevel
+
+        self.lpips, inception = LPIPS(), FIDInceptionV3()
+        self.teacher = model_io.load_generator(self.config.base.teacher)
+        self.evaluator = SuiteEvaluator(self.workdir, self.config.base.data.source, self.teacher, self.config.eval,
+                                        self.lpips, inception)
+        self.evaluator.real_statistics()
+        self.evaluator.teacher_statistics()
+        teacher_dir = self.workdir / "teacher"
+        if not (teacher_dir / "result.json").exists():
+            self.log("[reproduce] evaluating the teacher (the reference line)")
+            teacher_dir.mkdir(parents=True, exist_ok=True)
+            start = time.time()
+            result = self.evaluator.evaluate(self.teacher, "teacher")
+            np.save(teacher_dir / "grid.npy", self._grid(self.teacher))
+            write_json(teacher_dir / "result.json", dict(result, suite="teacher", row="teacher", seed=0, steps=0,
+                                                         wall_s=0.0, eval_s=round(time.time() - start, 1)))
+
+    @staticmethod
+    def _grid(generator):
+        from tf_distill.reproduce.evaluate import grid_samples  # pylint: disable=import-outside-toplevel
+
+        return grid_samples(generator, GRID_COUNT)
+
+    def run(self):
+        """Runs what is not finished; returns True when every run of the plan has a result."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        todo = [s for s in self.specs if not (s.directory / "result.json").exists()]
+        total = len(self.specs)
+        self.log(f"[reproduce] {total} runs planned, {total - len(todo)} already finished, {len(todo)} to run")
+        if not todo:
+            return True
+        self._setup()
+        start, durations = time.time(), []
+        for i, spec in enumerate(todo):
+            done = total - len(todo) + i
+            eta = "?" if not durations else _duration(np.mean(durations) * (len(todo) - i))
+            self.log(f"[reproduce] run {done + 1}/{total}: {spec.name} (suite elapsed {_duration(time.time() - start)},"
+                     f" ETA {eta})")
+            t0 = time.time()
+            if not self.run_one(spec):
+                self.log(f"[reproduce] stopped during {spec.name}; run the same command again to resume")
+                return False
+            durations.append(time.time() - t0)
+            result = read_json(spec.directory / "result.json")
+            self.log(f"[reproduce] {spec.name}: FID {result['fid']:.2f}, FID vs teacher {result['fid_vs_teacher']:.2f}, "
+                     f"LPIPS to teacher {result['lpips_to_teacher']:.3f}, diversity {result['diversity']:.3f} "
+                     f"(train {result['wall_s']:.0f} s, eval {result['eval_s']:.0f} s)")
+        return True
+
+    def _curve_steps(self, spec, total):
+        curve = self.config.eval
+        if spec.row not in curve.curve_rows or spec.seed != 0 or curve.curve_points < 1:
+            return [total]
+        return sorted({max(1, round(total * (k + 1) / curve.curve_points)) for k in range(curve.curve_points)})
+
+    def run_one(self, spec):
+        """Trains (resuming) and evaluates one run; False if a signal stopped it."""
+        from tf_distill.train.loop import Run  # pylint: disable=import-outside-toplevel
+
+        spec.directory.mkdir(parents=True, exist_ok=True)
+        overrides = row_overrides(spec.suite, spec.row, self.config.mimic_steps)
+        config = resolve_config(self.config.base, overrides, spec.seed)
+        (spec.directory / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+        state = read_json(spec.directory / "state.json", {"train_seconds": 0.0, "curve": []})
+        run = Run(config, spec.directory / "train", lpips=self.lpips)
+        run.restore()
+        total = config.train.steps
+        targets = self._curve_steps(spec, total)
+        for target in targets:
+            step = int(run.step.step.numpy())
+            if step < target:
+                t0 = time.time()
+                step = run.run(max_steps=target - step)
+                state["train_seconds"] += time.time() - t0
+                write_json(spec.directory / "state.json", state)
+                if step < target:
+                    return False
+            if len(targets) > 1:
+                if not any(p["step"] == target for p in state["curve"]):
+                    point = self.evaluator.curve_point(run.g_ema, f"{spec.name} step {target}")
+                    state["curve"].append(dict(point, step=target))
+                    write_json(spec.directory / "state.json", state)
+        start = time.time()
+        result = self.evaluator.evaluate(run.g_ema, spec.name)
+        np.save(spec.directory / "grid.npy", self._grid(run.g_ema))
+        write_json(spec.directory / "result.json", dict(
+            result, suite=spec.suite, row=spec.row, seed=spec.seed, steps=total,
+            wall_s=round(state["train_seconds"], 1), eval_s=round(time.time() - start, 1), curve=state["curve"]))
+        return True
+
+
+def _duration(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
