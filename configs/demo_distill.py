@@ -21,7 +21,7 @@ def get_config():
     c.generator.update(STUDENT)
     c.discriminator.channels = [32, 64, 128, 128]
     c.data.source = "fashion_mnist:train"
-    c.train.steps = 600
+    c.train.steps = 1000
     c.train.batch_size = 8
     c.train.lr = 0.01  # the paper's 0.002 needs far more than a demo's few hundred steps
     c.kd.g_step = 400  # KD-only warm-up (the reference's --g_step): no D step, no GAN term, no path length

@@ -6,35 +6,28 @@
 
 Variants (``:<variant>``): ``paper`` (= ``rgb_lpips_ld_kl``: RGB L1 x3 + LPIPS x3 + LD KL x30, mimic
 layers 64/128/256), ``released_code`` (the release's default mimic layers 16/32/64/128), ``rgb``,
-``rgb_random_kl`` (random offset directions), ``rgb_single_view_kl``, ``rgb_ld_l2``, ``rgb_ld_kl``,
-``rgb_lpips``, ``rgb_lpips_ld_l2``, ``no_gan`` (the supplementary's supervised-only mode),
+``rgb_random_offset_kl`` (random offset directions), ``rgb_single_view_kl``, ``rgb_ld_l2``, ``rgb_ld_kl``,
+``rgb_lpips``, ``rgb_lpips_ld_l2``, ``no_gan`` (Fig. 1's no-GAN mode: no D, no path length, L1 + LPIPS),
 ``cagan_init`` (student synthesis from the pruned checkpoint's weights is not random: use
 ``--config.teacher`` for the teacher and start from a converted student with ``g_step``).
 Student: CAGAN's 0.7-pruned channels; global batch 16 = the paper's 4 GPUs x 4.
 """
 
 from configs.paper_models import MODELS
+from tf_distill.reproduce.suites import SUITES
 from tf_distill.train.defaults import default_config
 
 VARIANTS = {
     "paper": {},
-    "rgb_lpips_ld_kl": {},
     "released_code": {"kd.mimic_layers": [2, 3, 4, 5]},
-    "rgb": {"kd.lpips": 0.0, "kd.relation": 0.0},
-    "rgb_random_kl": {"kd.lpips": 0.0, "kd.offset_mode": "random"},
-    "rgb_single_view_kl": {"kd.lpips": 0.0, "kd.single_view": True},
-    "rgb_ld_l2": {"kd.lpips": 0.0, "kd.relation_loss": "mse"},
-    "rgb_ld_kl": {"kd.lpips": 0.0},
-    "rgb_lpips": {"kd.relation": 0.0},
-    "rgb_lpips_ld_l2": {"kd.relation_loss": "mse"},
-    "no_gan": {"train.gan": False},
+    # the Table 1 rows (tf_distill.reproduce.suites, the one definition the reproduction runner also uses)
+    **{row: overrides for row, overrides in SUITES["table1"].items() if row != "scratch"},
+    "no_gan": SUITES["fig1"]["nogan_teacher_mapping"],
 }
 
 
 def apply_overrides(config, overrides):
-    for dotted, value in overrides.items():
-        section, name = dotted.split(".")
-        config[section][name] = value
+    config.update_from_flattened_dict(dict(overrides))
     return config
 
 

@@ -1,6 +1,6 @@
 """tf-distill-demo: distill the committed demo teacher into a small student and report the result.
 
-    tf-distill-demo --workdir=out/demo [--steps=600] [--fid_samples=500]
+    tf-distill-demo --workdir=out/demo [--steps=1000] [--fid_samples=500]
 
 Writes ``<workdir>/run`` (checkpoints, TensorBoard, samples, ``final/`` student checkpoint),
 ``<workdir>/teacher_vs_student.png`` (teacher row above student row, same z and noise) and
@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 from absl import app, flags
+
+LPIPS_TARGET = 0.20
+FID_RATIO_TARGET = 1.25
 
 _WORKDIR = flags.DEFINE_string("workdir", "out/demo", "Output directory.")
 _STEPS = flags.DEFINE_integer("steps", None, "Distillation steps (default: the config's).")
@@ -73,6 +76,11 @@ def run_demo(workdir, steps=None, fid_samples=500, lpips_samples=256, teacher=No
         "distill_steps": int(run.step.step.numpy()), "batch_size": config.train.batch_size,
         "train_seconds": round(train_seconds, 1),
         "student_checkpoint": str(workdir / "run" / "final"), "grid": str(grid_path),
+    }
+    metrics["fid_ratio_student_to_teacher"] = metrics["fid_student"] / metrics["fid_teacher"]
+    metrics["targets"] = {  # what a student that resembles its teacher reaches (README)
+        f"lpips_student_to_teacher <= {LPIPS_TARGET}": metrics["lpips_student_to_teacher"] <= LPIPS_TARGET,
+        f"fid_student <= {FID_RATIO_TARGET} x fid_teacher": metrics["fid_ratio_student_to_teacher"] <= FID_RATIO_TARGET,
     }
     metrics["params_ratio"] = metrics["teacher"]["params"] / metrics["student"]["params"]
     metrics["flops_ratio"] = metrics["teacher"]["flops"] / metrics["student"]["flops"]
