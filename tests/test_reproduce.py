@@ -182,3 +182,22 @@ def test_a_run_killed_after_its_first_checkpoint_ends_with_the_same_weights(tmp_
         wb = model_io.load_models(b[0].directory / "train" / "final")[name].weights
         for va, vb in zip(wa, wb):
             np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=0, atol=1e-6, err_msg=va.path)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--rows=bogus"], "are not in suite"),
+    (["--seeds=0"], "--seeds must be at least 1"),
+    (["--config.base.teacher=missing.keras"], "teacher checkpoint missing.keras not found"),
+])
+def test_bad_flags_give_one_line_errors(tmp_path, args, message):
+    import os  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    from pathlib import Path  # pylint: disable=import-outside-toplevel
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "tf_distill.bin.reproduce", f"--workdir={tmp_path / 'w'}", *args],
+                            capture_output=True, text=True, cwd=repo, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "w").exists()

@@ -68,7 +68,8 @@ def _quiet_tensorflow_logs():
 def _command():
     import sys  # pylint: disable=import-outside-toplevel
 
-    return "tf-distill-reproduce " + " ".join(sys.argv[1:])
+    args = [a for a in sys.argv[1:] if a not in ("--report_only", "--report_only=true", "--report_only=True")]
+    return " ".join(["tf-distill-reproduce"] + args)  # the command that (re)runs the suite
 
 
 def run():

@@ -33,21 +33,22 @@ class RunSpec:
 
 
 def plan(config, workdir, suites, rows=None, seeds=None):
-    """The runs of ``suites`` (rows filtered by ``rows``; ``seeds`` overrides the config's seed counts)."""
-    specs = []
+    """The runs of ``suites`` (rows filtered by ``rows``; ``seeds`` overrides the config's seed counts).
+
+    Seed-major: every row of every suite gets its first seed before any row gets a second, so a
+    suite stopped early (or run over several sittings) still covers each row.
+    """
     for suite in suites:
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; choose from {sorted(SUITES)} or 'all'.")
-        for row in SUITES[suite]:
-            if rows and row not in rows:
-                continue
-            count = seeds or config.seeds_per_row.get(row, config.seeds)
-            for seed in range(count):
-                specs.append(RunSpec(suite, row, seed, Path(workdir) / suite / row / f"seed{seed}"))
-    unknown = set(rows or ()) - {s for suite in suites for s in SUITES[suite]}
+    unknown = set(rows or ()) - {r for suite in suites for r in SUITES[suite]}
     if unknown:
         raise ValueError(f"rows {sorted(unknown)} are not in suite(s) {', '.join(suites)}.")
-    return specs
+    counts = {(suite, row): seeds or config.seeds_per_row.get(row, config.seeds)
+              for suite in suites for row in SUITES[suite] if not rows or row in rows}
+    return [RunSpec(suite, row, seed, Path(workdir) / suite / row / f"seed{seed}")
+            for seed in range(max(counts.values(), default=0))
+            for (suite, row), count in counts.items() if seed < count]
 
 
 def write_json(path, data):
