@@ -14,9 +14,6 @@ from pathlib import Path
 
 from absl import app, flags
 
-LPIPS_TARGET = 0.20
-FID_RATIO_TARGET = 1.25
-
 _WORKDIR = flags.DEFINE_string("workdir", "out/demo", "Output directory.")
 _STEPS = flags.DEFINE_integer("steps", None, "Distillation steps (default: the config's).")
 _FID_SAMPLES = flags.DEFINE_integer("fid_samples", 500, "Generated and real images per FID (50k in the paper; "
@@ -78,9 +75,10 @@ def run_demo(workdir, steps=None, fid_samples=500, lpips_samples=256, teacher=No
         "student_checkpoint": str(workdir / "run" / "final"), "grid": str(grid_path),
     }
     metrics["fid_ratio_student_to_teacher"] = metrics["fid_student"] / metrics["fid_teacher"]
+    lpips_target, fid_target = generator_eval.RESEMBLANCE_LPIPS, generator_eval.RESEMBLANCE_FID_RATIO
     metrics["targets"] = {  # what a student that resembles its teacher reaches (README)
-        f"lpips_student_to_teacher <= {LPIPS_TARGET}": metrics["lpips_student_to_teacher"] <= LPIPS_TARGET,
-        f"fid_student <= {FID_RATIO_TARGET} x fid_teacher": metrics["fid_ratio_student_to_teacher"] <= FID_RATIO_TARGET,
+        f"lpips_student_to_teacher <= {lpips_target}": metrics["lpips_student_to_teacher"] <= lpips_target,
+        f"fid_student <= {fid_target} x fid_teacher": metrics["fid_ratio_student_to_teacher"] <= fid_target,
     }
     metrics["params_ratio"] = metrics["teacher"]["params"] / metrics["student"]["params"]
     metrics["flops_ratio"] = metrics["teacher"]["flops"] / metrics["student"]["flops"]

@@ -13,6 +13,11 @@ from tf_distill.metrics.batching import call_nonempty
 from tf_distill.metrics.fid import FIDAccumulator, accumulate, frechet_distance, load_statistics, save_statistics
 from tf_distill.metrics.inception import FIDInceptionV3
 
+#: A student that visibly resembles its teacher: LPIPS student-to-teacher and FID relative to the teacher's
+#: at most these (the demo's targets, also checked on the reproduction suite's best row).
+RESEMBLANCE_LPIPS = 0.20
+RESEMBLANCE_FID_RATIO = 1.25
+
 
 def sample_batches(num_samples, batch_size):
     """Batch sizes covering exactly ``num_samples`` (the reference's ``[bs] * (n // bs - 1) + [rest]``,
