@@ -1,7 +1,16 @@
 """A small progress bar with rate and ETA for long loops (evaluation, projection, demo)."""
 
+import math
 import sys
 import time
+
+
+def format_duration(seconds):
+    """``H:MM:SS`` for an ETA or elapsed time; ``?`` when unknown (infinite or NaN)."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class Progress:

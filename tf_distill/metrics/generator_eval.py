@@ -73,7 +73,8 @@ def generator_fid(generator, real_stats, num_samples=50000, batch_size=64, mode=
     return fid_from_statistics(stats, real_stats), stats[2]
 
 
-def _noise_batch(rng, generator, size):
+def noise_batch(rng, generator, size):
+    """Per-layer noise maps [size, r, r, 1] for ``generator``, drawn from the NumPy ``rng``."""
     return [rng.standard_normal((size, r, r, 1)).astype(np.float32) for r in generator.synthesis.noise_shapes()]
 
 
@@ -90,7 +91,7 @@ def lpips_between(g_a, g_b, lpips, num_samples=256, batch_size=32, seed=0, rando
         z = rng.standard_normal((size, g_a.style_dim)).astype(np.float32)
         kwargs = dict(randomize_noise=randomize_noise)
         if shared_noise:
-            kwargs = dict(noise=_noise_batch(rng, g_a, size))
+            kwargs = dict(noise=noise_batch(rng, g_a, size))
         distances.append(lpips(g_a(z, **kwargs), g_b(z, **kwargs)))
     return float(np.mean(np.concatenate([np.asarray(d) for d in distances])))
 
@@ -105,7 +106,7 @@ def diversity(generator, lpips, num_pairs=250, batch_size=32, seed=0):
     distances = []
     for size in sample_batches(num_pairs, batch_size):
         z = rng.standard_normal((2, size, generator.style_dim)).astype(np.float32)
-        noise = _noise_batch(rng, generator, size)
+        noise = noise_batch(rng, generator, size)
         distances.append(lpips(generator(z[0], noise=noise), generator(z[1], noise=noise)))
     return float(np.mean(np.concatenate([np.asarray(d) for d in distances])))
 

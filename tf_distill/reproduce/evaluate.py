@@ -93,5 +93,4 @@ def grid_samples(generator, count):
     """``count`` images on the suite's fixed z and noise maps (the same for every row), float32 [-1, 1]."""
     rng = np.random.default_rng(GRID_SEED)
     z = rng.standard_normal((count, generator.style_dim)).astype(np.float32)
-    noise = [rng.standard_normal((count, r, r, 1)).astype(np.float32) for r in generator.synthesis.noise_shapes()]
-    return np.asarray(generator(z, noise=noise))
+    return np.asarray(generator(z, noise=generator_eval.noise_batch(rng, generator, count)))

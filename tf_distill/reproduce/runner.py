@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_distill.progress import format_duration
 from tf_distill.reproduce.suites import SUITES, resolve_config, row_overrides
 
 GRID_COUNT = 8
@@ -69,7 +70,6 @@ class SuiteRunner:
 
     def __init__(self, config, workdir, specs, log=print):
         self.config, self.workdir, self.specs, self.log = config, Path(workdir), specs, log
-        self.stopped = False
 
     def _setup(self):
         from tf_distill import model_io  # pylint: disable=import-outside-toplevel
@@ -111,9 +111,9 @@ class SuiteRunner:
         start, durations = time.time(), []
         for i, spec in enumerate(todo):
             done = total - len(todo) + i
-            eta = "?" if not durations else _duration(np.mean(durations) * (len(todo) - i))
-            self.log(f"[reproduce] run {done + 1}/{total}: {spec.name} (suite elapsed {_duration(time.time() - start)},"
-                     f" ETA {eta})")
+            eta = "?" if not durations else format_duration(np.mean(durations) * (len(todo) - i))
+            elapsed = format_duration(time.time() - start)
+            self.log(f"[reproduce] run {done + 1}/{total}: {spec.name} (suite elapsed {elapsed}, ETA {eta})")
             t0 = time.time()
             if not self.run_one(spec):
                 self.log(f"[reproduce] stopped during {spec.name}; run the same command again to resume")
@@ -166,7 +166,3 @@ class SuiteRunner:
             wall_s=round(state["train_seconds"], 1), eval_s=round(time.time() - start, 1), curve=state["curve"]))
         return True
 
-
-def _duration(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

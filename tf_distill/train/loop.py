@@ -19,6 +19,7 @@ from tf_distill import model_io
 from tf_distill.data import DataSource, DecodeStats, make_dataset
 from tf_distill.images import save_grid
 from tf_distill.models import Discriminator, Generator
+from tf_distill.progress import format_duration
 from tf_distill.train.mimic import MappingMimic
 from tf_distill.train.strategy import is_chief, make_strategy
 from tf_distill.train.stylekd import StyleKDStep
@@ -177,7 +178,7 @@ class Run:
         rate = done / max(time.time() - start_time, 1e-9)
         eta = (total - step) / rate if rate > 0 else float("inf")
         text = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
-        print(f"[{name}] step {step}/{total} {rate:.2f} it/s ETA {_duration(eta)} {text}", flush=True)
+        print(f"[{name}] step {step}/{total} {rate:.2f} it/s ETA {format_duration(eta)} {text}", flush=True)
         if self.writer is not None:
             with self.writer.as_default(step=step):
                 for k, v in logs.items():
@@ -270,11 +271,4 @@ def _check_finite(logs, step):
     if bad:
         raise NonFiniteLossError(f"non-finite loss at step {step}: {bad}; stopping without a checkpoint so the "
                                  "last good one stays the latest (lower the learning rate or check the data).")
-
-
-def _duration(seconds):
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
