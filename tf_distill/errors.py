@@ -1,0 +1,12 @@
+"""The one exception type for problems the user can fix (bad flags, paths, files, configs, inputs).
+
+Binaries print these as one line, ``error: <what> (<how to fix>)``, and exit non-zero; anything
+else is a bug and keeps its traceback. Library errors that users cause subclass ``UserError``.
+"""
+
+
+class UserError(Exception):
+    """An expected problem with the user's input; the message names it and says how to fix it."""
+
+    def __init__(self, message):
+        super().__init__(" ".join(str(message).split()))  # always one line
