@@ -8,9 +8,12 @@ fix>)`` to stderr and exit 1 (2 for bad flags); ``--debug`` shows the traceback 
 else is a bug and keeps its traceback.
 """
 
+import difflib
 import errno
 import os
+import re
 import sys
+import tempfile
 
 from absl import app, flags
 
@@ -42,6 +45,41 @@ def quiet_logs():
     logging.set_verbosity(logging.WARNING)
 
 
+# Start-up notices TensorFlow's CUDA build prints on a machine without a GPU, before its log
+# settings apply (TF_CPP_MIN_LOG_LEVEL does not silence them).
+_NO_GPU_NOTICES = re.compile(r"All log messages before absl::InitializeLog|cudart_stub\.cc.*Could not find cuda drivers|"
+                             r"cuda_platform\.cc.*failed call to cuInit|cpu_feature_guard\.cc|oneDNN custom operations")
+
+
+def import_tensorflow():
+    """Imports TensorFlow and finds its devices with the no-GPU start-up notices filtered out.
+
+    Every other line written to stderr meanwhile is passed on, and on a machine with an NVIDIA
+    device nothing is filtered: there a failed cuInit is a real problem.
+    """
+    if "tensorflow" in sys.modules or os.path.exists("/dev/nvidiactl"):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        return tf
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+            tf.config.list_physical_devices()  # cuInit happens here
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not _NO_GPU_NOTICES.search(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+    return tf
+
+
 def describe(err):
     """The one-line message of an expected error, or None if ``err`` is a bug."""
     if isinstance(err, UserError):
@@ -65,11 +103,55 @@ def fail(message, code=1):
 
 def _parse_flags(argv):
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        for flag in _config_flags():
+            _ = flag.value.keys() if flag.present else None  # load the config file now, not mid-run
+        return rest
     except flags.Error as err:
         fail(_flag_message(err), 2)
     except UserError as err:
         fail(str(err), 2)
+    except (AttributeError, KeyError) as err:  # ml_collections: an override of a key the config lacks
+        fail(_unknown_key_message(argv) or f"bad config override: {err} (see the config file for its keys)", 2)
+    except OSError as err:  # ml_collections: the config file could not be loaded
+        cause = err.__cause__ or err
+        reason = " ".join(str(cause).split())
+        fail(f"cannot load the config file: {reason[:300]} (check the --config path)", 2)
+
+
+def _config_flags():
+    return [f for f in set(flags.FLAGS._flags().values())  # pylint: disable=protected-access
+            if type(f).__name__ == "_ConfigFlag"]
+
+
+def _flat_keys(config, prefix=""):
+    keys = []
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        keys.append(path)
+        if hasattr(value, "items") and not isinstance(value, dict):
+            keys.extend(_flat_keys(value, path + "."))
+    return keys
+
+
+def _unknown_key_message(argv):
+    """``unknown config key --config.train.lrr (did you mean --config.train.lr?)`` for the first bad override."""
+    for flag in _config_flags():
+        source = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag.name}=")), None)
+        if source is None:
+            continue
+        try:
+            keys = set(_flat_keys(flag.parser.parse(source)))
+        except Exception:  # pylint: disable=broad-except
+            return None
+        for arg in argv:
+            if arg.startswith(f"--{flag.name}."):
+                key = arg[len(flag.name) + 3:].split("=", 1)[0]
+                if key not in keys:
+                    close = difflib.get_close_matches(key, sorted(keys), n=1, cutoff=0.5)
+                    hint = f"did you mean --{flag.name}.{close[0]}?" if close else f"see {source} for its keys"
+                    return f"unknown config key --{flag.name}.{key} ({hint})"
+    return None
 
 
 def _flag_message(err):
@@ -79,9 +161,15 @@ def _flag_message(err):
     return text
 
 
-def run(main):
-    """``absl.app.run(main)`` with one-line errors for bad flags and expected problems."""
+def run(main, tensorflow=True):
+    """``absl.app.run(main)`` with one-line errors for bad flags and expected problems.
+
+    ``tensorflow=True`` imports TensorFlow first, without its no-GPU notices (config files and
+    ``main`` import it anyway); binaries that never touch it pass False.
+    """
     quiet_logs()
+    if tensorflow:
+        import_tensorflow()
 
     def guarded(argv):
         try:
