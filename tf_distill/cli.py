@@ -34,6 +34,9 @@ _OS_HINTS = {
 }
 
 
+_PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
 def quiet_logs():
     """Our progress lines, not TensorFlow's or absl's INFO (oneDNN notices, checkpoint sharding, retracing).
 
@@ -47,8 +50,9 @@ def quiet_logs():
 
 # Start-up notices TensorFlow's CUDA build prints on a machine without a GPU, before its log
 # settings apply (TF_CPP_MIN_LOG_LEVEL does not silence them).
-_NO_GPU_NOTICES = re.compile(r"All log messages before absl::InitializeLog|cudart_stub\.cc.*Could not find cuda drivers|"
-                             r"cuda_platform\.cc.*failed call to cuInit|cpu_feature_guard\.cc|oneDNN custom operations")
+_NO_GPU_NOTICES = re.compile(r"All log messages before absl::InitializeLog|oneDNN custom operations|"
+                             r"cudart_stub\.cc.*Could not find cuda drivers|cuda_platform\.cc.*failed call to cuInit|"
+                             r"cpu_feature_guard\.cc|^To enable the following instructions")
 
 
 def import_tensorflow():
@@ -59,7 +63,13 @@ def import_tensorflow():
     """
     if "tensorflow" in sys.modules or os.path.exists("/dev/nvidiactl"):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
-        return tf
+    else:
+        tf = _import_filtered()
+    tf.get_logger().setLevel("ERROR")  # TensorFlow's Python warnings about its internals (retracing)
+    return tf
+
+
+def _import_filtered():
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -86,6 +96,11 @@ def describe(err):
         return str(err)
     if isinstance(err, MemoryError):
         return "out of memory (use a smaller batch or model, or a machine with more memory)"
+    if isinstance(err, _PATH_ERRORS) and err.errno is None:  # raised by our code with a full message
+        return str(err)
+    if type(err).__name__ in ("NotFoundError", "PermissionDeniedError", "DataLossError", "FailedPreconditionError") \
+            and type(err).__module__.startswith("tensorflow"):  # tf.io / tf.data on a user's file
+        return f"{err.message.splitlines()[0][:400]} (check the file or path)"
     if isinstance(err, OSError) and err.errno in _OS_HINTS:
         what = err.strerror or str(err)
         name = f": {err.filename}" if err.filename else ""
@@ -105,7 +120,8 @@ def _parse_flags(argv):
     try:
         rest = flags.FLAGS(argv)
         for flag in _config_flags():
-            _ = flag.value.keys() if flag.present else None  # load the config file now, not mid-run
+            if flag.value is not None:
+                flag.value.keys()  # load the config file (or the default one) now, not mid-run
         return rest
     except flags.Error as err:
         fail(_flag_message(err), 2)

@@ -5,11 +5,17 @@
 
 The sample grid (``--grid``, default ``<output>/samples.png`` or next to the .pt) shows
 ``--n_samples`` images of g_ema for z drawn with ``--seed``, with the stored noise maps.
+An existing output is refused unless ``--overwrite`` is given, and an output that holds the input
+is refused always: converting never deletes what it reads.
 """
 
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from tf_distill import cli
+from tf_distill.errors import UserError
+from tf_distill.outputs import check_output
 
 _INPUT = flags.DEFINE_string("input", None, "A rosinality .pt checkpoint, or our converted directory.")
 _OUTPUT = flags.DEFINE_string("output", None, "Our checkpoint directory (from a .pt), or a .pt path (from a dir).")
@@ -18,6 +24,8 @@ _LR_MLP = flags.DEFINE_float("lr_mlp", 0.01, "Mapping lr multiplier of the sourc
 _GRID = flags.DEFINE_string("grid", None, "Where to write the sample grid PNG ('' for none).")
 _N_SAMPLES = flags.DEFINE_integer("n_samples", 16, "Images in the sample grid.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the grid's z.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output (and grid); the input is never "
+                               "touched.")
 
 
 def write_sample_grid(generator, path, n_samples=16, seed=0, batch_size=8):
@@ -31,26 +39,43 @@ def write_sample_grid(generator, path, n_samples=16, seed=0, batch_size=8):
     return save_grid(images, path)
 
 
-def convert(input_path, output_path, lr_mlp=0.01, grid=None, n_samples=16, seed=0):
-    from tf_distill import model_io  # pylint: disable=import-outside-toplevel
-
+def check_paths(input_path, output_path, grid=None, overwrite=False):
+    """Refuses, before anything is read, a conversion that would lose data; returns the grid path (or None)."""
     input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.exists():
+        raise UserError(f"--input={input_path} does not exist (give a .pt file or a converted checkpoint folder)")
     if input_path.is_dir():
         if output_path.suffix != ".pt":
-            raise app.UsageError(f"Converting directory {input_path} writes a .pt; give --output=<file>.pt.")
+            raise UserError(f"converting folder {input_path} writes a .pt file (give --output=<file>.pt)")
+        check_output(output_path, overwrite=overwrite, inputs=[input_path], kind="file")
+        default_grid = output_path.with_suffix(".png")
+    else:
+        check_output(output_path, overwrite=overwrite, inputs=[input_path], kind="folder")
+        default_grid = output_path / "samples.png"
+    if grid == "":
+        return None
+    grid = Path(grid or default_grid)
+    if grid != default_grid or input_path.is_dir():  # the default inside a fresh output folder is new anyway
+        check_output(grid, overwrite=overwrite, inputs=[input_path], flag="--grid", kind="file")
+    return grid
+
+
+def convert(input_path, output_path, lr_mlp=0.01, grid=None, n_samples=16, seed=0, overwrite=False):
+    from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+
+    grid = check_paths(input_path, output_path, grid, overwrite)
+    input_path, output_path = Path(input_path), Path(output_path)
+    if input_path.is_dir():
         models = model_io.load_models(input_path)
         model_io.write_rosinality(output_path, **models)
-        default_grid = output_path.with_suffix(".png")
     else:
         models = model_io.read_rosinality(input_path, lr_mlp=lr_mlp)
         model_io.save_models(output_path, **models)
-        default_grid = output_path / "samples.png"
-    logging.info("Wrote %s (%s).", output_path, ", ".join(sorted(models)))
     print(f"wrote {output_path} ({', '.join(sorted(models))})")
-    if grid != "":
+    if grid is not None:
         generator = models.get("g_ema", models.get("g"))
         if generator is not None:
-            path = write_sample_grid(generator, grid or default_grid, n_samples=n_samples, seed=seed)
+            path = write_sample_grid(generator, grid, n_samples=n_samples, seed=seed)
             print(f"wrote {path}")
     return models
 
@@ -60,17 +85,13 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not _INPUT.value or not _OUTPUT.value:
         raise app.UsageError("Both --input and --output are required.")
-    from tf_distill.convert.rosinality import StateDictError  # pylint: disable=import-outside-toplevel
-    from tf_distill.convert.torch_pickle import CheckpointError  # pylint: disable=import-outside-toplevel
-
-    try:
-        convert(_INPUT.value, _OUTPUT.value, _LR_MLP.value, _GRID.value, _N_SAMPLES.value, _SEED.value)
-    except (CheckpointError, StateDictError, FileNotFoundError) as err:
-        raise SystemExit(f"tf-distill-convert: error: {err}") from None
+    if _N_SAMPLES.value < 1:
+        raise app.UsageError(f"--n_samples must be at least 1, got {_N_SAMPLES.value}.")
+    convert(_INPUT.value, _OUTPUT.value, _LR_MLP.value, _GRID.value, _N_SAMPLES.value, _SEED.value, _OVERWRITE.value)
 
 
 def run():
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ from pathlib import Path
 
 from absl import app, flags
 
+from tf_distill import cli
+from tf_distill.errors import UserError
+from tf_distill.outputs import check_output, check_parents
+
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Generator checkpoint: rosinality .pt, our checkpoint "
                                   "directory, or a .keras file (the EMA generator is exported).")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Model directory DIR/<model_name>; versions go below it.")
@@ -27,7 +31,7 @@ _JIT = flags.DEFINE_bool("jit_compile", False, "Mark the synthesis function for 
                          "then needs --xla_cpu_compilation_enabled=true on CPU; see export/README.md).")
 _W_AVG_SAMPLES = flags.DEFINE_integer("w_avg_samples", 4096, "z samples for w_avg when the checkpoint has none.")
 _W_AVG_SEED = flags.DEFINE_integer("w_avg_seed", 0, "Stateless seed of those samples.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing version directory.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing version directory or .tflite file.")
 _TFLITE_BATCH = flags.DEFINE_integer("tflite_batch", 1, "Fixed batch of the TFLite model.")
 _COMPARE_N = flags.DEFINE_integer("compare_samples", 8, "Seeds for the TFLite-vs-SavedModel pixel error.")
 
@@ -39,15 +43,19 @@ def main(argv):
         raise app.UsageError("Give --checkpoint=PATH and --export_dir=DIR/<model_name>.")
     if _QUANTIZE.value and _FORMAT.value != "tflite":
         raise app.UsageError("--quantize applies to --format=tflite.")
+    for name in ("max_batch", "tflite_batch", "compare_samples", "w_avg_samples"):
+        if flags.FLAGS[name].value < 1:
+            raise app.UsageError(f"--{name} must be at least 1, got {flags.FLAGS[name].value}.")
     from tf_distill import model_io  # pylint: disable=import-outside-toplevel
     from tf_distill.export import savedmodel, tflite  # pylint: disable=import-outside-toplevel
-
     from tf_distill.models import Generator  # pylint: disable=import-outside-toplevel
 
+    check_paths(savedmodel, tflite)
     models = model_io.load_any(_CHECKPOINT.value)
     generator = next((models[k] for k in ("g_ema", "g") if isinstance(models.get(k), Generator)), None)
     if generator is None:
-        raise app.UsageError(f"{_CHECKPOINT.value} holds no generator (found {sorted(models)}).")
+        raise UserError(f"{_CHECKPOINT.value} holds no generator (found {sorted(models)}; give a generator "
+                        "checkpoint)")
     latent_avg = models.get("latent_avg")
     kw = dict(randomize_noise=_RANDOM_NOISE.value, max_batch=_MAX_BATCH.value, jit_compile=_JIT.value,
               w_avg_samples=_W_AVG_SAMPLES.value, w_avg_seed=_W_AVG_SEED.value)
@@ -67,8 +75,28 @@ def main(argv):
     print(f"Signatures: {', '.join(meta['signatures'])} (saved_model_cli show --all --dir {path})")
 
 
+def check_paths(savedmodel, tflite):
+    """Refuses, before the checkpoint is read, an export that would replace something without --overwrite."""
+    checkpoint, export_dir = Path(_CHECKPOINT.value), Path(_EXPORT_DIR.value)
+    if not checkpoint.exists():
+        raise UserError(f"--checkpoint={checkpoint} does not exist (give a .pt, .keras or converted checkpoint "
+                        "folder)")
+    if export_dir.exists() and not export_dir.is_dir():
+        raise UserError(f"--export_dir={export_dir} is a file (give a folder DIR/<model_name>)")
+    check_parents(export_dir, flag="--export_dir")
+    if _FORMAT.value == "tflite":
+        check_output(tflite.tflite_path(export_dir, _QUANTIZE.value), overwrite=_OVERWRITE.value,
+                     inputs=[checkpoint], flag="--export_dir", kind="file")
+    else:
+        version = savedmodel.next_version(export_dir) if _VERSION.value is None else _VERSION.value
+        if version < 1:
+            raise app.UsageError(f"--version must be at least 1 (TF Serving serves numbered folders), got {version}.")
+        check_output(export_dir / str(version), overwrite=_OVERWRITE.value, inputs=[checkpoint],
+                     flag="--export_dir (version folder)")
+
+
 def run():
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

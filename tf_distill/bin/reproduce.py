@@ -15,6 +15,11 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+from tf_distill import cli
+from tf_distill.outputs import check_parents, check_workdir
+
+cli.quiet_logs()
+cli.import_tensorflow()  # the default config below is loaded (and imports TensorFlow) as the flag is defined
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/reproduce_fmnist32.py", "Reproduction config file.")
 _SUITE = flags.DEFINE_enum("suite", "all", ["table1", "fig1", "all"], "Which suite to run.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the suite's runs (created; reused to resume).")
@@ -23,6 +28,8 @@ _REPORT_DIR = flags.DEFINE_string("report_dir", None, "Where runs.csv, README.md
 _ROWS = flags.DEFINE_list("rows", None, "Only these rows (default: every row of the suite).")
 _SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per row (default: the config's).")
 _REPORT_ONLY = flags.DEFINE_boolean("report_only", False, "Write the report from the finished runs; train nothing.")
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Use a --workdir that holds other files anyway (nothing in it "
+                                  "is deleted).")
 
 
 def main(argv):
@@ -32,7 +39,6 @@ def main(argv):
         raise app.UsageError("--workdir is required (e.g. --workdir=runs/reproduce).")
     if _SEEDS.value is not None and _SEEDS.value < 1:
         raise app.UsageError(f"--seeds must be at least 1, got {_SEEDS.value}.")
-    _quiet_tensorflow_logs()
     config = _CONFIG.value
     if not config.base.teacher or not config.base.data.source:
         raise app.UsageError("the config needs a teacher and a data source: set --config.base.teacher=PATH and "
@@ -40,6 +46,9 @@ def main(argv):
     if not os.path.exists(config.base.teacher):
         raise app.UsageError(f"teacher checkpoint {config.base.teacher} not found (the default config's is "
                              "relative to the repository root: run from there, or set --config.base.teacher).")
+    check_workdir(_WORKDIR.value, ["table1", "fig1", "report"], overwrite=_OVERWRITE.value)
+    if _REPORT_DIR.value:
+        check_parents(_REPORT_DIR.value, "--report_dir")
     from tf_distill.reproduce import report  # pylint: disable=import-outside-toplevel
     from tf_distill.reproduce.runner import SuiteRunner, plan  # pylint: disable=import-outside-toplevel
 
@@ -56,15 +65,6 @@ def main(argv):
     print(f"[reproduce] report: {path}" + ("" if finished else " (partial: the suite is not finished)"), flush=True)
 
 
-def _quiet_tensorflow_logs():
-    """The console shows the suite's progress, not TensorFlow's INFO lines (checkpoint sharding, retracing)."""
-    from absl import logging  # pylint: disable=import-outside-toplevel
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    logging.set_verbosity(logging.WARNING)
-    tf.get_logger().setLevel("ERROR")
-
-
 def _command():
     import sys  # pylint: disable=import-outside-toplevel
 
@@ -73,8 +73,7 @@ def _command():
 
 
 def run():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

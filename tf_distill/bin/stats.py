@@ -10,6 +10,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from tf_distill import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with a `generators` dict of generator configs.")
 _CHECKPOINT = flags.DEFINE_multi_string("checkpoint", [], "Generator checkpoint(s): rosinality .pt, or our "
                                         "converted directory / .keras file (repeatable).")
@@ -55,7 +57,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

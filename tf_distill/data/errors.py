@@ -1,9 +1,11 @@
 """Errors raised when a dataset cannot be found or holds nothing usable."""
 
+from tf_distill.errors import UserError
 
-class DatasetNotFoundError(FileNotFoundError):
+
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The dataset's folder or files do not exist (the message names the path and what was expected)."""
 
 
-class EmptyDatasetError(ValueError):
+class EmptyDatasetError(UserError, ValueError):
     """The dataset exists but holds no images (the message names the path and what was expected)."""

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_distill.errors import UserError
+
 TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
          0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _CODES = {dt.newbyteorder("=") if dt.itemsize > 1 else dt: code for code, dt in TYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IdxError(ValueError):
+class IdxError(UserError, ValueError):
     """An IDX file is truncated, corrupt or not an IDX file (the message names the file)."""
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_distill.export import savedmodel
+from tf_distill.outputs import write_file_atomic
 
 QUANTIZE = (None, "float16", "dynamic_int8")
 
@@ -96,10 +97,7 @@ def convert(generator, w_avg, path, quantize=None, batch=1, allow_flex=False):
             if quantize == "float16":
                 converter.target_spec.supported_types = [tf.float16]
         flatbuffer = converter.convert()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(flatbuffer)
-    return path, len(flatbuffer)
+    return write_file_atomic(path, flatbuffer), len(flatbuffer)
 
 
 def run_tflite(path, z, truncation_psi=1.0):
@@ -129,6 +127,12 @@ def compare(tflite_path, reference_images, z, truncation_psi=1.0):
     return {"max_abs_pixel_error": int(diff.max()), "mean_abs_pixel_error": float(diff.mean()), "n": len(z)}
 
 
+def tflite_path(export_dir, quantize=None):
+    """``<export_dir>/<name>[_<quantize>].tflite``, where the TFLite export writes."""
+    export_dir = Path(export_dir)
+    return export_dir / (export_dir.name + (f"_{quantize}" if quantize else "") + ".tflite")
+
+
 def export_tflite(generator, latent_avg, export_dir, quantize=None, batch=1, compare_samples=8, **saved_model_kw):
     """tf-distill-export --format=tflite: writes ``<export_dir>/<name>[_<quantize>].tflite``; returns a report.
 
@@ -142,8 +146,7 @@ def export_tflite(generator, latent_avg, export_dir, quantize=None, batch=1, com
         newest = savedmodel.next_version(export_dir) - 1
     saved = export_dir / str(newest)
     w_avg = tf.saved_model.load(str(saved)).w_avg.numpy()  # the very w_avg the SavedModel serves with
-    name = export_dir.name + (f"_{quantize}" if quantize else "") + ".tflite"
-    path, size = convert(generator, w_avg, export_dir / name, quantize=quantize, batch=batch)
+    path, size = convert(generator, w_avg, tflite_path(export_dir, quantize), quantize=quantize, batch=batch)
     n = max(batch, (compare_samples // batch) * batch)
     z = savedmodel.z_from_seeds(np.arange(n, dtype=np.int64), generator.style_dim).numpy()
     reference = saved_model_images(saved, z)

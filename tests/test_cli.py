@@ -1,0 +1,171 @@
+"""Binaries: one-line errors instead of tracebacks, outputs that never destroy data, a quiet console."""
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tf_distill import cli, outputs
+from tf_distill.errors import UserError
+
+from conftest import fixture_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_binary(module, *args, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # the console a user sees
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", f"tf_distill.bin.{module}", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+    noise = [line for line in (result.stdout + result.stderr).splitlines()
+             if line[:1] in "EWI" and line[1:5].isdigit() or "InitializeLog" in line]
+    assert not noise, noise  # no TensorFlow C++ log lines (no-GPU notices) either
+
+
+# ---- output paths ----------------------------------------------------------------------------------
+
+def test_check_output_refuses_what_would_lose_data(tmp_path):
+    folder, full, afile = tmp_path / "new", tmp_path / "full", tmp_path / "afile"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    afile.write_text("mine")
+    assert outputs.check_output(folder) == folder
+    assert outputs.check_output(tmp_path / "empty_ok") == tmp_path / "empty_ok"
+    cases = [
+        (dict(path=full), "not empty"),
+        (dict(path=afile), "is a file"),
+        (dict(path=afile / "sub"), "is a file, not a folder"),
+        (dict(path=afile, kind="file"), "exists"),
+        (dict(path=full, kind="file"), "is a folder"),
+        (dict(path=tmp_path, overwrite=True, inputs=[full / "keep.txt"]), "holds the input"),
+        (dict(path=afile, overwrite=True, inputs=[afile], kind="file"), "holds the input"),
+    ]
+    for kwargs, words in cases:
+        with pytest.raises(UserError, match=words):
+            outputs.check_output(**kwargs)
+    assert outputs.check_output(full, overwrite=True) == full
+    assert outputs.check_output(afile, overwrite=True, kind="file") == afile
+
+
+def test_check_workdir_resumes_ours_and_refuses_others(tmp_path):
+    ours, other = tmp_path / "ours", tmp_path / "other"
+    (ours / "checkpoints").mkdir(parents=True)
+    other.mkdir()
+    (other / "thesis.tex").write_text("mine")
+    assert outputs.check_workdir(ours, ["checkpoints"]) == ours
+    assert outputs.check_workdir(tmp_path / "fresh", ["checkpoints"]) == tmp_path / "fresh"
+    with pytest.raises(UserError, match="holds files of something else"):
+        outputs.check_workdir(other, ["checkpoints"])
+    assert outputs.check_workdir(other, ["checkpoints"], overwrite=True) == other
+    assert (other / "thesis.tex").read_text() == "mine"
+
+
+def test_staged_directory_honours_umask_and_keeps_old_on_failure(tmp_path):
+    target = tmp_path / "out"
+    old_umask = os.umask(0o022)
+    try:
+        with outputs.staged_directory(target) as stage:
+            (stage / "a.txt").write_text("new")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert (target / "a.txt").read_text() == "new"
+    with pytest.raises(RuntimeError):
+        with outputs.staged_directory(target) as stage:
+            (stage / "a.txt").write_text("half")
+            raise RuntimeError("disk full")
+    assert (target / "a.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left behind
+
+
+def test_write_file_atomic_leaves_no_temporary_on_failure(tmp_path, monkeypatch):
+    path = outputs.write_file_atomic(tmp_path / "m.json", "{}")
+    assert path.read_text() == "{}"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError):
+        outputs.write_file_atomic(tmp_path / "m.json", "{\"new\": 1}")
+    assert path.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+# ---- one-line messages -----------------------------------------------------------------------------
+
+def test_describe_expected_errors_and_leaves_bugs_alone():
+    assert cli.describe(UserError("x is bad\n(fix it)")) == "x is bad (fix it)"
+    assert cli.describe(FileNotFoundError("Checkpoint a.pt does not exist.")) == "Checkpoint a.pt does not exist."
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/out/g.keras")
+    assert cli.describe(full) == "No space left on device: /data/out/g.keras (free disk space, or choose another " \
+                                 "output folder)"
+    assert "read-only" in cli.describe(OSError(errno.EROFS, "Read-only file system", "/ro"))
+    assert cli.describe(KeyError("a bug")) is None
+    assert cli.describe(ZeroDivisionError()) is None
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    """A user's folder: a checkpoint, a folder with a file of theirs, a plain file, existing shards."""
+    root = tmp_path_factory.mktemp("user")
+    (root / "mydata").mkdir()
+    (root / "mydata" / "teacher.pt").write_bytes(fixture_path("teacher32_zip.pt").read_bytes())
+    (root / "notes").mkdir()
+    (root / "notes" / "keep.txt").write_text("mine")
+    (root / "afile").write_text("mine")
+    (root / "images").mkdir()
+    (root / "shards-00000-of-00001.tfrecord").write_bytes(b"mine")
+    return root
+
+
+CASES = [  # (module, args, words in the error line)
+    ("convert", ["--input=mydata/teacher.pt", "--output=mydata"], ["holds the input"]),
+    ("convert", ["--input=mydata/teacher.pt", "--output=mydata", "--overwrite"], ["holds the input"]),
+    ("convert", ["--input=mydata/teacher.pt", "--output=notes"], ["not empty", "--overwrite"]),
+    ("convert", ["--input=mydata/teacher.pt", "--output=afile"], ["is a file"]),
+    ("convert", ["--input=missing.pt", "--output=out"], ["missing.pt", "does not exist"]),
+    ("convert", ["--input=mydata/teacher.pt", "--output=out", "--n_samples=0"], ["--n_samples"]),
+    ("convert", ["--input=mydata/teacher.pt", "--output=out", "--no_such_flag"], ["no_such_flag"]),
+    ("train", ["--config=configs/demo_distill.py", "--config.train.lrr=1", "--workdir=w"],
+     ["--config.train.lrr", "did you mean --config.train.lr?"]),
+    ("train", ["--config=no_such_config.py", "--workdir=w"], ["no_such_config.py"]),
+    ("export", ["--checkpoint=mydata/teacher.pt", "--export_dir=afile"], ["--export_dir", "is a file"]),
+    ("export", ["--checkpoint=mydata/teacher.pt", "--export_dir=afile/student"], ["is a file, not a folder"]),
+    ("make_tfrecords", ["--input=images", "--output=shards"], ["exist already", "--overwrite"]),
+    ("make_tfrecords", ["--input=no_images", "--output=new/shards"], ["no_images", "does not exist"]),
+    ("demo", ["--workdir=notes"], ["holds files of something else"]),
+    ("reproduce", ["--workdir=afile"], ["is a file"]),
+    ("stats", ["--checkpoint=missing.pt"], ["missing.pt"]),
+]
+
+
+@pytest.mark.parametrize("module,args,words", CASES, ids=[f"{m}:{' '.join(a)}" for m, a, _ in CASES])
+def test_bad_input_gives_one_line_and_keeps_user_files(user_files, module, args, words):
+    if module in ("train", "reproduce", "demo"):  # their configs name repo-relative paths
+        args = [a.replace("=w", f"={user_files / 'w'}").replace("=notes", f"={user_files / 'notes'}")
+                .replace("=afile", f"={user_files / 'afile'}").replace("=no_such", f"={user_files / 'no_such'}")
+                for a in args]
+        result = run_binary(module, *args, cwd=REPO)
+    else:
+        result = run_binary(module, *args, cwd=user_files)
+    assert_one_line_error(result, *words)
+    assert (user_files / "mydata" / "teacher.pt").read_bytes() == fixture_path("teacher32_zip.pt").read_bytes()
+    assert (user_files / "notes" / "keep.txt").read_text() == "mine"
+    assert (user_files / "afile").read_text() == "mine"
+    assert (user_files / "shards-00000-of-00001.tfrecord").read_bytes() == b"mine"
+    assert sorted(p.name for p in user_files.iterdir()) == ["afile", "images", "mydata", "notes",
+                                                            "shards-00000-of-00001.tfrecord"]

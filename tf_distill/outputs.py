@@ -1,0 +1,116 @@
+"""Output paths that never destroy what a user already has.
+
+Every binary that writes checks its output first (``check_output``): an existing non-empty folder
+or file is refused unless the user passed ``--overwrite``, and an output that holds one of the
+inputs is refused even then. Folders are staged in a hidden sibling and renamed into place
+(``staged_directory``), with normal permissions (the umask's, not ``mkdtemp``'s 0700).
+"""
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from tf_distill.errors import UserError
+
+
+def check_output(path, *, overwrite=False, inputs=(), flag="--output", kind="folder"):
+    """``path`` as a Path once it is safe to write there as a ``kind`` ("folder" or "file"); else UserError."""
+    path = Path(path)
+    resolved = path.resolve()
+    for item in inputs:
+        item = Path(item).resolve()
+        if item == resolved or resolved in item.parents:
+            raise UserError(f"{flag}={path} holds the input {item}, which writing there would destroy "
+                            f"(choose an output outside it)")
+    check_parents(path, flag)
+    if kind == "folder":
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{flag}={path} is a file; a folder is written there (choose a folder path)")
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise UserError(f"{flag}={path} exists and is not empty (choose a new folder, or pass --overwrite "
+                            "to replace what it holds)")
+    else:
+        if path.is_dir():
+            raise UserError(f"{flag}={path} is a folder; a file is written there (give a file path)")
+        if path.exists() and not overwrite:
+            raise UserError(f"{flag}={path} exists (choose a new path, or pass --overwrite to replace it)")
+    return path
+
+
+def check_workdir(path, markers, *, overwrite=False, flag="--workdir"):
+    """A working folder is ours to resume (it holds one of ``markers``), new, or empty; else UserError.
+
+    ``overwrite`` here means "use this folder anyway": nothing in it is deleted.
+    """
+    path = Path(path)
+    check_parents(path, flag)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag}={path} is a file (give a folder)")
+    if path.is_dir() and any(path.iterdir()) and not overwrite \
+            and not any((path / marker).exists() for marker in markers):
+        raise UserError(f"{flag}={path} holds files of something else (choose a new folder, or pass --overwrite to "
+                        "write into it anyway; nothing there is deleted)")
+    return path
+
+
+def check_parents(path, flag="--output"):
+    """Refuses a path below a file (``out.png/x``), which no write could create."""
+    for parent in Path(path).resolve().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{flag}={path}: {parent} is a file, not a folder (choose another path)")
+            return
+
+
+def make_dirs(path):
+    """``mkdir -p`` with the umask's permissions; a clear error when a parent is a file."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise UserError(f"cannot create folder {path}: a part of the path is a file (choose another path)") from err
+    return path
+
+
+@contextlib.contextmanager
+def staged_directory(path):
+    """Yields a hidden sibling folder to fill; on success it replaces ``path`` in one rename.
+
+    An existing ``path`` is moved aside first and removed only after the new folder is in place;
+    on failure the staging folder is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    make_dirs(path.parent)
+    stage = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    stage.mkdir()  # the umask's permissions (mkdtemp would make it 0700)
+    try:
+        yield stage
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(path, old)
+        os.replace(stage, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_file_atomic(path, data):
+    """Writes bytes or text to ``path`` through a temporary sibling and a rename."""
+    path = Path(path)
+    make_dirs(path.parent)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data)
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
