@@ -7,49 +7,92 @@
   ``.keras`` stores the architecture config next to the weights, loads with
   ``keras.models.load_model`` in safe mode (no pickle, no code), and is what Keras users expect;
   training state (optimizers, step) lives in the trainer's ``tf.train.Checkpoint`` instead.
+
+Both readers check the architecture a file declares (``convert.architecture``: bounds, every
+tensor's shape, the memory limit ``TF_DISTILL_MAX_MODEL_GB``) before building a model, so a
+crafted file is refused in one line instead of allocating what it asks for.
 """
 
+import json
 import os
-import shutil
-import tempfile
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from tf_distill.convert import rosinality
-from tf_distill.convert.torch_pickle import load_torch_checkpoint, save_torch_checkpoint
-from tf_distill.models import Generator
+from tf_distill import outputs
+from tf_distill.convert import architecture, rosinality
+from tf_distill.convert.torch_pickle import CheckpointError, load_torch_checkpoint, save_torch_checkpoint
+from tf_distill.errors import UserError
+from tf_distill.layers.equalized import PACKAGE
+from tf_distill.models import Discriminator, Generator
 
 NETWORKS = ("g_ema", "g", "d")
 
+_KERAS_FIX = "re-save it with tf-distill, or convert the original .pt again with tf-distill-convert"
+# The Keras classes a .keras archive may hold: (class, config check, parameter shapes).
+_KERAS_CLASSES = {"Generator": (Generator, architecture.generator_config, architecture.generator_shapes),
+                  "Discriminator": (Discriminator, architecture.discriminator_config,
+                                    architecture.discriminator_shapes)}
+_MAX_CONFIG_BYTES = 1 << 20  # a Generator's config.json is under 1 KB
+_MAX_DEFLATE_RATIO = 1032  # the most one compressed byte of a zip record can expand to
+
+
+class ModelFileError(UserError, ValueError):
+    """A ``.keras`` archive or converted checkpoint that cannot be read (one line: the file and the problem)."""
+
 
 def read_rosinality(path, lr_mlp=0.01):
-    """{'g_ema'|'g'|'d': Keras model, 'latent_avg': array} from a rosinality ``.pt`` (or bare state_dict)."""
-    ckpt = load_torch_checkpoint(path)
+    """{'g_ema'|'g'|'d': Keras model, 'latent_avg': array} from a rosinality ``.pt`` (or bare state_dict).
+
+    Every network's architecture is derived and checked against all its tensors, the bounds and
+    the memory limit before the first model is built.
+    """
+    try:
+        ckpt = load_torch_checkpoint(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err} ({rosinality.FIX})") from None
     if not isinstance(ckpt, dict):
-        raise rosinality.StateDictError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}.")
+        raise rosinality.StateDictError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__} "
+                                        f"({rosinality.FIX}).")
     if "conv1.conv.weight" in ckpt:  # a bare generator state_dict
         ckpt = {"g_ema": ckpt}
     if not any(k in ckpt for k in NETWORKS):
         raise rosinality.StateDictError(f"{path}: no 'g_ema', 'g' or 'd' state_dict and no generator parameters; "
-                                        f"found keys {sorted(ckpt)[:8]}.")
-    models = {}
-    for key in ("g_ema", "g"):
-        if key in ckpt:
-            models[key] = _with_context(path, key, rosinality.generator_from_state_dict, ckpt[key], lr_mlp=lr_mlp)
-    if "d" in ckpt:
-        models["d"] = _with_context(path, "d", rosinality.discriminator_from_state_dict, ckpt["d"])
-    if "latent_avg" in ckpt:
-        models["latent_avg"] = np.asarray(ckpt["latent_avg"], np.float32).reshape(1, -1)
+                                        f"found keys {sorted(map(str, ckpt))[:8]} ({rosinality.FIX}).")
+    plans = {}
+    for key in (k for k in NETWORKS if k in ckpt):
+        if not isinstance(ckpt[key], dict):
+            raise rosinality.StateDictError(f"{path} [{key}]: is a {type(ckpt[key]).__name__}, not a state_dict "
+                                            f"({rosinality.FIX}).")
+        cls, check = ((Discriminator, rosinality.checked_discriminator_config) if key == "d" else
+                      (Generator, lambda sd: rosinality.checked_generator_config(sd, lr_mlp=lr_mlp)))
+        plans[key] = (cls, _with_context(f"{path} [{key}]", check, ckpt[key]))
+    style_dims = {config["style_dim"] for cls, config in plans.values() if cls is Generator}
+    latent_avg = _checked_latent_avg(ckpt["latent_avg"], style_dims, path) if "latent_avg" in ckpt else None
+    models = {key: _with_context(f"{path} [{key}]", rosinality.build_from_state_dict, cls, config, ckpt[key])
+              for key, (cls, config) in plans.items()}
+    if latent_avg is not None:
+        models["latent_avg"] = latent_avg
     return models
 
 
-def _with_context(path, key, fn, *args, **kwargs):
+def _checked_latent_avg(value, style_dims, where):
+    """``value`` as a [1, style_dim] float32 array, if it is a floating array of one generator's style_dim."""
+    sizes = style_dims or range(1, architecture.MAX_WIDTH + 1)
+    if not (isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating) and value.size in sizes):
+        what = f"shape {value.shape}" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
+        raise rosinality.StateDictError(f"{where}: latent_avg is {what}, not a float vector of the generator's "
+                                        f"style_dim {sorted(style_dims) or ''} ({rosinality.FIX}).")
+    return np.asarray(value, np.float32).reshape(1, -1)
+
+
+def _with_context(where, fn, *args):
     try:
-        return fn(*args, **kwargs)
-    except rosinality.StateDictError as err:
-        raise rosinality.StateDictError(f"{path} [{key}]: {err}") from None
+        return fn(*args)
+    except architecture.ArchitectureError as err:
+        raise type(err)(f"{where}: {err}") from None
 
 
 def write_rosinality(path, **models):
@@ -63,52 +106,95 @@ def write_rosinality(path, **models):
 
 
 def save_models(directory, **models):
-    """Writes our checkpoint directory atomically: built in a sibling temp dir, then swapped in."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    """Writes our checkpoint directory atomically, with the umask's permissions: filled in a hidden sibling,
+    then renamed into place (``outputs.staged_directory``)."""
+    with outputs.staged_directory(directory) as stage:
         for key, model in models.items():
             if model is None:
                 continue
             if key == "latent_avg":
-                np.save(tmp / "latent_avg.npy", np.asarray(model, np.float32))
+                np.save(stage / "latent_avg.npy", np.asarray(model, np.float32))
             else:
-                model.save(tmp / f"{key}.keras")
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+                model.save(stage / f"{key}.keras")
 
 
 def load_models(directory):
     """Reads every network of our checkpoint directory."""
     directory = Path(directory)
-    models = {k: keras.models.load_model(directory / f"{k}.keras") for k in NETWORKS
-              if (directory / f"{k}.keras").exists()}
+    models = {k: load_keras(directory / f"{k}.keras") for k in NETWORKS if (directory / f"{k}.keras").exists()}
     if (directory / "latent_avg.npy").exists():
-        models["latent_avg"] = np.load(directory / "latent_avg.npy", allow_pickle=False)
+        models["latent_avg"] = _load_latent_avg(directory / "latent_avg.npy", models)
     if not models:
         raise FileNotFoundError(f"{directory} holds no g_ema.keras, g.keras or d.keras; convert a checkpoint with "
                                 "tf-distill-convert first.")
     return models
 
 
+def _load_latent_avg(path, models):
+    try:
+        value = np.load(path, mmap_mode="r", allow_pickle=False)  # maps, so a crafted header allocates nothing
+    except (ValueError, EOFError) as err:
+        raise ModelFileError(f"{path}: not a readable .npy array ({err}) ({_KERAS_FIX}).") from None
+    style_dims = {m.style_dim for m in models.values() if isinstance(m, Generator)}
+    return _checked_latent_avg(value, style_dims, path)
+
+
+def load_keras(path):
+    """The Generator or Discriminator of a ``.keras`` archive.
+
+    Its ``config.json`` is read and checked first (class, bounds, memory limit, and a weights
+    record large enough for the parameters it declares), so a crafted archive is refused before
+    Keras builds anything; every failure is a one-line ModelFileError or ArchitectureError.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:  # a missing or unreadable file stays an OSError
+        try:
+            with zipfile.ZipFile(fh) as zf:
+                info = zf.getinfo("config.json")
+                if info.file_size > _MAX_CONFIG_BYTES:
+                    raise ModelFileError(f"{path}: its config.json has {info.file_size} bytes, more than a model's "
+                                         f"config ({_KERAS_FIX}).")
+                config = json.loads(zf.read(info))
+                weights = zf.getinfo("model.weights.h5")
+        except ModelFileError:
+            raise
+        except Exception as err:  # pylint: disable=broad-except  # zipfile, zlib, json: all mean a bad archive
+            raise ModelFileError(f"{path}: not a readable .keras archive ({type(err).__name__}: {err}) "
+                                 f"({_KERAS_FIX}).") from None
+        archive_size = os.fstat(fh.fileno()).st_size
+    name = config.get("class_name") if isinstance(config, dict) else None
+    if name not in _KERAS_CLASSES or config.get("registered_name") != f"{PACKAGE}>{name}" \
+            or not isinstance(config.get("config"), dict):
+        raise ModelFileError(f"{path}: holds a {str(name)[:60]!r} model, not a tf-distill Generator or "
+                             f"Discriminator ({_KERAS_FIX}).")
+    cls, check_config, shapes_of = _KERAS_CLASSES[name]
+    params, _ = shapes_of(_with_context(path, check_config, config["config"]))
+    _with_context(path, architecture.check_memory, params, f"its {name}")
+    need = 2 * architecture.parameter_count(params)  # at least 16 bits per parameter
+    most = weights.compress_size * (1 if weights.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO)
+    if weights.compress_size > archive_size or most < need:
+        raise ModelFileError(f"{path}: its weights record cannot hold the {architecture.parameter_count(params):,} "
+                             f"parameters its config declares; the archive is truncated or crafted ({_KERAS_FIX}).")
+    try:
+        model = keras.models.load_model(path)
+    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise ModelFileError(f"{path}: cannot load the .keras archive ({type(err).__name__}: {reason}) "
+                             f"({_KERAS_FIX}).") from err
+    if not isinstance(model, cls):
+        raise ModelFileError(f"{path}: loaded a {type(model).__name__}, not a {name} ({_KERAS_FIX}).")
+    return model
+
+
 def load_any(path, lr_mlp=0.01):
     """Networks from a ``.pt``, a ``.keras`` generator/discriminator, or our checkpoint directory."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist.")
+        raise FileNotFoundError(f"Checkpoint {path} does not exist (check the path).")
     if path.is_dir():
         return load_models(path)
     if path.suffix == ".keras":
-        model = keras.models.load_model(path)
+        model = load_keras(path)
         return {"g_ema" if isinstance(model, Generator) else "d": model}
     return read_rosinality(path, lr_mlp=lr_mlp)
 
@@ -119,5 +205,4 @@ def load_generator(path, which="g_ema", lr_mlp=0.01):
     for key in (which, "g"):
         if isinstance(models.get(key), Generator):
             return models[key]
-    raise ValueError(f"{path} holds no generator (found {sorted(models)}).")
-
+    raise ModelFileError(f"{path} holds no generator (found {sorted(models)}); give a checkpoint with g_ema or g.")

@@ -1,22 +1,30 @@
 """rosinality/CAGAN/StyleKD state_dicts <-> our Keras models, by an explicit name-to-name table.
 
 Every parameter is looked up by its reference name and shape-checked; nothing is assigned by
-list order. Kernel buffers (``blur.kernel``, ``upsample.kernel``, ``conv2.0.kernel``) are
-recomputed from the architecture, checked on import and written on export so the reference
-code can ``load_state_dict`` our students strictly.
+list order. Before a model is built, the architecture a state_dict declares is checked against
+its bounds, every tensor and the memory limit (``checked_generator_config``), so a crafted
+checkpoint cannot make us allocate what it asks for. Kernel buffers (``blur.kernel``,
+``upsample.kernel``, ``conv2.0.kernel``) are recomputed from the architecture, checked on
+import and written on export so the reference code can ``load_state_dict`` our students strictly.
 """
 
 import collections
+import contextlib
 import dataclasses
 import re
 
 import numpy as np
 
+from tf_distill.convert import architecture
+from tf_distill.convert.architecture import ArchitectureError
 from tf_distill.models import Discriminator, Generator
 from tf_distill.ops import setup_kernel
 
+# How to fix a checkpoint we refuse (ends every message).
+FIX = "use the original checkpoint, or one saved by the rosinality/CAGAN/StyleKD code or tf-distill"
 
-class StateDictError(ValueError):
+
+class StateDictError(ArchitectureError):
     """A state_dict does not match the architecture (one-line message naming the parameter)."""
 
 
@@ -120,51 +128,86 @@ def discriminator_table(d):
 
 def _index_sorted(keys, pattern):
     """Keys matching ``pattern`` (one integer group), sorted by that integer (registration order)."""
-    found = [(int(m.group(1)), k) for k in keys for m in [re.fullmatch(pattern, k)] if m]
+    found = [(int(m.group(1)), k) for k in keys if isinstance(k, str) for m in [re.fullmatch(pattern, k)] if m]
     return [k for _, k in sorted(found)]
 
 
-def _shape(sd, name):
+def _shape(sd, name, ndim):
     if name not in sd:
         raise StateDictError(f"state_dict has no parameter '{name}': this is not a rosinality StyleGAN2 "
-                             "state_dict, or it is truncated.")
-    return tuple(np.shape(sd[name]))
+                             f"state_dict, or it is truncated ({FIX}).")
+    value = sd[name]
+    if not isinstance(value, np.ndarray) or value.ndim != ndim:
+        what = f"shape {value.shape}" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
+        raise StateDictError(f"parameter '{name}' is {what}, not a {ndim}-D tensor ({FIX}).")
+    return tuple(int(n) for n in value.shape)
+
+
+def _checked_log_size(log_size, what):
+    if not 3 <= log_size <= architecture.MAX_SIZE.bit_length() - 1:
+        raise StateDictError(f"state_dict has {what}, i.e. a resolution of 2^{log_size}; supported are 8 to "
+                             f"{architecture.MAX_SIZE} ({FIX}).")
+    return log_size
 
 
 def generator_config_from_state_dict(sd, lr_mlp=0.01):
     """Architecture of a rosinality generator state_dict (as the reference's Build_Generator_From_Dict).
 
+    Read from shapes only; bounds and every other tensor are checked by :func:`checked_generator_config`.
     The mapping's lr multiplier is not recoverable from weights: the standard mapping uses
     ``lr_mlp`` (0.01 in every rosinality/CAGAN/StyleKD model), a heterogeneous mapping (keys
     from ``style.0``, no PixelNorm) uses 1, as the reference's ``mlp_cfg``.
     """
-    conv_keys = ["conv1.conv.weight"] + _index_sorted(sd, r"convs\.(\d+)\.conv\.weight")
-    shapes = [_shape(sd, k) for k in conv_keys]
-    for k, s in zip(conv_keys, shapes):
-        if len(s) != 5:
-            raise StateDictError(f"parameter '{k}' has shape {s}; a modulated conv weight is [1, out, in, k, k].")
+    conv_keys = ["conv1.conv.weight"] + _index_sorted(sd, r"convs\.(\d{1,9})\.conv\.weight")
+    shapes = [_shape(sd, k, 5) for k in conv_keys]
+    if len(conv_keys) % 2 == 0:
+        raise StateDictError(f"state_dict has {len(conv_keys) - 1} 'convs.N' layers; expected an even number "
+                             f"({FIX}).")
+    log_size = _checked_log_size(len(conv_keys) // 2 + 2, f"{len(conv_keys) - 1} 'convs.N' layers")
     channels = [s[2] for s in shapes] + [shapes[-1][1]]
-    if len(channels) % 2:
-        raise StateDictError(f"state_dict has {len(conv_keys) - 1} 'convs.N' layers; expected an even number.")
-    size = 2 ** (len(channels) // 2 + 1)
-    style_dim = _shape(sd, "conv1.conv.modulation.weight")[1]
+    style_dim = _shape(sd, "conv1.conv.modulation.weight", 2)[1]
     kernel_size = shapes[2][-1] if len(shapes) > 2 else 3
     heterogeneous = "style.0.weight" in sd
-    mapping_keys = _index_sorted(sd, r"style\.(\d+)\.weight")
+    mapping_keys = _index_sorted(sd, r"style\.(\d{1,9})\.weight")
     if not mapping_keys:
-        raise StateDictError("state_dict has no mapping network ('style.N.weight').")
-    widths = [_shape(sd, k)[0] for k in mapping_keys]
-    config = dict(size=size, style_dim=style_dim, n_mlp=len(widths), lr_mlp=float(lr_mlp), channels=channels,
-                  kernel_size=kernel_size)
+        raise StateDictError(f"state_dict has no mapping network ('style.N.weight') ({FIX}).")
+    widths = [_shape(sd, k, 2)[0] for k in mapping_keys]
+    config = dict(size=2 ** log_size, style_dim=style_dim, n_mlp=len(widths), lr_mlp=float(lr_mlp),
+                  channels=channels, kernel_size=kernel_size)
     if heterogeneous:
         config.update(mapping_widths=widths, mapping_lr_mul=1.0)
     return config
 
 
 def discriminator_config_from_state_dict(sd):
-    blocks = _index_sorted(sd, r"convs\.(\d+)\.conv2\.1\.weight")
-    channels = [_shape(sd, "convs.0.0.weight")[0]] + [_shape(sd, k)[0] for k in blocks]
-    return dict(size=2 ** (len(blocks) + 2), channels=channels)
+    blocks = _index_sorted(sd, r"convs\.(\d{1,9})\.conv2\.1\.weight")
+    channels = [_shape(sd, "convs.0.0.weight", 4)[0]] + [_shape(sd, k, 4)[0] for k in blocks]
+    log_size = _checked_log_size(len(blocks) + 2, f"{len(blocks)} residual blocks ('convs.N.conv2')")
+    return dict(size=2 ** log_size, channels=channels)
+
+
+def check_state_dict(sd, params, buffers, strict=True, what="the model"):
+    """Checks before anything is assigned or built: every name of ``params`` (name -> PyTorch shape) is in
+    ``sd`` as a floating-point array of that shape, ``buffers`` present have their shape, and (``strict``)
+    ``sd`` has no other names. Raises StateDictError naming the first problem."""
+    missing = [name for name in params if name not in sd]
+    if missing:
+        raise StateDictError(f"state_dict lacks {len(missing)} parameter(s) {what} needs, first '{missing[0]}' "
+                             f"({FIX}).")
+    for name, shape in [*params.items(), *((b, s) for b, s in buffers.items() if b in sd)]:
+        value = sd[name]
+        if not isinstance(value, np.ndarray):
+            raise StateDictError(f"parameter '{name}' is a {type(value).__name__}, not a tensor ({FIX}).")
+        if tuple(value.shape) != tuple(shape):
+            raise StateDictError(f"parameter '{name}' has shape {tuple(value.shape)} in the state_dict but {what} "
+                                 f"expects {tuple(shape)} ({FIX}).")
+        if not np.issubdtype(value.dtype, np.floating):
+            raise StateDictError(f"parameter '{name}' has dtype {value.dtype}; expected floating point ({FIX}).")
+    if strict:
+        extra = [k for k in sd if k not in params and k not in buffers]
+        if extra:
+            raise StateDictError(f"state_dict has {len(extra)} name(s) {what} lacks, first '{extra[0]}' "
+                                 f"({FIX}).")
 
 
 def load_state_dict(model, sd, strict=True):
@@ -174,31 +217,17 @@ def load_state_dict(model, sd, strict=True):
     buffers are checked against the recomputed kernels instead).
     """
     entries, buffers = table(model)
-    missing = [e.name for e in entries if e.name not in sd]
-    if missing:
-        raise StateDictError(f"state_dict lacks {len(missing)} parameter(s) the model needs, first "
-                             f"'{missing[0]}'; the checkpoint's architecture differs from the model's.")
+    check_state_dict(sd, {e.name: e.torch_shape() for e in entries}, {k: v.shape for k, v in buffers.items()}, strict)
     values = []
     for e in entries:
-        value = np.asarray(sd[e.name])
-        if tuple(value.shape) != e.torch_shape():
-            raise StateDictError(f"parameter '{e.name}' has shape {tuple(value.shape)} in the state_dict but the "
-                                 f"model expects {e.torch_shape()}.")
-        if not np.issubdtype(value.dtype, np.floating):
-            raise StateDictError(f"parameter '{e.name}' has dtype {value.dtype}; expected floating point.")
+        value = sd[e.name]
         if not np.all(np.isfinite(value)):
-            raise StateDictError(f"parameter '{e.name}' contains NaN or Inf.")
+            raise StateDictError(f"parameter '{e.name}' contains NaN or Inf ({FIX}).")
         values.append(_TO_TF[e.kind](value).astype(np.float32))
     for name, kernel in buffers.items():
-        if name in sd and not np.allclose(np.asarray(sd[name]), kernel, atol=1e-6):
+        if name in sd and not np.allclose(sd[name], kernel, atol=1e-6):
             raise StateDictError(f"buffer '{name}' differs from the FIR kernel {list(model.blur_kernel)} "
                                  "this model uses; pass the matching blur_kernel.")
-    if strict:
-        known = {e.name for e in entries} | set(buffers)
-        extra = [k for k in sd if k not in known]
-        if extra:
-            raise StateDictError(f"state_dict has {len(extra)} name(s) the model lacks, first '{extra[0]}'; "
-                                 "the checkpoint's architecture differs from the model's.")
     for e, v in zip(entries, values):
         e.variable.assign(v)
 
@@ -220,15 +249,49 @@ def table(model):
     raise TypeError(f"Expected a Generator or Discriminator, got {type(model).__name__}.")
 
 
+def checked_generator_config(sd, lr_mlp=0.01, **overrides):
+    """The Generator config a state_dict declares (with ``overrides``), checked against the bounds, against
+    every tensor's shape and against the memory limit, all before anything is allocated."""
+    with _as_state_dict_error():
+        config = architecture.generator_config({**generator_config_from_state_dict(sd, lr_mlp=lr_mlp), **overrides})
+        params, buffers = architecture.generator_shapes(config)
+        check_state_dict(sd, params, buffers, what="the architecture it declares")
+        architecture.check_memory(params, "the generator")
+    return config
+
+
+def checked_discriminator_config(sd, **overrides):
+    """As :func:`checked_generator_config`, for a discriminator state_dict."""
+    with _as_state_dict_error():
+        config = architecture.discriminator_config({**discriminator_config_from_state_dict(sd), **overrides})
+        params, buffers = architecture.discriminator_shapes(config)
+        check_state_dict(sd, params, buffers, what="the architecture it declares")
+        architecture.check_memory(params, "the discriminator")
+    return config
+
+
+@contextlib.contextmanager
+def _as_state_dict_error():
+    """An architecture a state_dict declares that we refuse is a StateDictError, like its other problems."""
+    try:
+        yield
+    except StateDictError:
+        raise
+    except ArchitectureError as err:
+        raise StateDictError(str(err)) from None
+
+
+def build_from_state_dict(cls, config, sd):
+    """A ``cls`` (Generator or Discriminator) of a checked ``config``, built and loaded from ``sd``."""
+    model = cls(**config)
+    model.build()
+    load_state_dict(model, sd)
+    return model
+
+
 def generator_from_state_dict(sd, lr_mlp=0.01, **overrides):
-    g = Generator(**{**generator_config_from_state_dict(sd, lr_mlp=lr_mlp), **overrides})
-    g.build()
-    load_state_dict(g, sd)
-    return g
+    return build_from_state_dict(Generator, checked_generator_config(sd, lr_mlp=lr_mlp, **overrides), sd)
 
 
 def discriminator_from_state_dict(sd, **overrides):
-    d = Discriminator(**{**discriminator_config_from_state_dict(sd), **overrides})
-    d.build()
-    load_state_dict(d, sd)
-    return d
+    return build_from_state_dict(Discriminator, checked_discriminator_config(sd, **overrides), sd)

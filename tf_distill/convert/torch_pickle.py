@@ -36,11 +36,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from tf_distill.errors import UserError
+
 __all__ = ["CheckpointError", "ScriptObject", "load_numpy_pickle", "load_torch_checkpoint", "load_torchscript",
            "save_torch_checkpoint"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not a readable, safe torch checkpoint. The message is always one line."""
 
     def __init__(self, message: str):
@@ -613,6 +615,8 @@ class _Materializer:
 
 
 def _load_zip(fh, policy: _Policy = _TORCH_POLICY) -> Any:
+    budget = fh.seek(0, os.SEEK_END)  # tensor bytes still possible: all of them lie inside the file
+    fh.seek(0)
     try:
         zf = zipfile.ZipFile(fh)
     except zipfile.BadZipFile as exc:
@@ -644,6 +648,7 @@ def _load_zip(fh, policy: _Policy = _TORCH_POLICY) -> Any:
         obj = _unpickle(zf.read(stored(pkl_name)), storages, "data.pkl", policy)
 
         def read_storage(key: str, dtype: str, numel: int, where: str) -> np.ndarray:
+            nonlocal budget
             name = f"{prefix}data/{key}"
             if name not in names:
                 raise CheckpointError(f"missing storage record {name!r} for tensor {where}")
@@ -651,6 +656,10 @@ def _load_zip(fh, policy: _Policy = _TORCH_POLICY) -> Any:
             if info.file_size != nbytes:
                 raise CheckpointError(f"storage record {name!r} (tensor {where}) holds {info.file_size} "
                                       f"bytes, expected {nbytes} ({numel} x {dtype})")
+            budget -= nbytes
+            if budget < 0:  # checked before reading, so a crafted size never allocates
+                raise CheckpointError(f"storage record {name!r} (tensor {where}) claims {nbytes} bytes, more than "
+                                      "the file holds")
             return _decode_storage(zf.read(info), dtype, big_endian)
 
         return _Materializer(read_storage)(obj)
