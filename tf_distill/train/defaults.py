@@ -1,6 +1,7 @@
 """Default training configuration: every constant of the paper's run (spec C.4-C.6) in one place.
 
 Experiment files under ``configs/`` start from :func:`default_config` and override what differs.
+The range of every key is checked when a run starts (tf_distill.train.config_check).
 """
 
 import ml_collections

@@ -3,12 +3,19 @@
 ``workdir`` layout: ``checkpoints/`` (tf.train.CheckpointManager: G, G_ema, D, optimizers, step,
 pl_mean, RNG state; the data stream is deterministic and is resumed by skipping), ``tb/`` (TensorBoard), ``samples/`` (PNG grids, teacher vs
 student on fixed z), ``final/`` (our checkpoint directory of the last step: g_ema/g/d .keras).
+
+Resuming skips a checkpoint that cannot be read (kept on disk) for the one before it; a save that
+fails leaves nothing of itself, so the previous checkpoint stays the latest.
 """
 
+import errno
 import math
+import os
 import shutil
 import signal
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +24,27 @@ from absl import logging
 
 from tf_distill import model_io
 from tf_distill.data import DataSource, DecodeStats, make_dataset
+from tf_distill.errors import UserError
 from tf_distill.images import save_grid
 from tf_distill.models import Discriminator, Generator
 from tf_distill.progress import format_duration
+from tf_distill.train.config_check import check_batch, check_config, check_max_steps
 from tf_distill.train.mimic import MappingMimic
 from tf_distill.train.strategy import is_chief, make_strategy
 from tf_distill.train.stylekd import StyleKDStep
 
+# What a checkpoint that cannot be restored raises: a truncated or overwritten data file (IndexError
+# "Read less bytes than requested", DataLossError), a bad index, a missing file (OpError/OSError),
+# or one of another config (ValueError on shapes, AssertionError on unmatched variables).
+_RESTORE_ERRORS = (tf.errors.OpError, OSError, IndexError, ValueError, AssertionError)
 
-class NonFiniteLossError(RuntimeError):
-    pass
+
+class NonFiniteLossError(UserError):
+    """A loss became NaN or inf; the run stops without writing a checkpoint."""
+
+
+class CheckpointError(UserError):
+    """No checkpoint of the workdir can be restored, or one could not be written."""
 
 
 class _StopRequest:
@@ -52,17 +70,22 @@ class _StopRequest:
 def build_models(config, strategy):
     """(g, g_ema, d, teacher) under the strategy; the student is random, with the teacher's mapping if asked."""
     gen_config = {k: v for k, v in config.generator.to_dict().items() if v is not None}
+    d_config = {k: v for k, v in config.discriminator.to_dict().items() if v is not None}
     with strategy.scope():
         teacher = None
         if config.teacher:
             teacher = model_io.load_generator(config.teacher)
             teacher.trainable = False
-            if teacher.size != gen_config["size"]:
-                raise ValueError(f"teacher is {teacher.size} px but config.generator.size is {gen_config['size']}.")
-        g = Generator(**gen_config, name="g")
-        g_ema = Generator(**gen_config, name="g_ema")
-        d_config = {k: v for k, v in config.discriminator.to_dict().items() if v is not None}
-        d = Discriminator(gen_config["size"], stddev_chunk=config.kd.group_size, name="d", **d_config)
+            _check_teacher(teacher, gen_config)
+        try:  # the constructors check the architecture (channel counts, mapping widths) before any weight exists
+            g = Generator(**gen_config, name="g")
+            g_ema = Generator(**gen_config, name="g_ema")
+        except ValueError as err:
+            raise UserError(f"config.generator: {err} (fix the generator settings)") from err
+        try:
+            d = Discriminator(gen_config["size"], stddev_chunk=config.kd.group_size, name="d", **d_config)
+        except ValueError as err:
+            raise UserError(f"config.discriminator: {err} (fix the discriminator settings)") from err
         for model in (g, g_ema, d):
             model.build()
         if teacher is not None and config.kd.load_style and config.stage1.steps == 0:
@@ -72,13 +95,22 @@ def build_models(config, strategy):
     return g, g_ema, d, teacher
 
 
+def _check_teacher(teacher, gen_config):
+    """The student draws the teacher's z and is compared pixel to pixel: same resolution and style_dim."""
+    for key in ("size", "style_dim"):
+        if getattr(teacher, key) != gen_config[key]:
+            raise UserError(f"the teacher's {key} is {getattr(teacher, key)} but config.generator.{key} is "
+                            f"{gen_config[key]} (set --config.generator.{key}={getattr(teacher, key)}, or use a "
+                            "teacher that matches)")
+
+
 def copy_mapping(teacher, student):
     """The paper's ``load_style``: the student starts with the teacher's mapping network."""
     src, dst = teacher.mapping.weights, student.mapping.weights  # the frozen teacher has no trainable_weights
     if [tuple(v.shape) for v in src] != [tuple(v.shape) for v in dst] or \
             teacher.mapping.lr_mul != student.mapping.lr_mul or teacher.mapping.pixel_norm != student.mapping.pixel_norm:
-        raise ValueError("kd.load_style copies the teacher's mapping, but the student's mapping differs; "
-                         "train it with stage 1 (config.stage1.steps > 0) instead.")
+        raise UserError("config.kd.load_style copies the teacher's mapping, but the student's mapping differs "
+                        "(train it with stage 1, --config.stage1.steps > 0, or set --config.kd.load_style=False)")
     for d, s in zip(dst, src):
         d.assign(s)
 
@@ -100,8 +132,10 @@ class Run:
     """A training run bound to ``workdir``."""
 
     def __init__(self, config, workdir, lpips=None):
+        check_config(config)  # every bad value fails here, before anything is built or written
         self.config, self.workdir = config, Path(workdir)
         self.strategy = make_strategy(config.strategy)
+        check_batch(config, self.strategy.num_replicas_in_sync)
         self.chief = is_chief(self.strategy)
         tf.keras.utils.set_random_seed(config.seed)
         self.g, self.g_ema, self.d, self.teacher = build_models(config, self.strategy)
@@ -127,11 +161,11 @@ class Run:
         for prefix, obj in keras_objects.items():
             items.update(variables_by_path(prefix, obj))
         self.checkpoint = tf.train.Checkpoint(**items)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.workdir / "checkpoints",
-                                                  max_to_keep=config.log.keep_checkpoints)
+        self.manager = self._make_manager()
         self.writer = tf.summary.create_file_writer(str(self.workdir / "tb")) if self.chief else None
         rng = np.random.default_rng(config.seed + 12345)
         self._fid_stats = None
+        self._resume_point = "the start"  # what a rerun resumes from: the last checkpoint restored or written
         self.sample_z = rng.standard_normal((config.log.n_samples, self.g.style_dim)).astype(np.float32)
 
     def _dataset(self, step):
@@ -152,25 +186,133 @@ class Run:
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
     # ---- checkpoints -------------------------------------------------------------------------------
+    def _make_manager(self):
+        """The checkpoint manager, which reads the ``checkpoint`` list now.
+
+        A list that cannot be read is moved aside (kept) with a warning, so that restore() looks for
+        the ``ckpt-N`` on disk instead of the run starting over on top of them.
+        """
+        directory = self.workdir / "checkpoints"
+        state = directory / "checkpoint"
+        try:
+            manager = tf.train.CheckpointManager(self.checkpoint, directory,
+                                                 max_to_keep=self.config.log.keep_checkpoints)
+            if manager.latest_checkpoint or not state.exists():
+                return manager
+            reason = "not a checkpoint list"  # TensorFlow ignores a list it cannot parse
+        except ValueError as err:  # one that names no checkpoint, or is not text
+            reason = _short(err)
+        aside = state.with_name(f"checkpoint.unreadable-{uuid.uuid4().hex[:8]}")
+        os.replace(state, aside)
+        print(f"warning: the checkpoint list {state} cannot be read ({reason}); kept as {aside.name}; "
+              "looking for the checkpoints beside it", file=sys.stderr, flush=True)
+        return tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=self.config.log.keep_checkpoints)
+
     def restore(self):
+        """Restores the newest checkpoint that can be read; returns its path (None: a fresh run).
+
+        One that cannot be read (truncated, overwritten, bad index, ...) is reported, left on disk
+        and skipped for the one before it, which then restores every variable, so nothing of a
+        failed partial restore remains. Fails only if there are checkpoints and none can be read.
+        """
+        tried, candidates = [], self._checkpoint_candidates()
+        for i, path in enumerate(candidates):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except _RESTORE_ERRORS as err:
+                reason = _short(err)
+                tried.append(f"{Path(path).name} ({reason})")
+                print(f"warning: cannot restore checkpoint {path}: {reason}; it stays on disk (a later save of "
+                      "the same step replaces it: copy it elsewhere to keep it)"
+                      + ("; trying the one before it" if i + 1 < len(candidates) else ""), file=sys.stderr, flush=True)
+                continue
+            self._resume_point = self._position()
+            logging.info("Resumed from %s at step %d.", path, int(self.step.step.numpy()))
+            print(f"resumed from {path} (step {int(self.step.step.numpy())})", flush=True)
+            return path
+        if tried:
+            raise CheckpointError(
+                f"no checkpoint in {self.manager.directory} can be restored: {'; '.join(tried)} (if the config "
+                f"changed, rerun with the one the run started with; to start fresh, move {self.workdir} aside or "
+                "choose another --workdir)")
+        return None
+
+    def _checkpoint_candidates(self):
+        """The manager's checkpoints, newest first; without its state file, the ``ckpt-N`` found on disk."""
+        paths = list(reversed(self.manager.checkpoints))
         latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            logging.info("Resumed from %s at step %d.", latest, int(self.step.step.numpy()))
-            print(f"resumed from {latest} (step {int(self.step.step.numpy())})", flush=True)
-        return latest
+        if latest and latest not in paths:
+            paths.insert(0, latest)
+        if not paths:  # a lost or garbled ``checkpoint`` file: do not start over on top of the old checkpoints
+            found = {}
+            for index in Path(self.manager.directory).glob("ckpt-*.index"):
+                number = index.stem[len("ckpt-"):]
+                if number.isdigit():
+                    found[int(number)] = str(index.with_suffix(""))
+            paths = [found[n] for n in sorted(found, reverse=True)]
+        return paths
+
+    def _position(self):
+        """Where a resume would start now, in the user's terms."""
+        if self.mimic is not None and int(self.mimic_step.numpy()) < self.config.stage1.steps:
+            return f"stage 1 step {int(self.mimic_step.numpy())}"
+        return f"step {int(self.step.step.numpy())}"
 
     def save(self):
+        """Writes a checkpoint; a failed write leaves nothing of itself and stops with a CheckpointError."""
         if not self.chief:
             # Under MultiWorkerMirroredStrategy every worker takes part in saving (it may run
             # collectives), but only the chief's checkpoint is kept: the others write to a
             # directory of their own and delete it (the pattern of Keras' ModelCheckpoint).
             scratch = self.workdir / f".worker_{self.strategy.cluster_resolver.task_id}_checkpoint"
-            self.checkpoint.write(str(scratch / "ckpt"))
-            shutil.rmtree(scratch, ignore_errors=True)
+            try:
+                self.checkpoint.write(str(scratch / "ckpt"))
+            except (OSError, tf.errors.OpError) as err:
+                raise self._save_error(scratch / "ckpt", err) from err
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
             return None
         # CheckpointManager writes the shards first and the index last, so a kill mid-write keeps the last one.
-        return self.manager.save(checkpoint_number=int(self.step.step.numpy()) + int(self.mimic_step.numpy()))
+        number = int(self.step.step.numpy()) + int(self.mimic_step.numpy())
+        directory = Path(self.manager.directory)
+        before = set(directory.iterdir()) if directory.is_dir() else set()
+        try:
+            path = self.manager.save(checkpoint_number=number)
+        except (OSError, tf.errors.OpError) as err:
+            self._discard_failed_save(directory, before, number)
+            raise self._save_error(directory / f"ckpt-{number}", err) from err
+        self._resume_point = self._position()
+        return path
+
+    def _discard_failed_save(self, directory, before, number):
+        """Removes what the failed save created (``ckpt-N_temp/``, partial ``ckpt-N.*``, the state's temp file).
+
+        The ``checkpoint`` state file is written atomically, so on disk the previous checkpoint is
+        still the latest; a fresh manager reads that state back in place of the failed save's.
+        """
+        created = set(directory.iterdir()) - before if directory.is_dir() else set()
+        for entry in created:
+            if not entry.name.startswith((f"ckpt-{number}.", f"ckpt-{number}_temp", "checkpoint.tmp")):
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        try:
+            self.manager = self._make_manager()
+        except (OSError, tf.errors.OpError):
+            pass  # the save's own error is the one to report
+
+    def _save_error(self, prefix, err):
+        code = getattr(err, "errno", None)
+        if code in (errno.EROFS, errno.EACCES, errno.EPERM) or isinstance(err, tf.errors.PermissionDeniedError):
+            fix = f"make {prefix.parent} writable"
+        elif code in (errno.ENOSPC, errno.EDQUOT) or isinstance(err, tf.errors.ResourceExhaustedError):
+            fix = "free disk space"
+        else:
+            fix = "fix the cause"
+        return CheckpointError(f"cannot write checkpoint {prefix}: {_short(err)}; nothing of it was kept ({fix} "
+                               f"and rerun the same command: it resumes from {self._resume_point})")
 
     # ---- logs and samples --------------------------------------------------------------------------
     def _log(self, name, step, logs, start_step, start_time, total):
@@ -233,6 +375,7 @@ class Run:
 
     def run(self, max_steps=None):
         """Trains until ``config.train.steps`` (or ``max_steps`` more iterations, or a signal); returns the step."""
+        check_max_steps(max_steps)
         self.restore()
         total = self.config.train.steps
         with _StopRequest() as stop:
@@ -264,6 +407,13 @@ class Run:
             model_io.save_models(self.workdir / "final", g_ema=self.g_ema, g=self.g, d=self.d)
             (self.workdir / "final" / "config.json").write_text(self.config.to_json_best_effort(indent=2))
         return step
+
+
+def _short(err):
+    """The first line of an error, for one-line messages (TensorFlow's run to pages)."""
+    lines = str(err).strip().splitlines()
+    text = " ".join(lines[0].split()) if lines else ""
+    return f"{type(err).__name__}: {text[:300]}"
 
 
 def _check_finite(logs, step):

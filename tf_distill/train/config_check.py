@@ -1,0 +1,211 @@
+"""Checks a training config before anything is built, so a bad value fails at start and names its key.
+
+Without it a bad value surfaces late or never: ``train.steps=-5`` writes an untrained ``final/``,
+``log.every=0`` or ``kd.group_size=0`` end in a ZeroDivisionError mid-run, with no checkpoint.
+"""
+
+import math
+from pathlib import Path
+
+from tf_distill.data.pipeline import SHARDING
+from tf_distill.data.source import DataSource
+from tf_distill.errors import UserError
+from tf_distill.models.generator import log2_size
+from tf_distill.train.strategy import STRATEGIES
+
+RELATION_LOSSES = ("kl", "mse")
+OFFSET_MODES = ("main", "random")
+DIRECTION_MODES = ("split", "global")
+STAGE1_LOSSES = ("l1", "l2")
+
+
+class ConfigError(UserError):
+    """A config value out of range; the message names every bad key."""
+
+
+def check_config(config, num_replicas=None):
+    """Raises :class:`ConfigError` naming every bad key of a training config (see tf_distill.train.defaults).
+
+    With ``num_replicas`` (None: not known yet) it also runs :func:`check_batch`.
+    """
+    problems = _Problems(config)
+    _check_sections(problems, config)
+    if num_replicas is not None and not problems:  # the batch checks need sane values to talk about
+        _check_batch(problems, config, num_replicas)
+    problems.raise_if_any()
+
+
+def check_batch(config, num_replicas):
+    """The batch checks for a strategy's replica count (known only once the strategy exists)."""
+    problems = _Problems(config)
+    _check_batch(problems, config, num_replicas)
+    problems.raise_if_any()
+
+
+def check_max_steps(max_steps):
+    """``--max_steps`` (more iterations for this invocation) is None or >= 1."""
+    if max_steps is not None and (not _is_int(max_steps) or max_steps < 1):
+        raise ConfigError(f"--max_steps must be >= 1, got {max_steps!r} (leave it out to train to "
+                          "config.train.steps)")
+
+
+class _Problems(list):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def value(self, key):
+        section, _, name = key.rpartition(".")
+        node = self.config
+        for part in section.split(".") if section else ():
+            node = node[part]
+        return node[name]
+
+    def add(self, key, rule, fix=None):
+        value = self.value(key)
+        self.append(f"config.{key} must be {rule}, got {value!r} ({fix or f'set --config.{key}'})")
+
+    def require(self, key, ok, rule, fix=None):
+        """Adds a problem unless ``ok(value)``; returns whether the value passed."""
+        try:
+            passed = bool(ok(self.value(key)))
+        except (TypeError, ValueError):
+            passed = False
+        if not passed:
+            self.add(key, rule, fix)
+        return passed
+
+    def raise_if_any(self):
+        if self:
+            raise ConfigError("; ".join(self))
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_at_least(low):
+    return lambda v: _is_int(v) and v >= low
+
+
+def _number_in(low, high, low_open=False, high_open=False):
+    def ok(v):
+        return _is_number(v) and (v > low if low_open else v >= low) and (
+            high is None or (v < high if high_open else v <= high))
+    return ok
+
+
+def _one_of(choices):
+    return lambda v: v in choices
+
+
+def _is_bool(v):
+    return isinstance(v, bool)
+
+
+_POSITIVE = _number_in(0, None, low_open=True)
+_NON_NEGATIVE = _number_in(0, None)
+
+
+def _check_sections(p, c):
+    p.require("seed", _is_int, "an integer")
+    p.require("strategy", _one_of(STRATEGIES), f"one of {list(STRATEGIES)}")
+    p.require("teacher", lambda v: isinstance(v, str), 'a path or "" (no teacher)')
+    if isinstance(c.teacher, str) and c.teacher and not Path(c.teacher).exists():
+        p.append(f"config.teacher {c.teacher!r} does not exist (give the path of a .pt, .keras or converted "
+                 "checkpoint directory, or \"\" to train a plain StyleGAN2)")
+    _check_generator(p)
+    _check_data(p, c)
+
+    p.require("train.steps", _int_at_least(1), "an integer >= 1 (the number of training iterations)")
+    p.require("train.batch_size", _int_at_least(1), "an integer >= 1")
+    p.require("train.lr", _POSITIVE, "a finite number > 0")
+    for key in ("train.r1", "train.path_reg"):
+        p.require(key, _NON_NEGATIVE, "a finite number >= 0 (0 turns it off)")
+    for key in ("train.d_reg_every", "train.g_reg_every", "train.path_batch_shrink"):
+        p.require(key, _int_at_least(1), "an integer >= 1")
+    p.require("train.path_decay", _number_in(0, 1, low_open=True), "in (0, 1]",
+              "the reference uses 0.01; set --config.train.path_decay")
+    p.require("train.ema_decay", _number_in(0, 1, high_open=True), "in [0, 1)",
+              "0 copies G every step, the paper uses 0.9978; set --config.train.ema_decay")
+    p.require("train.mixing", _number_in(0, 1), "a probability in [0, 1]")
+    p.require("train.gan", _is_bool, "True or False")
+
+    for key in ("kd.l1", "kd.lpips", "kd.relation", "kd.offset_weight"):
+        p.require(key, _NON_NEGATIVE, "a finite number >= 0 (0 turns it off)")
+    p.require("kd.relation_loss", _one_of(RELATION_LOSSES), f"one of {list(RELATION_LOSSES)}")
+    p.require("kd.offset_mode", _one_of(OFFSET_MODES), f"one of {list(OFFSET_MODES)}")
+    p.require("kd.direction_mode", _one_of(DIRECTION_MODES), f"one of {list(DIRECTION_MODES)}")
+    p.require("kd.group_size", _int_at_least(1), "an integer >= 1 (the samples per relation matrix and "
+              "per D minibatch-stddev group)")
+    p.require("kd.g_step", _int_at_least(0), "an integer >= 0")
+    p.require("kd.lpips_size", _int_at_least(16), "an integer >= 16")
+    for key in ("kd.single_view", "kd.shared_noise", "kd.load_style", "data.flip"):
+        p.require(key, _is_bool, "True or False")
+    _check_mimic_layers(p, c)
+
+    p.require("stage1.steps", _int_at_least(0), "an integer >= 0 (0 skips stage 1)")
+    p.require("stage1.batch_size", _int_at_least(1), "an integer >= 1")
+    p.require("stage1.lr", _POSITIVE, "a finite number > 0")
+    p.require("stage1.loss", _one_of(STAGE1_LOSSES), f"one of {list(STAGE1_LOSSES)}")
+
+    for key in ("log.every", "log.checkpoint_every", "log.sample_every", "log.n_samples", "log.keep_checkpoints"):
+        p.require(key, _int_at_least(1), "an integer >= 1")
+    p.require("eval.fid_every", _int_at_least(0), "an integer >= 0 (0 turns the periodic FID off)")
+    if _is_int(c.eval.fid_every) and c.eval.fid_every > 0:
+        p.require("eval.fid_samples", _int_at_least(2), "an integer >= 2")
+        p.require("eval.fid_batch", _int_at_least(1), "an integer >= 1")
+
+
+def _check_generator(p):
+    p.require("generator.size", lambda v: _is_int(v) and log2_size(v), "a power of two >= 8")
+    for key in ("generator.style_dim", "generator.n_mlp", "generator.channel_multiplier", "generator.kernel_size",
+                "discriminator.channel_multiplier"):
+        p.require(key, _int_at_least(1), "an integer >= 1")
+    for key in ("generator.lr_mlp", "generator.mapping_lr_mul"):
+        p.require(key, _POSITIVE, "a finite number > 0")
+    for key in ("generator.channels", "generator.mapping_widths", "discriminator.channels"):
+        p.require(key, lambda v: v is None or (len(v) > 0 and all(_is_int(x) and x >= 1 for x in v)),
+                  "None (the standard layout) or a list of integers >= 1")
+
+
+def _check_data(p, c):
+    source = c.data.source
+    if not source:
+        p.append("config.data.source is empty (set --config.data.source=folder:PATH, tfrecord:GLOB or fashion_mnist)")
+    else:
+        try:
+            DataSource.parse(source)
+        except (TypeError, ValueError) as err:
+            p.append(f"config.data.source: {err} (set --config.data.source)")
+    p.require("data.sharding", _one_of(SHARDING), f"one of {list(SHARDING)}")
+
+
+def _check_mimic_layers(p, c):
+    """Block m of the generator has resolution 2^(m+2); the relation loss reads blocks ``kd.mimic_layers``."""
+    if not (c.teacher and _is_number(c.kd.relation) and c.kd.relation > 0):
+        return  # the layers are not used
+    size = c.generator.size
+    if not (_is_int(size) and size >= 8 and size & (size - 1) == 0):
+        return  # reported with generator.size
+    blocks = int(math.log2(c.generator.size)) - 2
+    p.require("kd.mimic_layers", lambda v: len(v) > 0 and all(_is_int(m) and 1 <= m <= blocks for m in v),
+              f"a non-empty list of blocks in [1, {blocks}] for a {c.generator.size} px generator "
+              "(block m has resolution 2^(m+2))",
+              "set --config.kd.mimic_layers, or --config.kd.relation=0 to turn the relation loss off")
+
+
+def _check_batch(p, c, num_replicas):
+    batch, group = c.train.batch_size, c.kd.group_size
+    if batch % num_replicas:
+        p.add("train.batch_size", f"divisible by the {num_replicas} replicas",
+              f"set --config.train.batch_size to a multiple of {num_replicas}")
+        return
+    per_replica = batch // num_replicas
+    if group < per_replica and per_replica % group:
+        p.add("kd.group_size", f"a divisor of the per-replica batch {per_replica} (or >= it)",
+              "set --config.kd.group_size, e.g. 4")
