@@ -4,21 +4,28 @@
     tf-distill-client --server=http://localhost:8501 --model=student --seeds=1,5,9 --truncation_psi=0.7
 
 ``--server`` host:port uses gRPC (PredictionService/Predict), an http(s):// URL the REST API.
-Exit status 2 on connection failures, timeouts, rejected requests and unreadable answers.
+Seeds go in requests of at most ``--batch`` (<= 1024) and each answer is written before the next
+request, so memory stays bounded; ``--seeds`` may name at most 100000 seeds. Connection
+failures, timeouts, rejected requests and unreadable or oversized answers end in one
+``error:`` line and exit status 1 (bad flags: 2).
 """
 
-import sys
+import math
 
 from absl import app, flags
+
+from tf_distill import cli
 
 _SERVER = flags.DEFINE_string("server", "localhost:8500", "gRPC host:port, or http(s)://host:port for REST.")
 _MODEL = flags.DEFINE_string("model", "student", "Model name in the server's models.config.")
 _VERSION = flags.DEFINE_integer("version", None, "Model version (default: the server's choice, the newest).")
-_SEEDS = flags.DEFINE_string("seeds", "0-3", "Seeds: comma-separated integers and ranges, e.g. 0-7,42.")
+_SEEDS = flags.DEFINE_string("seeds", "0-3", "Seeds: comma-separated integers and ranges, e.g. 0-7,42 "
+                             "(at most 100000 in all).")
 _PSI = flags.DEFINE_float("truncation_psi", None, "Truncation psi in [0, 1] (default: the model's, 1).")
 _OUT = flags.DEFINE_string("out", "served", "Directory for the PNGs (seed<N>.png).")
-_TIMEOUT = flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the answer.")
-_BATCH = flags.DEFINE_integer("batch", 16, "Seeds per request.")
+_TIMEOUT = flags.DEFINE_float("timeout", 30.0, "Seconds to wait for each answer.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace seed<N>.png files that exist in --out.")
+_BATCH = flags.DEFINE_integer("batch", 16, "Seeds per request (1 to 1024; at most the export's --max_batch).")
 
 
 def main(argv):
@@ -28,26 +35,43 @@ def main(argv):
 
     try:
         seeds = serving.parse_seeds(_SEEDS.value)
-    except ValueError as err:
+    except serving.RequestError as err:
         raise app.UsageError(f"--seeds: {err}")
-    if _BATCH.value < 1:
-        raise app.UsageError("--batch must be >= 1.")
-    import numpy as np  # pylint: disable=import-outside-toplevel
-
     try:
-        with serving.make_client(_SERVER.value, _MODEL.value, _VERSION.value, _TIMEOUT.value) as c:
-            images = [c.images_from_seeds(seeds[i:i + _BATCH.value], _PSI.value)
-                      for i in range(0, len(seeds), _BATCH.value)]
-    except (serving.ServingError, ValueError) as err:
-        print(f"tf-distill-client: {err}", file=sys.stderr)
-        sys.exit(2)
-    images = np.concatenate(images, 0)
-    paths = serving.write_pngs(images, _OUT.value, names=[f"seed{s}" for s in seeds])
-    print(f"Wrote {len(paths)} images {images.shape[1]}x{images.shape[2]} to {_OUT.value}")
+        batch = serving.check_max_batch(_BATCH.value)
+    except serving.RequestError as err:
+        raise app.UsageError(str(err))
+    if _PSI.value is not None and not 0.0 <= _PSI.value <= 1.0:
+        raise app.UsageError(f"--truncation_psi must be in [0, 1], got {_PSI.value}")
+    if not (math.isfinite(_TIMEOUT.value) and _TIMEOUT.value > 0):
+        raise app.UsageError(f"--timeout must be a positive number of seconds, got {_TIMEOUT.value}")
+    check_output_folder(_OUT.value, seeds, _OVERWRITE.value)
+    if not serving.is_rest(_SERVER.value):
+        cli.import_tensorflow()  # the gRPC client builds TensorProtos (without the no-GPU notices)
+    shape = None
+    with serving.make_client(_SERVER.value, _MODEL.value, _VERSION.value, _TIMEOUT.value, batch) as c:
+        for i in range(0, len(seeds), batch):
+            part = seeds[i:i + batch]
+            images = c.images_from_seeds(part, _PSI.value)
+            serving.write_pngs(images, _OUT.value, names=[f"seed{s}" for s in part])
+            shape = images.shape
+    print(f"Wrote {len(seeds)} images {shape[1]}x{shape[2]} to {_OUT.value}")
+
+
+def check_output_folder(out, seeds, overwrite):
+    """Refuses an --out we cannot write, or one holding seed PNGs this run would replace (without --overwrite)."""
+    from tf_distill.outputs import check_output  # pylint: disable=import-outside-toplevel
+
+    out = check_output(out, overwrite=True, flag="--out")
+    if out.is_dir() and not overwrite:
+        clash = [s for s in seeds if (out / f"seed{s}.png").exists()]
+        if clash:
+            raise app.UsageError(f"--out {out} already holds seed{clash[0]}.png and {len(clash) - 1} more of these "
+                                 "seeds (pass --overwrite to replace them, or choose another folder)")
 
 
 def run():
-    app.run(main)
+    cli.run(main, tensorflow=False)  # REST needs no TensorFlow; gRPC imports it in main
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ Every run is bounded: at most ``MAX_REQUESTS`` requests, ``MAX_CONCURRENCY`` wor
 ``MAX_SECONDS`` of wall time, whichever comes first. The target must be a loopback address
 (localhost, 127.0.0.0/8, ::1) unless ``allow_remote=True``: a load test is for your own
 server, not someone else's.
+
+Failed requests are counted per error type, with the first message of each; ``check_outcome``
+raises ``AllRequestsFailedError`` when not one request succeeded (a server that refuses
+everything is not a measurement).
 """
 
 import ipaddress
@@ -15,9 +19,20 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from tf_distill.errors import UserError
+from tf_distill.export.client import MAX_REQUEST_SEEDS
+
 MAX_REQUESTS = 100_000
 MAX_CONCURRENCY = 256
 MAX_SECONDS = 3600.0
+
+
+class LoadTestError(UserError, ValueError):
+    """A load-test setting out of its bounds, or a target that is not allowed."""
+
+
+class AllRequestsFailedError(UserError):
+    """Every request failed: the server refused or never answered (the message says how)."""
 
 
 def host_of(address):
@@ -44,8 +59,8 @@ def is_loopback(address):
 
 def check_target(address, allow_remote=False):
     if not allow_remote and not is_loopback(address):
-        raise ValueError(f"{address} is not a loopback address; load tests go to your own server only "
-                         "(pass allow_remote=True / --allow_remote for one you run elsewhere).")
+        raise LoadTestError(f"{address} is not a loopback address; load tests go to your own server only "
+                            "(pass allow_remote=True / --allow_remote for one you run elsewhere).")
 
 
 def run(client, seeds_per_request=1, requests=100, concurrency=4, max_seconds=60.0, truncation_psi=None,
@@ -60,16 +75,17 @@ def run(client, seeds_per_request=1, requests=100, concurrency=4, max_seconds=60
     requests = int(requests)
     concurrency = int(concurrency)
     if not 1 <= requests <= MAX_REQUESTS:
-        raise ValueError(f"requests must be in [1, {MAX_REQUESTS}], got {requests}.")
+        raise LoadTestError(f"requests must be in [1, {MAX_REQUESTS}], got {requests}.")
     if not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise ValueError(f"concurrency must be in [1, {MAX_CONCURRENCY}], got {concurrency}.")
-    if not 0 < float(max_seconds) <= MAX_SECONDS:
-        raise ValueError(f"max_seconds must be in (0, {MAX_SECONDS}], got {max_seconds}.")
-    if int(seeds_per_request) < 1:
-        raise ValueError(f"seeds_per_request must be >= 1, got {seeds_per_request}.")
+        raise LoadTestError(f"concurrency must be in [1, {MAX_CONCURRENCY}], got {concurrency}.")
+    if not 0 < float(max_seconds) <= MAX_SECONDS:  # False for NaN too
+        raise LoadTestError(f"max_seconds must be in (0, {MAX_SECONDS:g}], got {max_seconds}.")
+    if not 1 <= int(seeds_per_request) <= MAX_REQUEST_SEEDS:
+        raise LoadTestError(f"seeds_per_request (--batch) must be in [1, {MAX_REQUEST_SEEDS}], "
+                            f"got {seeds_per_request}.")
     lock = threading.Lock()
     next_index = [0]
-    latencies, errors = [], {}
+    latencies, errors, first_errors = [], {}, {}
     start = time.perf_counter()
     deadline = start + float(max_seconds)
 
@@ -89,6 +105,7 @@ def run(client, seeds_per_request=1, requests=100, concurrency=4, max_seconds=60
                 with lock:
                     key = type(err).__name__
                     errors[key] = errors.get(key, 0) + 1
+                    first_errors.setdefault(key, " ".join(str(err).split())[:300])
                 continue
             with lock:
                 latencies.append(time.perf_counter() - t0)
@@ -99,7 +116,8 @@ def run(client, seeds_per_request=1, requests=100, concurrency=4, max_seconds=60
     wall = time.perf_counter() - start
     lat = np.asarray(latencies) * 1000.0
     ok = len(latencies)
-    stats = {"requests_sent": next_index[0], "ok": ok, "errors": errors, "concurrency": concurrency,
+    stats = {"requests_sent": next_index[0], "ok": ok, "errors": errors, "first_errors": first_errors,
+             "concurrency": concurrency,
              "seeds_per_request": int(seeds_per_request), "wall_s": wall,
              "requests_per_s": ok / wall if wall > 0 else 0.0,
              "images_per_s": ok * int(seeds_per_request) / wall if wall > 0 else 0.0}
@@ -117,5 +135,18 @@ def format_stats(stats):
         lines.append("latency ms: p50 {latency_ms_p50:.1f}  p90 {latency_ms_p90:.1f}  p99 {latency_ms_p99:.1f}  "
                      "max {latency_ms_max:.1f}".format(**stats))
     if stats["errors"]:
-        lines.append(f"errors: {stats['errors']}")
+        failed = sum(stats["errors"].values())
+        counts = ", ".join(f"{k} x{v}" for k, v in sorted(stats["errors"].items()))
+        lines.append(f"errors: {failed} of {stats['requests_sent']} requests failed ({counts})")
+        lines += [f"  first {k}: {m}" for k, m in sorted(stats.get("first_errors", {}).items())]
     return "\n".join(lines)
+
+
+def check_outcome(stats):
+    """Raises AllRequestsFailedError when requests were sent and none succeeded; partial failures pass."""
+    failed = sum(stats["errors"].values())
+    if failed and not stats["ok"]:
+        kind = max(stats["errors"], key=stats["errors"].get)  # the most frequent failure, with its first message
+        raise AllRequestsFailedError(
+            f"all {failed} requests failed ({kind}: {stats.get('first_errors', {}).get(kind, '')}) (check that the "
+            "server runs and serves the model; try tf-distill-client with the same --server and --model)")

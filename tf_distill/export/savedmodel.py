@@ -3,12 +3,18 @@
 Signatures (all outputs ``images``: uint8 [N, H, W, 3], rounded like ``tf_distill.images.to_uint8``):
 
 - ``serving_default``: ``z`` float32 [N, style_dim], ``truncation_psi`` float32 scalar (default 1).
-- ``from_seeds``: ``seeds`` int64 [N], ``truncation_psi`` (default 1). z of a seed is
+- ``from_seeds``: ``seeds`` int64 [N] (any int64), ``truncation_psi`` (default 1). z of a seed is
   ``z_from_seeds`` (stateless Philox normal, seed pair ``[seed, 0]``): the same in every process.
 - ``from_w``: ``w`` float32 [N, L, style_dim] with L = n_latent (W+) or 1 (W), ``truncation_psi``.
 - ``style_mix``: ``w1``, ``w2`` float32 [N, L, style_dim], ``layer_start``, ``layer_end`` int32
   scalars, ``truncation_psi``: W+ rows ``layer_start <= i < layer_end`` come from ``w2``, the rest from ``w1``.
 - ``mapping``: ``z`` -> ``w`` float32 [N, style_dim] (untruncated; for editing clients).
+
+Input bounds: every entry of ``z``, ``w``, ``w1``, ``w2`` must be finite with absolute value at
+most ``MAX_ABS_LATENT`` = 1e4; ``truncation_psi`` must be in [0, 1]; N in 1..``max_batch``.
+z is standard normal (|z| < 7 in practice) and the mapping's w are O(1)-O(10), so 1e4 leaves
+room for any projection or edit, while far larger values overflow float32 inside the generator
+(w = 3e38 renders NaN, a black image) and NaN/inf propagate to every pixel.
 
 Truncation is ``w_avg + psi (w - w_avg)`` with ``w_avg`` stored in the model (the checkpoint's
 ``latent_avg`` when it has one, else the mean of w over a fixed-seed z sample); psi = 1 is exact
@@ -37,6 +43,7 @@ import tensorflow as tf
 from tf_distill.ops import _impl
 
 DEFAULT_MAX_BATCH = 64
+MAX_ABS_LATENT = 1e4  # bound on |z|, |w| entries (module doc): ~1000x what the mapping produces, far from overflow
 METADATA_FILE = "tf_distill_export.json"
 SIGNATURE_NAMES = ("serving_default", "from_seeds", "from_w", "style_mix", "mapping")
 
@@ -163,21 +170,24 @@ class GeneratorServing(tf.Module):
         def batch_check(x, name):
             return batch_ok(x), f"{name}: the batch must hold 1 to {mb} items (max_batch); got shape"
 
-        def finite_check(x, name):
-            return tf.reduce_all(tf.math.is_finite(x)), f"{name} must be finite; got shape"
+        def value_checks(x, name):
+            """Finite, then within MAX_ABS_LATENT (NaN fails both comparisons, so the first message names it)."""
+            return [(tf.reduce_all(tf.math.is_finite(x)), f"{name} must be finite; got shape"),
+                    (tf.reduce_all(tf.abs(x) <= MAX_ABS_LATENT),
+                     f"{name} entries must be in [-{MAX_ABS_LATENT:g}, {MAX_ABS_LATENT:g}]; got shape")]
 
         def w_checks(w, name):
             shape = dims(w, 3)
             ok = tf.logical_and(tf.equal(tf.rank(w), 3), tf.logical_and(
                 tf.logical_or(tf.equal(shape[1], nl), tf.equal(shape[1], 1)), tf.equal(shape[2], d)))
             return [(ok, f"{name} must be float32 [N, {nl} (W+) or 1 (W), {d}]; got shape"),
-                    batch_check(w, name), finite_check(w, name)]
+                    batch_check(w, name), *value_checks(w, name)]
 
         @tf.function(input_signature=[any_spec])
         def checked_z(z):
             z = opaque(z)
             ok = tf.logical_and(tf.equal(tf.rank(z), 2), tf.equal(dims(z, 2)[1], d))
-            z = guard(z, [(ok, f"z must be float32 [N, {d}]; got shape"), batch_check(z, "z"), finite_check(z, "z")],
+            z = guard(z, [(ok, f"z must be float32 [N, {d}]; got shape"), batch_check(z, "z"), *value_checks(z, "z")],
                       tf.shape(z))
             return static(z, [None, d])
 
@@ -282,6 +292,7 @@ class GeneratorServing(tf.Module):
         return {"size": self.size, "style_dim": self.style_dim, "n_latent": self.n_latent,
                 "max_batch": self.max_batch, "randomize_noise": self.randomize_noise,
                 "jit_compile": self.jit_compile, "signatures": list(SIGNATURE_NAMES),
+                "max_abs_latent": MAX_ABS_LATENT,
                 "seed_to_z": "tf.random.stateless_normal([style_dim], seed=[seed, 0], alg='philox')",
                 "tensorflow": tf.__version__}
 
