@@ -3,12 +3,14 @@
 Every binary that writes checks its output first (``check_output``): an existing non-empty folder
 or file is refused unless the user passed ``--overwrite``, and an output that holds one of the
 inputs is refused even then. Folders are staged in a hidden sibling and renamed into place
-(``staged_directory``), with normal permissions (the umask's, not ``mkdtemp``'s 0700).
+(``staged_directory``), files through a temporary sibling (``atomic_path``), with normal
+permissions (the umask's, not ``mkdtemp``'s 0700).
 """
 
 import contextlib
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -36,7 +38,24 @@ def check_output(path, *, overwrite=False, inputs=(), flag="--output", kind="fol
             raise UserError(f"{flag}={path} is a folder; a file is written there (give a file path)")
         if path.exists() and not overwrite:
             raise UserError(f"{flag}={path} exists (choose a new path, or pass --overwrite to replace it)")
+    check_writable(path, flag)
     return path
+
+
+def check_writable(path, flag="--output"):
+    """Refuses a path in a folder nobody can write to (tried with an unnamed temporary file, so read-only
+    mounts count even for root); creates nothing."""
+    folder = Path(path)
+    while not folder.is_dir():
+        if folder.exists() or folder.parent == folder:
+            return  # a file in the way: check_parents names it
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag}={path}: cannot write in {folder}: {err.strerror or err} "
+                        "(choose a writable folder)") from None
 
 
 def check_workdir(path, markers, *, overwrite=False, flag="--workdir"):
@@ -99,18 +118,29 @@ def staged_directory(path):
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def write_file_atomic(path, data):
-    """Writes bytes or text to ``path`` through a temporary sibling and a rename."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary sibling of ``path`` to write; renames it to ``path`` only if the block succeeds.
+
+    The temporary name keeps the suffix (PIL and ``np.savez`` pick the format from it) and is
+    created by the writer, so the file gets the umask's permissions (``mkstemp`` would give 0600).
+    """
     path = Path(path)
     make_dirs(path.parent)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
-        if isinstance(data, str):
-            tmp.write_text(data)
-        else:
-            tmp.write_bytes(data)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return path
+
+
+def write_file_atomic(path, data):
+    """Writes bytes or text to ``path`` through a temporary sibling and a rename; returns the path."""
+    with atomic_path(path) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data)
+        else:
+            tmp.write_bytes(data)
+    return Path(path)

@@ -6,21 +6,28 @@
     tf-distill-eval --metric=lpips --checkpoint=student --checkpoint_b=teacher.pt  # same z, stored noise
     tf-distill-eval --metric=psnr --images=recon/ --reference=targets/             # both PSNR variants
 
-``--strategy=mirrored`` spreads FID sampling over all local devices.
+``--strategy=mirrored`` spreads FID sampling over all local devices. Unreadable images of the
+``--images``/``--reference`` folders (corrupt, truncated, not an image) are skipped with a warning
+and listed in the result (``num_skipped``, ``skipped``), as are pairs whose sizes differ. An existing
+``--output`` file is replaced only with ``--overwrite`` (atomically).
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 from absl import app, flags
 
+from tf_distill import cli
+from tf_distill.errors import UserError
+
 METRICS = ("fid", "ppl", "lpips", "psnr")
 _METRIC = flags.DEFINE_enum("metric", None, METRICS, "What to compute.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Generator checkpoint (.pt, our directory or .keras).")
 _CHECKPOINT_B = flags.DEFINE_string("checkpoint_b", None, "Second generator for --metric=lpips.")
-_IMAGES = flags.DEFINE_string("images", None, "Image folder (FID of a folder; PSNR/LPIPS pairs with --reference).")
+_IMAGES = flags.DEFINE_string("images", None, "Image folder: PSNR/LPIPS pairs with --reference.")
 _REFERENCE = flags.DEFINE_string("reference", None, "Reference image folder for PSNR/LPIPS pairs (same file names).")
 _REAL = flags.DEFINE_string("real", None, "Real data for FID: folder:PATH, tfrecord:GLOB or fashion_mnist[:split].")
 _REAL_STATS = flags.DEFINE_string("real_stats", None, "Precomputed real statistics .npz (keys mu, sigma).")
@@ -36,50 +43,72 @@ _PPL_CROP = flags.DEFINE_bool("ppl_crop", False, "Karras PPL face crop.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")
 _OUTPUT = flags.DEFINE_string("output", None, "Write the result JSON here (also printed).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")
 
 
-def _load_folder(folder):
-    from PIL import Image  # pylint: disable=import-outside-toplevel
+def _load_folder(folder, stats):
+    """{file name: uint8 [H, W, 3]} of the readable images under ``folder``; the others go to ``stats``."""
     from tf_distill.data import list_image_files  # pylint: disable=import-outside-toplevel
+    from tf_distill.images import read_images  # pylint: disable=import-outside-toplevel
 
     files = list_image_files(folder)
-    return {Path(f).name: np.asarray(Image.open(f).convert("RGB")) for f in files}
+    images = {Path(f).name: image for f, image in read_images(files, stats)}
+    if not images:
+        raise UserError(f"none of the {len(files)} image file(s) in {folder} can be read "
+                        f"({'; '.join(stats.skipped[:3])}) (give 8-bit PNG or JPEG images)")
+    return images
 
 
-def _pairs(images, reference):
-    a, b = _load_folder(images), _load_folder(reference)
-    names = sorted(set(a) & set(b))
+def _pairs(images, reference, stats):
+    """(names, images, references) of the readable same-name, same-size pairs; the others go to ``stats``."""
+    a, b = _load_folder(images, stats), _load_folder(reference, stats)
+    names = []
+    for n in sorted(set(a) & set(b)):
+        if a[n].shape == b[n].shape:
+            names.append(n)
+        else:
+            stats.record(f"{Path(images) / n} (size {a[n].shape[1]}x{a[n].shape[0]} differs from "
+                         f"{Path(reference) / n}'s {b[n].shape[1]}x{b[n].shape[0]})")
     if not names:
-        raise app.UsageError(f"No file names in common between {images} and {reference}.")
+        raise UserError(f"no readable image pairs: no file name in common between {images} and {reference} with "
+                        "the same size (name each image like its reference)")
     return names, [a[n] for n in names], [b[n] for n in names]
+
+
+def _skipped(stats):
+    stats.log_summary()
+    return {"num_skipped": stats.num_skipped, "skipped": stats.skipped}
 
 
 def evaluate():
     from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+    from tf_distill.data import DecodeStats  # pylint: disable=import-outside-toplevel
     from tf_distill.progress import Progress  # pylint: disable=import-outside-toplevel
     from tf_distill.train.strategy import make_strategy  # pylint: disable=import-outside-toplevel
 
     metric, result = _METRIC.value, {"metric": _METRIC.value}
     strategy = make_strategy(_STRATEGY.value)
+    skipped = DecodeStats()
     if metric == "psnr":
         from tf_distill.metrics.psnr import psnr, psnr_wraparound  # pylint: disable=import-outside-toplevel
 
-        names, out, ref = _pairs(_IMAGES.value, _REFERENCE.value)
+        names, out, ref = _pairs(_IMAGES.value, _REFERENCE.value, skipped)
         result.update(num_pairs=len(names),
                       psnr=float(np.mean([psnr(o[None], r[None])[0] for o, r in zip(out, ref)])),
                       psnr_paper_wraparound=float(np.mean([psnr_wraparound(o[None], r[None])[0]
-                                                           for o, r in zip(out, ref)])))
+                                                           for o, r in zip(out, ref)])), **_skipped(skipped))
         return result
     from tf_distill.metrics.lpips import LPIPS  # pylint: disable=import-outside-toplevel
 
     if metric == "lpips":
-        lpips = LPIPS()
         if _IMAGES.value:
-            names, out, ref = _pairs(_IMAGES.value, _REFERENCE.value)
+            names, out, ref = _pairs(_IMAGES.value, _REFERENCE.value, skipped)
+            lpips = LPIPS()
             to_float = lambda x: np.asarray(x, np.float32)[None] / 127.5 - 1
             d = [float(lpips(to_float(o), to_float(r))[0]) for o, r in zip(out, ref)]
-            result.update(num_pairs=len(names), lpips=float(np.mean(d)))
+            result.update(num_pairs=len(names), lpips=float(np.mean(d)), **_skipped(skipped))
             return result
+        lpips = LPIPS()
         from tf_distill.metrics.generator_eval import lpips_between  # pylint: disable=import-outside-toplevel
 
         g_a, g_b = model_io.load_generator(_CHECKPOINT.value), model_io.load_generator(_CHECKPOINT_B.value)
@@ -100,11 +129,9 @@ def evaluate():
 
     if _REAL_STATS.value:
         stats = load_statistics(_REAL_STATS.value)
-    elif _REAL.value:
+    else:
         stats = generator_eval.dataset_statistics(_REAL.value, generator.size, _NUM_REAL.value, _BATCH.value,
                                                   _FID_MODE.value, progress=Progress(_NUM_REAL.value or 0, "real"))
-    else:
-        raise app.UsageError("--metric=fid needs --real=SOURCE or --real_stats=FILE.npz.")
     fid, count = generator_eval.generator_fid(generator, stats, _NUM_SAMPLES.value, _BATCH.value, _FID_MODE.value,
                                               seed=_SEED.value, strategy=strategy,
                                               progress=Progress(_NUM_SAMPLES.value, "FID"))
@@ -112,27 +139,85 @@ def evaluate():
     return result
 
 
+def check_flags():
+    """Every mistake that needs no model or image, found before anything is loaded."""
+    from tf_distill.data import DataSource  # pylint: disable=import-outside-toplevel
+    from tf_distill.outputs import check_output  # pylint: disable=import-outside-toplevel
+
+    if _METRIC.value is None:
+        raise app.UsageError(f"--metric is required ({'|'.join(METRICS)}).")
+    metric, pairs = _METRIC.value, _METRIC.value == "psnr" or (_METRIC.value == "lpips" and _IMAGES.value)
+    if pairs and not (_IMAGES.value and _REFERENCE.value):
+        raise app.UsageError(f"--metric={metric} on images needs --images and --reference folders.")
+    if not pairs and not _CHECKPOINT.value:
+        raise app.UsageError(f"--metric={metric} needs --checkpoint.")
+    if metric == "lpips" and not pairs and not _CHECKPOINT_B.value:
+        raise app.UsageError("--metric=lpips needs --checkpoint_b (or --images and --reference folders).")
+    if metric == "fid" and not (_REAL.value or _REAL_STATS.value):
+        raise app.UsageError("--metric=fid needs --real=SOURCE or --real_stats=FILE.npz.")
+    if _REAL.value:
+        try:
+            DataSource.parse(_REAL.value)
+        except ValueError as err:
+            raise UserError(f"--real: {err}") from None
+    paths = (("--checkpoint", _CHECKPOINT.value, "a .pt, .keras or converted checkpoint folder"),
+             ("--checkpoint_b", _CHECKPOINT_B.value, "a .pt, .keras or converted checkpoint folder"),
+             ("--real_stats", _REAL_STATS.value, "a .npz with mu and sigma, or a .pkl"))
+    folders = (("--images", _IMAGES.value), ("--reference", _REFERENCE.value)) if pairs else ()
+    for flag, value, what in paths:
+        if value and not Path(value).exists():
+            raise UserError(f"{flag} {value} does not exist (give {what})")
+    for flag, value in folders:
+        if not Path(value).is_dir():
+            raise UserError(f"{flag} {value} {'is not a folder' if Path(value).exists() else 'does not exist'} "
+                            "(give a folder of PNG/JPEG images)")
+    for flag, value in (("--num_samples", _NUM_SAMPLES.value), ("--batch_size", _BATCH.value),
+                        ("--num_real", _NUM_REAL.value)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag}={value} must be >= 1 (give a positive number)")
+    if _OUTPUT.value:
+        check_output(_OUTPUT.value, overwrite=_OVERWRITE.value, kind="file")
+
+
+def _data_errors_as_user_errors(fn):
+    """Runs ``fn``; a missing, empty or unreadable dataset (a user's path) becomes a one-line :class:`UserError`.
+
+    tf.data reports an error raised inside the pipeline (all images of --real undecodable) as an
+    ``InvalidArgumentError`` that quotes it; the quoted line is kept.
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    # pylint: disable-next=import-outside-toplevel
+    from tf_distill.data import DatasetNotFoundError, EmptyDatasetError, IdxError
+
+    hint = "(check --images, --reference or --real)"
+    try:
+        return fn()
+    except (DatasetNotFoundError, EmptyDatasetError, IdxError) as err:
+        raise UserError(f"{str(err).rstrip('.')} {hint}") from None
+    except tf.errors.InvalidArgumentError as err:
+        quoted = re.search(r"(?:EmptyDatasetError|DatasetNotFoundError): ([^\n]*)", str(err))
+        if quoted is None:
+            raise
+        raise UserError(f"{quoted.group(1).rstrip('.')} {hint}") from None
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if _METRIC.value is None:
-        raise app.UsageError(f"--metric is required ({'|'.join(METRICS)}).")
-    needs_generator = _METRIC.value in ("fid", "ppl") or (_METRIC.value == "lpips" and not _IMAGES.value)
-    if needs_generator and not _CHECKPOINT.value:
-        raise app.UsageError(f"--metric={_METRIC.value} needs --checkpoint.")
-    if _METRIC.value == "psnr" and not (_IMAGES.value and _REFERENCE.value):
-        raise app.UsageError("--metric=psnr needs --images and --reference folders.")
-    result = evaluate()
+    check_flags()
+    result = _data_errors_as_user_errors(evaluate)
     text = json.dumps(result, indent=2)
     print(text)
     if _OUTPUT.value:
-        Path(_OUTPUT.value).parent.mkdir(parents=True, exist_ok=True)
-        Path(_OUTPUT.value).write_text(text + "\n")
+        from tf_distill.outputs import write_file_atomic  # pylint: disable=import-outside-toplevel
+
+        write_file_atomic(_OUTPUT.value, text + "\n")
     return 0
 
 
 def run():
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -10,40 +10,88 @@ Writes to ``--output``:
   NAME.npz         ``{model}_wplus`` [1, n_latent, D] and ``{model}_noise_{j}`` (input of tf-distill-edit)
   report.json/csv  per-image and mean PSNR (``psnr_paper``: uint8 wrap-around, the paper's column;
                    ``psnr_correct``: true PSNR) and LPIPS per model
-``--report_only`` writes only the report (no PNGs, no latents).
+``--report_only`` writes only the report (no PNGs, no latents). Unreadable images (corrupt, truncated,
+not an image) are skipped with a warning and listed in the report (``num_skipped``, ``skipped``).
+Files of an earlier run in ``--output`` are replaced only with ``--overwrite``; each file is written
+under a temporary name and renamed into place.
 Defaults: L-BFGS (Wolfe, history 10) for ``--steps=100`` iterations (CPU-friendly); the paper used 801.
 """
 
 import csv
+import io
+import itertools
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 from absl import app, flags
 
+from tf_distill import cli
+from tf_distill.errors import UserError
+
 _TEACHER = flags.DEFINE_string("teacher", None, "Teacher checkpoint (.pt, our directory or .keras).")
 _STUDENT = flags.DEFINE_string("student", None, "Student checkpoint (.pt, our directory or .keras).")
 _INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images (searched recursively).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the files of an earlier run in --output.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Optimizer iterations per image (the paper: 801).")
 _OPTIMIZER = flags.DEFINE_enum("optimizer", "lbfgs", ["lbfgs", "adam"], "L-BFGS (the paper) or Adam.")
 _LR = flags.DEFINE_float("lr", None, "L-BFGS initial step (default 1) or Adam learning rate (default 0.1).")
 _W_AVG_SAMPLES = flags.DEFINE_integer("w_avg_samples", 1000, "z samples for the w_avg initialisation.")
-_MAX_IMAGES = flags.DEFINE_integer("max_images", None, "Project only the first N images of the folder.")
+_MAX_IMAGES = flags.DEFINE_integer("max_images", None, "Project only the first N readable images of the folder.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of w_avg and of the initial noise maps (image i: seed + i).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Write only report.json/report.csv.")
 
 METRIC_KEYS = ("psnr_paper", "psnr_correct", "lpips")
+REPORT_FILES = ("report.json", "report.csv")
 
 
 def _input_files(path):
-    from tf_distill.data import list_image_files  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from tf_distill.data import DatasetNotFoundError, EmptyDatasetError, list_image_files
 
     path = Path(path)
     if path.is_file():
         return [str(path)]
-    return list_image_files(path)
+    try:
+        return list_image_files(path)
+    except (DatasetNotFoundError, EmptyDatasetError) as err:
+        raise UserError(f"--input: {err}") from None
+
+
+def planned_outputs(files, report_only):
+    """The file names a run over ``files`` writes into --output."""
+    if report_only:
+        return set(REPORT_FILES)
+    stems = {Path(f).stem for f in files}
+    return {*REPORT_FILES, "grid.png", *(f"{s}.png" for s in stems), *(f"{s}.npz" for s in stems)}
+
+
+def check_output_folder(output, files, report_only, overwrite):
+    """Refuses an --output that cannot be written, or whose files of an earlier run this run would replace."""
+    from tf_distill.outputs import check_output  # pylint: disable=import-outside-toplevel
+
+    check_output(output, overwrite=True)  # a folder we can write; the files it holds are checked below
+    output = Path(output)
+    clash = sorted(n for n in planned_outputs(files, report_only) if (output / n).exists()) if output.is_dir() else []
+    if clash and not overwrite:
+        raise UserError(f"--output {output} already holds {len(clash)} file(s) this run would replace "
+                        f"({', '.join(clash[:3])}{', ...' if len(clash) > 3 else ''}) (pass --overwrite to replace "
+                        "them, or choose another folder)")
+
+
+def readable_files(files, stats, limit=None):
+    """The first ``limit`` readable ``files`` (each is decoded, then let go: memory stays bounded); the
+    others go to ``stats``. Raises :class:`UserError` when none is readable."""
+    from tf_distill.images import read_images  # pylint: disable=import-outside-toplevel
+
+    readable = [path for path, _ in itertools.islice(read_images(files, stats), limit)]
+    if not readable:
+        raise UserError(f"none of the {len(files)} image file(s) of --input {_INPUT.value} can be read "
+                        f"({'; '.join(stats.skipped[:3])}) (give 8-bit PNG or JPEG images)")
+    return readable
 
 
 def summarize(per_image, models):
@@ -55,33 +103,42 @@ def summarize(per_image, models):
     return out
 
 
-def write_report(output, per_image, models, settings):
-    """report.json (settings, means, per-image) and report.csv (per-image rows + a ``mean`` row per model)."""
+def write_report(output, per_image, models, settings, skipped=None):
+    """report.json (settings, means, per-image, skipped images) and report.csv (per-image rows + a ``mean``
+    row per model), each written atomically."""
+    from tf_distill.outputs import write_file_atomic  # pylint: disable=import-outside-toplevel
+
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     summary = summarize(per_image, models)
-    (output / "report.json").write_text(json.dumps({"settings": settings, "mean": summary, "images": per_image},
-                                                   indent=2) + "\n")
-    with open(output / "report.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "model", *METRIC_KEYS])
-        for r in per_image:
-            writer.writerow([r["image"], r["model"], *(f"{r[k]:.6f}" for k in METRIC_KEYS)])
-        for m, s in summary.items():
-            writer.writerow(["mean", m, *(f"{s[k]:.6f}" for k in METRIC_KEYS)])
+    skipped = list(skipped or [])
+    report = {"settings": settings, "mean": summary, "images": per_image, "num_skipped": len(skipped),
+              "skipped": skipped}
+    write_file_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["image", "model", *METRIC_KEYS])
+    for r in per_image:
+        writer.writerow([r["image"], r["model"], *(f"{r[k]:.6f}" for k in METRIC_KEYS)])
+    for m, s in summary.items():
+        writer.writerow(["mean", m, *(f"{s[k]:.6f}" for k in METRIC_KEYS)])
+    write_file_atomic(output / "report.csv", text.getvalue())
     return summary
 
 
-def project_main():
+def project_main(files):
     from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+    from tf_distill.data import DecodeStats  # pylint: disable=import-outside-toplevel
+    from tf_distill.images import read_images  # pylint: disable=import-outside-toplevel
     from tf_distill.metrics.lpips import LPIPS  # pylint: disable=import-outside-toplevel
     from tf_distill.progress import Progress  # pylint: disable=import-outside-toplevel
-    from tf_distill.projection import (Projector, load_target, projection_grid, save_png,  # pylint: disable=import-outside-toplevel
-                                       save_projection)
+    # pylint: disable-next=import-outside-toplevel
+    from tf_distill.projection import Projector, projection_grid, save_png, save_projection
+    from tf_distill.projection.project import fit_target  # pylint: disable=import-outside-toplevel
 
+    stats = DecodeStats()
+    files = readable_files(files, stats, _MAX_IMAGES.value)
     models = {name: model_io.load_generator(path)
               for name, path in (("teacher", _TEACHER.value), ("student", _STUDENT.value)) if path}
-    files = _input_files(_INPUT.value)[:_MAX_IMAGES.value]
     lpips = LPIPS()
     projectors = {name: Projector(g, lpips, optimizer=_OPTIMIZER.value, lr=_LR.value,
                                   w_avg_samples=_W_AVG_SAMPLES.value, seed=_SEED.value)
@@ -89,14 +146,14 @@ def project_main():
     output = Path(_OUTPUT.value)
     progress = Progress(len(files) * len(models) * _STEPS.value, "projection")
     per_image, grid_rows = [], []
-    for i, path in enumerate(files):
+    sizes = {p.g.size for p in projectors.values()}
+    for i, (path, image) in enumerate(read_images(files, stats)):
         name = Path(path).stem
         results, target = {}, None
         for model, projector in projectors.items():
-            target = load_target(path, projector.g.size)
+            target = fit_target(image, projector.g.size)
             results[model] = projector.project(target, steps=_STEPS.value, seed=_SEED.value + i, progress=progress)
             per_image.append({"image": Path(path).name, "model": model, **results[model].metrics()})
-        sizes = {p.g.size for p in projectors.values()}
         if not _REPORT_ONLY.value:
             save_projection(output / f"{name}.npz", results)
             if len(sizes) == 1:
@@ -111,28 +168,43 @@ def project_main():
                 "w_avg_samples": _W_AVG_SAMPLES.value, "input": _INPUT.value,
                 "checkpoints": {"teacher": _TEACHER.value, "student": _STUDENT.value},
                 "columns": "grid.png: target | " + " | ".join(models)}
-    summary = write_report(output, per_image, list(models), settings)
+    summary = write_report(output, per_image, list(models), settings, stats.skipped)
+    stats.log_summary()
     return summary
+
+
+def check_flags():
+    """Every mistake that needs no model or image, found before anything is loaded."""
+    if not (_TEACHER.value or _STUDENT.value):
+        raise app.UsageError("Give --teacher and/or --student.")
+    if not (_INPUT.value and _OUTPUT.value):
+        raise app.UsageError("--input (image or folder) and --output (folder) are required.")
+    for flag, value in (("--teacher", _TEACHER.value), ("--student", _STUDENT.value)):
+        if value and not Path(value).exists():
+            raise UserError(f"{flag} {value} does not exist (give a .pt, .keras or converted checkpoint folder)")
+    if not Path(_INPUT.value).exists():
+        raise UserError(f"--input {_INPUT.value} does not exist (give an image file or a folder of images)")
+    for flag, value, low in (("--steps", _STEPS.value, 0), ("--w_avg_samples", _W_AVG_SAMPLES.value, 1),
+                             ("--max_images", _MAX_IMAGES.value, 1)):
+        if value is not None and value < low:
+            raise UserError(f"{flag}={value} must be >= {low} (give a number of at least {low})")
+    if _LR.value is not None and not (math.isfinite(_LR.value) and _LR.value > 0):
+        raise UserError(f"--lr={_LR.value} must be a positive number (or leave it out for the default)")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not (_TEACHER.value or _STUDENT.value):
-        raise app.UsageError("Give --teacher and/or --student.")
-    if not (_INPUT.value and _OUTPUT.value):
-        raise app.UsageError("--input (image or folder) and --output (folder) are required.")
-    if not Path(_INPUT.value).exists():
-        raise app.UsageError(f"--input {_INPUT.value} does not exist.")
-    if _STEPS.value < 0:
-        raise app.UsageError("--steps must be >= 0.")
-    summary = project_main()
+    check_flags()
+    files = _input_files(_INPUT.value)
+    check_output_folder(_OUTPUT.value, files, _REPORT_ONLY.value, _OVERWRITE.value)
+    summary = project_main(files)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def run():
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,18 @@ from __future__ import annotations
 
 import glob
 import io
+import itertools
 import os
+import zipfile
 from typing import Callable, Iterable, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+
+from tf_distill.data import DatasetNotFoundError, DecodeStats, EmptyDatasetError
+from tf_distill.errors import UserError
+from tf_distill.images import UnreadableImageError, read_images, read_rgb
+from tf_distill.outputs import atomic_path
 
 __all__ = [
     "FIDAccumulator", "frechet_distance", "frechet_distance_scipy", "accumulate",
@@ -195,24 +202,36 @@ def accumulate(dataset, accumulator: FIDAccumulator, strategy: Optional[tf.distr
 
 
 def save_statistics(path: str, mu, sigma, num_images: Optional[int] = None) -> str:
+    """Writes ``mu``, ``sigma`` (and ``num_images``) as pytorch-fid's ``.npz``, atomically."""
     mu = np.asarray(mu, np.float64)
     sigma = np.asarray(sigma, np.float64)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     extra = {} if num_images is None else {"num_images": np.int64(num_images)}
-    with open(path, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, mu=mu, sigma=sigma, **extra)
     return path
 
 
 def load_statistics(path: str) -> Tuple[np.ndarray, np.ndarray]:
-    """``(mu, sigma)`` from our/pytorch-fid ``.npz`` or a ``{'mean','cov'}`` pickle."""
-    if path.endswith(".pkl"):
-        from tf_distill.convert.torch_pickle import load_numpy_pickle
+    """``(mu, sigma)`` from our/pytorch-fid ``.npz`` or a ``{'mean','cov'}`` pickle.
 
-        d = load_numpy_pickle(path)
-        return np.asarray(d["mean"], np.float64), np.asarray(d["cov"], np.float64)
-    with np.load(path, allow_pickle=False) as z:
-        return z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
+    A file that is missing, unreadable or lacks the keys raises a one-line :class:`UserError`.
+    """
+    try:
+        if path.endswith(".pkl"):
+            from tf_distill.convert.torch_pickle import load_numpy_pickle
+
+            d = load_numpy_pickle(path)
+            mu, sigma = np.asarray(d["mean"], np.float64), np.asarray(d["cov"], np.float64)
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise UserError(f"cannot read FID statistics {path}: {reason} (give a .npz with mu and sigma, "
+                        "or a .pkl with mean and cov)") from None
+    if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
+        raise UserError(f"FID statistics {path} have mu {mu.shape} and sigma {sigma.shape} (expected [d] and [d, d])")
+    return mu, sigma
 
 
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -221,50 +240,65 @@ _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 def _load_image(path: str, resolution: Optional[int], jpeg_quality: Optional[int]) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if resolution is not None and im.size != (resolution, resolution):
-            # rosinality prepare_data: resize (shorter side) with LANCZOS, then centre crop.
-            w, h = im.size
-            s = resolution / min(w, h)
-            im = im.resize((max(resolution, round(w * s)), max(resolution, round(h * s))), Image.LANCZOS)
-            w, h = im.size
-            left, top = (w - resolution) // 2, (h - resolution) // 2
-            im = im.crop((left, top, left + resolution, top + resolution))
-        if jpeg_quality is not None:
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=jpeg_quality)
-            buf.seek(0)
-            im = Image.open(buf).convert("RGB")
-        return np.asarray(im, np.uint8)
+    im = Image.fromarray(read_rgb(path))
+    if resolution is not None and im.size != (resolution, resolution):
+        # rosinality prepare_data: resize (shorter side) with LANCZOS, then centre crop.
+        w, h = im.size
+        s = resolution / min(w, h)
+        im = im.resize((max(resolution, round(w * s)), max(resolution, round(h * s))), Image.LANCZOS)
+        w, h = im.size
+        left, top = (w - resolution) // 2, (h - resolution) // 2
+        im = im.crop((left, top, left + resolution, top + resolution))
+    if jpeg_quality is not None:
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=jpeg_quality)
+        buf.seek(0)
+        im = Image.open(buf).convert("RGB")
+    return np.asarray(im, np.uint8)
 
 
 def list_images(folder: str) -> list:
+    if not os.path.isdir(folder):
+        raise DatasetNotFoundError(f"image folder {folder} does not exist or is not a folder")
     files = [p for p in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
              if p.lower().endswith(_IMAGE_EXTS)]
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(_IMAGE_EXTS)}) under {folder}")
+        raise EmptyDatasetError(f"no images ({', '.join(_IMAGE_EXTS)}) under {folder}")
     return sorted(files)
 
 
 def image_folder_dataset(folder: str, batch_size: int = 50, resolution: Optional[int] = None,
-                         jpeg_quality: Optional[int] = None, max_images: Optional[int] = None) -> tf.data.Dataset:
+                         jpeg_quality: Optional[int] = None, max_images: Optional[int] = None,
+                         stats=None) -> tf.data.Dataset:
     """uint8 NHWC batches from the sorted image files under ``folder`` (remainder kept).
 
     ``resolution``: resize (shorter side, LANCZOS) + centre crop, as rosinality's
-    ``prepare_data``; ``jpeg_quality=100`` also mimics its JPEG-encoded lmdb.
+    ``prepare_data``; ``jpeg_quality=100`` also mimics its JPEG-encoded lmdb. Unreadable files
+    (and, without ``resolution``, images of another size than the first) are skipped with a
+    warning and counted in ``stats`` (a :class:`tf_distill.data.DecodeStats`); ``max_images``
+    counts readable images. Raises ``EmptyDatasetError`` if none is readable.
     """
-    files = list_images(folder)[:max_images]
-    first = _load_image(files[0], resolution, jpeg_quality)
+    files = list_images(folder)
+    stats = stats if stats is not None else DecodeStats()
+    load = lambda p: _load_image(p, resolution, jpeg_quality)
+    first = next(read_images(files, stats, load), None)
+    if first is None:
+        raise EmptyDatasetError(f"none of the {len(files)} image(s) under {folder} can be read "
+                                f"({'; '.join(stats.skipped[:3])})")
+    shape = first[1].shape
+
+    def load_same_shape(p):
+        img = load(p)
+        if img.shape != shape:
+            raise UnreadableImageError(p, f"size {img.shape[1]}x{img.shape[0]} differs from the first image's "
+                                          f"{shape[1]}x{shape[0]}; pass resolution=")
+        return img
 
     def gen():
-        for p in files:
-            img = _load_image(p, resolution, jpeg_quality)
-            if img.shape != first.shape:
-                raise ValueError(f"{p} is {img.shape}, others {first.shape}; pass resolution=")
+        for _, img in itertools.islice(read_images(files, stats, load_same_shape), max_images):
             yield img
 
-    ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec(first.shape, tf.uint8))
+    ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec(shape, tf.uint8))
     return ds.batch(batch_size).prefetch(2)
 
 
@@ -306,15 +340,16 @@ def real_statistics(source: str, cache_path: Optional[str] = None, batch_size: i
                     resolution: Optional[int] = None, jpeg_quality: Optional[int] = None,
                     max_images: Optional[int] = None, inception=None, dims: int = 2048,
                     strategy: Optional[tf.distribute.Strategy] = None,
-                    progress: Optional[Callable[[int], None]] = None) -> Tuple[np.ndarray, np.ndarray]:
+                    progress: Optional[Callable[[int], None]] = None, stats=None) -> Tuple[np.ndarray, np.ndarray]:
     """``(mu, sigma)`` of real images (folder, or TFRecord file/glob), cached at ``cache_path``.
 
-    An existing ``cache_path`` is loaded instead of recomputing.
+    An existing ``cache_path`` is loaded instead of recomputing. Unreadable images of a folder are
+    skipped and counted in ``stats`` (see :func:`image_folder_dataset`).
     """
     if cache_path and os.path.isfile(cache_path):
         return load_statistics(cache_path)
     if os.path.isdir(source):
-        ds = image_folder_dataset(source, batch_size, resolution, jpeg_quality, max_images)
+        ds = image_folder_dataset(source, batch_size, resolution, jpeg_quality, max_images, stats)
     else:
         ds = tfrecord_dataset(source, batch_size, max_images=max_images)
     scope = strategy.scope() if strategy is not None else _null_scope()

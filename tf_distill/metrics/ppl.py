@@ -72,6 +72,8 @@ def pair_distances(generator, lpips, batch_size, mode="cagan", space="w", sampli
 def perceptual_path_length(generator, lpips, num_samples=5000, batch_size=50, mode="cagan", space="w",
                            sampling="full", epsilon=1e-4, crop=False, seed=0, progress=None):
     """PPL over ``num_samples`` pairs (the CAGAN quirk of always generating full batches is kept)."""
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"num_samples and batch_size must be positive, got {num_samples}, {batch_size}.")
     fn = tf.function(lambda: pair_distances(generator, lpips, batch_size, mode, space, sampling, epsilon, crop))
     tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
     distances = []

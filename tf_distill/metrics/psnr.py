@@ -46,15 +46,25 @@ def _per_image_mean(e: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.reshape(e, [tf.shape(e)[0], -1]), axis=1)
 
 
+def _pair(a, b):
+    """Both batches as int32; images of different shapes are a ValueError (they would broadcast)."""
+    a, b = _as_int(a), _as_int(b)
+    if not a.shape.is_compatible_with(b.shape):
+        raise ValueError(f"PSNR needs images of the same shape, got {a.shape} and {b.shape}.")
+    return a, b
+
+
 def psnr(a, b) -> tf.Tensor:
     """Correct per-image PSNR of two uint8-valued NHWC batches -> ``[N]`` float64."""
-    d = _as_int(a) - _as_int(b)
+    a, b = _pair(a, b)
+    d = a - b
     return _psnr_from_mse(_per_image_mean(d * d))
 
 
 def psnr_wraparound(a, b) -> tf.Tensor:
     """Paper-compatible PSNR: uint8 wrap-around in the difference and the square."""
-    d = tf.math.floormod(_as_int(a) - _as_int(b), 256)
+    a, b = _pair(a, b)
+    d = tf.math.floormod(a - b, 256)
     e = tf.math.floormod(d * d, 256)
     return _psnr_from_mse(_per_image_mean(e))
 

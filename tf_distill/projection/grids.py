@@ -7,14 +7,13 @@ side-by-side panels (teacher | student) by a 16 px white gap. Layouts:
 * :func:`mixing_grid`: ``(1 + len(A)) x (1 + len(B))`` cells; first row the B images (top-left
   blank), first column the A images, cell (i, j) = A_i with B_j's rows.
 * :func:`strip_grid`: one row per strip (interpolation betas or direction alphas as columns).
+
+``save_png`` (from :mod:`tf_distill.images`) writes a grid atomically.
 """
 
-from pathlib import Path
-
 import numpy as np
-from PIL import Image
 
-from tf_distill.images import make_grid, to_uint8
+from tf_distill.images import make_grid, save_png, to_uint8  # pylint: disable=unused-import  (re-exported)
 
 PANEL_GAP = 16
 
@@ -61,9 +60,3 @@ def side_by_side(panels, gap=PANEL_GAP):
         parts.append(p)
     return np.concatenate(parts, axis=1)
 
-
-def save_png(grid, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(path)
-    return path

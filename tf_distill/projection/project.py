@@ -26,6 +26,8 @@ from typing import Callable, List, Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_distill.images import read_rgb
+from tf_distill.outputs import atomic_path
 from tf_distill.metrics.psnr import projection_psnr
 from tf_distill.projection.lbfgs import FullBatchLBFGS
 
@@ -54,13 +56,17 @@ class Projection:
 
 
 def load_target(path, size):
-    """An image file -> uint8 [1, size, size, 3] as the reference (PIL RGB, ``resize`` bicubic)."""
+    """An image file -> uint8 [1, size, size, 3] (:class:`tf_distill.images.UnreadableImageError` if unreadable)."""
+    return fit_target(read_rgb(path), size)
+
+
+def fit_target(image, size):
+    """uint8 [H, W, 3] -> uint8 [1, size, size, 3] as the reference (PIL RGB, ``resize`` bicubic)."""
     from PIL import Image  # pylint: disable=import-outside-toplevel
 
-    image = Image.open(path).convert("RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.BICUBIC)
-    return np.asarray(image, np.uint8)[None]
+    if image.shape[:2] != (size, size):
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC), np.uint8)
+    return image[None]
 
 
 def _resize_max(x, size=LPIPS_SIZE):
@@ -187,8 +193,8 @@ def save_projection(path, projections_by_model):
         for j, n in enumerate(p.noise):
             arrays[f"{model}_noise_{j}"] = n
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
     return path
 
 
