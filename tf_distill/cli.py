@@ -8,6 +8,7 @@ fix>)`` to stderr and exit 1 (2 for bad flags); ``--debug`` shows the traceback 
 else is a bug and keeps its traceback.
 """
 
+import contextlib
 import difflib
 import errno
 import os
@@ -55,29 +56,22 @@ _NO_GPU_NOTICES = re.compile(r"All log messages before absl::InitializeLog|oneDN
                              r"cpu_feature_guard\.cc|^To enable the following instructions")
 
 
-def import_tensorflow():
-    """Imports TensorFlow and finds its devices with the no-GPU start-up notices filtered out.
+@contextlib.contextmanager
+def no_gpu_notices():
+    """Filters TensorFlow's no-GPU start-up notices out of what is written to stderr meanwhile.
 
-    Every other line written to stderr meanwhile is passed on, and on a machine with an NVIDIA
-    device nothing is filtered: there a failed cuInit is a real problem.
+    Every other line is passed on, and on a machine with an NVIDIA device nothing is captured:
+    there a failed cuInit is a real problem.
     """
-    if "tensorflow" in sys.modules or os.path.exists("/dev/nvidiactl"):
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    else:
-        tf = _import_filtered()
-    tf.get_logger().setLevel("ERROR")  # TensorFlow's Python warnings about its internals (retracing)
-    return tf
-
-
-def _import_filtered():
+    if os.path.exists("/dev/nvidiactl"):
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-            tf.config.list_physical_devices()  # cuInit happens here
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -87,6 +81,16 @@ def _import_filtered():
                 if not _NO_GPU_NOTICES.search(line):
                     sys.stderr.write(line)
             sys.stderr.flush()
+
+
+def import_tensorflow():
+    """Imports TensorFlow and finds its devices (cuInit) without the no-GPU notices; quiets its Python logger."""
+    with no_gpu_notices():
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+        tf.config.list_physical_devices()
+        tf.config.list_logical_devices()  # the runtime context (cuInit again in some builds)
+    tf.get_logger().setLevel("ERROR")  # TensorFlow's Python warnings about its internals (retracing)
     return tf
 
 
@@ -116,7 +120,18 @@ def fail(message, code=1):
     sys.exit(code)
 
 
-def _parse_flags(argv):
+def _flags_parser(tensorflow):
+    def parse(argv):
+        with no_gpu_notices():  # config files may import TensorFlow
+            rest = _parse_flags_or_fail(argv)
+            if tensorflow:
+                import_tensorflow()
+        return rest
+
+    return parse
+
+
+def _parse_flags_or_fail(argv):
     try:
         rest = flags.FLAGS(argv)
         for flag in _config_flags():
@@ -180,12 +195,10 @@ def _flag_message(err):
 def run(main, tensorflow=True):
     """``absl.app.run(main)`` with one-line errors for bad flags and expected problems.
 
-    ``tensorflow=True`` imports TensorFlow first, without its no-GPU notices (config files and
-    ``main`` import it anyway); binaries that never touch it pass False.
+    ``tensorflow=True`` imports TensorFlow once the flags are parsed (bad flags fail fast), without
+    its no-GPU notices; binaries that never touch it pass False.
     """
     quiet_logs()
-    if tensorflow:
-        import_tensorflow()
 
     def guarded(argv):
         try:
@@ -202,4 +215,4 @@ def run(main, tensorflow=True):
                 raise
             fail(message)
 
-    app.run(guarded, flags_parser=_parse_flags)
+    app.run(guarded, flags_parser=_flags_parser(tensorflow))

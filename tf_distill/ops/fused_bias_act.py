@@ -31,6 +31,19 @@ def _check_bias(x, bias):
     return x, bias
 
 
+def _leaky_relu(x, alpha):
+    """``x > 0 ? x : x * alpha``: tf.nn.leaky_relu's values and gradients, without a LeakyRelu op.
+
+    Why: when oneDNN is on (TensorFlow's default on AVX-512 CPUs), Grappler's remapper fuses
+    conv + bias add, then fuses that with a following LeakyRelu although LeakyReluGrad still reads
+    the bias add; the pass then fails with "remapper failed: INVALID_ARGUMENT: Mutation::Apply
+    error: fanout '.../LeakyReluGrad' exist for missing node '.../add'", logged as an error at
+    every trace of a step that differentiates through a leaky ReLU layer (the discriminator in
+    the GAN steps). A select has no such fusion.
+    """
+    return tf.where(x > 0, x, x * tf.cast(alpha, x.dtype))
+
+
 def fused_bias_act_ref(x, bias=None, act="lrelu", alpha=None, gain=None):
     """Plain-TF reference; autodiff gives gradients of every order (the oracle)."""
     gain, alpha = _resolve(act, alpha, gain)
@@ -38,7 +51,7 @@ def fused_bias_act_ref(x, bias=None, act="lrelu", alpha=None, gain=None):
     if bias is not None:
         x = x + bias
     if act == "lrelu":
-        x = tf.nn.leaky_relu(x, alpha=alpha)
+        x = _leaky_relu(x, alpha)
     elif act == "relu":
         x = tf.nn.relu(x)
     if gain != 1.0:

@@ -1,0 +1,49 @@
+"""A clean console: a training run prints our progress lines, not TensorFlow's internal logs.
+
+The remapper case: with oneDNN on (TensorFlow's default on AVX-512 CPUs) and the reference ops
+(what runs when the custom ops are not built, as after scripts/setup.sh), Grappler used to log
+``E0000 ... meta_optimizer.cc:967] remapper failed: INVALID_ARGUMENT: Mutation::Apply error:
+fanout '.../LeakyReluGrad' exist for missing node '.../activate/add'`` at every trace of a GAN
+step (see tf_distill.ops.fused_bias_act._leaky_relu). The run forces both so that any CPU shows it.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TF_LOG_LINE = re.compile(r"^[EWIF]\d{4} ")  # absl / TensorFlow C++ log prefix, e.g. "E0000 00:00:17..."
+# TensorFlow prints this itself when oneDNN is forced on a CPU without AVX-512 (where it is off by
+# default); on the CPUs where oneDNN is on by default it does not appear.
+FORCED_ONEDNN_NOTICE = "oneDNN supports DT_INT32 only on platforms with AVX-512"
+
+
+@pytest.mark.slow
+def test_training_console_has_no_tensorflow_internals(tmp_path):
+    data = tmp_path / "images"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_CPP_VMODULE")}
+    env.update(PYTHONPATH=str(REPO), TF_ENABLE_ONEDNN_OPTS="1", TF_DISTILL_OPS_IMPL="ref")
+    # One step of the demo distillation with every part on: D step with R1, G step with GAN, L1,
+    # LPIPS and relation losses, path length regularization, EMA, checkpoint, samples, final/.
+    result = subprocess.run(
+        [sys.executable, "-m", "tf_distill.bin.train", f"--config={REPO / 'configs' / 'demo_distill.py'}",
+         f"--workdir={tmp_path / 'run'}", f"--config.data.source=folder:{data}", "--config.train.steps=1",
+         "--config.kd.g_step=0", "--config.log.every=1"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    console = result.stdout + result.stderr
+    assert result.returncode == 0, console[-3000:]
+    assert "[train] step 1/1" in result.stdout and "r1=" in result.stdout and "kd_lpips=" in result.stdout
+    assert "remapper failed" not in console
+    internals = [line for line in console.splitlines()
+                 if TF_LOG_LINE.match(line) and FORCED_ONEDNN_NOTICE not in line]
+    assert not internals, "\n".join(internals)
