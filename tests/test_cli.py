@@ -129,6 +129,9 @@ def user_files(tmp_path_factory):
     (root / "afile").write_text("mine")
     (root / "images").mkdir()
     (root / "shards-00000-of-00001.tfrecord").write_bytes(b"mine")
+    for name in ("served/seed0.png", "edits/mix_coarse.png"):
+        (root / name).parent.mkdir()
+        (root / name).write_bytes(b"mine")
     return root
 
 
@@ -150,6 +153,9 @@ CASES = [  # (module, args, words in the error line)
     ("demo", ["--workdir=notes"], ["holds files of something else"]),
     ("reproduce", ["--workdir=afile"], ["is a file"]),
     ("stats", ["--checkpoint=missing.pt"], ["missing.pt"]),
+    ("client", ["--server=http://127.0.0.1:9", "--seeds=0-3", "--out=served"], ["seed0.png", "--overwrite"]),
+    ("edit", ["--teacher=mydata/teacher.pt", "--a=seed:0", "--b=seed:1", "--output=edits"],
+     ["mix_coarse.png", "--overwrite"]),
 ]
 
 
@@ -166,6 +172,8 @@ def test_bad_input_gives_one_line_and_keeps_user_files(user_files, module, args,
     assert (user_files / "mydata" / "teacher.pt").read_bytes() == fixture_path("teacher32_zip.pt").read_bytes()
     assert (user_files / "notes" / "keep.txt").read_text() == "mine"
     assert (user_files / "afile").read_text() == "mine"
-    assert (user_files / "shards-00000-of-00001.tfrecord").read_bytes() == b"mine"
-    assert sorted(p.name for p in user_files.iterdir()) == ["afile", "images", "mydata", "notes",
+    for name in ("shards-00000-of-00001.tfrecord", "served/seed0.png", "edits/mix_coarse.png"):
+        assert (user_files / name).read_bytes() == b"mine"
+    assert sorted(p.name for p in user_files.iterdir()) == ["afile", "edits", "images", "mydata", "notes", "served",
                                                             "shards-00000-of-00001.tfrecord"]
+    assert [p.name for p in (user_files / "served").iterdir()] == ["seed0.png"]
