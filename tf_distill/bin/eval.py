@@ -6,6 +6,12 @@
     tf-distill-eval --metric=lpips --checkpoint=student --checkpoint_b=teacher.pt  # same z, stored noise
     tf-distill-eval --metric=psnr --images=recon/ --reference=targets/             # both PSNR variants
 
+Sample counts and batch sizes default per metric: FID 50,000 samples at batch 64, as the
+reference's ``get_fid.py`` (spec D.1; FID is biased by the sample count, so the paper's numbers
+compare only at 50,000; the batch size does not change what is measured); PPL 5,000 pairs at
+batch 50, as CAGAN's ``get_ppl.py`` (spec D.2); LPIPS between generators 50,000 pairs at batch 64
+(no reference counterpart). ``--num_samples``/``--batch_size`` override them.
+
 ``--strategy=mirrored`` spreads FID sampling over all local devices. Unreadable images of the
 ``--images``/``--reference`` folders (corrupt, truncated, not an image) are skipped with a warning
 and listed in the result (``num_skipped``, ``skipped``), as are pairs whose sizes differ. An existing
@@ -32,8 +38,10 @@ _REFERENCE = flags.DEFINE_string("reference", None, "Reference image folder for 
 _REAL = flags.DEFINE_string("real", None, "Real data for FID: folder:PATH, tfrecord:GLOB or fashion_mnist[:split].")
 _REAL_STATS = flags.DEFINE_string("real_stats", None, "Precomputed real statistics .npz (keys mu, sigma).")
 _NUM_REAL = flags.DEFINE_integer("num_real", None, "Use the first N real images (default: all).")
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 50000, "Generated samples (FID) or pairs (PPL, LPIPS).")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", None, "Generated samples (FID) or pairs (PPL, LPIPS) "
+                                    "(default: 50000 for fid and lpips, 5000 for ppl, the reference's).")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Batch size, also of the real images for FID "
+                              "(default: 64 for fid and lpips, 50 for ppl, the reference's).")
 _FID_MODE = flags.DEFINE_enum("fid_mode", "stylekd", ["stylekd", "standard"],
                               "stylekd: raw output as the paper; standard: uint8-quantised fakes (NVlabs).")
 _PPL_MODE = flags.DEFINE_enum("ppl_mode", "cagan", ["cagan", "karras"], "The paper's CAGAN PPL or Karras PPL.")
@@ -44,6 +52,20 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")
 _OUTPUT = flags.DEFINE_string("output", None, "Write the result JSON here (also printed).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")
+
+FID_SAMPLES, FID_BATCH = 50000, 64  # get_fid.py's (spec D.1); also used for LPIPS between generators
+
+
+def sample_sizes(metric, num_samples=None, batch_size=None):
+    """``(num_samples, batch_size)``: the values given, else the metric's defaults (module docstring)."""
+    if metric == "ppl":
+        from tf_distill.metrics import ppl  # pylint: disable=import-outside-toplevel
+
+        defaults = ppl.NUM_PAIRS, ppl.BATCH_SIZE
+    else:
+        defaults = FID_SAMPLES, FID_BATCH
+    return (defaults[0] if num_samples is None else num_samples,
+            defaults[1] if batch_size is None else batch_size)
 
 
 def _load_folder(folder, stats):
@@ -87,6 +109,7 @@ def evaluate():
     from tf_distill.train.strategy import make_strategy  # pylint: disable=import-outside-toplevel
 
     metric, result = _METRIC.value, {"metric": _METRIC.value}
+    num_samples, batch_size = sample_sizes(metric, _NUM_SAMPLES.value, _BATCH.value)
     strategy = make_strategy(_STRATEGY.value)
     skipped = DecodeStats()
     if metric == "psnr":
@@ -112,17 +135,17 @@ def evaluate():
         from tf_distill.metrics.generator_eval import lpips_between  # pylint: disable=import-outside-toplevel
 
         g_a, g_b = model_io.load_generator(_CHECKPOINT.value), model_io.load_generator(_CHECKPOINT_B.value)
-        result.update(num_samples=_NUM_SAMPLES.value,
-                      lpips=lpips_between(g_a, g_b, lpips, _NUM_SAMPLES.value, _BATCH.value, _SEED.value))
+        result.update(num_samples=num_samples, batch_size=batch_size,
+                      lpips=lpips_between(g_a, g_b, lpips, num_samples, batch_size, _SEED.value))
         return result
     generator = model_io.load_generator(_CHECKPOINT.value)
     if metric == "ppl":
         from tf_distill.metrics.ppl import perceptual_path_length  # pylint: disable=import-outside-toplevel
 
-        value = perceptual_path_length(generator, LPIPS(), _NUM_SAMPLES.value, _BATCH.value, _PPL_MODE.value,
+        value = perceptual_path_length(generator, LPIPS(), num_samples, batch_size, _PPL_MODE.value,
                                        _PPL_SPACE.value, _PPL_SAMPLING.value, crop=_PPL_CROP.value, seed=_SEED.value,
-                                       progress=Progress(_NUM_SAMPLES.value, "PPL"))
-        result.update(ppl=value, mode=_PPL_MODE.value, num_samples=_NUM_SAMPLES.value)
+                                       progress=Progress(num_samples, "PPL"))
+        result.update(ppl=value, mode=_PPL_MODE.value, num_samples=num_samples, batch_size=batch_size)
         return result
     from tf_distill.metrics import generator_eval  # pylint: disable=import-outside-toplevel
     from tf_distill.metrics.fid import load_statistics  # pylint: disable=import-outside-toplevel
@@ -130,12 +153,12 @@ def evaluate():
     if _REAL_STATS.value:
         stats = load_statistics(_REAL_STATS.value)
     else:
-        stats = generator_eval.dataset_statistics(_REAL.value, generator.size, _NUM_REAL.value, _BATCH.value,
+        stats = generator_eval.dataset_statistics(_REAL.value, generator.size, _NUM_REAL.value, batch_size,
                                                   _FID_MODE.value, progress=Progress(_NUM_REAL.value or 0, "real"))
-    fid, count = generator_eval.generator_fid(generator, stats, _NUM_SAMPLES.value, _BATCH.value, _FID_MODE.value,
+    fid, count = generator_eval.generator_fid(generator, stats, num_samples, batch_size, _FID_MODE.value,
                                               seed=_SEED.value, strategy=strategy,
-                                              progress=Progress(_NUM_SAMPLES.value, "FID"))
-    result.update(fid=fid, num_samples=count, fid_mode=_FID_MODE.value)
+                                              progress=Progress(num_samples, "FID"))
+    result.update(fid=fid, num_samples=count, batch_size=batch_size, fid_mode=_FID_MODE.value)
     return result
 
 

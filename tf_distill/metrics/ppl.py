@@ -5,12 +5,16 @@ independent random noise for the two images of a pair (so it mostly measures the
 resampling), images above 256 px resized to 256, 1st/99th percentile filter, mean.
 ``karras``: z (slerp) or w (lerp) space, ``full`` (t ~ U[0, 1)) or ``end`` (t = 0) sampling,
 the same noise for both images of a pair, divided by eps^2, optional face crop, same filter.
+
+Both default to the reference's 5,000 pairs at batch 50 (CAGAN ``get_ppl.py``); NVlabs' Karras PPL
+uses 50,000 pairs, so pass that count to compare with its numbers.
 """
 
 import numpy as np
 import tensorflow as tf
 
 MODES = ("cagan", "karras")
+NUM_PAIRS, BATCH_SIZE = 5000, 50  # CAGAN get_ppl.py's (spec D.2)
 
 
 def _slerp(a, b, t):
@@ -69,7 +73,7 @@ def pair_distances(generator, lpips, batch_size, mode="cagan", space="w", sampli
     return d if mode == "cagan" else d / (epsilon ** 2)
 
 
-def perceptual_path_length(generator, lpips, num_samples=5000, batch_size=50, mode="cagan", space="w",
+def perceptual_path_length(generator, lpips, num_samples=NUM_PAIRS, batch_size=BATCH_SIZE, mode="cagan", space="w",
                            sampling="full", epsilon=1e-4, crop=False, seed=0, progress=None):
     """PPL over ``num_samples`` pairs (the CAGAN quirk of always generating full batches is kept)."""
     if num_samples < 1 or batch_size < 1:

@@ -12,9 +12,16 @@ the same algorithm, step for step:
   and cubic interpolation (:func:`polyinterp`, minFunc's) with the same safeguards; after
   ``max_ls`` trials the step is reverted (``t = 0``) and the search counts as failed.
 
+With ``damping=True`` (off in the reference's projection) Powell damping replaces ``y`` by
+``theta y + (1 - theta) Bs`` when ``y's < eps s'Bs``; as in the reference, ``H_diag`` is then the
+*undamped* ``y's`` over the damped ``y'y``.
+
 Differences, none of which change the iterates: the closure returns the loss *and* the flat
 gradient together (TF has no deferred ``backward``; the gradient is wasted only at trial points
-that fail Armijo), and the state lives in this object instead of ``optimizer.state``.
+that fail Armijo), and the state lives in this object instead of ``optimizer.state``. Python-float
+scalars (step sizes, ``H_diag``) enter tensor arithmetic through :meth:`FullBatchLBFGS._scalar`,
+in the variables' dtype, so float64 runs use the exact float64 steps as the reference does
+(``tf.cast`` of a Python float would round it to float32 first).
 
 Usage, as the reference's loop::
 
@@ -147,10 +154,14 @@ class FullBatchLBFGS:
     def flatten(self, tensors) -> tf.Tensor:
         return tf.concat([tf.reshape(tf.cast(t, self.dtype), [-1]) for t in tensors], axis=0)
 
+    def _scalar(self, x: float) -> tf.Tensor:
+        """A Python float as a tensor of the variables' dtype, exactly (no float32 detour)."""
+        return tf.constant(x, self.dtype)
+
     def _add_update(self, step, direction):
         if step == 0:
             return
-        parts = tf.split(direction * tf.cast(step, self.dtype), self._sizes)
+        parts = tf.split(direction * self._scalar(step), self._sizes)
         for v, p, shape in zip(self.variables, parts, self._shapes):
             v.assign_add(tf.reshape(p, shape))
 
@@ -174,7 +185,7 @@ class FullBatchLBFGS:
         for i in range(num_old - 1, -1, -1):
             alpha[i] = self._dot(self.old_dirs[i], q) * rho[i]
             q = q - alpha[i] * self.old_stps[i]
-        r = q * tf.cast(self.h_diag, self.dtype)
+        r = q * self._scalar(self.h_diag)
         for i in range(num_old):
             beta = self._dot(self.old_stps[i], r) * rho[i]
             r = r + (alpha[i] - beta) * self.old_dirs[i]
@@ -188,14 +199,13 @@ class FullBatchLBFGS:
             self.fail_skips += 1
             return
         y = flat_grad - self._prev_flat_grad
-        s = self._d * tf.cast(self._t, self.dtype)
+        s = self._d * self._scalar(self._t)
         sbs = self._dot(s, self._bs)
         ys = self._dot(y, s)
         if ys > eps * sbs or damping:
             if damping and ys < eps * sbs:
                 theta = ((1 - eps) * sbs) / (sbs - ys)
-                y = theta * y + (1 - theta) * self._bs
-                ys = self._dot(y, s)
+                y = self._scalar(theta) * y + self._scalar(1 - theta) * self._bs  # ys stays undamped
             if len(self.old_dirs) == self.history_size:
                 self.old_dirs.pop(0)
                 self.old_stps.pop(0)
@@ -240,7 +250,7 @@ class FullBatchLBFGS:
             self._add_update(t, d)
             f_new, g_new = self.closure_eval(closure)
             closure_evals, ls_step, fail = 1, 0, False
-        self._bs = grad * tf.cast(-t, self.dtype)
+        self._bs = grad * self._scalar(-t)
         self._d, self._t, self.fail = d, t, fail
         return StepResult(f_new, g_new, t, ls_step, closure_evals, desc_dir, fail)
 
