@@ -43,8 +43,11 @@ _W_AVG_SAMPLES = flags.DEFINE_integer("w_avg_samples", 1000, "z samples for the 
 _MAX_IMAGES = flags.DEFINE_integer("max_images", None, "Project only the first N readable images of the folder.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of w_avg and of the initial noise maps (image i: seed + i).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Write only report.json/report.csv.")
+_FACE_PARSING = flags.DEFINE_string("face_parsing_weights", None, "79999_iter.pth of face-parsing.PyTorch: adds the "
+                                    "reference's content-aware PSNR/LPIPS (background and cloth masked out).")
 
 METRIC_KEYS = ("psnr_paper", "psnr_correct", "lpips")
+CONTENT_AWARE_KEYS = ("psnr_paper_ca", "psnr_correct_ca", "lpips_ca")
 REPORT_FILES = ("report.json", "report.csv")
 
 
@@ -94,12 +97,17 @@ def readable_files(files, stats, limit=None):
     return readable
 
 
+def metric_keys(per_image):
+    """The report's metric columns: the content-aware ones too when the rows have them."""
+    return METRIC_KEYS + (CONTENT_AWARE_KEYS if per_image and CONTENT_AWARE_KEYS[0] in per_image[0] else ())
+
+
 def summarize(per_image, models):
     """{model: {n_images, mean psnr_paper, psnr_correct, lpips}} from per-image rows."""
     out = {}
     for m in models:
         rows = [r for r in per_image if r["model"] == m]
-        out[m] = {"n_images": len(rows), **{k: float(np.mean([r[k] for r in rows])) for k in METRIC_KEYS}}
+        out[m] = {"n_images": len(rows), **{k: float(np.mean([r[k] for r in rows])) for k in metric_keys(per_image)}}
     return out
 
 
@@ -116,11 +124,12 @@ def write_report(output, per_image, models, settings, skipped=None):
     write_file_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
     text = io.StringIO(newline="")
     writer = csv.writer(text)
-    writer.writerow(["image", "model", *METRIC_KEYS])
+    keys = metric_keys(per_image)
+    writer.writerow(["image", "model", *keys])
     for r in per_image:
-        writer.writerow([r["image"], r["model"], *(f"{r[k]:.6f}" for k in METRIC_KEYS)])
+        writer.writerow([r["image"], r["model"], *(f"{r[k]:.6f}" for k in keys)])
     for m, s in summary.items():
-        writer.writerow(["mean", m, *(f"{s[k]:.6f}" for k in METRIC_KEYS)])
+        writer.writerow(["mean", m, *(f"{s[k]:.6f}" for k in keys)])
     write_file_atomic(output / "report.csv", text.getvalue())
     return summary
 
@@ -133,12 +142,20 @@ def project_main(files):
     from tf_distill.progress import Progress  # pylint: disable=import-outside-toplevel
     # pylint: disable-next=import-outside-toplevel
     from tf_distill.projection import Projector, projection_grid, save_png, save_projection
-    from tf_distill.projection.project import fit_target  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from tf_distill.projection.project import content_aware_metrics, fit_target
 
     stats = DecodeStats()
     files = readable_files(files, stats, _MAX_IMAGES.value)
     models = {name: model_io.load_generator(path)
               for name, path in (("teacher", _TEACHER.value), ("student", _STUDENT.value)) if path}
+    mask_of = None
+    if _FACE_PARSING.value:
+        from tf_distill.losses.content_mask import content_mask  # pylint: disable=import-outside-toplevel
+        from tf_distill.models.face_parsing import load_face_parsing  # pylint: disable=import-outside-toplevel
+
+        parser = load_face_parsing(_FACE_PARSING.value)
+        mask_of = lambda target: content_mask(parser, np.asarray(target, np.float32) / 127.5 - 1.0)  # noqa: E731
     lpips = LPIPS()
     projectors = {name: Projector(g, lpips, optimizer=_OPTIMIZER.value, lr=_LR.value,
                                   w_avg_samples=_W_AVG_SAMPLES.value, seed=_SEED.value)
@@ -153,7 +170,10 @@ def project_main(files):
         for model, projector in projectors.items():
             target = fit_target(image, projector.g.size)
             results[model] = projector.project(target, steps=_STEPS.value, seed=_SEED.value + i, progress=progress)
-            per_image.append({"image": Path(path).name, "model": model, **results[model].metrics()})
+            row = {"image": Path(path).name, "model": model, **results[model].metrics()}
+            if mask_of is not None:
+                row.update(content_aware_metrics(results[model].image, target, lpips, mask_of(target)))
+            per_image.append(row)
         if not _REPORT_ONLY.value:
             save_projection(output / f"{name}.npz", results)
             if len(sizes) == 1:
@@ -188,6 +208,9 @@ def check_flags():
                              ("--max_images", _MAX_IMAGES.value, 1)):
         if value is not None and value < low:
             raise UserError(f"{flag}={value} must be >= {low} (give a number of at least {low})")
+    if _FACE_PARSING.value and not Path(_FACE_PARSING.value).is_file():
+        raise UserError(f"--face_parsing_weights {_FACE_PARSING.value} does not exist (give the 79999_iter.pth of "
+                        "face-parsing.PyTorch)")
     if _LR.value is not None and not (math.isfinite(_LR.value) and _LR.value > 0):
         raise UserError(f"--lr={_LR.value} must be a positive number (or leave it out for the default)")
 

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from tf_distill.images import read_rgb
 from tf_distill.outputs import atomic_path
-from tf_distill.metrics.psnr import projection_psnr
+from tf_distill.metrics.psnr import projection_psnr, psnr, psnr_wraparound, to_uint8_reference
 from tf_distill.projection.lbfgs import FullBatchLBFGS
 
 PAPER_STEPS = 801
@@ -79,6 +79,21 @@ def projection_metrics(output, target_uint8, lpips):
     d = lpips(_resize_max(target), _resize_max(tf.convert_to_tensor(output, tf.float32)))
     return (projection_psnr(output, target_uint8, "paper").numpy(), projection_psnr(output, target_uint8,
                                                                                      "correct").numpy(), d.numpy())
+
+
+def content_aware_metrics(output, target_uint8, lpips, mask):
+    """The reference's content-aware variants: PSNR (paper and correct) and LPIPS of both images times ``mask``.
+
+    ``mask`` [N, H, W, 1] is the face-parsing mask of the target (``losses.content_mask``), which
+    zeroes background and cloth in both images, as the KD losses do; returns a dict of ``*_ca``.
+    """
+    mask = tf.convert_to_tensor(mask, tf.float32)
+    out_u8 = tf.cast(to_uint8_reference(output), tf.float32) * mask
+    target_u8 = tf.cast(target_uint8, tf.float32) * mask
+    target = (tf.cast(target_uint8, tf.float32) / 127.5 - 1.0) * mask
+    d = lpips(_resize_max(target), _resize_max(tf.convert_to_tensor(output, tf.float32) * mask))
+    return {"psnr_paper_ca": float(psnr_wraparound(target_u8, out_u8).numpy()[0]),
+            "psnr_correct_ca": float(psnr(target_u8, out_u8).numpy()[0]), "lpips_ca": float(d.numpy()[0])}
 
 
 class Projector:
