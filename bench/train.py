@@ -7,7 +7,9 @@ Each impl gets its own models and traced step functions (the impl is read while 
 three kinds of step of the schedule (spec C.4) are traced once, then timed: D with R1 and G with
 path length (1 step in 16), G with path length (3 in 16), plain (12 in 16); the timed calls
 alternate between the impls so machine load affects both alike. steps/s is of the schedule's
-16-step cycle, from the median time of each kind.
+16-step cycle, from the median time of each kind. The content-aware mask's cost (the face-parsing
+network at 512 px on the teacher's images of one step, random weights: the cost does not depend
+on them) is timed in the same loop and printed next to the step.
 """
 
 import argparse
@@ -64,6 +66,17 @@ def main():
     kinds = {"r1+pl": (0, 1), "pl": (config.train.g_reg_every, 16 // config.train.g_reg_every - 1), "plain": (1, 0)}
     kinds["plain"] = (1, 16 - kinds["r1+pl"][1] - kinds["pl"][1])
 
+    from tf_distill.losses.content_mask import content_mask  # pylint: disable=import-outside-toplevel
+    from tf_distill.models.face_parsing import FaceParsingNet  # pylint: disable=import-outside-toplevel
+
+    parser_net = FaceParsingNet()
+    mask_fn = tf.function(lambda images: content_mask(parser_net, images))
+
+    def run_mask():
+        start = time.perf_counter()
+        float(tf.reduce_sum(mask_fn(real)))
+        return time.perf_counter() - start
+
     def run(impl, iteration):
         step = steps[impl]
         step.step.assign(iteration)
@@ -74,11 +87,14 @@ def main():
     for impl in steps:  # trace every kind once
         for iteration, _ in kinds.values():
             run(impl, iteration)
+    run_mask()
     times = {impl: {kind: [] for kind in kinds} for impl in steps}
+    mask_times = []
     for _ in range(args.steps):
         for kind, (iteration, _) in kinds.items():
             for impl in steps:
                 times[impl][kind].append(run(impl, iteration))
+        mask_times.append(run_mask())
     print(f"{'paper 256 px' if args.paper else 'demo 32 px'} stage 2, batch {config.train.batch_size}, "
           f"median of {args.steps} timed steps of each kind, CPU")
     cycle = {}
@@ -91,6 +107,9 @@ def main():
         print(f"  custom/ref speed ratio: {cycle['ref'] / cycle['custom']:.2f}x")
     else:
         print("  custom ops not built (custom_ops/build.sh): reference only")
+    mask_s, fastest = float(np.median(mask_times)), cycle[impls[-1]]
+    print(f"  content-aware mask (face parsing at 512 px, batch {config.train.batch_size}): {mask_s:.3f} s per step, "
+          f"{100 * mask_s / fastest:.0f}% of the {impls[-1]}-ops step")
 
 
 if __name__ == "__main__":

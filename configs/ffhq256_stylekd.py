@@ -8,10 +8,17 @@ Variants (``:<variant>``): ``paper`` (= ``rgb_lpips_ld_kl``: RGB L1 x3 + LPIPS x
 layers 64/128/256), ``released_code`` (the release's default mimic layers 16/32/64/128), ``rgb``,
 ``rgb_random_offset_kl`` (random offset directions), ``rgb_single_view_kl``, ``rgb_ld_l2``, ``rgb_ld_kl``,
 ``rgb_lpips``, ``rgb_lpips_ld_l2``, ``no_gan`` (Fig. 1's no-GAN mode: no D, no path length, L1 + LPIPS),
-``cagan_init`` (student synthesis from the pruned checkpoint's weights is not random: use
-``--config.teacher`` for the teacher and start from a converted student with ``g_step``).
-Student: CAGAN's 0.7-pruned channels; global batch 16 = the paper's 4 GPUs x 4.
+``cagan_init`` (the reference's ``--load 1``: g, g_ema and d start from a CAGAN-pruned checkpoint
+instead of a random synthesis and D, its mapping kept; the file is required)::
+
+    tf-distill-train --config=configs/ffhq256_stylekd.py:cagan_init --config.init_from=pruned_0.7.pt ...
+
+Student: CAGAN's 0.7-pruned channels; global batch 16 = the paper's 4 GPUs x 4. The reference's
+content-aware mask (background and cloth left out of L1 and LPIPS) is on when the face-parsing
+weights are given: ``--config.kd.face_parsing_weights=79999_iter.pth``.
 """
+
+from ml_collections import config_dict
 
 from configs.paper_models import MODELS
 from tf_distill.reproduce.suites import SUITES
@@ -23,6 +30,7 @@ VARIANTS = {
     # the Table 1 rows (tf_distill.reproduce.suites, the one definition the reproduction runner also uses)
     **{row: overrides for row, overrides in SUITES["table1"].items() if row != "scratch"},
     "no_gan": SUITES["fig1"]["nogan_teacher_mapping"],
+    "cagan_init": {"kd.load_style": False},  # and config.init_from, required (get_config)
 }
 
 
@@ -36,6 +44,7 @@ def base_config(size_model="ffhq256_student"):
     c.generator.update(MODELS[size_model]().to_dict())
     c.data.source = ""  # e.g. folder:/data/ffhq/images1024x1024
     c.teacher = ""  # e.g. CAGAN's 256px_full_size.pt
+    c.kd.content_mask = "auto"  # the reference's face mask, on once --config.kd.face_parsing_weights=79999_iter.pth
     c.train.steps = 450001
     c.train.batch_size = 16
     c.eval.fid_every = 10000
@@ -46,4 +55,7 @@ def base_config(size_model="ffhq256_student"):
 def get_config(variant="paper"):
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; choose from {sorted(VARIANTS)}.")
-    return apply_overrides(base_config(), VARIANTS[variant])
+    config = apply_overrides(base_config(), VARIANTS[variant])
+    if variant == "cagan_init":  # no default file: a run without --config.init_from=PATH is refused
+        config.init_from = config_dict.placeholder(str)
+    return config

@@ -10,4 +10,5 @@ from configs.ffhq256_stylekd import VARIANTS, apply_overrides, base_config
 def get_config(variant="paper"):
     c = base_config("ffhq256_student")
     c.data.flip = True
+    c.kd.content_mask = "off"  # a face mask means nothing for churches
     return apply_overrides(c, VARIANTS[variant])

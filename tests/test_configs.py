@@ -32,7 +32,7 @@ def test_ablations_of_table_1():
     assert get_config("rgb_single_view_kl").kd.single_view
     assert get_config("rgb_lpips_ld_l2").kd.relation_loss == "mse"
     assert not get_config("no_gan").train.gan and get_config("no_gan").train.path_reg == 0
-    assert len(VARIANTS) == 11
+    assert len(VARIANTS) == 12 and get_config("cagan_init").init_from is None
 
 
 def test_heterogeneous_student_size_near_the_paper():

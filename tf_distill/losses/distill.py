@@ -1,4 +1,5 @@
-"""StyleKD distillation terms: latent directions, latent offsets and the LD relation loss (spec C.3, C.4).
+"""StyleKD distillation terms: latent directions, latent offsets, the LD relation loss and the
+per-skip RGB loss (spec C.3, C.4).
 
 The relation loss compares, for teacher and student, the cosine-similarity matrix between the
 features of normal samples (rows) and of the same samples moved along a latent direction
@@ -11,6 +12,7 @@ import tensorflow as tf
 
 COSINE_EPS = 1e-8
 DIRECTIONS_PER_BLOCK = 5
+KD_MODES = ("output_only", "intermediate")  # the reference's --kd_mode Output_Only | Intermediate
 
 
 def modulation_matrix(generator, block):
@@ -104,3 +106,12 @@ def relation_loss(student_features, teacher_features, batch, mode="kl", single_v
     else:
         raise ValueError(f"relation loss mode must be 'kl' or 'mse', got {mode!r}.")
     return tf.reduce_mean(per_group)
+
+
+def skip_l1(student_rgbs, teacher_rgbs):
+    """The reference's ``Intermediate`` RGB loss: ``sum_k mean|T_k - S_k|`` over the RGB skip images
+    (4^2 ... size^2, the generator's ``rgb_list``; the last one is the final image), unmasked."""
+    if len(student_rgbs) != len(teacher_rgbs):
+        raise ValueError(f"student and teacher have {len(student_rgbs)} and {len(teacher_rgbs)} RGB skips; "
+                         "they must have the same resolution.")
+    return tf.add_n([tf.reduce_mean(tf.abs(t - s)) for s, t in zip(student_rgbs, teacher_rgbs)])

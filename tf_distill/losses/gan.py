@@ -1,4 +1,4 @@
-"""StyleGAN2 regularizer quantities: the R1 penalty and the path lengths (spec A.4 step 9, C.4)."""
+"""StyleGAN2 regularizers: the R1 penalty, the path lengths and their penalty (spec A.4 step 9, C.4)."""
 
 import tensorflow as tf
 
@@ -28,3 +28,19 @@ def path_lengths(generator, wplus, image_noise=None, noise=None, randomize_noise
         total = tf.reduce_sum(image * image_noise)
     grad = tape.gradient(total, wplus)
     return tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=2), axis=1))
+
+
+def path_length_penalty(pl, pl_mean, decay, batch_mean=None):
+    """The reference's path-length penalty ``mean((pl - m)^2)`` and the new running mean ``m``.
+
+    ``m = pl_mean + decay * (mean(pl) - pl_mean)``, kept in the graph as rosinality's and NVlabs'
+    StyleGAN2 do: the penalty's gradient includes the term through ``mean(pl)``, which changes
+    the path-length gradients by ~1-9% early in training. ``batch_mean`` replaces ``mean(pl)``
+    (e.g. its mean across replicas, whose all-reduce is differentiable). Store ``m`` as the next
+    ``pl_mean``.
+    """
+    pl = tf.convert_to_tensor(pl)
+    if batch_mean is None:
+        batch_mean = tf.reduce_mean(pl)
+    new_mean = pl_mean + decay * (batch_mean - pl_mean)
+    return tf.reduce_mean(tf.square(pl - new_mean)), new_mean

@@ -10,6 +10,7 @@ from pathlib import Path
 from tf_distill.data.pipeline import SHARDING
 from tf_distill.data.source import DataSource
 from tf_distill.errors import UserError
+from tf_distill.losses.distill import KD_MODES
 from tf_distill.models.generator import log2_size
 from tf_distill.train.strategy import STRATEGIES
 
@@ -118,6 +119,11 @@ def _check_sections(p, c):
     if isinstance(c.teacher, str) and c.teacher and not Path(c.teacher).exists():
         p.append(f"config.teacher {c.teacher!r} does not exist (give the path of a .pt, .keras or converted "
                  "checkpoint directory, or \"\" to train a plain StyleGAN2)")
+    p.require("init_from", lambda v: isinstance(v, str), 'a path (a CAGAN-pruned .pt holding g, g_ema and d) or "" '
+              "(a random student)", "the cagan_init variant starts from one: set --config.init_from=PATH")
+    if isinstance(c.init_from, str) and c.init_from and not Path(c.init_from).exists():
+        p.append(f"config.init_from {c.init_from!r} does not exist (give the path of the CAGAN-pruned .pt, or \"\" "
+                 "for a random student)")
     _check_generator(p)
     _check_data(p, c)
 
@@ -144,9 +150,14 @@ def _check_sections(p, c):
               "per D minibatch-stddev group)")
     p.require("kd.g_step", _int_at_least(0), "an integer >= 0")
     p.require("kd.lpips_size", _int_at_least(16), "an integer >= 16")
+    p.require("kd.mode", _one_of(KD_MODES), f"one of {list(KD_MODES)}",
+              "set --config.kd.mode=output_only as in the paper, or intermediate for L1 over every RGB skip")
     for key in ("kd.single_view", "kd.shared_noise", "kd.load_style", "data.flip"):
         p.require(key, _is_bool, "True or False")
+    p.require("kd.content_mask", _one_of(CONTENT_MASK_MODES),
+              'one of "on", "off", "auto" (on when kd.face_parsing_weights is given)')
     _check_mimic_layers(p, c)
+    _check_content_mask(p, c)
 
     p.require("stage1.steps", _int_at_least(0), "an integer >= 0 (0 skips stage 1)")
     p.require("stage1.batch_size", _int_at_least(1), "an integer >= 1")
@@ -199,8 +210,36 @@ def _check_mimic_layers(p, c):
               "set --config.kd.mimic_layers, or --config.kd.relation=0 to turn the relation loss off")
 
 
+CONTENT_MASK_MODES = ("on", "off", "auto")
+
+
+def uses_content_mask(config):
+    """Whether a distillation masks the KD images: ``kd.content_mask`` "on", or "auto" with weights given (FFHQ)."""
+    kd = config.kd
+    return kd.content_mask == "on" or (kd.content_mask == "auto" and bool(kd.face_parsing_weights))
+
+
+def _check_content_mask(p, c):
+    """The mask needs the face-parsing weights, which cannot be downloaded here: users must point at their copy."""
+    weights = c.kd.face_parsing_weights
+    if not p.require("kd.face_parsing_weights", lambda v: isinstance(v, str), 'a path or ""'):
+        return
+    if c.kd.content_mask != "on" and not (c.kd.content_mask == "auto" and weights):
+        return
+    if not weights:
+        p.append("config.kd.content_mask is on but config.kd.face_parsing_weights is empty (give "
+                 "--config.kd.face_parsing_weights=79999_iter.pth, the face-parsing.PyTorch BiSeNet weights, "
+                 "or set --config.kd.content_mask=off)")
+    elif not Path(weights).is_file():
+        p.append(f"config.kd.face_parsing_weights {weights!r} is not a file (give the path of 79999_iter.pth, "
+                 "or set --config.kd.content_mask=off)")
+
+
 def _check_batch(p, c, num_replicas):
     batch, group = c.train.batch_size, c.kd.group_size
+    if c.teacher and c.stage1.steps and c.stage1.batch_size % num_replicas:
+        p.add("stage1.batch_size", f"divisible by the {num_replicas} replicas",
+              f"set --config.stage1.batch_size to a multiple of {num_replicas}")
     if batch % num_replicas:
         p.add("train.batch_size", f"divisible by the {num_replicas} replicas",
               f"set --config.train.batch_size to a multiple of {num_replicas}")

@@ -14,6 +14,8 @@ def default_config():
     c.seed = 0
     c.strategy = "default"          # default | mirrored | multi_worker
     c.teacher = ""                  # teacher checkpoint (.pt, our dir or .keras); "" trains a plain StyleGAN2
+    c.init_from = ""                # CAGAN-style init (the reference's --load 1): g, g_ema and d from this
+                                    # pruned checkpoint (.pt or our dir); "" starts from a random student
     c.generator = ml_collections.ConfigDict({  # the trained generator (student, or teacher when c.teacher == "")
         "size": 256, "style_dim": 512, "n_mlp": 8, "channel_multiplier": 2, "lr_mlp": 0.01,
         "channels": ml_collections.FieldReference(None, field_type=list), "kernel_size": 3,
@@ -31,7 +33,12 @@ def default_config():
     c.kd = ml_collections.ConfigDict({
         "l1": 3.0, "lpips": 3.0, "relation": 30.0, "relation_loss": "kl", "single_view": False,
         "mimic_layers": [4, 5, 6], "offset_mode": "main", "direction_mode": "split", "offset_weight": 5.0,
-        "group_size": 4, "g_step": 0, "shared_noise": False, "lpips_size": 256, "load_style": True})
+        "group_size": 4, "g_step": 0, "shared_noise": False, "lpips_size": 256, "load_style": True,
+        # RGB L1 on the final image only ("output_only", the paper's runs) or summed over every RGB skip
+        "mode": "output_only",
+        # the reference's content-aware mask: face parsing (BiSeNet, face-parsing.PyTorch's 79999_iter.pth)
+        # of the teacher's image keeps L1/LPIPS off background and cloth
+        "content_mask": "off", "face_parsing_weights": ""})
     c.stage1 = ml_collections.ConfigDict({"steps": 0, "batch_size": 4096, "lr": 0.05, "loss": "l1"})
     c.log = ml_collections.ConfigDict({"every": 50, "checkpoint_every": 1000, "sample_every": 1000,
                                        "n_samples": 16, "keep_checkpoints": 3})

@@ -28,7 +28,7 @@ from tf_distill.errors import UserError
 from tf_distill.images import save_grid
 from tf_distill.models import Discriminator, Generator
 from tf_distill.progress import format_duration
-from tf_distill.train.config_check import check_batch, check_config, check_max_steps
+from tf_distill.train.config_check import check_batch, check_config, check_max_steps, uses_content_mask
 from tf_distill.train.mimic import MappingMimic
 from tf_distill.train.strategy import is_chief, make_strategy
 from tf_distill.train.stylekd import StyleKDStep
@@ -68,9 +68,15 @@ class _StopRequest:
 
 
 def build_models(config, strategy):
-    """(g, g_ema, d, teacher) under the strategy; the student is random, with the teacher's mapping if asked."""
+    """(g, g_ema, d, teacher) under the strategy.
+
+    The student is random (with the teacher's mapping if ``kd.load_style``), or, with ``init_from``,
+    g, g_ema and d start from a CAGAN-pruned checkpoint (the reference's ``--load 1``).
+    """
     gen_config = {k: v for k, v in config.generator.to_dict().items() if v is not None}
     d_config = {k: v for k, v in config.discriminator.to_dict().items() if v is not None}
+    init_from = config.init_from
+    init = _read_init(init_from, gen_config["lr_mlp"]) if init_from else None
     with strategy.scope():
         teacher = None
         if config.teacher:
@@ -88,11 +94,53 @@ def build_models(config, strategy):
             raise UserError(f"config.discriminator: {err} (fix the discriminator settings)") from err
         for model in (g, g_ema, d):
             model.build()
-        if teacher is not None and config.kd.load_style and config.stage1.steps == 0:
-            copy_mapping(teacher, g)
-        for dst, src in zip(g_ema.trainable_weights, g.trainable_weights):
-            dst.assign(src)
+        if init is not None:  # the loaded mapping is the student's own: load_style does not replace it
+            for key, model in (("g", g), ("g_ema", g_ema), ("d", d)):
+                _assign_init(model, init[key], init_from)
+        else:
+            if teacher is not None and config.kd.load_style and config.stage1.steps == 0:
+                copy_mapping(teacher, g)
+            for dst, src in zip(g_ema.trainable_weights, g.trainable_weights):
+                dst.assign(src)
     return g, g_ema, d, teacher
+
+
+def _read_init(path, lr_mlp):
+    """g, g_ema and d of the checkpoint ``config.init_from`` (a rosinality .pt or our checkpoint directory),
+    read before the run's models are built so that a bad file fails first."""
+    models = model_io.load_any(path, lr_mlp=lr_mlp)
+    missing = [key for key in ("g", "g_ema", "d") if key not in models]
+    if missing:
+        raise UserError(f"config.init_from {path} holds no {' and no '.join(missing)} (initializing from a "
+                        "checkpoint loads g, g_ema and d: give a CAGAN-pruned .pt that has all three, or set "
+                        '--config.init_from="" for a random student)')
+    return models
+
+
+# The architecture a checkpoint fixes, per network: (attribute, config key).
+_INIT_KEYS = {Generator: [("size", "generator.size"), ("style_dim", "generator.style_dim"),
+                          ("mapping_widths", "generator.mapping_widths"), ("n_mlp", "generator.n_mlp"),
+                          ("kernel_size", "generator.kernel_size"), ("channels", "generator.channels")],
+              Discriminator: [("size", "generator.size"), ("channels", "discriminator.channels")]}
+
+
+def _assign_init(model, loaded, path):
+    """Copies ``loaded``'s weights into ``model`` after checking that the config builds its architecture."""
+    for attr, key in _INIT_KEYS[type(model)]:
+        if attr == "n_mlp" and model.mapping_widths is not None:
+            continue  # n_mlp is unused with explicit mapping widths
+        want, have = getattr(loaded, attr), getattr(model, attr)
+        if want != have:
+            raise UserError(f"config.init_from {path}: its {model.name} has {attr} {want} but config.{key} gives "
+                            f"{have} (set --config.{key}={_flag_value(want)}, or give a checkpoint of the "
+                            "configured architecture)")
+    for dst, src in zip(model.weights, loaded.weights, strict=True):
+        dst.assign(src)
+
+
+def _flag_value(value):
+    """A config value as a command-line flag writes it (lists without spaces)."""
+    return str(value).replace(" ", "")
 
 
 def _check_teacher(teacher, gen_config):
@@ -144,12 +192,18 @@ class Run:
 
             with self.strategy.scope():
                 lpips = LPIPS()
+        self.face_parser = None
+        if self.teacher is not None and uses_content_mask(config):
+            from tf_distill.models.face_parsing import load_face_parsing  # pylint: disable=import-outside-toplevel
+
+            with self.strategy.scope():
+                self.face_parser = load_face_parsing(config.kd.face_parsing_weights)
         self.step = StyleKDStep(self.strategy, self.g, self.g_ema, self.d, config, self.teacher, lpips,
-                                seed=config.seed)
+                                seed=config.seed, content_mask_fn=self._content_mask if self.face_parser else None)
         self.mimic = None
         if self.teacher is not None and config.stage1.steps > 0:
             self.mimic = MappingMimic(self.g, self.teacher, config.stage1.batch_size, config.stage1.lr,
-                                      config.stage1.loss, seed=config.seed + 1)
+                                      config.stage1.loss, seed=config.seed + 1, strategy=self.strategy)
         self.stats = DecodeStats()
         self.iterator = None  # made after restore(), continuing the data stream where the run stopped
         self.mimic_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="mimic_step")
@@ -227,8 +281,8 @@ class Run:
                       + ("; trying the one before it" if i + 1 < len(candidates) else ""), file=sys.stderr, flush=True)
                 continue
             self._resume_point = self._position()
-            logging.info("Resumed from %s at step %d.", path, int(self.step.step.numpy()))
-            print(f"resumed from {path} (step {int(self.step.step.numpy())})", flush=True)
+            logging.info("Resumed from %s at %s.", path, self._resume_point)
+            print(f"resumed from {path} ({self._resume_point})", flush=True)
             return path
         if tried:
             raise CheckpointError(
@@ -326,6 +380,36 @@ class Run:
                 for k, v in logs.items():
                     tf.summary.scalar(f"{name}/{k}", v)
 
+    def _content_mask(self, teacher_images):
+        from tf_distill.losses.content_mask import content_mask  # pylint: disable=import-outside-toplevel
+
+        return content_mask(self.face_parser, teacher_images)
+
+    def write_mask_samples(self):
+        """``samples/content_mask.png`` at the start: teacher images, their face parsing, and what the KD losses see.
+
+        Rows: teacher images (the sample z), the parsing in class colours, the teacher times the mask
+        (background and cloth zeroed), so users can check what the distillation ignores.
+        """
+        from tf_distill.losses.content_mask import parse_faces  # pylint: disable=import-outside-toplevel
+
+        path = self.workdir / "samples" / "content_mask.png"
+        if not self.chief or self.face_parser is None or path.exists():
+            return None
+        images = self.teacher(self.sample_z, randomize_noise=False)
+        classes = tf.image.resize(parse_faces(self.face_parser, images)[..., None], images.shape[1:3],
+                                  method="nearest")[..., 0].numpy()
+        palette = np.random.default_rng(19).uniform(-1, 1, (19, 3)).astype(np.float32)
+        palette[0] = -1  # background black
+        rows = np.concatenate([images.numpy(), palette[classes], (images * self._content_mask(images)).numpy()])
+        path = save_grid(rows, path, ncol=len(self.sample_z))
+        print(f"content-aware mask: {path} (teacher | face parsing | masked teacher, as the KD losses see it)",
+              flush=True)
+        with self.writer.as_default(step=0):
+            tf.summary.image("content mask (teacher | parsing | masked)", np.clip((rows + 1) / 2, 0, 1),
+                             max_outputs=len(rows))
+        return path
+
     def write_samples(self, step):
         if not self.chief:
             return None
@@ -358,6 +442,7 @@ class Run:
 
     # ---- the loops ---------------------------------------------------------------------------------
     def run_stage1(self, stop):
+        """Stage 1 up to ``config.stage1.steps``, under the run's strategy; its last step ends with g_ema <- g."""
         total = self.config.stage1.steps
         start, start_time = int(self.mimic_step.numpy()), time.time()
         while int(self.mimic_step.numpy()) < total and stop.signal is None:
@@ -365,18 +450,19 @@ class Run:
             self.mimic_step.assign_add(1)
             step = int(self.mimic_step.numpy())
             _check_finite({"mimic_loss": loss}, step)
+            if step == total:  # part of the last step, so a checkpoint after it (or a resume) has it done
+                for dst, src in zip(self.g_ema.mapping.trainable_weights, self.g.mapping.trainable_weights):
+                    dst.assign(src)
             if step % self.config.log.every == 0 or step == total:
                 self._log("stage1", step, {"mimic_loss": loss}, start, start_time, total)
             if step % self.config.log.checkpoint_every == 0:
                 self.save()
-        if int(self.mimic_step.numpy()) >= total and stop.signal is None:
-            for dst, src in zip(self.g_ema.mapping.trainable_weights, self.g.mapping.trainable_weights):
-                dst.assign(src)  # g_ema <- generator after stage 1
 
     def run(self, max_steps=None):
         """Trains until ``config.train.steps`` (or ``max_steps`` more iterations, or a signal); returns the step."""
         check_max_steps(max_steps)
         self.restore()
+        self.write_mask_samples()
         total = self.config.train.steps
         with _StopRequest() as stop:
             if self.mimic is not None:
@@ -399,7 +485,7 @@ class Run:
             step = int(self.step.step.numpy())
             self.save()
             if stop.signal is not None:
-                print(f"stopped by signal {stop.signal} at step {step}; checkpoint written", flush=True)
+                print(f"stopped by signal {stop.signal} at {self._position()}; checkpoint written", flush=True)
         if self.stats.num_skipped:
             self.stats.log_summary()
         if step >= total and self.chief:

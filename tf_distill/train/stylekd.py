@@ -1,7 +1,9 @@
 """One StyleKD iteration (spec C.4) and the state it updates, under any tf.distribute strategy.
 
 The same loop trains a plain StyleGAN2 (no teacher: GAN + R1 + path length + EMA) and distills
-a teacher into a student (adds RGB L1, LPIPS and the LD relation loss on latent offsets).
+a teacher into a student (adds RGB L1, LPIPS and the LD relation loss on latent offsets). With a
+content mask (the reference's face parsing of the teacher's image) the L1 and LPIPS terms see only
+the masked pixels of both images; ``kd.mode = "intermediate"`` sums the L1 over every RGB skip.
 
 All randomness of a step (z, mixing indices, offsets, noise maps) is drawn on the host from
 one checkpointed ``tf.random.Generator`` for the *global* batch, and each replica takes its
@@ -12,8 +14,9 @@ result on one device or on several replicas, and a resumed run continues exactly
 
 import tensorflow as tf
 
-from tf_distill.losses.distill import latent_directions, relation_loss, sample_offsets
-from tf_distill.losses.gan import path_lengths
+from tf_distill.losses.distill import latent_directions, relation_loss, sample_offsets, skip_l1
+from tf_distill.losses.gan import path_length_penalty, path_lengths
+from tf_distill.train.config_check import uses_content_mask
 from tf_distill.train.optim import TorchAdam, ema_update, lazy_regularization
 
 
@@ -30,15 +33,24 @@ class StyleKDStep:
       teacher: frozen teacher generator, or None to train a plain StyleGAN2.
       config: the ``train`` and ``kd`` sections of a training config (see configs/).
       lpips: callable (x, y) -> [N] distances, required when ``kd.lpips > 0``.
+      content_mask_fn: callable teacher images [N, H, W, 3] -> mask [N, H, W, 1] (1 keeps a
+        pixel), required when ``kd.content_mask``; called per replica inside the compiled step.
+        Both final images are multiplied by the mask before the L1 and LPIPS terms (the GAN
+        term and the ``intermediate`` skips stay unmasked, as the reference); no gradient flows
+        into the mask.
     """
 
-    def __init__(self, strategy, g, g_ema, d, config, teacher=None, lpips=None, seed=0):
+    def __init__(self, strategy, g, g_ema, d, config, teacher=None, lpips=None, seed=0, content_mask_fn=None):
         self.strategy, self.g, self.g_ema, self.d, self.teacher = strategy, g, g_ema, d, teacher
         self.cfg, self.kd = config.train, config.kd
         self.distill = teacher is not None
         self.lpips = lpips
+        self.content_mask_fn = content_mask_fn
         if self.distill and self.kd.lpips > 0 and lpips is None:
             raise ValueError("kd.lpips > 0 needs an LPIPS model.")
+        if self.distill and uses_content_mask(config) and content_mask_fn is None:
+            raise ValueError("kd.content_mask is on but no content_mask_fn was given.")
+        self.intermediate = self.kd.mode == "intermediate"
         self.global_batch = int(config.train.batch_size)
         self.group = int(self.kd.group_size)
         if self.global_batch % strategy.num_replicas_in_sync:
@@ -133,7 +145,7 @@ class StyleKDStep:
             self._apply(self.d_opt, tape.gradient(scaled, self.d.trainable_variables), self.d.trainable_variables)
 
         z1, z2, index, noise = take(inputs["g"], b)
-        offsets = take(inputs.get("offsets"), b)
+        offsets = take(inputs["offsets"], b) if "offsets" in inputs else None
         local = b // n
         if self.distill:
             t_noise = take(inputs["t_noise"], b)
@@ -141,13 +153,18 @@ class StyleKDStep:
             if offsets is not None:
                 student_noise = [tf.concat([a, c], 0) for a, c in zip(noise, take(inputs["g_offset_noise"], b))]
                 t_noise = [tf.concat([a, c], 0) for a, c in zip(t_noise, take(inputs["t_offset_noise"], b))]
-            t_out = self.teacher([z1, z2], inject_index=index, offsets=offsets, noise=t_noise, return_features=True)
-            t_image = tf.stop_gradient(t_out["image"][:local])
+            t_out = self.teacher([z1, z2], inject_index=index, offsets=offsets, noise=t_noise, return_features=True,
+                                 return_rgb_list=self.intermediate)
+            t_out = tf.nest.map_structure(tf.stop_gradient, t_out)
+            t_image = t_out["image"][:local]
+            mask = None
+            if self.content_mask_fn is not None and (self.kd.lpips > 0 or (self.kd.l1 > 0 and not self.intermediate)):
+                mask = tf.stop_gradient(tf.cast(self.content_mask_fn(t_image), t_image.dtype))
         with tf.GradientTape() as tape:
             g_loss = tf.constant(0.0)
             if self.distill:
                 s_out = self.g([z1, z2], inject_index=index, offsets=offsets, noise=student_noise,
-                               return_features=True)
+                               return_features=True, return_rgb_list=self.intermediate)
                 fake = s_out["image"][:local]
             else:
                 fake = self.g([z1, z2], inject_index=index, noise=noise)
@@ -156,7 +173,7 @@ class StyleKDStep:
                 g_loss += gan
                 logs["g_gan"] = gan
             if self.distill:
-                g_loss += self._kd_losses(fake, t_image, s_out, t_out, local, offsets is not None, logs)
+                g_loss += self._kd_losses(fake, t_image, mask, s_out, t_out, local, offsets is not None, logs)
             logs["g_loss"] = g_loss
             scaled = g_loss / n
         self._apply(self.g_opt, tape.gradient(scaled, self.g.trainable_variables), self.g.trainable_variables)
@@ -168,9 +185,8 @@ class StyleKDStep:
                 latent = self.g._wplus([self.g.mapping(z1), self.g.mapping(z2)], index)  # pylint: disable=protected-access
                 pl = path_lengths(self.g, latent, image_noise, noise=noise)
                 batch_mean = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, tf.reduce_mean(pl))
-                new_mean = self.pl_mean + self.cfg.path_decay * (batch_mean - self.pl_mean)
-                pl_loss = self.cfg.path_reg * self.cfg.g_reg_every * tf.reduce_mean(
-                    tf.square(pl - tf.stop_gradient(new_mean)))
+                penalty, new_mean = path_length_penalty(pl, self.pl_mean, self.cfg.path_decay, batch_mean)
+                pl_loss = self.cfg.path_reg * self.cfg.g_reg_every * penalty
                 scaled = pl_loss / n
             self._apply(self.g_opt, tape.gradient(scaled, self.g.trainable_variables), self.g.trainable_variables)
             self.pl_mean.assign(new_mean)
@@ -182,11 +198,16 @@ class StyleKDStep:
         """Steps only the parameters that got a gradient, as torch.optim skips ``grad is None``."""
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
 
-    def _kd_losses(self, fake, t_image, s_out, t_out, local, with_offsets, logs):
+    def _kd_losses(self, fake, t_image, mask, s_out, t_out, local, with_offsets, logs):
         kd = self.kd
         total = tf.constant(0.0)
+        if mask is not None:
+            fake, t_image = fake * mask, t_image * mask
         if kd.l1 > 0:
-            l1 = tf.reduce_mean(tf.abs(t_image - fake))
+            if self.intermediate:
+                l1 = skip_l1(s_out["rgb_list"], t_out["rgb_list"])
+            else:
+                l1 = tf.reduce_mean(tf.abs(t_image - fake))
             logs["kd_l1"] = l1
             total += kd.l1 * l1
         if kd.lpips > 0:
