@@ -19,6 +19,8 @@ import zipfile
 
 from absl import app, flags
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))  # torch_reference
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("threads", os.cpu_count(), "intra-op threads for both frameworks")
 flags.DEFINE_integer("size", 256, "input resolution (generator output size)")
@@ -37,7 +39,7 @@ def _timeit(fn, iters):
 
 
 def _torch_lpips(vgg_state_dict):
-    from tf_distill.testing.torch_reference import torchvision_vgg16_stub
+    from torch_reference import torchvision_vgg16_stub  # tests/: the independent PyTorch reference
 
     for name, module in torchvision_vgg16_stub(vgg_state_dict).items():
         sys.modules.setdefault(name, module)
@@ -63,7 +65,7 @@ def main(argv):
     from tf_distill.metrics.inception import FIDInceptionV3
     from tf_distill.metrics.lpips import LPIPS
     from tf_distill.weights import get_weights, provision, store
-    from tf_distill.weights.convert import lpips_to_torch_state_dicts
+    from torch_reference import lpips_to_torch_state_dicts
 
     rng = np.random.default_rng(0)
     s = FLAGS.size

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from torch_reference import frechet_distance_scipy
 from tf_distill.metrics import fid
 from tf_distill.metrics.inception import FIDInceptionV3, resize_for_inception, to_inception_input
 from tf_distill.weights import get_weights, provision, store
@@ -110,7 +111,7 @@ def test_identical_statistics_give_zero():
     rng = np.random.default_rng(0)
     mu, s = rng.normal(size=64), _spd(rng, 64)
     assert abs(fid.frechet_distance(mu, s, mu, s).numpy()) < 1e-9
-    assert abs(fid.frechet_distance_scipy(mu, s, mu, s)) < 1e-6
+    assert abs(frechet_distance_scipy(mu, s, mu, s)) < 1e-6
     # Full size (2048-d, full rank as with 50k samples): the in-graph path only.
     mu, s = rng.normal(size=2048), _spd(rng, 2048)
     assert abs(fid.frechet_distance(mu, s, mu, s).numpy()) < 1e-9 * np.trace(s)
@@ -123,7 +124,7 @@ def test_closed_forms():
     a, b = rng.uniform(0.1, 3, d), rng.uniform(0.1, 3, d)
     expect = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
     np.testing.assert_allclose(fid.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)).numpy(), expect, rtol=1e-12)
-    np.testing.assert_allclose(fid.frechet_distance_scipy(mu1, np.diag(a), mu2, np.diag(b)), expect, rtol=1e-10)
+    np.testing.assert_allclose(frechet_distance_scipy(mu1, np.diag(a), mu2, np.diag(b)), expect, rtol=1e-10)
     # Commuting covariances in a random basis: same closed form.
     q, _ = np.linalg.qr(rng.normal(size=(d, d)))
     s1, s2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
@@ -139,7 +140,7 @@ def test_in_graph_matches_scipy(seed, d, rank):
     rng = np.random.default_rng(seed)
     mu1, mu2 = rng.normal(size=d), rng.normal(size=d) * 0.1
     s1, s2 = _spd(rng, d, rank), _spd(rng, d, rank, scale=1.3)
-    ref = fid.frechet_distance_scipy(mu1, s1, mu2, s2)
+    ref = frechet_distance_scipy(mu1, s1, mu2, s2)
     for method in ("auto", "eigh") + (("cholesky",) if rank is None or rank >= d else ()):
         ours = float(fid.frechet_distance(mu1, s1, mu2, s2, method=method).numpy())
         np.testing.assert_allclose(ours, ref, rtol=1e-6, err_msg=method)
@@ -159,7 +160,7 @@ def test_scipy_path_eps_retry_and_imaginary_check():
         calls.append(a)
         return np.full_like(a, np.inf) if len(calls) == 1 else scipy.linalg.sqrtm(a)
 
-    got = fid.frechet_distance_scipy(mu1, s1, mu2, s2, eps=1e-3, sqrtm=flaky_sqrtm)
+    got = frechet_distance_scipy(mu1, s1, mu2, s2, eps=1e-3, sqrtm=flaky_sqrtm)
     assert len(calls) == 2
     off = np.eye(d) * 1e-3
     np.testing.assert_allclose(calls[1], (s1 + off) @ (s2 + off))
@@ -168,9 +169,9 @@ def test_scipy_path_eps_retry_and_imaginary_check():
     np.testing.assert_allclose(got, expect, rtol=1e-10)
 
     with pytest.raises(ValueError, match="Imaginary component"):
-        fid.frechet_distance_scipy(mu1, s1, mu2, s2, sqrtm=lambda a: scipy.linalg.sqrtm(a) + 0.01j * np.eye(d))
-    small = fid.frechet_distance_scipy(mu1, s1, mu2, s2, sqrtm=lambda a: scipy.linalg.sqrtm(a) + 1e-5j * np.eye(d))
-    np.testing.assert_allclose(small, fid.frechet_distance_scipy(mu1, s1, mu2, s2), rtol=1e-10)
+        frechet_distance_scipy(mu1, s1, mu2, s2, sqrtm=lambda a: scipy.linalg.sqrtm(a) + 0.01j * np.eye(d))
+    small = frechet_distance_scipy(mu1, s1, mu2, s2, sqrtm=lambda a: scipy.linalg.sqrtm(a) + 1e-5j * np.eye(d))
+    np.testing.assert_allclose(small, frechet_distance_scipy(mu1, s1, mu2, s2), rtol=1e-10)
 
 
 # ----------------------------------------------------------------------------- streaming statistics

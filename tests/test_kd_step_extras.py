@@ -311,7 +311,7 @@ def _two_steps(strategy, init=None):
 
 
 def main():
-    from tf_distill.train.strategy import split_cpu  # pylint: disable=import-outside-toplevel
+    from cpu_devices import split_cpu  # pylint: disable=import-outside-toplevel
 
     split_cpu(2)
     tf.config.experimental.enable_op_determinism()

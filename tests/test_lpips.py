@@ -15,10 +15,9 @@ import tensorflow as tf
 import torch
 from PIL import Image, ImageFilter
 
+from torch_reference import lpips_to_torch_state_dicts, torchvision_vgg16_stub
 from tf_distill.metrics.lpips import LPIPS, normalize_tensor
 from tf_distill.weights import get_weights
-from tf_distill.testing.torch_reference import torchvision_vgg16_stub
-from tf_distill.weights.convert import lpips_to_torch_state_dicts
 
 SIZE = 96
 

@@ -21,7 +21,7 @@ _CHILD = r"""
 import sys
 import numpy as np
 import tensorflow as tf
-from tf_distill.train.strategy import split_cpu
+from cpu_devices import split_cpu
 split_cpu(2)
 tf.config.experimental.enable_op_determinism()
 from tf_distill.train.loop import Run

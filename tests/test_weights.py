@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import torch_reference
 from tf_distill.convert.torch_pickle import load_torch_checkpoint
 
 from tf_distill.weights import (
@@ -167,7 +168,7 @@ def test_fetch_uses_pinned_hash(tmp_path):
 
 @pytest.mark.parametrize("zip_format", [False, True])
 def test_torchvision_and_lpips_pth_loader(tmp_path, lpips_arrays, zip_format):
-    vgg, lin = convert.lpips_to_torch_state_dicts(lpips_arrays)
+    vgg, lin = torch_reference.lpips_to_torch_state_dicts(lpips_arrays)
     vgg_sd = {k: torch.from_numpy(v.copy()) for k, v in vgg.items()}
     rng = np.random.default_rng(0)  # torchvision's file also has the classifier
     for i, shape in ((0, (8, 6)), (3, (8, 8)), (6, (10, 8))):
@@ -183,7 +184,7 @@ def test_torchvision_and_lpips_pth_loader(tmp_path, lpips_arrays, zip_format):
 
 @pytest.mark.parametrize("zip_format", [False, True])
 def test_pytorch_fid_pth_loader(tmp_path, inception_arrays, zip_format):
-    sd = {k: torch.from_numpy(v.copy()) for k, v in convert.inception_to_pytorch_fid_state_dict(inception_arrays).items()}
+    sd = {k: torch.from_numpy(v.copy()) for k, v in torch_reference.inception_to_pytorch_fid_state_dict(inception_arrays).items()}
     for name in list(specs.INCEPTION_CONVS)[:3]:
         sd[f"{name}.bn.num_batches_tracked"] = torch.tensor(0)
     sd["fc.weight"] = torch.zeros(1008, 2048)

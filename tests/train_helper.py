@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tf_distill.train.defaults import default_config  # noqa: E402
-from tf_distill.train.strategy import split_cpu  # noqa: E402
+from cpu_devices import split_cpu  # noqa: E402
 
 
 def tiny_config(data_dir, strategy, steps, teacher=""):

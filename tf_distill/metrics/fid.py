@@ -9,9 +9,8 @@ cross-replica context sums the replicas. Every image is counted (no dropped rema
 Distance: :func:`frechet_distance` is in-graph, float64, through a symmetric eigenproblem:
 ``tr sqrtm(S1 S2) = sum sqrt(eigvalsh(A^T S2 A))`` with ``S1 = A A^T``, ``A`` the Cholesky
 factor (full-rank S1; ~5 s at d = 2048 on 2 CPU cores) or the symmetric root ``S1^1/2``
-from ``eigh`` (singular S1; ~4x slower); negative round-off eigenvalues are clipped to 0. :func:`frechet_distance_scipy` is pytorch-fid's
-``calculate_frechet_distance`` (``scipy.linalg.sqrtm(S1 S2)``, retry with ``+eps I`` if not
-finite, error if ``|imag(diag)| > 1e-3``), kept as the cross-check.
+from ``eigh`` (singular S1; ~4x slower); negative round-off eigenvalues are clipped to 0. The
+tests check it against pytorch-fid's ``calculate_frechet_distance`` (``scipy.linalg.sqrtm``).
 
 Real statistics: :func:`real_statistics` from an image folder or TFRecords, cached as
 ``.npz`` with keys ``mu``, ``sigma`` (pytorch-fid's format; ``num_images`` added).
@@ -26,7 +25,7 @@ import io
 import itertools
 import os
 import zipfile
-from typing import Callable, Iterable, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -37,7 +36,7 @@ from tf_distill.images import UnreadableImageError, read_images, read_rgb
 from tf_distill.outputs import atomic_path
 
 __all__ = [
-    "FIDAccumulator", "frechet_distance", "frechet_distance_scipy", "accumulate",
+    "FIDAccumulator", "frechet_distance", "accumulate",
     "save_statistics", "load_statistics", "image_folder_dataset", "tfrecord_dataset",
     "real_statistics",
 ]
@@ -154,26 +153,6 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, method: str = "auto") -> tf.Tenso
     diff = mu1 - mu2
     return (tf.reduce_sum(diff * diff) + tf.linalg.trace(s1) + tf.linalg.trace(s2)
             - 2.0 * trace_sqrt_product(s1, s2, method))
-
-
-def frechet_distance_scipy(mu1, sigma1, mu2, sigma2, eps: float = 1e-6, sqrtm=None) -> float:
-    """pytorch-fid's ``calculate_frechet_distance`` (numpy/scipy), the reference path."""
-    import scipy.linalg
-
-    sqrtm = sqrtm or (lambda a: scipy.linalg.sqrtm(a))
-    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
-    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
-    assert mu1.shape == mu2.shape and sigma1.shape == sigma2.shape
-    diff = mu1 - mu2
-    covmean = sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"Imaginary component {np.max(np.abs(covmean.imag))}")
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 # ----------------------------------------------------------------------------- running over data
@@ -372,9 +351,3 @@ class _null_scope:
 
     def __exit__(self, *exc):
         return False
-
-
-def statistics_from_features(features: Iterable[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    """Reference numpy stats (``mean``, ``np.cov(rowvar=False)``) of stacked features."""
-    f = np.concatenate([np.asarray(x, np.float64) for x in features], axis=0)
-    return f.mean(axis=0), np.cov(f, rowvar=False)

@@ -34,10 +34,3 @@ def is_chief(strategy):
         return True
     return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0
                                                       and "chief" not in resolver.cluster_spec().as_dict())
-
-
-def split_cpu(num_devices=2):
-    """Splits the CPU into logical devices (tests and demos of MirroredStrategy on one CPU); call before TF starts."""
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
-    return [d.name for d in tf.config.list_logical_devices("CPU")]

@@ -197,26 +197,3 @@ def inception_from_pytorch_fid_state_dict(sd: Mapping[str, np.ndarray]) -> Dict[
 def inception_from_pytorch_fid_file(path: str) -> Dict[str, np.ndarray]:
     """Loads pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (torch-free)."""
     return inception_from_pytorch_fid_state_dict(_read_torch(path))
-
-
-def inception_to_pytorch_fid_state_dict(arrays: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Inverse of :func:`inception_from_pytorch_fid_state_dict` (for tests and export)."""
-    sd = {}
-    for name in specs.INCEPTION_CONVS:
-        sd[f"{name}.conv.weight"] = np.ascontiguousarray(np.transpose(arrays[f"{name}/kernel"], (3, 2, 0, 1)))
-        sd[f"{name}.bn.weight"] = arrays[f"{name}/gamma"]
-        sd[f"{name}.bn.bias"] = arrays[f"{name}/beta"]
-        sd[f"{name}.bn.running_mean"] = arrays[f"{name}/mean"]
-        sd[f"{name}.bn.running_var"] = arrays[f"{name}/var"]
-    return sd
-
-
-def lpips_to_torch_state_dicts(arrays: Mapping[str, np.ndarray]):
-    """Inverse of :func:`lpips_from_torch_state_dicts`: (torchvision VGG16 features, LPIPS lin)."""
-    vgg, lin = {}, {}
-    for name, idx, _, _ in specs.VGG16_CONVS:
-        vgg[f"features.{idx}.weight"] = np.ascontiguousarray(np.transpose(arrays[f"{name}/kernel"], (3, 2, 0, 1)))
-        vgg[f"features.{idx}.bias"] = arrays[f"{name}/bias"]
-    for k in range(5):
-        lin[f"lin{k}.model.1.weight"] = arrays[f"lin{k}/kernel"].reshape(1, -1, 1, 1)
-    return vgg, lin

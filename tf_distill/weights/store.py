@@ -129,8 +129,3 @@ def load_weights_file(kind: str, path: str, hint: Optional[str] = None) -> Dict[
         return verify_arrays(kind, data, where=path)
     except WeightsCorruptError as e:
         raise WeightsCorruptError(f"{e}; re-create it with `{hint} --force`") from None
-
-
-def read_source(path: str) -> str:
-    with np.load(path, allow_pickle=False) as z:
-        return str(z["__source__"]) if "__source__" in z.files else ""
