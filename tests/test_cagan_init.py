@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from conftest import fixture_path
 from tf_distill import model_io
@@ -11,6 +10,8 @@ from tf_distill.convert import rosinality
 from tf_distill.convert.torch_pickle import load_torch_checkpoint
 from tf_distill.errors import UserError
 from tf_distill.train.defaults import default_config
+
+from train_helper import write_random_images
 
 STUDENT_CHANNELS = [16, 12, 12, 10, 10, 8, 8, 6]  # the fixture student's (g_student32.npz config/channels)
 
@@ -27,11 +28,7 @@ def pruned_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images32")
-    rng = np.random.default_rng(1)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
+    return write_random_images(tmp_path_factory.mktemp("images32"), 8, 32, seed=1)
 
 
 def student_config(data_dir, init_from=""):

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from train_helper import write_random_images
 
 REPO = Path(__file__).resolve().parents[1]
 TF_LOG_LINE = re.compile(r"^[EWIF]\d{4} ")  # absl / TensorFlow C++ log prefix, e.g. "E0000 00:00:17..."
@@ -26,11 +26,7 @@ FORCED_ONEDNN_NOTICE = "oneDNN supports DT_INT32 only on platforms with AVX-512"
 
 @pytest.mark.slow
 def test_training_console_has_no_tensorflow_internals(tmp_path):
-    data = tmp_path / "images"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    data = write_random_images(tmp_path / "images", 8, 32)
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_CPP_VMODULE")}
     env.update(PYTHONPATH=str(REPO), TF_ENABLE_ONEDNN_OPTS="1", TF_DISTILL_OPS_IMPL="ref")
     # One step of the demo distillation with every part on: D step with R1, G step with GAN, L1,

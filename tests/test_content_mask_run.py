@@ -4,15 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from tf_distill.losses.content_mask import content_mask
-from tf_distill.models import Generator
 from tf_distill.train.config_check import ConfigError
 from tf_distill.train.loop import Run
 
-from train_helper import tiny_config
+from train_helper import save_tiny_teacher, tiny_config, write_random_images
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "face_parsing" / "bisenet_random_fp16.pth"
 
@@ -20,14 +18,8 @@ WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "face_pa
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("mask_run")
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir()
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
-    tf.keras.utils.set_random_seed(5)
-    teacher = Generator(16, style_dim=8, n_mlp=2, channels=[8, 8, 8, 6, 6, 6])
-    teacher.build()
-    teacher.save(root / "teacher.keras")
+    write_random_images(root / "images", 8, 16)
+    save_tiny_teacher(root / "teacher.keras")
     return root
 
 

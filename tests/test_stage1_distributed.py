@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
-from PIL import Image
 
 from tf_distill.models import Generator
+
+from train_helper import save_tiny_teacher, write_random_images
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,21 +53,12 @@ def stage1_config(data_dir, teacher, strategy, stage1_steps, train_steps):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(16):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
-    return folder
+    return write_random_images(tmp_path_factory.mktemp("images"), 16, 16)
 
 
 @pytest.fixture(scope="module")
 def teacher_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("teacher") / "teacher.keras"
-    tf.keras.utils.set_random_seed(5)
-    g = Generator(16, style_dim=16, n_mlp=2, channels=[8, 8, 8, 6, 6, 6])
-    g.build()
-    g.save(path)
-    return path
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher") / "teacher.keras", style_dim=16)
 
 
 def _weights(run):

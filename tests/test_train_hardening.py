@@ -12,25 +12,20 @@ from unittest import mock
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 from tensorflow.python.checkpoint import checkpoint_management, functional_saver
 
 from tf_distill.errors import UserError
 from tf_distill.models import Generator
 from tf_distill.train.config_check import ConfigError, check_batch, check_config, check_max_steps
 from tf_distill.train.loop import CheckpointError, NonFiniteLossError, Run
-from train_helper import tiny_config
+from train_helper import tiny_config, write_random_images
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(24):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
-    return folder
+    return write_random_images(tmp_path_factory.mktemp("images"), 24, 16)
 
 
 def _values(run):

@@ -15,6 +15,28 @@ from tf_distill.train.defaults import default_config  # noqa: E402
 from cpu_devices import split_cpu  # noqa: E402
 
 
+def write_random_images(folder, count, size, seed=0):
+    """``count`` random RGB PNGs ``NN.png`` of ``size`` px in ``folder`` (created): a tiny training folder."""
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def save_tiny_teacher(path, style_dim=8):
+    """A seeded random 16 px teacher saved as ``.keras`` (the teacher of the small training tests)."""
+    from tf_distill.models import Generator  # pylint: disable=import-outside-toplevel
+
+    tf.keras.utils.set_random_seed(5)
+    g = Generator(16, style_dim=style_dim, n_mlp=2, channels=[8, 8, 8, 6, 6, 6])
+    g.build()
+    g.save(path)
+    return path
+
+
 def tiny_config(data_dir, strategy, steps, teacher=""):
     c = default_config()
     c.seed = 3
