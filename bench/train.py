@@ -57,7 +57,7 @@ def main():
         config = get_config()
         teacher_path = config.teacher
     config.train.batch_size = args.batch or config.train.batch_size
-    config.kd.g_step = 0
+    config.kd.warmup_steps = 0
     impls = ["ref"] + (["custom"] if _loader.custom_ops_library() is not None else [])
     steps = {impl: make_step(config, impl, teacher_path) for impl in impls}
     size = config.generator.size

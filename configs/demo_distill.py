@@ -6,7 +6,7 @@
 
 Stage 2 of the paper with every loss on (GAN, RGB L1 x3, LPIPS x3, LD relation KL x30 on the
 16 and 32 px blocks with split teacher directions), the teacher's mapping copied (load_style);
-sized to end within 15 minutes on 2 CPU cores: a KD-only warm-up (g_step) and a higher lr.
+sized to end within 15 minutes on 2 CPU cores: a KD-only warm-up (kd.warmup_steps) and a higher lr.
 """
 
 from configs.demo_teacher import TEACHER
@@ -24,7 +24,7 @@ def get_config():
     c.train.steps = 1000
     c.train.batch_size = 8
     c.train.lr = 0.01  # the paper's 0.002 needs far more than a demo's few hundred steps
-    c.kd.g_step = 400  # KD-only warm-up (the reference's --g_step): no D step, no GAN term, no path length
+    c.kd.warmup_steps = 400  # KD-only warm-up (the reference's --g_step): no D step, no GAN term, no path length
     c.train.ema_decay = 0.99  # the paper's 0.9978 per step averages over ~450 steps: longer than this run
     c.kd.mimic_layers = [2, 3]  # the 16 and 32 px blocks (the paper: the three highest resolutions)
     c.kd.lpips_size = 256

@@ -5,7 +5,7 @@
 Base run (every row changes only its own terms): the demo distillation (configs/demo_distill.py:
 the committed teacher, a student with half its channels, batch 8, lr 0.01, EMA 0.99, LD relation
 on the 16 and 32 px blocks) for ``base.train.steps`` steps with a KD-only warm-up of
-``base.kd.g_step`` steps. Evaluation: FID of 1,000 samples against the first 2,000 Fashion-MNIST
+``base.kd.warmup_steps`` steps. Evaluation: FID of 1,000 samples against the first 2,000 Fashion-MNIST
 training images and against 2,000 teacher samples, LPIPS student-to-teacher on 500 shared z (and
 noise), diversity on 250 pairs; curves (FID of 250 samples, LPIPS on 200 z) at four points of the
 main rows' first seed. Sizing and its reasons: docs/reproduction/README.md.
@@ -23,7 +23,7 @@ def get_config(variant="full"):
     c = ml_collections.ConfigDict()
     c.base = demo_config()
     c.base.train.steps = 800
-    c.base.kd.g_step = 300
+    c.base.kd.warmup_steps = 300
     c.base.log.sample_every = 200
     c.base.log.checkpoint_every = 100
     c.base.log.every = 50
@@ -40,7 +40,7 @@ def get_config(variant="full"):
         "curve_rows": ["rgb", "rgb_lpips", "rgb_lpips_ld_kl", "scratch", "nogan_teacher_mapping",
                        "nogan_random_mapping"]})
     if variant == "quick":
-        c.base.train.steps, c.base.kd.g_step, c.mimic_steps = 4, 2, 2
+        c.base.train.steps, c.base.kd.warmup_steps, c.mimic_steps = 4, 2, 2
         c.base.log.update(every=2, checkpoint_every=2, sample_every=4)
         c.eval.update(real_images=40, teacher_samples=40, fid_samples=20, lpips_samples=8, diversity_pairs=4,
                       batch=10, curve_points=2, curve_fid_samples=20, curve_lpips_samples=8)

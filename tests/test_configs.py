@@ -24,13 +24,13 @@ def test_ablations_of_table_1():
     from configs.ffhq256_stylekd import VARIANTS, get_config  # pylint: disable=import-outside-toplevel
 
     paper = get_config("paper")
-    assert (paper.kd.l1, paper.kd.lpips, paper.kd.relation, paper.kd.relation_loss) == (3.0, 3.0, 30.0, "kl")
+    assert (paper.kd.weight_l1, paper.kd.weight_lpips, paper.kd.weight_relation, paper.kd.relation_mode) == (3.0, 3.0, 30.0, "kl")
     assert paper.kd.mimic_layers == [4, 5, 6] and paper.kd.offset_weight == 5.0 and paper.train.batch_size == 16
     assert get_config("released_code").kd.mimic_layers == [2, 3, 4, 5]
-    assert get_config("rgb").kd.relation == 0 and get_config("rgb").kd.lpips == 0
+    assert get_config("rgb").kd.weight_relation == 0 and get_config("rgb").kd.weight_lpips == 0
     assert get_config("rgb_random_offset_kl").kd.offset_mode == "random"
     assert get_config("rgb_single_view_kl").kd.single_view
-    assert get_config("rgb_lpips_ld_l2").kd.relation_loss == "mse"
+    assert get_config("rgb_lpips_ld_l2").kd.relation_mode == "mse"
     assert not get_config("no_gan").train.gan and get_config("no_gan").train.path_reg == 0
     assert len(VARIANTS) == 12 and get_config("cagan_init").init_from is None
 

@@ -34,7 +34,7 @@ def test_training_console_has_no_tensorflow_internals(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "tf_distill.bin.train", f"--config={REPO / 'configs' / 'demo_distill.py'}",
          f"--workdir={tmp_path / 'run'}", f"--config.data.source=folder:{data}", "--config.train.steps=1",
-         "--config.kd.g_step=0", "--config.log.every=1"],
+         "--config.kd.warmup_steps=0", "--config.log.every=1"],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     console = result.stdout + result.stderr
     assert result.returncode == 0, console[-3000:]

@@ -38,18 +38,18 @@ def _expected_changes(row, base):
         return {"teacher": ""}
     expected = {}
     if row.startswith("nogan"):
-        expected.update({"train.gan": False, "train.path_reg": 0.0, "kd.relation": 0.0})
+        expected.update({"train.gan": False, "train.path_reg": 0.0, "kd.weight_relation": 0.0})
         if row == "nogan_random_mapping":
             expected["kd.load_style"] = False
         if row == "nogan_mimic_mapping":
             expected.update({"kd.load_style": False, "stage1.steps": 500})
         return expected
     if "lpips" not in row:
-        expected["kd.lpips"] = 0.0
+        expected["kd.weight_lpips"] = 0.0
     if not any(t in row for t in ("_ld_", "random_offset", "single_view")):
-        expected["kd.relation"] = 0.0
+        expected["kd.weight_relation"] = 0.0
     if row.endswith("_l2"):
-        expected["kd.relation_loss"] = "mse"
+        expected["kd.relation_mode"] = "mse"
     if "random_offset" in row:
         expected["kd.offset_mode"] = "random"
     if "single_view" in row:

@@ -242,7 +242,7 @@ def write_report(config, workdir, specs, report_dir, command=""):
         f"- Teacher `{base.teacher}`, data `{base.data.source}`, {base.generator.size} px; student channels "
         f"`{list(base.generator.channels)}`; every row starts from the same config and changes only its own terms.",
         f"- {base.train.steps} steps at batch {base.train.batch_size}, lr {base.train.lr}, EMA {base.train.ema_decay}, "
-        f"KD-only warm-up {base.kd.g_step} steps (rows with a teacher), LD relation on blocks "
+        f"KD-only warm-up {base.kd.warmup_steps} steps (rows with a teacher), LD relation on blocks "
         f"{list(base.kd.mimic_layers)}; stage 1 of `nogan_mimic_mapping`: {config.mimic_steps} steps.",
         f"- Metrics of each run's EMA generator: FID of {ev.fid_samples} samples against the first "
         f"{ev.real_images} real images (`fid`) and against {ev.teacher_samples} teacher samples "

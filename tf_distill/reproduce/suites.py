@@ -13,17 +13,17 @@ Fashion-MNIST demo scale, or FFHQ 256 on GPUs).
 
 import ml_collections
 
-NO_GAN = {"train.gan": False, "train.path_reg": 0.0, "kd.relation": 0.0}
+NO_GAN = {"train.gan": False, "train.path_reg": 0.0, "kd.weight_relation": 0.0}
 
 SUITES = {
     "table1": {
-        "rgb": {"kd.lpips": 0.0, "kd.relation": 0.0},
-        "rgb_random_offset_kl": {"kd.lpips": 0.0, "kd.offset_mode": "random"},
-        "rgb_single_view_kl": {"kd.lpips": 0.0, "kd.single_view": True},
-        "rgb_ld_l2": {"kd.lpips": 0.0, "kd.relation_loss": "mse"},
-        "rgb_ld_kl": {"kd.lpips": 0.0},
-        "rgb_lpips": {"kd.relation": 0.0},
-        "rgb_lpips_ld_l2": {"kd.relation_loss": "mse"},
+        "rgb": {"kd.weight_lpips": 0.0, "kd.weight_relation": 0.0},
+        "rgb_random_offset_kl": {"kd.weight_lpips": 0.0, "kd.offset_mode": "random"},
+        "rgb_single_view_kl": {"kd.weight_lpips": 0.0, "kd.single_view": True},
+        "rgb_ld_l2": {"kd.weight_lpips": 0.0, "kd.relation_mode": "mse"},
+        "rgb_ld_kl": {"kd.weight_lpips": 0.0},
+        "rgb_lpips": {"kd.weight_relation": 0.0},
+        "rgb_lpips_ld_l2": {"kd.relation_mode": "mse"},
         "rgb_lpips_ld_kl": {},
         "scratch": {"teacher": ""},
     },

@@ -141,14 +141,14 @@ def _check_sections(p, c):
     p.require("train.mixing", _number_in(0, 1), "a probability in [0, 1]")
     p.require("train.gan", _is_bool, "True or False")
 
-    for key in ("kd.l1", "kd.lpips", "kd.relation", "kd.offset_weight"):
+    for key in ("kd.weight_l1", "kd.weight_lpips", "kd.weight_relation", "kd.offset_weight"):
         p.require(key, _NON_NEGATIVE, "a finite number >= 0 (0 turns it off)")
-    p.require("kd.relation_loss", _one_of(RELATION_LOSSES), f"one of {list(RELATION_LOSSES)}")
+    p.require("kd.relation_mode", _one_of(RELATION_LOSSES), f"one of {list(RELATION_LOSSES)}")
     p.require("kd.offset_mode", _one_of(OFFSET_MODES), f"one of {list(OFFSET_MODES)}")
     p.require("kd.direction_mode", _one_of(DIRECTION_MODES), f"one of {list(DIRECTION_MODES)}")
     p.require("kd.group_size", _int_at_least(1), "an integer >= 1 (the samples per relation matrix and "
               "per D minibatch-stddev group)")
-    p.require("kd.g_step", _int_at_least(0), "an integer >= 0")
+    p.require("kd.warmup_steps", _int_at_least(0), "an integer >= 0")
     p.require("kd.lpips_size", _int_at_least(16), "an integer >= 16")
     p.require("kd.mode", _one_of(KD_MODES), f"one of {list(KD_MODES)}",
               "set --config.kd.mode=output_only as in the paper, or intermediate for L1 over every RGB skip")
@@ -198,7 +198,7 @@ def _check_data(p, c):
 
 def _check_mimic_layers(p, c):
     """Block m of the generator has resolution 2^(m+2); the relation loss reads blocks ``kd.mimic_layers``."""
-    if not (c.teacher and _is_number(c.kd.relation) and c.kd.relation > 0):
+    if not (c.teacher and _is_number(c.kd.weight_relation) and c.kd.weight_relation > 0):
         return  # the layers are not used
     size = c.generator.size
     if not (_is_int(size) and size >= 8 and size & (size - 1) == 0):
@@ -207,7 +207,7 @@ def _check_mimic_layers(p, c):
     p.require("kd.mimic_layers", lambda v: len(v) > 0 and all(_is_int(m) and 1 <= m <= blocks for m in v),
               f"a non-empty list of blocks in [1, {blocks}] for a {c.generator.size} px generator "
               "(block m has resolution 2^(m+2))",
-              "set --config.kd.mimic_layers, or --config.kd.relation=0 to turn the relation loss off")
+              "set --config.kd.mimic_layers, or --config.kd.weight_relation=0 to turn the relation loss off")
 
 
 CONTENT_MASK_MODES = ("on", "off", "auto")

@@ -31,9 +31,9 @@ def default_config():
         "path_reg": 2.0, "path_batch_shrink": 2, "path_decay": 0.01, "mixing": 0.9, "ema_decay": EMA_DECAY,
         "gan": True})
     c.kd = ml_collections.ConfigDict({
-        "l1": 3.0, "lpips": 3.0, "relation": 30.0, "relation_loss": "kl", "single_view": False,
+        "weight_l1": 3.0, "weight_lpips": 3.0, "weight_relation": 30.0, "relation_mode": "kl", "single_view": False,
         "mimic_layers": [4, 5, 6], "offset_mode": "main", "direction_mode": "split", "offset_weight": 5.0,
-        "group_size": 4, "g_step": 0, "shared_noise": False, "lpips_size": 256, "load_style": True,
+        "group_size": 4, "warmup_steps": 0, "shared_noise": False, "lpips_size": 256, "load_style": True,
         # RGB L1 on the final image only ("output_only", the paper's runs) or summed over every RGB skip
         "mode": "output_only",
         # the reference's content-aware mask: face parsing (BiSeNet, face-parsing.PyTorch's 79999_iter.pth)

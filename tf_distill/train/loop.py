@@ -187,7 +187,7 @@ class Run:
         self.chief = is_chief(self.strategy)
         tf.keras.utils.set_random_seed(config.seed)
         self.g, self.g_ema, self.d, self.teacher = build_models(config, self.strategy)
-        if self.teacher is not None and config.kd.lpips > 0 and lpips is None:
+        if self.teacher is not None and config.kd.weight_lpips > 0 and lpips is None:
             from tf_distill.metrics.lpips import LPIPS  # pylint: disable=import-outside-toplevel
 
             with self.strategy.scope():

@@ -32,7 +32,7 @@ class StyleKDStep:
       g, g_ema, d: student (or teacher being trained) generator, its EMA copy, discriminator.
       teacher: frozen teacher generator, or None to train a plain StyleGAN2.
       config: the ``train`` and ``kd`` sections of a training config (see configs/).
-      lpips: callable (x, y) -> [N] distances, required when ``kd.lpips > 0``.
+      lpips: callable (x, y) -> [N] distances, required when ``kd.weight_lpips > 0``.
       content_mask_fn: callable teacher images [N, H, W, 3] -> mask [N, H, W, 1] (1 keeps a
         pixel), required when ``kd.content_mask``; called per replica inside the compiled step.
         Both final images are multiplied by the mask before the L1 and LPIPS terms (the GAN
@@ -46,8 +46,8 @@ class StyleKDStep:
         self.distill = teacher is not None
         self.lpips = lpips
         self.content_mask_fn = content_mask_fn
-        if self.distill and self.kd.lpips > 0 and lpips is None:
-            raise ValueError("kd.lpips > 0 needs an LPIPS model.")
+        if self.distill and self.kd.weight_lpips > 0 and lpips is None:
+            raise ValueError("kd.weight_lpips > 0 needs an LPIPS model.")
         if self.distill and uses_content_mask(config) and content_mask_fn is None:
             raise ValueError("kd.content_mask is on but no content_mask_fn was given.")
         self.intermediate = self.kd.mode == "intermediate"
@@ -72,11 +72,11 @@ class StyleKDStep:
                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self.rng = tf.random.Generator.from_seed(seed)
         blocks = len(g.synthesis.to_rgbs)
-        if self.distill and self.kd.relation > 0 and not all(1 <= m <= blocks for m in self.kd.mimic_layers):
+        if self.distill and self.kd.weight_relation > 0 and not all(1 <= m <= blocks for m in self.kd.mimic_layers):
             raise ValueError(f"kd.mimic_layers {list(self.kd.mimic_layers)} must be in [1, {blocks}] for a "
                              f"{g.size} px generator (block m has resolution 2^(m+2)).")
         self.directions = None
-        if self.distill and self.kd.relation > 0 and self.kd.offset_mode == "main":
+        if self.distill and self.kd.weight_relation > 0 and self.kd.offset_mode == "main":
             self.directions = tf.constant(latent_directions(teacher, max(self.kd.mimic_layers),
                                                             self.kd.direction_mode))
         self._compiled = {}
@@ -101,7 +101,7 @@ class StyleKDStep:
             inputs["g_offset_noise"] = self._noise(b)
             inputs["t_noise"] = inputs["g"][3] if self.kd.shared_noise else self._noise(b)
             inputs["t_offset_noise"] = inputs["g_offset_noise"] if self.kd.shared_noise else self._noise(b)
-            if self.kd.relation > 0:
+            if self.kd.weight_relation > 0:
                 seed = self.rng.make_seeds(1)[:, 0]
                 inputs["offsets"] = sample_offsets(b, self.g.style_dim, self.directions, self.kd.offset_weight, seed)
         if do_pl:
@@ -158,7 +158,7 @@ class StyleKDStep:
             t_out = tf.nest.map_structure(tf.stop_gradient, t_out)
             t_image = t_out["image"][:local]
             mask = None
-            if self.content_mask_fn is not None and (self.kd.lpips > 0 or (self.kd.l1 > 0 and not self.intermediate)):
+            if self.content_mask_fn is not None and (self.kd.weight_lpips > 0 or (self.kd.weight_l1 > 0 and not self.intermediate)):
                 mask = tf.stop_gradient(tf.cast(self.content_mask_fn(t_image), t_image.dtype))
         with tf.GradientTape() as tape:
             g_loss = tf.constant(0.0)
@@ -203,32 +203,32 @@ class StyleKDStep:
         total = tf.constant(0.0)
         if mask is not None:
             fake, t_image = fake * mask, t_image * mask
-        if kd.l1 > 0:
+        if kd.weight_l1 > 0:
             if self.intermediate:
                 l1 = skip_l1(s_out["rgb_list"], t_out["rgb_list"])
             else:
                 l1 = tf.reduce_mean(tf.abs(t_image - fake))
             logs["kd_l1"] = l1
-            total += kd.l1 * l1
-        if kd.lpips > 0:
+            total += kd.weight_l1 * l1
+        if kd.weight_lpips > 0:
             x, y = fake, t_image
             if self.g.size > kd.lpips_size:
                 x = tf.image.resize(x, [kd.lpips_size] * 2, "bilinear")
                 y = tf.image.resize(y, [kd.lpips_size] * 2, "bilinear")
             lp = tf.reduce_mean(self.lpips(x, y))
             logs["kd_lpips"] = lp
-            total += kd.lpips * lp
-        if kd.relation > 0 and with_offsets:
+            total += kd.weight_lpips * lp
+        if kd.weight_relation > 0 and with_offsets:
             rel = tf.add_n([relation_loss(s_out["features"][m - 1], t_out["features"][m - 1], local,
-                                          kd.relation_loss, kd.single_view, self.group) for m in kd.mimic_layers])
+                                          kd.relation_mode, kd.single_view, self.group) for m in kd.mimic_layers])
             logs["kd_relation"] = rel
-            total += kd.relation * rel
+            total += kd.weight_relation * rel
         return total
 
     # ---- the host step ---------------------------------------------------------------------------------
     def flags_for(self, step):
         """(do_gan, do_r1, do_pl) of iteration ``step`` (spec C.4: R1 every 16, path length every 4)."""
-        warm = step < self.kd.g_step if self.distill else False
+        warm = step < self.kd.warmup_steps if self.distill else False
         do_gan = self.cfg.gan and not warm
         do_r1 = do_gan and self.cfg.r1 > 0 and step % self.cfg.d_reg_every == 0
         do_pl = (self.cfg.path_reg > 0 and step % self.cfg.g_reg_every == 0 and not warm)
