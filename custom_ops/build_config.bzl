@@ -20,17 +20,22 @@ KERNEL_SRCS = [
     "cc/kernels/upfirdn2d_kernels.cc",
 ]
 
+# The kernels (cc/kernels/) use no TensorFlow header: the ops (cc/ops/) validate, allocate and
+# call them, and custom_ops/check/ builds them with nvcc alone. The CUDA files end in .cu so
+# that nvcc compiles them as CUDA without flags.
 CUDA_SRCS = [
-    "cc/kernels/fused_bias_act_kernels.cu.cc",
-    "cc/kernels/upfirdn2d_kernels.cu.cc",
+    "cc/kernels/fused_bias_act_kernels.cu",
+    "cc/kernels/upfirdn2d_kernels.cu",
 ]
 
 HDRS = [
     "cc/kernels/cpu_isa.h",
-    "cc/kernels/device.h",
     "cc/kernels/fused_bias_act.h",
     "cc/kernels/gpu_launch.h",
+    "cc/kernels/half.h",
+    "cc/kernels/parallel.h",
     "cc/kernels/upfirdn2d.h",
+    "cc/ops/device.h",
 ]
 
 # C++ standard when TensorFlow asks for an older one (the sources use C++17).
@@ -61,7 +66,7 @@ CUDART_LINK_FLAGS = [
 DEFAULT_CUDA_ARCHS = "75,80,86,89,90"  # nvcc 13 supports sm_75 and newer
 
 def nvcc_flags(abi, tf_include, archs):
-    """nvcc flags for a .cu.cc file (without -c, -I<repo root>, -o and the source).
+    """nvcc flags for a .cu file (without -c, -I<repo root>, -o and the source).
 
     abi: TensorFlow's _GLIBCXX_USE_CXX11_ABI value ("0" or "1"); tf_include: its header
     directory; archs: comma-separated SM versions, e.g. "75,80,86,89,90".

@@ -1,4 +1,4 @@
-"""nvcc as a genrule: compiles a .cu.cc file into a position-independent object."""
+"""nvcc as a genrule: compiles a .cu file into a position-independent object."""
 
 load("@local_config_tf//:build_defs.bzl", "NVCC", "NVCC_FLAGS")
 

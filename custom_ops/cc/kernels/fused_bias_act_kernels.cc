@@ -1,33 +1,19 @@
-// Fused bias + activation op kernels: validation, multithreaded CPU functors, registration.
-// The CUDA functors live in fused_bias_act_kernels.cu.cc (compiled by nvcc when GOOGLE_CUDA).
-#define EIGEN_USE_THREADS
-#if GOOGLE_CUDA
-#define EIGEN_USE_GPU
-#endif
-
+// The CPU kernels of fused_bias_act (fused_bias_act.h): vectorized (cpu_isa.h), multithreaded
+// through a CpuRunner, no TensorFlow header. The CUDA kernels are in fused_bias_act_kernels.cu.
 #include "custom_ops/cc/kernels/fused_bias_act.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <limits>
-#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "custom_ops/cc/kernels/cpu_isa.h"
-#include "custom_ops/cc/kernels/device.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/framework/tensor_shape.h"
-#include "tensorflow/core/framework/types.h"
 
 namespace tf_distill {
 
 namespace {
-
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 
 // Inlined into both the baseline and the AVX2 entry points below.
 #define TF_DISTILL_INLINE __attribute__((always_inline)) inline
@@ -199,206 +185,71 @@ TF_DISTILL_AVX2 void GradRowsSumAvx2(const FusedBiasActParams& p, const float* d
 
 // Shards of at least 16k elements (cache-friendly, amortise the scheduling).
 template <typename F>
-void ParallelElementwise(const CPUDevice& d, int64_t size, int bytes_loaded, int bytes_stored, F f) {
-  const Eigen::TensorOpCost cost(bytes_loaded, bytes_stored, 4);
-  d.parallelFor(
-      size, cost, [](Eigen::Index n) { return (n + 16383) / 16384 * 16384; },
-      [&f](Eigen::Index begin, Eigen::Index end) { f(begin, end); });
+void ParallelElementwise(const CpuRunner& runner, int64_t size, int bytes_loaded, int bytes_stored, F f) {
+  runner.ParallelFor(size, CpuCost{static_cast<double>(bytes_loaded), static_cast<double>(bytes_stored), 4}, 16384,
+                     [&f](int64_t begin, int64_t end) { f(begin, end); });
+}
+
+template <typename T>
+void ForwardCpu(const CpuRunner& runner, const FusedBiasActParams& p, const T* x, const T* b, T* y) {
+  // Not in place and larger than the cache: non-temporal stores, when every span of a shard
+  // (shards start at multiples of 16384) is whole vectors of up to 16 floats on a 64-byte
+  // aligned y.
+  const bool stream = std::is_same<T, float>::value && x != y &&
+                      p.size * static_cast<int64_t>(sizeof(T)) > kStreamOutputBytes &&
+                      (p.has_bias ? p.channels : p.size) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 64 == 0;
+  ParallelElementwise(runner, p.size, 2 * sizeof(T), sizeof(T), [&](int64_t begin, int64_t end) {
+    DISPATCH(BiasActRange, T, p, x, b, y, begin, end, stream);
+  });
+}
+
+template <typename T>
+void GradCpu(const CpuRunner& runner, const FusedBiasActParams& p, const T* dy, const T* y, T* dx, T* db) {
+  if (!p.has_bias) {
+    ParallelElementwise(runner, p.size, 2 * sizeof(T), sizeof(T),
+                        [&](int64_t begin, int64_t end) {
+                          DISPATCH(BiasActGradRange, T, p, dy, y, dx, begin, end);
+                        });
+    return;
+  }
+  // dx and db in one pass: the rows are split into a fixed number of blocks, each summing
+  // its rows into its own slice of `partial`; the slices are added up at the end.
+  const int64_t channels = p.channels, rows = p.size / channels;
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(rows, 4 * runner.NumThreads()));
+  std::vector<float> partial(static_cast<size_t>(blocks * channels), 0.0f);
+  const double block_elems = static_cast<double>(rows) / blocks * channels;
+  const CpuCost cost{block_elems * 2 * sizeof(T), block_elems * sizeof(T), block_elems * 4};
+  runner.ParallelFor(blocks, cost, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      DISPATCH(GradRowsSum, T, p, dy, y, dx, partial.data() + blk * channels, blk * rows / blocks,
+               (blk + 1) * rows / blocks);
+    }
+  });
+  for (int64_t c = 0; c < channels; ++c) {
+    float total = 0.0f;
+    for (int64_t blk = 0; blk < blocks; ++blk) total += partial[blk * channels + c];
+    db[c] = static_cast<T>(total);
+  }
 }
 
 }  // namespace
 
-namespace functor {
-
-template <typename T>
-struct FusedBiasActFunctor<CPUDevice, T> {
-  std::string operator()(const CPUDevice& d, const FusedBiasActParams& p, const T* x, const T* b, T* y) {
-    // Not in place and larger than the cache: non-temporal stores, when every span of a shard
-    // (shards start at multiples of 16384) is whole vectors of up to 16 floats on a 64-byte
-    // aligned y.
-    const bool stream = std::is_same<T, float>::value && x != y &&
-                        p.size * static_cast<int64_t>(sizeof(T)) > kStreamOutputBytes &&
-                        (p.has_bias ? p.channels : p.size) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 64 == 0;
-    ParallelElementwise(d, p.size, 2 * sizeof(T), sizeof(T), [&](int64_t begin, int64_t end) {
-      DISPATCH(BiasActRange, T, p, x, b, y, begin, end, stream);
-    });
-    return std::string();
-  }
-};
-
-template <typename T>
-struct FusedBiasActGradFunctor<CPUDevice, T> {
-  std::string operator()(const CPUDevice& d, const FusedBiasActParams& p, const T* dy, const T* y, T* dx,
-                         float* db_acc, T* db) {
-    if (!p.has_bias) {
-      ParallelElementwise(d, p.size, 2 * sizeof(T), sizeof(T),
-                          [&](int64_t begin, int64_t end) {
-                            DISPATCH(BiasActGradRange, T, p, dy, y, dx, begin, end);
-                          });
-      return std::string();
-    }
-    // dx and db in one pass: the rows are split into a fixed number of blocks, each summing
-    // its rows into its own slice of `partial`; the slices are added up at the end.
-    const int64_t channels = p.channels, rows = p.size / channels;
-    const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(rows, 4 * d.numThreads()));
-    std::vector<float> partial(static_cast<size_t>(blocks * channels), 0.0f);
-    const double block_elems = static_cast<double>(rows) / blocks * channels;
-    const Eigen::TensorOpCost cost(block_elems * 2 * sizeof(T), block_elems * sizeof(T), block_elems * 4);
-    d.parallelFor(blocks, cost, [&](Eigen::Index b0, Eigen::Index b1) {
-      for (Eigen::Index blk = b0; blk < b1; ++blk) {
-        DISPATCH(GradRowsSum, T, p, dy, y, dx, partial.data() + blk * channels, blk * rows / blocks,
-                 (blk + 1) * rows / blocks);
-      }
-    });
-    for (int64_t c = 0; c < channels; ++c) {
-      float total = 0.0f;
-      for (int64_t blk = 0; blk < blocks; ++blk) total += partial[blk * channels + c];
-      db[c] = static_cast<T>(total);
-    }
-    (void)db_acc;
-    return std::string();
-  }
-};
-
-}  // namespace functor
-
-namespace {
-
-// Attributes shared by the forward and the gradient op.
-absl::Status ReadActAttrs(tensorflow::OpKernelConstruction* ctx, FusedBiasActParams* p) {
-  std::string act;
-  float alpha = 0.0f, gain = 1.0f;
-  TF_RETURN_IF_ERROR(ctx->GetAttr("act", &act));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("alpha", &alpha));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("gain", &gain));
-  if (act != "linear" && act != "relu" && act != "lrelu") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("fused_bias_act: act must be 'linear', 'relu' or 'lrelu', got '", act, "'."));
-  }
-  if (!std::isfinite(alpha) || !std::isfinite(gain)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("fused_bias_act: alpha and gain must be finite, got alpha=", alpha, ", gain=", gain, "."));
-  }
-  if (act == "lrelu" && alpha < 0.0f) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "fused_bias_act: the custom kernel needs alpha >= 0 (its gradient reads the sign of the output), got alpha=",
-        alpha, "."));
-  }
-  p->linear = act == "linear";
-  p->alpha = act == "relu" ? 0.0f : alpha;
-  p->gain = gain;
-  return absl::OkStatus();
+void FusedBiasActCpu(const CpuRunner& runner, const FusedBiasActParams& p, const float* x, const float* b, float* y) {
+  ForwardCpu(runner, p, x, b, y);
+}
+void FusedBiasActCpu(const CpuRunner& runner, const FusedBiasActParams& p, const Half* x, const Half* b, Half* y) {
+  ForwardCpu(runner, p, x, b, y);
+}
+void FusedBiasActGradCpu(const CpuRunner& runner, const FusedBiasActParams& p, const float* dy, const float* y,
+                         float* dx, float* db) {
+  GradCpu(runner, p, dy, y, dx, db);
+}
+void FusedBiasActGradCpu(const CpuRunner& runner, const FusedBiasActParams& p, const Half* dy, const Half* y,
+                         Half* dx, Half* db) {
+  GradCpu(runner, p, dy, y, dx, db);
 }
 
-absl::Status CheckSize(const tensorflow::Tensor& t, const char* what) {
-  if (t.NumElements() > kInt32Max) {
-    return absl::InvalidArgumentError(absl::StrCat("fused_bias_act supports tensors of at most 2^31-1 elements; ",
-                                                   what, " has shape ", t.shape().DebugString(), "."));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-template <typename Device, typename T>
-class FusedBiasActOp : public tensorflow::OpKernel {
- public:
-  explicit FusedBiasActOp(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ReadActAttrs(ctx, &params_));
-  }
-
-  void Compute(tensorflow::OpKernelContext* ctx) override {
-    const tensorflow::Tensor& x = ctx->input(0);
-    const tensorflow::Tensor& b = ctx->input(1);
-    OP_REQUIRES(ctx, x.dims() >= 1,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "fused_bias_act expects x of rank >= 1 (bias on the last axis), got shape ",
-                    x.shape().DebugString(), ".")));
-    const int64_t channels = x.dim_size(x.dims() - 1);
-    OP_REQUIRES(ctx, b.dims() == 1 && (b.dim_size(0) == 0 || b.dim_size(0) == channels),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "fused_bias_act expects a bias of shape [", channels, "] (the last axis of x ",
-                    x.shape().DebugString(), ") or [0] for no bias, got shape ", b.shape().DebugString(), ".")));
-    OP_REQUIRES_OK(ctx, CheckSize(x, "x"));
-    tensorflow::Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &y));
-    if (x.NumElements() == 0) return;
-    FusedBiasActParams p = params_;
-    p.size = x.NumElements();
-    p.channels = static_cast<int>(channels);
-    p.has_bias = b.dim_size(0) > 0;
-    const std::string err = functor::FusedBiasActFunctor<Device, T>()(
-        GetDevice<Device>(ctx), p, x.flat<T>().data(), p.has_bias ? b.flat<T>().data() : nullptr,
-        y->flat<T>().data());
-    OP_REQUIRES(ctx, err.empty(), absl::InternalError(absl::StrCat("fused_bias_act: ", err)));
-  }
-
- private:
-  FusedBiasActParams params_{};
-};
-
-template <typename Device, typename T>
-class FusedBiasActGradOp : public tensorflow::OpKernel {
- public:
-  explicit FusedBiasActGradOp(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ReadActAttrs(ctx, &params_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("bias_grad", &bias_grad_));
-  }
-
-  void Compute(tensorflow::OpKernelContext* ctx) override {
-    const tensorflow::Tensor& dy = ctx->input(0);
-    const tensorflow::Tensor& y = ctx->input(1);
-    OP_REQUIRES(ctx, dy.shape() == y.shape(),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "fused_bias_act_grad expects dy and y of the same shape, got ", dy.shape().DebugString(),
-                    " and ", y.shape().DebugString(), ".")));
-    OP_REQUIRES(ctx, !bias_grad_ || dy.dims() >= 1,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "fused_bias_act_grad with bias_grad needs dy of rank >= 1, got shape ", dy.shape().DebugString(),
-                    ".")));
-    OP_REQUIRES_OK(ctx, CheckSize(dy, "dy"));
-    const int64_t channels = dy.dims() > 0 ? dy.dim_size(dy.dims() - 1) : 1;
-    tensorflow::Tensor* dx = nullptr;
-    // dx may take over the buffer of dy or of y (elementwise, same index: safe in place).
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0, 1}, 0, dy.shape(), &dx));
-    tensorflow::Tensor* db = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, tensorflow::TensorShape({bias_grad_ ? channels : 0}), &db));
-    // Nothing to do for empty tensors, except that db sums no rows: the functor zeroes it.
-    if (dy.NumElements() == 0 && !(bias_grad_ && channels > 0)) return;
-    FusedBiasActParams p = params_;
-    p.size = dy.NumElements();
-    p.channels = static_cast<int>(std::max<int64_t>(channels, 1));
-    p.has_bias = bias_grad_;
-    tensorflow::Tensor db_acc;
-    if (bias_grad_) {
-      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, tensorflow::TensorShape({channels}), &db_acc));
-    }
-    const std::string err = functor::FusedBiasActGradFunctor<Device, T>()(
-        GetDevice<Device>(ctx), p, dy.flat<T>().data(), y.flat<T>().data(), dx->flat<T>().data(),
-        bias_grad_ ? db_acc.flat<float>().data() : nullptr, bias_grad_ ? db->flat<T>().data() : nullptr);
-    OP_REQUIRES(ctx, err.empty(), absl::InternalError(absl::StrCat("fused_bias_act_grad: ", err)));
-  }
-
- private:
-  FusedBiasActParams params_{};
-  bool bias_grad_ = false;
-};
-
-#define TF_DISTILL_REGISTER(DEV, DEVICE, T)                                                                   \
-  REGISTER_KERNEL_BUILDER(Name("TfDistill>FusedBiasAct").Device(tensorflow::DEV).TypeConstraint<T>("T"),     \
-                          FusedBiasActOp<DEVICE, T>);                                                         \
-  REGISTER_KERNEL_BUILDER(Name("TfDistill>FusedBiasActGrad").Device(tensorflow::DEV).TypeConstraint<T>("T"), \
-                          FusedBiasActGradOp<DEVICE, T>);
-
-TF_DISTILL_REGISTER(DEVICE_CPU, CPUDevice, float);
-TF_DISTILL_REGISTER(DEVICE_CPU, CPUDevice, Eigen::half);
 #undef DISPATCH
 #undef TF_DISTILL_INLINE
-
-#if GOOGLE_CUDA
-TF_DISTILL_REGISTER(DEVICE_GPU, GPUDevice, float);
-TF_DISTILL_REGISTER(DEVICE_GPU, GPUDevice, Eigen::half);
-#endif
-#undef TF_DISTILL_REGISTER
 
 }  // namespace tf_distill

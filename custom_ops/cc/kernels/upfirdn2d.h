@@ -5,25 +5,39 @@
 // Semantics (spec B.1), per axis: u[j] = x[(j - pad0) / up] when (j - pad0) >= 0 and
 // (j - pad0) % up == 0 and the index is in range, else 0; y[o] = sum_t u[o*down + t] *
 // k[kh - 1 - t] for t in [0, kh); out = (in*up + pad0 + pad1 - kh) / down + 1.
+//
+// The kernels work on raw pointers and these parameters, with no TensorFlow header: the op
+// (custom_ops/cc/ops/upfirdn2d_op.cc) validates, allocates and calls them, and the standalone
+// check (custom_ops/check/) runs the CUDA kernel against the CPU one without TensorFlow.
 #ifndef TF_DISTILL_CUSTOM_OPS_KERNELS_UPFIRDN2D_H_
 #define TF_DISTILL_CUSTOM_OPS_KERNELS_UPFIRDN2D_H_
 
 #include <cstdint>
 #include <string>
 
-// Includers define EIGEN_USE_THREADS (C++) or EIGEN_USE_GPU (CUDA) before this.
-#include "unsupported/Eigen/CXX11/Tensor"
+#include "custom_ops/cc/kernels/half.h"
+#include "custom_ops/cc/kernels/parallel.h"
+
+struct CUstream_st;  // cudaStream_t is CUstream_st*: no CUDA header needed to declare the launches
 
 namespace tf_distill {
 
 struct UpFirDn2dParams {
-  // All sizes are validated by the op kernel: every element count fits in int32.
+  // The caller checks that every element count and coordinate fits in int32.
   int n, in_h, in_w, c;
   int out_h, out_w;
   int kh, kw;
   int up, down;
   int pad_y0, pad_x0;  // pads before; the pads after only shape the output size
 };
+
+// Floor division (Python's //) for a positive divisor.
+inline int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Output size along one axis (< 1 when the configuration leaves nothing).
+inline int64_t UpFirDn2dOutputSize(int64_t in, int64_t ksize, int up, int down, int pad0, int pad1) {
+  return FloorDiv(in * up + pad0 + pad1 - ksize, down) + 1;
+}
 
 // First tap t >= 0 that lands on a real input sample for output coordinate `o`, i.e. the
 // smallest t with (o*down - pad0 + t) >= 0 and divisible by up. Taps then step by `up`.
@@ -37,27 +51,16 @@ inline int UpFirDnFirstTap(int o, int down, int up, int pad0) {
   return r == 0 ? 0 : up - r;
 }
 
-namespace functor {
+// x [n, in_h, in_w, c], k [kh, kw], y [n, out_h, out_w, c], accumulation in float.
+// CPU (upfirdn2d_kernels.cc): vectorized, sharded over output rows by `runner`.
+void UpFirDn2dCpu(const CpuRunner& runner, const UpFirDn2dParams& p, const float* x, const float* k, float* y);
+void UpFirDn2dCpu(const CpuRunner& runner, const UpFirDn2dParams& p, const Half* x, const Half* k, Half* y);
 
-// Returns an empty string on success, a readable error otherwise.
-template <typename Device, typename T>
-struct UpFirDn2dFunctor {
-  std::string operator()(const Device& d, const UpFirDn2dParams& p, const T* x, const T* k, T* y);
-};
+// CUDA (upfirdn2d_kernels.cu): device pointers, enqueued on `stream`; returns an empty string,
+// or the launch error.
+std::string UpFirDn2dGpu(CUstream_st* stream, const UpFirDn2dParams& p, const float* x, const float* k, float* y);
+std::string UpFirDn2dGpu(CUstream_st* stream, const UpFirDn2dParams& p, const Half* x, const Half* k, Half* y);
 
-#if GOOGLE_CUDA
-// Defined in upfirdn2d_kernels.cu.cc (nvcc).
-template <>
-std::string UpFirDn2dFunctor<Eigen::GpuDevice, float>::operator()(const Eigen::GpuDevice& d, const UpFirDn2dParams& p,
-                                                                  const float* x, const float* k, float* y);
-template <>
-std::string UpFirDn2dFunctor<Eigen::GpuDevice, Eigen::half>::operator()(const Eigen::GpuDevice& d,
-                                                                        const UpFirDn2dParams& p,
-                                                                        const Eigen::half* x, const Eigen::half* k,
-                                                                        Eigen::half* y);
-#endif  // GOOGLE_CUDA
-
-}  // namespace functor
 }  // namespace tf_distill
 
 #endif  // TF_DISTILL_CUSTOM_OPS_KERNELS_UPFIRDN2D_H_

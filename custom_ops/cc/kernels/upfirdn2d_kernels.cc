@@ -1,36 +1,20 @@
-// upfirdn2d op kernels: input validation, the multithreaded CPU functor, kernel registration.
-// The CUDA functor lives in upfirdn2d_kernels.cu.cc (compiled by nvcc when GOOGLE_CUDA).
-#define EIGEN_USE_THREADS
-#if GOOGLE_CUDA
-#define EIGEN_USE_GPU
-#endif
-
+// The CPU kernel of upfirdn2d (upfirdn2d.h): vectorized (cpu_isa.h), multithreaded through a
+// CpuRunner, no TensorFlow header. The CUDA kernel is in upfirdn2d_kernels.cu.
 #include "custom_ops/cc/kernels/upfirdn2d.h"
-#include "custom_ops/cc/kernels/cpu_isa.h"
-#include "custom_ops/cc/kernels/device.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <memory>
 #include <type_traits>
 #include <vector>
 
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/framework/tensor_shape.h"
-#include "tensorflow/core/framework/types.h"
+#include "custom_ops/cc/kernels/cpu_isa.h"
 
 namespace tf_distill {
 
 namespace {
-
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-
-// Floor division (Python's //) for a positive divisor.
-int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 // For every output coordinate along one axis, the taps that hit real input samples:
 // input index and kernel index (the kernel flip of the true convolution is applied here).
@@ -579,148 +563,59 @@ void SeparableRowsDispatch(const CpuArgs<T>& a, int64_t begin, int64_t end, int 
   SeparableRows<T, Vec4, 8>(a, begin, end, tile, tmp);
 }
 
+template <typename T>
+void UpFirDn2dCpuImpl(const CpuRunner& runner, const UpFirDn2dParams& p, const T* x, const T* k, T* y) {
+  const AxisTaps ty = MakeAxisTaps(p.out_h, p.in_h, p.kh, p.up, p.down, p.pad_y0);
+  const AxisTaps tx = MakeAxisTaps(p.out_w, p.in_w, p.kw, p.up, p.down, p.pad_x0);
+  std::vector<float> kf(static_cast<size_t>(p.kh) * p.kw);
+  for (size_t i = 0; i < kf.size(); ++i) kf[i] = static_cast<float>(k[i]);
+  const int64_t rows = static_cast<int64_t>(p.n) * p.out_h;
+  const double per_row = static_cast<double>(p.out_w) * p.c;
+  SeparableKernel sk;
+  if (FactorSeparable(kf, p.kh, p.kw, &sk)) {
+    CpuArgs<T> args{&p, x, y, kf.data(), &sk, &ty, &tx, rows * p.out_w * p.c * int64_t{sizeof(T)} > kStreamOutputBytes};
+    args.slide = p.up == 1 && (p.down == 1 || p.down == 2) && p.kh == 4 && p.kw == 4;
+    std::vector<float> zero_row;
+    if (args.slide && (p.pad_y0 > 0 || (p.out_h - 1) * p.down - p.pad_y0 + 3 >= p.in_h)) {
+      zero_row.assign(static_cast<size_t>(p.in_w) * p.c, 0.0f);
+      args.zero_row = zero_row.data();
+    }
+    args.slide_symmetric = sk.ky.size() == 4 && sk.kx.size() == 4 && sk.ky[0] == sk.ky[3] &&
+                           sk.ky[1] == sk.ky[2] && sk.kx[0] == sk.kx[3] && sk.kx[1] == sk.kx[2];
+    // Multiply-adds per output row: the row taps over the input width plus the column taps.
+    const double row_taps = static_cast<double>(ty.in.size()) / p.out_h;
+    const double col_taps = static_cast<double>(tx.in.size()) / p.out_w;
+    const double work = row_taps * p.in_w * p.c + col_taps * per_row;
+    const CpuCost cost{row_taps * p.in_w * p.c * sizeof(T), per_row * sizeof(T), work};
+    // Output columns per tile: about 16 KiB of filtered input strip (4096 floats).
+    const int tile = std::max(1, std::min(p.out_w, 4096 / p.c * p.up / p.down));
+    runner.ParallelFor(rows, cost, 1, [&args, &p, tile](int64_t begin, int64_t end) {
+      // Place the strip 2 KiB away from the input modulo 4 KiB: input rows are often a
+      // multiple of 4 KiB apart, and a strip aliasing them (4K aliasing) stalls its stores.
+      // Left uninitialised: the vertical pass writes every value the horizontal pass reads.
+      const std::unique_ptr<float[]> buffer(new float[static_cast<size_t>(p.in_w) * p.c + 1024]);
+      const uintptr_t gap = (reinterpret_cast<uintptr_t>(args.x) + 2048 - reinterpret_cast<uintptr_t>(buffer.get())) % 4096;
+      SeparableRowsDispatch<T>(args, begin, end, tile, buffer.get() + gap / sizeof(float));
+    });
+    return;
+  }
+  const CpuArgs<T> args{&p, x, y, kf.data(), nullptr, &ty, &tx, false};
+  // Average taps per output pixel, for the cost model that sizes the shards.
+  const double taps = static_cast<double>(ty.in.size()) / p.out_h * tx.in.size() / p.out_w;
+  const CpuCost cost{per_row * taps * sizeof(T), per_row * sizeof(T), per_row * taps};
+  runner.ParallelFor(rows, cost, 1, [&args](int64_t begin, int64_t end) {
+    UpFirDnRowsDispatch<T>(args, begin, end);
+  });
+}
+
 }  // namespace
 
-namespace functor {
+void UpFirDn2dCpu(const CpuRunner& runner, const UpFirDn2dParams& p, const float* x, const float* k, float* y) {
+  UpFirDn2dCpuImpl(runner, p, x, k, y);
+}
 
-template <typename T>
-struct UpFirDn2dFunctor<CPUDevice, T> {
-  std::string operator()(const CPUDevice& d, const UpFirDn2dParams& p, const T* x, const T* k, T* y) {
-    const AxisTaps ty = MakeAxisTaps(p.out_h, p.in_h, p.kh, p.up, p.down, p.pad_y0);
-    const AxisTaps tx = MakeAxisTaps(p.out_w, p.in_w, p.kw, p.up, p.down, p.pad_x0);
-    std::vector<float> kf(static_cast<size_t>(p.kh) * p.kw);
-    for (size_t i = 0; i < kf.size(); ++i) kf[i] = static_cast<float>(k[i]);
-    const int64_t rows = static_cast<int64_t>(p.n) * p.out_h;
-    const double per_row = static_cast<double>(p.out_w) * p.c;
-    SeparableKernel sk;
-    if (FactorSeparable(kf, p.kh, p.kw, &sk)) {
-      CpuArgs<T> args{&p, x, y, kf.data(), &sk, &ty, &tx, rows * p.out_w * p.c * int64_t{sizeof(T)} > kStreamOutputBytes};
-      args.slide = p.up == 1 && (p.down == 1 || p.down == 2) && p.kh == 4 && p.kw == 4;
-      std::vector<float> zero_row;
-      if (args.slide && (p.pad_y0 > 0 || (p.out_h - 1) * p.down - p.pad_y0 + 3 >= p.in_h)) {
-        zero_row.assign(static_cast<size_t>(p.in_w) * p.c, 0.0f);
-        args.zero_row = zero_row.data();
-      }
-      args.slide_symmetric = sk.ky.size() == 4 && sk.kx.size() == 4 && sk.ky[0] == sk.ky[3] &&
-                             sk.ky[1] == sk.ky[2] && sk.kx[0] == sk.kx[3] && sk.kx[1] == sk.kx[2];
-      // Multiply-adds per output row: the row taps over the input width plus the column taps.
-      const double row_taps = static_cast<double>(ty.in.size()) / p.out_h;
-      const double col_taps = static_cast<double>(tx.in.size()) / p.out_w;
-      const double work = row_taps * p.in_w * p.c + col_taps * per_row;
-      const Eigen::TensorOpCost cost(row_taps * p.in_w * p.c * sizeof(T), per_row * sizeof(T), work);
-      // Output columns per tile: about 16 KiB of filtered input strip (4096 floats).
-      const int tile = std::max(1, std::min(p.out_w, 4096 / p.c * p.up / p.down));
-      d.parallelFor(rows, cost, [&args, &p, tile](Eigen::Index begin, Eigen::Index end) {
-        // Place the strip 2 KiB away from the input modulo 4 KiB: input rows are often a
-        // multiple of 4 KiB apart, and a strip aliasing them (4K aliasing) stalls its stores.
-        // Left uninitialised: the vertical pass writes every value the horizontal pass reads.
-        const std::unique_ptr<float[]> buffer(new float[static_cast<size_t>(p.in_w) * p.c + 1024]);
-        const uintptr_t gap = (reinterpret_cast<uintptr_t>(args.x) + 2048 - reinterpret_cast<uintptr_t>(buffer.get())) % 4096;
-        SeparableRowsDispatch<T>(args, begin, end, tile, buffer.get() + gap / sizeof(float));
-      });
-      return std::string();
-    }
-    const CpuArgs<T> args{&p, x, y, kf.data(), nullptr, &ty, &tx, false};
-    // Average taps per output pixel, for the cost model that sizes the shards.
-    const double taps = static_cast<double>(ty.in.size()) / p.out_h * tx.in.size() / p.out_w;
-    const Eigen::TensorOpCost cost(per_row * taps * sizeof(T), per_row * sizeof(T), per_row * taps);
-    d.parallelFor(rows, cost, [&args](Eigen::Index begin, Eigen::Index end) {
-      UpFirDnRowsDispatch<T>(args, begin, end);
-    });
-    return std::string();
-  }
-};
-
-}  // namespace functor
-
-template <typename Device, typename T>
-class UpFirDn2dOp : public tensorflow::OpKernel {
- public:
-  explicit UpFirDn2dOp(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("up", &up_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("down", &down_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_y0", &pad_y0_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_y1", &pad_y1_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_x0", &pad_x0_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_x1", &pad_x1_));
-    OP_REQUIRES(ctx, up_ >= 1 && down_ >= 1,
-                absl::InvalidArgumentError(absl::StrCat("upfirdn2d needs up >= 1 and down >= 1, got up=", up_,
-                                                        ", down=", down_, ".")));
-  }
-
-  void Compute(tensorflow::OpKernelContext* ctx) override {
-    const tensorflow::Tensor& x = ctx->input(0);
-    const tensorflow::Tensor& k = ctx->input(1);
-    OP_REQUIRES(ctx, x.dims() == 4,
-                absl::InvalidArgumentError(absl::StrCat("upfirdn2d expects x of rank 4 (NHWC), got shape ",
-                                                        x.shape().DebugString(), ".")));
-    OP_REQUIRES(ctx, k.dims() == 2,
-                absl::InvalidArgumentError(absl::StrCat("upfirdn2d expects a 2-D FIR kernel [kh, kw], got shape ",
-                                                        k.shape().DebugString(), ".")));
-    OP_REQUIRES(ctx, k.NumElements() > 0,
-                absl::InvalidArgumentError(absl::StrCat("upfirdn2d needs a non-empty FIR kernel, got shape ",
-                                                        k.shape().DebugString(), ".")));
-    const int64_t n = x.dim_size(0), in_h = x.dim_size(1), in_w = x.dim_size(2), c = x.dim_size(3);
-    const int64_t kh = k.dim_size(0), kw = k.dim_size(1);
-    // Every intermediate coordinate is bounded by in*up + |pad0| + |pad1| + k; keep it in int32.
-    const int64_t span_h = in_h * up_ + std::abs(pad_y0_) + std::abs(pad_y1_) + kh;
-    const int64_t span_w = in_w * up_ + std::abs(pad_x0_) + std::abs(pad_x1_) + kw;
-    OP_REQUIRES(ctx, span_h <= kInt32Max && span_w <= kInt32Max && kh * kw <= kInt32Max,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "upfirdn2d sizes overflow int32: input ", x.shape().DebugString(), ", up ", up_, ", pads (",
-                    pad_y0_, ", ", pad_y1_, ", ", pad_x0_, ", ", pad_x1_, "), kernel ", k.shape().DebugString(), ".")));
-    const int64_t out_h = FloorDiv(in_h * up_ + pad_y0_ + pad_y1_ - kh, down_) + 1;
-    const int64_t out_w = FloorDiv(in_w * up_ + pad_x0_ + pad_x1_ - kw, down_) + 1;
-    OP_REQUIRES(ctx, out_h >= 1 && out_w >= 1,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "upfirdn2d output would be ", out_h, "x", out_w, " (input ", x.shape().DebugString(), ", up ", up_,
-                    ", down ", down_, ", pad y (", pad_y0_, ", ", pad_y1_, "), pad x (", pad_x0_, ", ", pad_x1_,
-                    "), kernel ", k.shape().DebugString(), "); enlarge the input or the padding.")));
-    OP_REQUIRES(ctx, x.NumElements() <= kInt32Max && n * out_h * out_w * c <= kInt32Max,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "upfirdn2d supports tensors of at most 2^31-1 elements (int32 indexing); input ",
-                    x.shape().DebugString(), ", output [", n, ",", out_h, ",", out_w, ",", c,
-                    "]. Split the batch.")));
-    tensorflow::Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({n, out_h, out_w, c}), &y));
-    if (y->NumElements() == 0) return;
-
-    UpFirDn2dParams p;
-    p.n = static_cast<int>(n);
-    p.in_h = static_cast<int>(in_h);
-    p.in_w = static_cast<int>(in_w);
-    p.c = static_cast<int>(c);
-    p.out_h = static_cast<int>(out_h);
-    p.out_w = static_cast<int>(out_w);
-    p.kh = static_cast<int>(kh);
-    p.kw = static_cast<int>(kw);
-    p.up = up_;
-    p.down = down_;
-    p.pad_y0 = pad_y0_;
-    p.pad_x0 = pad_x0_;
-    const std::string err = functor::UpFirDn2dFunctor<Device, T>()(
-        GetDevice<Device>(ctx), p, x.flat<T>().data(), k.flat<T>().data(), y->flat<T>().data());
-    OP_REQUIRES(ctx, err.empty(), absl::InternalError(absl::StrCat("upfirdn2d: ", err)));
-  }
-
- private:
-  int up_ = 1, down_ = 1, pad_y0_ = 0, pad_y1_ = 0, pad_x0_ = 0, pad_x1_ = 0;
-};
-
-#define TF_DISTILL_REGISTER_CPU(T)                                                              \
-  REGISTER_KERNEL_BUILDER(Name("TfDistill>UpFirDn2d").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
-                          UpFirDn2dOp<CPUDevice, T>);
-TF_DISTILL_REGISTER_CPU(float);
-TF_DISTILL_REGISTER_CPU(Eigen::half);
-#undef TF_DISTILL_REGISTER_CPU
-
-#if GOOGLE_CUDA
-#define TF_DISTILL_REGISTER_GPU(T)                                                              \
-  REGISTER_KERNEL_BUILDER(Name("TfDistill>UpFirDn2d").Device(tensorflow::DEVICE_GPU).TypeConstraint<T>("T"), \
-                          UpFirDn2dOp<GPUDevice, T>);
-TF_DISTILL_REGISTER_GPU(float);
-TF_DISTILL_REGISTER_GPU(Eigen::half);
-#undef TF_DISTILL_REGISTER_GPU
-#endif  // GOOGLE_CUDA
+void UpFirDn2dCpu(const CpuRunner& runner, const UpFirDn2dParams& p, const Half* x, const Half* k, Half* y) {
+  UpFirDn2dCpuImpl(runner, p, x, k, y);
+}
 
 }  // namespace tf_distill

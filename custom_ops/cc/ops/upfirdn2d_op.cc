@@ -1,10 +1,25 @@
-// Op registration and shape function of TfDistill>UpFirDn2d.
+// TfDistill>UpFirDn2d: registration, shape function, and the op kernel, which validates the
+// inputs, allocates the output and calls the TensorFlow-free kernels (upfirdn2d.h).
+#define EIGEN_USE_THREADS
+#if GOOGLE_CUDA
+#define EIGEN_USE_GPU
+#endif
+
 #include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <string>
 
 #include "absl/strings/str_cat.h"
+#include "custom_ops/cc/kernels/upfirdn2d.h"
+#include "custom_ops/cc/ops/device.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+#include "tensorflow/core/framework/types.h"
 
 namespace tf_distill {
 
@@ -14,7 +29,7 @@ using tensorflow::shape_inference::ShapeHandle;
 
 namespace {
 
-int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 
 // Output size along one axis when input and kernel sizes are known, else unknown.
 absl::Status OutputDim(InferenceContext* c, DimensionHandle in, DimensionHandle k, int up, int down, int pad0,
@@ -23,7 +38,7 @@ absl::Status OutputDim(InferenceContext* c, DimensionHandle in, DimensionHandle 
     *out = c->UnknownDim();
     return absl::OkStatus();
   }
-  const int64_t size = FloorDiv(c->Value(in) * up + pad0 + pad1 - c->Value(k), down) + 1;
+  const int64_t size = UpFirDn2dOutputSize(c->Value(in), c->Value(k), up, down, pad0, pad1);
   if (size < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "upfirdn2d output ", axis, " would be ", size, " (input ", c->Value(in), ", up ", up, ", pad (", pad0, ", ",
@@ -88,5 +103,109 @@ upfirdn2d on NHWC: zero-insertion upsampling by `up`, padding (negative pads cro
 (H * up + pad_y0 + pad_y1 - kh) // down + 1 (width likewise).
 Its gradient is the same op with the flipped kernel and up/down swapped.
 )doc");
+
+template <typename Device, typename T>
+class UpFirDn2dOp : public tensorflow::OpKernel {
+ public:
+  explicit UpFirDn2dOp(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("up", &up_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("down", &down_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_y0", &pad_y0_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_y1", &pad_y1_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_x0", &pad_x0_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_x1", &pad_x1_));
+    OP_REQUIRES(ctx, up_ >= 1 && down_ >= 1,
+                absl::InvalidArgumentError(absl::StrCat("upfirdn2d needs up >= 1 and down >= 1, got up=", up_,
+                                                        ", down=", down_, ".")));
+  }
+
+  void Compute(tensorflow::OpKernelContext* ctx) override {
+    const tensorflow::Tensor& x = ctx->input(0);
+    const tensorflow::Tensor& k = ctx->input(1);
+    OP_REQUIRES(ctx, x.dims() == 4,
+                absl::InvalidArgumentError(absl::StrCat("upfirdn2d expects x of rank 4 (NHWC), got shape ",
+                                                        x.shape().DebugString(), ".")));
+    OP_REQUIRES(ctx, k.dims() == 2,
+                absl::InvalidArgumentError(absl::StrCat("upfirdn2d expects a 2-D FIR kernel [kh, kw], got shape ",
+                                                        k.shape().DebugString(), ".")));
+    OP_REQUIRES(ctx, k.NumElements() > 0,
+                absl::InvalidArgumentError(absl::StrCat("upfirdn2d needs a non-empty FIR kernel, got shape ",
+                                                        k.shape().DebugString(), ".")));
+    const int64_t n = x.dim_size(0), in_h = x.dim_size(1), in_w = x.dim_size(2), c = x.dim_size(3);
+    const int64_t kh = k.dim_size(0), kw = k.dim_size(1);
+    // Every intermediate coordinate is bounded by in*up + |pad0| + |pad1| + k; keep it in int32.
+    const int64_t span_h = in_h * up_ + std::abs(pad_y0_) + std::abs(pad_y1_) + kh;
+    const int64_t span_w = in_w * up_ + std::abs(pad_x0_) + std::abs(pad_x1_) + kw;
+    OP_REQUIRES(ctx, span_h <= kInt32Max && span_w <= kInt32Max && kh * kw <= kInt32Max,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "upfirdn2d sizes overflow int32: input ", x.shape().DebugString(), ", up ", up_, ", pads (",
+                    pad_y0_, ", ", pad_y1_, ", ", pad_x0_, ", ", pad_x1_, "), kernel ", k.shape().DebugString(), ".")));
+    const int64_t out_h = UpFirDn2dOutputSize(in_h, kh, up_, down_, pad_y0_, pad_y1_);
+    const int64_t out_w = UpFirDn2dOutputSize(in_w, kw, up_, down_, pad_x0_, pad_x1_);
+    OP_REQUIRES(ctx, out_h >= 1 && out_w >= 1,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "upfirdn2d output would be ", out_h, "x", out_w, " (input ", x.shape().DebugString(), ", up ", up_,
+                    ", down ", down_, ", pad y (", pad_y0_, ", ", pad_y1_, "), pad x (", pad_x0_, ", ", pad_x1_,
+                    "), kernel ", k.shape().DebugString(), "); enlarge the input or the padding.")));
+    OP_REQUIRES(ctx, x.NumElements() <= kInt32Max && n * out_h * out_w * c <= kInt32Max,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "upfirdn2d supports tensors of at most 2^31-1 elements (int32 indexing); input ",
+                    x.shape().DebugString(), ", output [", n, ",", out_h, ",", out_w, ",", c,
+                    "]. Split the batch.")));
+    tensorflow::Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({n, out_h, out_w, c}), &y));
+    if (y->NumElements() == 0) return;
+
+    UpFirDn2dParams p;
+    p.n = static_cast<int>(n);
+    p.in_h = static_cast<int>(in_h);
+    p.in_w = static_cast<int>(in_w);
+    p.c = static_cast<int>(c);
+    p.out_h = static_cast<int>(out_h);
+    p.out_w = static_cast<int>(out_w);
+    p.kh = static_cast<int>(kh);
+    p.kw = static_cast<int>(kw);
+    p.up = up_;
+    p.down = down_;
+    p.pad_y0 = pad_y0_;
+    p.pad_x0 = pad_x0_;
+    const std::string err = Run(ctx, static_cast<const Device*>(nullptr), p, KernelData<T>(x), KernelData<T>(k),
+                                KernelData<T>(y));
+    OP_REQUIRES(ctx, err.empty(), absl::InternalError(absl::StrCat("upfirdn2d: ", err)));
+  }
+
+ private:
+  template <typename K>
+  static std::string Run(tensorflow::OpKernelContext* ctx, const CPUDevice*, const UpFirDn2dParams& p, const K* x,
+                         const K* k, K* y) {
+    UpFirDn2dCpu(EigenCpuRunner(ctx->eigen_cpu_device()), p, x, k, y);
+    return std::string();
+  }
+#if GOOGLE_CUDA
+  template <typename K>
+  static std::string Run(tensorflow::OpKernelContext* ctx, const GPUDevice*, const UpFirDn2dParams& p, const K* x,
+                         const K* k, K* y) {
+    return UpFirDn2dGpu(ctx->eigen_gpu_device().stream(), p, x, k, y);
+  }
+#endif
+
+  int up_ = 1, down_ = 1, pad_y0_ = 0, pad_y1_ = 0, pad_x0_ = 0, pad_x1_ = 0;
+};
+
+#define TF_DISTILL_REGISTER_CPU(T)                                                              \
+  REGISTER_KERNEL_BUILDER(Name("TfDistill>UpFirDn2d").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
+                          UpFirDn2dOp<CPUDevice, T>);
+TF_DISTILL_REGISTER_CPU(float);
+TF_DISTILL_REGISTER_CPU(Eigen::half);
+#undef TF_DISTILL_REGISTER_CPU
+
+#if GOOGLE_CUDA
+#define TF_DISTILL_REGISTER_GPU(T)                                                              \
+  REGISTER_KERNEL_BUILDER(Name("TfDistill>UpFirDn2d").Device(tensorflow::DEVICE_GPU).TypeConstraint<T>("T"), \
+                          UpFirDn2dOp<GPUDevice, T>);
+TF_DISTILL_REGISTER_GPU(float);
+TF_DISTILL_REGISTER_GPU(Eigen::half);
+#undef TF_DISTILL_REGISTER_GPU
+#endif  // GOOGLE_CUDA
 
 }  // namespace tf_distill

@@ -1,9 +1,6 @@
-// CUDA functors of the fused bias + activation ops (float32 and float16, math in float).
-// Only the stream of the Eigen GPU device is used; launch sizes are computed here (see
-// device.h for why TF's and Eigen's device-property helpers are avoided).
-#if GOOGLE_CUDA
-#define EIGEN_USE_GPU
-
+// The CUDA kernels of fused_bias_act (fused_bias_act.h), float32 and float16 with the math in
+// float. No TensorFlow header: the ops pass their stream, custom_ops/check/ runs them standalone.
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -17,8 +14,7 @@ namespace {
 
 // No __restrict__: the op may run in place (y aliases x, dx aliases dy).
 template <typename T>
-__global__ void FusedBiasActKernel(FusedBiasActParams p, const T* x, const T* b,
-                                   T* y) {
+__global__ void FusedBiasActKernel(FusedBiasActParams p, const T* x, const T* b, T* y) {
   const int size = static_cast<int>(p.size);
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < size; i += blockDim.x * gridDim.x) {
     float v = static_cast<float>(x[i]);
@@ -29,8 +25,7 @@ __global__ void FusedBiasActKernel(FusedBiasActParams p, const T* x, const T* b,
 }
 
 template <typename T>
-__global__ void FusedBiasActGradKernel(FusedBiasActParams p, const T* dy, const T* y,
-                                       T* dx) {
+__global__ void FusedBiasActGradKernel(FusedBiasActParams p, const T* dy, const T* y, T* dx) {
   const int size = static_cast<int>(p.size);
   // Same arithmetic as the CPU kernel: dx = dy * (positive ? gain : gain * alpha).
   const float neg_slope = p.linear ? p.gain : p.gain * p.alpha;
@@ -40,7 +35,6 @@ __global__ void FusedBiasActGradKernel(FusedBiasActParams p, const T* dy, const 
     dx[i] = static_cast<T>(static_cast<float>(dy[i]) * s);
   }
 }
-
 
 // dx as above plus per-channel sums of dx: block b takes rows [b*rows/B, (b+1)*rows/B), thread
 // t the channels t, t + blockDim.x, ... (neighbouring threads read neighbouring channels), and
@@ -74,53 +68,55 @@ __global__ void CastKernel(int n, const float* in, T* out) {
 }
 
 template <typename T>
-std::string LaunchGrad(const Eigen::GpuDevice& d, const FusedBiasActParams& p, const T* dy, const T* y, T* dx,
+std::string LaunchForward(cudaStream_t stream, const FusedBiasActParams& p, const T* x, const T* b, T* y) {
+  const GpuLaunch l = GpuLaunch::ForElements(p.size);
+  FusedBiasActKernel<T><<<l.blocks, l.threads, 0, stream>>>(p, x, b, y);
+  return CheckLaunch("FusedBiasActKernel");
+}
+
+template <typename T>
+std::string LaunchGrad(cudaStream_t stream, const FusedBiasActParams& p, const T* dy, const T* y, T* dx,
                        float* db_acc, T* db) {
   if (!p.has_bias) {
     const GpuLaunch l = GpuLaunch::ForElements(p.size);
-    FusedBiasActGradKernel<T><<<l.blocks, l.threads, 0, d.stream()>>>(p, dy, y, dx);
+    FusedBiasActGradKernel<T><<<l.blocks, l.threads, 0, stream>>>(p, dy, y, dx);
     return CheckLaunch("FusedBiasActGradKernel");
   }
-  const cudaError_t err = cudaMemsetAsync(db_acc, 0, sizeof(float) * p.channels, d.stream());
+  const cudaError_t err = cudaMemsetAsync(db_acc, 0, sizeof(float) * p.channels, stream);
   if (err != cudaSuccess) return std::string("cudaMemsetAsync failed: ") + cudaGetErrorString(err);
   const int rows = static_cast<int>(p.size / p.channels);
   if (rows > 0) {
     // Enough blocks to fill the GPU, each with a run of rows long enough to amortise its atomics.
     const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(rows, 4096)));
     const int threads = static_cast<int>(std::min<int64_t>(256, (p.channels + 31) / 32 * 32));
-    FusedBiasActGradBiasKernel<T><<<blocks, threads, 0, d.stream()>>>(p, rows, dy, y, dx, db_acc);
+    FusedBiasActGradBiasKernel<T><<<blocks, threads, 0, stream>>>(p, rows, dy, y, dx, db_acc);
     const std::string launch = CheckLaunch("FusedBiasActGradBiasKernel");
     if (!launch.empty()) return launch;
   }
   const GpuLaunch l = GpuLaunch::ForElements(p.channels);
-  CastKernel<T><<<l.blocks, l.threads, 0, d.stream()>>>(p.channels, db_acc, db);
+  CastKernel<T><<<l.blocks, l.threads, 0, stream>>>(p.channels, db_acc, db);
   return CheckLaunch("CastKernel");
 }
 
 }  // namespace
 
-namespace functor {
+std::string FusedBiasActGpu(cudaStream_t stream, const FusedBiasActParams& p, const float* x, const float* b,
+                            float* y) {
+  return LaunchForward<float>(stream, p, x, b, y);
+}
 
-#define TF_DISTILL_DEFINE_GPU(T)                                                                                 \
-  template <>                                                                                                    \
-  std::string FusedBiasActFunctor<Eigen::GpuDevice, T>::operator()(                                              \
-      const Eigen::GpuDevice& d, const FusedBiasActParams& p, const T* x, const T* b, T* y) {                    \
-    const GpuLaunch l = GpuLaunch::ForElements(p.size);                                                          \
-    FusedBiasActKernel<T><<<l.blocks, l.threads, 0, d.stream()>>>(p, x, b, y);                                   \
-    return CheckLaunch("FusedBiasActKernel");                                                                    \
-  }                                                                                                              \
-  template <>                                                                                                    \
-  std::string FusedBiasActGradFunctor<Eigen::GpuDevice, T>::operator()(                                          \
-      const Eigen::GpuDevice& d, const FusedBiasActParams& p, const T* dy, const T* y, T* dx, float* db_acc,     \
-      T* db) {                                                                                                   \
-    return LaunchGrad<T>(d, p, dy, y, dx, db_acc, db);                                                           \
-  }
+std::string FusedBiasActGpu(cudaStream_t stream, const FusedBiasActParams& p, const Half* x, const Half* b, Half* y) {
+  return LaunchForward<__half>(stream, p, AsCudaHalf(x), AsCudaHalf(b), AsCudaHalf(y));
+}
 
-TF_DISTILL_DEFINE_GPU(float)
-TF_DISTILL_DEFINE_GPU(Eigen::half)
-#undef TF_DISTILL_DEFINE_GPU
+std::string FusedBiasActGradGpu(cudaStream_t stream, const FusedBiasActParams& p, const float* dy, const float* y,
+                                float* dx, float* db_acc, float* db) {
+  return LaunchGrad<float>(stream, p, dy, y, dx, db_acc, db);
+}
 
-}  // namespace functor
+std::string FusedBiasActGradGpu(cudaStream_t stream, const FusedBiasActParams& p, const Half* dy, const Half* y,
+                                Half* dx, float* db_acc, Half* db) {
+  return LaunchGrad<__half>(stream, p, AsCudaHalf(dy), AsCudaHalf(y), AsCudaHalf(dx), db_acc, AsCudaHalf(db));
+}
+
 }  // namespace tf_distill
-
-#endif  // GOOGLE_CUDA

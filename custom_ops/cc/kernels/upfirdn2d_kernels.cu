@@ -1,10 +1,8 @@
-// CUDA functors of upfirdn2d (float32 and float16, accumulation in float). One thread per
-// output element in NHWC order, so neighbouring threads read neighbouring channels
-// (coalesced); only the taps that land on real (non-inserted, non-padded) samples are read.
-// Only the stream of the Eigen GPU device is used (see device.h).
-#if GOOGLE_CUDA
-#define EIGEN_USE_GPU
-
+// The CUDA kernel of upfirdn2d (upfirdn2d.h), float32 and float16 with accumulation in float.
+// One thread per output element in NHWC order, so neighbouring threads read neighbouring
+// channels (coalesced); only the taps that land on real (non-inserted, non-padded) samples are
+// read. No TensorFlow header: the op passes its stream, custom_ops/check/ runs it standalone.
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <string>
@@ -46,33 +44,22 @@ __global__ void UpFirDn2dKernel(UpFirDn2dParams p, int total, const T* __restric
 }
 
 template <typename T>
-std::string Launch(const Eigen::GpuDevice& d, const UpFirDn2dParams& p, const T* x, const T* k, T* y) {
-  // Element counts were checked to fit in int32 by the op kernel.
+std::string Launch(cudaStream_t stream, const UpFirDn2dParams& p, const T* x, const T* k, T* y) {
+  // Element counts were checked to fit in int32 by the caller.
   const int total = p.n * p.out_h * p.out_w * p.c;
   const GpuLaunch l = GpuLaunch::ForElements(total);
-  UpFirDn2dKernel<T><<<l.blocks, l.threads, 0, d.stream()>>>(p, total, x, k, y);
+  UpFirDn2dKernel<T><<<l.blocks, l.threads, 0, stream>>>(p, total, x, k, y);
   return CheckLaunch("UpFirDn2dKernel");
 }
 
 }  // namespace
 
-namespace functor {
-
-template <>
-std::string UpFirDn2dFunctor<Eigen::GpuDevice, float>::operator()(const Eigen::GpuDevice& d, const UpFirDn2dParams& p,
-                                                                  const float* x, const float* k, float* y) {
-  return Launch<float>(d, p, x, k, y);
+std::string UpFirDn2dGpu(cudaStream_t stream, const UpFirDn2dParams& p, const float* x, const float* k, float* y) {
+  return Launch<float>(stream, p, x, k, y);
 }
 
-template <>
-std::string UpFirDn2dFunctor<Eigen::GpuDevice, Eigen::half>::operator()(const Eigen::GpuDevice& d,
-                                                                        const UpFirDn2dParams& p,
-                                                                        const Eigen::half* x, const Eigen::half* k,
-                                                                        Eigen::half* y) {
-  return Launch<Eigen::half>(d, p, x, k, y);
+std::string UpFirDn2dGpu(cudaStream_t stream, const UpFirDn2dParams& p, const Half* x, const Half* k, Half* y) {
+  return Launch<__half>(stream, p, AsCudaHalf(x), AsCudaHalf(k), AsCudaHalf(y));
 }
 
-}  // namespace functor
 }  // namespace tf_distill
-
-#endif  // GOOGLE_CUDA
