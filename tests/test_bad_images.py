@@ -95,7 +95,7 @@ def test_fid_folder_reader_skips_and_counts(tmp_path):
     (tmp_path / "bad").mkdir()
     write_bad_images(tmp_path / "bad", np.random.default_rng(2))
     with pytest.raises(EmptyDatasetError, match="none of the 3 image"):
-        fid.image_folder_dataset(str(tmp_path / "bad"))
+        fid.real_statistics(str(tmp_path / "bad"), inception=extractor, dims=5)
 
 
 def test_statistics_file_errors_are_one_line(tmp_path):

@@ -2,7 +2,7 @@
 
 A few-KB ``.pt`` or ``.keras`` may declare any architecture; the declared shapes, bounds and
 memory are checked before a model is built (``convert.architecture``), and a tensor's data
-must lie in the file (``torch_pickle``). The peak memory is measured in a child process.
+must lie in the file (``tf_distill.io.torch_reader``). The peak memory is measured in a child process.
 """
 
 import json
@@ -18,9 +18,10 @@ import pytest
 
 from conftest import fixture_path
 from test_torch_pickle import state_dict_pickle, tensor_ops, write_zip
-from tf_distill import model_io
+from tf_distill.io import checkpoints
 from tf_distill.convert import architecture, rosinality
-from tf_distill.convert.torch_pickle import CheckpointError, save_torch_checkpoint
+from tf_distill.io.torch_reader import CheckpointError
+from tf_distill.io.torch_writer import save_torch_checkpoint
 from tf_distill.errors import UserError
 from tf_distill.models import Discriminator, Generator
 
@@ -107,7 +108,8 @@ def tiny_keras(tmp_path_factory):
 
 _CHILD = r"""
 import json, re, resource, sys
-from tf_distill import cli, model_io
+from tf_distill import cli
+from tf_distill.io import checkpoints
 from tf_distill.errors import UserError
 
 def status(key):
@@ -118,7 +120,7 @@ cap = (status("VmSize") + 4 * 1024 * 1024) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
 for path in sys.argv[1:]:
     try:
-        model_io.load_any(path)
+        checkpoints.load_any(path)
         result = {"refused": False}
     except Exception as err:
         result = {"refused": isinstance(err, UserError), "type": type(err).__name__, "message": cli.describe(err)}
@@ -175,9 +177,9 @@ def test_convert_refuses_a_crafted_pt_in_one_line(tmp_path):
 
 
 def test_real_checkpoints_still_load():
-    models = model_io.read_rosinality(fixture_path("teacher32_zip.pt"))
+    models = checkpoints.read_rosinality(fixture_path("teacher32_zip.pt"))
     assert isinstance(models["g_ema"], Generator) and isinstance(models["d"], Discriminator)
-    assert model_io.load_generator(fixture_path("student32_zip.pt")).size == 32
+    assert checkpoints.load_generator(fixture_path("student32_zip.pt")).size == 32
 
 
 def test_architecture_shapes_equal_the_built_models_state_dicts():
@@ -236,10 +238,10 @@ def test_memory_limit_is_named_and_can_be_raised(monkeypatch):
     monkeypatch.setenv(architecture.MEMORY_LIMIT_ENV, "0.001")
     with pytest.raises(rosinality.StateDictError, match=r"teacher32_zip.pt \[g_ema\]: the generator has [\d,]+ "
                                                        r"parameters and needs about .* GB .*TF_DISTILL_MAX_MODEL_GB"):
-        model_io.read_rosinality(path)
+        checkpoints.read_rosinality(path)
     monkeypatch.setenv(architecture.MEMORY_LIMIT_ENV, "many")
     with pytest.raises(UserError, match="TF_DISTILL_MAX_MODEL_GB='many' is not a number"):
-        model_io.read_rosinality(path)
+        checkpoints.read_rosinality(path)
     # The default covers an FFHQ-1024 teacher, its discriminator included, several times over.
     monkeypatch.delenv(architecture.MEMORY_LIMIT_ENV)
     architecture.check_memory(FFHQ_1024)
@@ -265,11 +267,11 @@ def test_state_dict_problems_are_found_before_building(tmp_path, monkeypatch):
     for name, (sd, fragment) in cases.items():
         save_torch_checkpoint({"g_ema": sd}, tmp_path / "x.pt")
         with pytest.raises(rosinality.StateDictError) as err:
-            model_io.read_rosinality(tmp_path / "x.pt")
+            checkpoints.read_rosinality(tmp_path / "x.pt")
         assert fragment in str(err.value) and "x.pt [g_ema]" in str(err.value), (name, str(err.value))
     save_torch_checkpoint({"g_ema": good, "latent_avg": np.zeros(9, np.float32)}, tmp_path / "x.pt")
     with pytest.raises(rosinality.StateDictError, match=r"latent_avg is shape \(9,\).*style_dim \[8\]"):
-        model_io.read_rosinality(tmp_path / "x.pt")
+        checkpoints.read_rosinality(tmp_path / "x.pt")
     assert not built
 
 
@@ -284,7 +286,7 @@ def test_errors_are_user_errors():
 
 def _refusal(path, error=UserError):
     with pytest.raises(error) as err:
-        model_io.load_any(path)
+        checkpoints.load_any(path)
     message = str(err.value)
     assert "\n" not in message and str(path) in message, message
     return message
@@ -293,7 +295,7 @@ def _refusal(path, error=UserError):
 def test_real_keras_files_load_with_their_weights(tmp_path):
     g = tiny_generator()
     g.save(tmp_path / "g.keras")
-    loaded = model_io.load_any(tmp_path / "g.keras")["g_ema"]
+    loaded = checkpoints.load_any(tmp_path / "g.keras")["g_ema"]
     assert len(loaded.weights) == len(g.weights)
     for a, b in zip(g.weights, loaded.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -302,27 +304,27 @@ def test_real_keras_files_load_with_their_weights(tmp_path):
 def test_corrupt_and_foreign_keras_files_are_one_line(tmp_path, tiny_keras):
     data = tiny_keras.read_bytes()
     (tmp_path / "garbage.keras").write_bytes(b"not a zip" * 10)
-    assert "not a readable .keras archive" in _refusal(tmp_path / "garbage.keras", model_io.ModelFileError)
+    assert "not a readable .keras archive" in _refusal(tmp_path / "garbage.keras", checkpoints.ModelFileError)
     (tmp_path / "truncated.keras").write_bytes(data[: len(data) // 2])
-    assert "not a readable .keras archive" in _refusal(tmp_path / "truncated.keras", model_io.ModelFileError)
+    assert "not a readable .keras archive" in _refusal(tmp_path / "truncated.keras", checkpoints.ModelFileError)
     with zipfile.ZipFile(tiny_keras) as zin:
         config = json.loads(zin.read("config.json"))
         weights = zin.read("model.weights.h5")
     config["class_name"], config["registered_name"] = "Sequential", None
     foreign = keras_with(tmp_path / "foreign.keras", tiny_keras, **{"config.json": json.dumps(config).encode()})
-    assert "holds a 'Sequential' model" in _refusal(foreign, model_io.ModelFileError)
+    assert "holds a 'Sequential' model" in _refusal(foreign, checkpoints.ModelFileError)
     bad_weights = keras_with(tmp_path / "bad_weights.keras", tiny_keras, **{"model.weights.h5": b"\0" * len(weights)})
-    assert "cannot load the .keras archive" in _refusal(bad_weights, model_io.ModelFileError)
+    assert "cannot load the .keras archive" in _refusal(bad_weights, checkpoints.ModelFileError)
     nested = keras_with(tmp_path / "nested.keras", tiny_keras, **{"config.json": b"[" * 100_000 + b"]" * 100_000})
-    assert "RecursionError" in _refusal(nested, model_io.ModelFileError)
+    assert "RecursionError" in _refusal(nested, checkpoints.ModelFileError)
     no_config = keras_with(tmp_path / "no_config.keras", tiny_keras, **{"config.json": b"{}"})
-    assert "holds a 'None' model" in _refusal(no_config, model_io.ModelFileError)
+    assert "holds a 'None' model" in _refusal(no_config, checkpoints.ModelFileError)
 
 
 def test_keras_declaring_more_parameters_than_its_weights_hold(tmp_path, tiny_keras, monkeypatch):
     # within the bounds and the memory limit, but 8 x 2048^2 parameters cannot fit in a few KB of weights
     crafted = keras_with_config(tmp_path / "wide.keras", tiny_keras, style_dim=2048, n_mlp=8)
-    assert "weights record cannot hold the 33," in _refusal(crafted, model_io.ModelFileError)
+    assert "weights record cannot hold the 33," in _refusal(crafted, checkpoints.ModelFileError)
     monkeypatch.setenv(architecture.MEMORY_LIMIT_ENV, "0.000001")
     assert "TF_DISTILL_MAX_MODEL_GB" in _refusal(tiny_keras, architecture.ArchitectureError)
 
@@ -337,7 +339,7 @@ def test_crafted_latent_avg_npy_is_refused(tmp_path, tiny_keras):
     np.save(folder / "latent_avg.npy", np.zeros(5, np.float32))
     assert "style_dim [8]" in _refusal(folder)
     np.save(folder / "latent_avg.npy", np.ones(8, np.float32))
-    np.testing.assert_array_equal(model_io.load_any(folder)["latent_avg"], np.ones((1, 8), np.float32))
+    np.testing.assert_array_equal(checkpoints.load_any(folder)["latent_avg"], np.ones((1, 8), np.float32))
 
 
 # ---------------------------------------------------------------- save_models
@@ -347,7 +349,7 @@ def test_crafted_latent_avg_npy_is_refused(tmp_path, tiny_keras):
 def test_saved_directories_honour_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        model_io.save_models(tmp_path / "out", g_ema=tiny_generator(), latent_avg=np.zeros((1, 8)))
+        checkpoints.save_models(tmp_path / "out", g_ema=tiny_generator(), latent_avg=np.zeros((1, 8)))
     finally:
         os.umask(old)
     assert (tmp_path / "out").stat().st_mode & 0o777 == mode
@@ -358,8 +360,8 @@ def test_saved_directories_honour_the_umask(tmp_path, umask, mode):
 def test_saved_generator_and_discriminator_load_back(tmp_path):
     g, d = tiny_generator(), Discriminator(8, channels=[4, 4])
     d.build()
-    model_io.save_models(tmp_path / "out", g_ema=g, d=d, latent_avg=np.ones(8))
-    loaded = model_io.load_models(tmp_path / "out")
+    checkpoints.save_models(tmp_path / "out", g_ema=g, d=d, latent_avg=np.ones(8))
+    loaded = checkpoints.load_models(tmp_path / "out")
     assert sorted(loaded) == ["d", "g_ema", "latent_avg"] and isinstance(loaded["d"], Discriminator)
     for model in (g, d):
         key = "d" if model is d else "g_ema"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tf_distill import model_io
+from tf_distill.io import checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,5 +28,5 @@ def test_demo_runs_end_to_end(tmp_path):
     assert metrics["teacher"]["params"] == 782_451 and metrics["flops_ratio"] > 3.5
     grid = np.asarray(Image.open(tmp_path / "teacher_vs_student.png"))
     assert grid.shape == (2 + 2 * 34, 2 + 16 * 34, 3) and grid[2:34, 2:34].std() > 5
-    student = model_io.load_generator(tmp_path / "run" / "final")
+    student = checkpoints.load_generator(tmp_path / "run" / "final")
     assert student.channels == [64, 64, 64, 64, 32, 32, 16, 16]

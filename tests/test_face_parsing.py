@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 from test_torch_pickle import SystemCall, write_legacy, write_zip
-from tf_distill.convert.torch_pickle import load_torch_checkpoint, save_torch_checkpoint
+from tf_distill.io.torch_reader import load_torch_checkpoint
+from tf_distill.io.torch_writer import save_torch_checkpoint
 from tf_distill.errors import UserError
 from tf_distill.losses.content_mask import apply_content_mask, content_mask, parse_faces
 from tf_distill.models.face_parsing import FaceParsingNet, check_state_dict, load_face_parsing, state_dict_shapes

@@ -374,17 +374,6 @@ def test_real_statistics_from_folder_and_tfrecords(tmp_path):
         np.testing.assert_allclose(s, sigma, rtol=1e-5, atol=1e-7)
 
 
-def test_folder_resize_and_crop(tmp_path):
-    im = np.zeros((40, 60, 3), np.uint8)
-    im[:, 10:50] = 200  # centre 40x40 after the crop is all 200
-    Image.fromarray(im).save(tmp_path / "a.png")
-    batch = next(iter(fid.image_folder_dataset(str(tmp_path), resolution=20)))
-    assert batch.shape == (1, 20, 20, 3)
-    assert np.abs(batch.numpy()[0, :, 3:17].astype(int) - 200).max() <= 2
-    with pytest.raises(FileNotFoundError):
-        fid.image_folder_dataset(str(tmp_path / "none"))
-
-
 def test_call_nonempty_gives_empty_outputs_of_the_right_shape_and_keeps_rows():
     """An empty batch (a replica's share of a small last batch) through a conv net gives [0, ...] of the
     network's output shape, in graph mode too; non-empty batches are untouched."""

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from conftest import fixture_path, load_npz, nchw, nhwc, state_dict_of
-from tf_distill import model_io
+from tf_distill.io import checkpoints
 from tf_distill.convert import rosinality
 from tf_distill.convert.rosinality import StateDictError
-from tf_distill.convert.torch_pickle import CheckpointError, load_torch_checkpoint
+from tf_distill.io.torch_reader import CheckpointError, load_torch_checkpoint
 from tf_distill.models import Generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def teacher_models():
-    return model_io.read_rosinality(fixture_path("teacher32_zip.pt"))
+    return checkpoints.read_rosinality(fixture_path("teacher32_zip.pt"))
 
 
 def _assert_same_weights(a, b):
@@ -30,7 +30,7 @@ def _assert_same_weights(a, b):
 
 
 def test_zip_and_legacy_checkpoints_give_the_same_models(teacher_models):
-    legacy = model_io.read_rosinality(fixture_path("teacher32_legacy.pt"))
+    legacy = checkpoints.read_rosinality(fixture_path("teacher32_legacy.pt"))
     assert sorted(teacher_models) == sorted(legacy) == ["d", "g", "g_ema"]
     for key in ("g", "g_ema", "d"):
         _assert_same_weights(teacher_models[key], legacy[key])
@@ -44,7 +44,7 @@ def test_imported_checkpoint_reproduces_the_reference_images(teacher_models):
 
 
 def test_student_checkpoint_architecture():
-    g = model_io.load_generator(fixture_path("student32_zip.pt"))
+    g = checkpoints.load_generator(fixture_path("student32_zip.pt"))
     assert g.channels == load_npz("g_student32.npz")["config/channels"].tolist()
 
 
@@ -81,29 +81,29 @@ def test_corrupt_checkpoints_give_one_line_errors(tmp_path):
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated.pt") as err:
-        model_io.read_rosinality(truncated)
+        checkpoints.read_rosinality(truncated)
     assert "\n" not in str(err.value)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all" * 10)
     with pytest.raises(CheckpointError, match="garbage.pt"):
-        model_io.read_rosinality(garbage)
+        checkpoints.read_rosinality(garbage)
 
 
 def test_checkpoint_with_a_wrong_shape_names_network_and_parameter(tmp_path):
-    from tf_distill.convert.torch_pickle import save_torch_checkpoint  # pylint: disable=import-outside-toplevel
+    from tf_distill.io.torch_writer import save_torch_checkpoint  # pylint: disable=import-outside-toplevel
 
     ckpt = load_torch_checkpoint(fixture_path("teacher32_zip.pt"))
     ckpt["d"]["final_linear.1.weight"] = np.zeros((2, 32), np.float32)
     path = tmp_path / "bad.pt"
     save_torch_checkpoint(ckpt, path)
     with pytest.raises(StateDictError, match=r"bad.pt \[d\]: parameter 'final_linear.1.weight' has shape \(2, 32\)"):
-        model_io.read_rosinality(path)
+        checkpoints.read_rosinality(path)
 
 
 def test_round_trip_keras_pt_keras_is_exact_and_torch_loads_it(tmp_path, teacher_models):
     path = tmp_path / "teacher.pt"
-    model_io.write_rosinality(path, **teacher_models)
-    back = model_io.read_rosinality(path)
+    checkpoints.write_rosinality(path, **teacher_models)
+    back = checkpoints.read_rosinality(path)
     for key in ("g", "g_ema", "d"):
         _assert_same_weights(teacher_models[key], back[key])
     torch = pytest.importorskip("torch")

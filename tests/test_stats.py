@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from configs.paper_models import MODELS, get_config
+from tf_distill.configs.paper_models import MODELS, get_config
 from tf_distill.bin.stats import collect_rows, format_table
 from tf_distill.model_stats import generator_stats
 from tf_distill.models import Generator

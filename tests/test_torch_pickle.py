@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tf_distill.convert.torch_pickle import CheckpointError, load_torch_checkpoint, save_torch_checkpoint
+from tf_distill.io.torch_reader import CheckpointError, load_torch_checkpoint
+from tf_distill.io.torch_writer import save_torch_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("TF_DISTILL_FIXTURES") or REPO.parent / "shared" / "fixtures" / "reference")
@@ -142,7 +143,7 @@ def test_zip_and_legacy_fixtures_match_the_npz():
 
 
 def test_product_never_imports_torch():
-    code = ("import sys; from tf_distill.convert.torch_pickle import load_torch_checkpoint as f; "
+    code = ("import sys; from tf_distill.io.torch_reader import load_torch_checkpoint as f; "
             f"f({str(fixture('teacher32_legacy.pt'))!r}); f({str(fixture('teacher32_zip.pt'))!r}); "
             "sys.exit('torch' in sys.modules)")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,
@@ -195,7 +196,7 @@ def test_malicious_globals_are_refused_and_never_run(tmp_path, fmt, case):
 
 def test_safety_does_not_rely_on_the_prescan(tmp_path, monkeypatch):
     """The unpickler itself refuses what the opcode scan would have caught first."""
-    import tf_distill.convert.torch_pickle as tp
+    import tf_distill.io.torch_reader as tp
 
     monkeypatch.setattr(tp, "_scan_pickle", lambda *args: None)
     marker = tmp_path / "pwned"
@@ -451,7 +452,7 @@ def test_save_is_atomic(tmp_path):
 
 
 def test_failed_save_leaves_no_temporary_file(tmp_path, monkeypatch):
-    import tf_distill.convert.torch_pickle as tp
+    import tf_distill.io.torch_writer as tp
 
     path = tmp_path / "ckpt.pt"
     path.write_bytes(b"old")
@@ -570,7 +571,7 @@ def scripted_archive(tmp_path):
 
 
 def test_torchscript_module_tree_is_read_as_inert_records(tmp_path):
-    from tf_distill.convert.torch_pickle import ScriptObject, load_torchscript
+    from tf_distill.io.torchscript import ScriptObject, load_torchscript
 
     net, path = scripted_archive(tmp_path)
     for source in (path, path.read_bytes()):
@@ -588,7 +589,7 @@ def test_torchscript_module_tree_is_read_as_inert_records(tmp_path):
                 node = node[part]
             assert_same(node, value.numpy(), name)
     # Reading the archive runs none of it: the product stays torch-free.
-    code = ("import sys; from tf_distill.convert.torch_pickle import load_torchscript as f; "
+    code = ("import sys; from tf_distill.io.torchscript import load_torchscript as f; "
             f"f({str(path)!r}); sys.exit('torch' in sys.modules)")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
 
@@ -619,7 +620,7 @@ SCRIPT_GLOBAL = b"c__torch__.os\nsystem\n"
 ], ids=["reduce-args", "newobj-args", "tuple-state", "state-twice", "build-class", "intlist-type",
         "bad-name", "eval", "module-pid"])
 def test_crafted_torchscript_pickles_are_refused(tmp_path, data_pkl, fragment):
-    from tf_distill.convert.torch_pickle import load_torchscript
+    from tf_distill.io.torchscript import load_torchscript
 
     path = write_zip(tmp_path / "evil.pt", data_pkl)
     with pytest.raises(CheckpointError) as info:
@@ -630,7 +631,7 @@ def test_crafted_torchscript_pickles_are_refused(tmp_path, data_pkl, fragment):
 
 
 def test_torchscript_malicious_globals_never_run(tmp_path):
-    from tf_distill.convert.torch_pickle import load_torchscript
+    from tf_distill.io.torchscript import load_torchscript
 
     marker = tmp_path / "pwned"
     for case, (make, named) in MALICIOUS.items():
@@ -643,7 +644,7 @@ def test_torchscript_malicious_globals_never_run(tmp_path):
 
 
 def test_numpy_pickles_read_without_numpy_unpickling(tmp_path):
-    from tf_distill.convert.torch_pickle import load_numpy_pickle
+    from tf_distill.io.torch_reader import load_numpy_pickle
 
     rng = np.random.default_rng(0)
     tree = {"a": {"kernel": rng.normal(size=(3, 3, 2, 4)).astype(np.float32), "n": np.arange(5)},
@@ -684,7 +685,7 @@ def np_array_ops(shape_ops, raw, code=b"f4"):
 ], ids=["system", "object", "struct", "protocol5", "list", "truncated", "short-data", "bad-shape",
         "build-twice", "ndarray-call", "torch-global", "garbage"])
 def test_numpy_pickle_refusals_are_one_line(tmp_path, data, fragment):
-    from tf_distill.convert.torch_pickle import load_numpy_pickle
+    from tf_distill.io.torch_reader import load_numpy_pickle
 
     marker = tmp_path / "pwned"
     with pytest.raises(CheckpointError) as info:
@@ -716,3 +717,30 @@ def test_python2_era_ordered_dict_from_pairs(tmp_path):
                 op_tuple([b"]", b"]"])):
         path = write_zip(tmp_path / "bad.pt", b"\x80\x02ccollections\nOrderedDict\n" + bad + b"R.", {"0": data})
         expect_error(path, "refused OrderedDict built from arguments")
+
+
+# ---------------------------------------------------------------- the tf_distill.io package
+
+
+def test_removed_modules_are_referenced_nowhere():
+    """convert/torch_pickle.py and model_io.py moved into tf_distill.io; nothing may name them any more."""
+    removed = ("convert.torch_pickle", "convert import torch_pickle", "tf_distill.model_io", "tf_distill import model_io")
+    offenders = []
+    for folder in ("tf_distill", "tests", "bench", "configs", "scripts", "docs", "demo", "export"):
+        for path in sorted((REPO / folder).rglob("*")):
+            if path.suffix in (".py", ".md", ".sh", ".cfg", ".toml") and path.is_file() and path != Path(__file__):
+                text = path.read_text(errors="replace")
+                offenders += [f"{path.relative_to(REPO)}: {name}" for name in removed if name in text]
+    offenders += [f"README.md: {name}" for name in removed if name in (REPO / "README.md").read_text()]
+    assert not offenders, offenders
+    assert not (REPO / "tf_distill" / "convert" / "torch_pickle.py").exists()
+    assert not (REPO / "tf_distill" / "model_io.py").exists()
+
+
+def test_torch_readers_load_neither_torch_nor_keras():
+    """Reading torch files (metric weights) must not pull in Keras or TensorFlow, and tf_distill.io
+    must not shadow the standard library's io."""
+    code = ("import io, sys; import tf_distill.io.torch_reader, tf_distill.io.torchscript, tf_distill.io.torch_writer; "
+            "assert io.BytesIO and sys.modules['io'] is io; "
+            "loaded = [m for m in ('torch', 'keras', 'tensorflow') if m in sys.modules]; assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})

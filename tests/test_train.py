@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_distill import model_io
+from tf_distill.io import checkpoints
 from tf_distill.losses.gan import path_lengths, r1_penalty
 from tf_distill.models import Discriminator, Generator
 from tf_distill.train.mimic import MappingMimic
@@ -185,7 +185,7 @@ def test_r1_and_path_length_against_finite_differences():
 
 def test_distilled_checkpoint_loads_back(tmp_path, data_dir, teacher_path):
     _train(tmp_path, "kd", data_dir, "default", 2, None, f"teacher={teacher_path}")
-    models = model_io.load_models(tmp_path / "kd" / "final")
+    models = checkpoints.load_models(tmp_path / "kd" / "final")
     assert sorted(models) == ["d", "g", "g_ema"]
     assert (tmp_path / "kd" / "samples").is_dir()
 

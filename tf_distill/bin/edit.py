@@ -67,7 +67,7 @@ def _for_flag(flag, fn, *args):
 
 
 def edit_main():
-    from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+    from tf_distill.io import checkpoints  # pylint: disable=import-outside-toplevel
     from tf_distill.projection import edit, grids  # pylint: disable=import-outside-toplevel
 
     # Everything the user gave is checked before a model is loaded or a PNG written.
@@ -91,7 +91,7 @@ def edit_main():
     for path in (_TEACHER.value, _STUDENT.value, _DIRECTION_NPY.value):
         if path and not Path(path).exists():
             raise UserError(f"{path} does not exist (check the path)")
-    models = {name: model_io.load_generator(path)
+    models = {name: checkpoints.load_generator(path)
               for name, path in (("teacher", _TEACHER.value), ("student", _STUDENT.value)) if path}
     codes_a = {m: [edit.load_code(g, m, s, "--a") for s in _A.value] for m, g in models.items()}
     codes_b = {m: [edit.load_code(g, m, s, "--b") for s in _B.value] for m, g in models.items()}

@@ -103,7 +103,7 @@ def _skipped(stats):
 
 
 def evaluate():
-    from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+    from tf_distill.io import checkpoints  # pylint: disable=import-outside-toplevel
     from tf_distill.data import DecodeStats  # pylint: disable=import-outside-toplevel
     from tf_distill.progress import Progress  # pylint: disable=import-outside-toplevel
     from tf_distill.train.strategy import make_strategy  # pylint: disable=import-outside-toplevel
@@ -134,11 +134,11 @@ def evaluate():
         lpips = LPIPS()
         from tf_distill.metrics.generator_eval import lpips_between  # pylint: disable=import-outside-toplevel
 
-        g_a, g_b = model_io.load_generator(_CHECKPOINT.value), model_io.load_generator(_CHECKPOINT_B.value)
+        g_a, g_b = checkpoints.load_generator(_CHECKPOINT.value), checkpoints.load_generator(_CHECKPOINT_B.value)
         result.update(num_samples=num_samples, batch_size=batch_size,
                       lpips=lpips_between(g_a, g_b, lpips, num_samples, batch_size, _SEED.value))
         return result
-    generator = model_io.load_generator(_CHECKPOINT.value)
+    generator = checkpoints.load_generator(_CHECKPOINT.value)
     if metric == "ppl":
         from tf_distill.metrics.ppl import perceptual_path_length  # pylint: disable=import-outside-toplevel
 

@@ -46,12 +46,12 @@ def main(argv):
     for name in ("max_batch", "tflite_batch", "compare_samples", "w_avg_samples"):
         if flags.FLAGS[name].value < 1:
             raise app.UsageError(f"--{name} must be at least 1, got {flags.FLAGS[name].value}.")
-    from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+    from tf_distill.io import checkpoints  # pylint: disable=import-outside-toplevel
     from tf_distill.export import savedmodel, tflite  # pylint: disable=import-outside-toplevel
     from tf_distill.models import Generator  # pylint: disable=import-outside-toplevel
 
     check_paths(savedmodel, tflite)
-    models = model_io.load_any(_CHECKPOINT.value)
+    models = checkpoints.load_any(_CHECKPOINT.value)
     generator = next((models[k] for k in ("g_ema", "g") if isinstance(models.get(k), Generator)), None)
     if generator is None:
         raise UserError(f"{_CHECKPOINT.value} holds no generator (found {sorted(models)}; give a generator "

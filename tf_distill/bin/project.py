@@ -135,7 +135,7 @@ def write_report(output, per_image, models, settings, skipped=None):
 
 
 def project_main(files):
-    from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+    from tf_distill.io import checkpoints  # pylint: disable=import-outside-toplevel
     from tf_distill.data import DecodeStats  # pylint: disable=import-outside-toplevel
     from tf_distill.images import read_images  # pylint: disable=import-outside-toplevel
     from tf_distill.metrics.lpips import LPIPS  # pylint: disable=import-outside-toplevel
@@ -147,7 +147,7 @@ def project_main(files):
 
     stats = DecodeStats()
     files = readable_files(files, stats, _MAX_IMAGES.value)
-    models = {name: model_io.load_generator(path)
+    models = {name: checkpoints.load_generator(path)
               for name, path in (("teacher", _TEACHER.value), ("student", _STUDENT.value)) if path}
     mask_of = None
     if _FACE_PARSING.value:

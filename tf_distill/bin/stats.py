@@ -20,7 +20,7 @@ _JSON = flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
 
 def collect_rows(config=None, checkpoints=()):
     """[(name, stats dict)] for every generator of a config and every checkpoint."""
-    from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+    from tf_distill.io.checkpoints import load_generator  # pylint: disable=import-outside-toplevel
     from tf_distill.model_stats import generator_stats  # pylint: disable=import-outside-toplevel
     from tf_distill.models import Generator  # pylint: disable=import-outside-toplevel
 
@@ -31,7 +31,7 @@ def collect_rows(config=None, checkpoints=()):
         for name, gen_config in config.generators.items():
             rows.append((name, generator_stats(Generator(**gen_config.to_dict()))))
     for path in checkpoints:
-        rows.append((path, generator_stats(model_io.load_generator(path))))
+        rows.append((path, generator_stats(load_generator(path))))
     return rows
 
 

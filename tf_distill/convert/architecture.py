@@ -16,7 +16,7 @@ import os
 
 from tf_distill.errors import UserError
 from tf_distill.models.discriminator import standard_discriminator_channels
-from tf_distill.models.generator import standard_channels
+from tf_distill.models.generator import generator_defaults, standard_channels
 
 MAX_SIZE = 4096            # output resolution
 MAX_WIDTH = 8192           # style_dim, channels and mapping widths
@@ -88,8 +88,7 @@ def _standard_channels(size, channel_multiplier, table):
 def generator_config(config):
     """The Generator constructor arguments of ``config`` (missing ones: the defaults), each checked against
     the bounds; channels filled in from the standard table when absent. Raises ArchitectureError."""
-    c = {**dict(style_dim=512, n_mlp=8, channel_multiplier=2, lr_mlp=0.01, channels=None, kernel_size=3,
-                mapping_widths=None, mapping_lr_mul=1.0, blur_kernel=(1, 3, 3, 1)), **config}
+    c = {**generator_defaults(), **config}
     log_size = _log2_size(c["size"])
     out = dict(size=2 ** log_size, style_dim=_integer(c["style_dim"], "style_dim", 1, MAX_WIDTH),
                channel_multiplier=_integer(c["channel_multiplier"], "channel_multiplier", 1, MAX_WIDTH // 256),

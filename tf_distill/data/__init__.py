@@ -1,7 +1,8 @@
 """Training data as ``tf.data`` pipelines: image folders, TFRecords, Debian's Fashion-MNIST.
 
 Every pipeline yields float32 NHWC batches in [-1, 1] at a requested square resolution, sharded
-per ``tf.distribute`` input pipeline. Entry point: :func:`make_dataset`.
+per ``tf.distribute`` input pipeline. Entry point: :func:`make_dataset`. Real images for FID
+statistics, prepared as the reference's evaluation saw them: :func:`prepared_images`.
 """
 
 from tf_distill.data.decode import DecodeStats, resize_square, to_signed_unit
@@ -10,11 +11,12 @@ from tf_distill.data.fashion_mnist import load_fashion_mnist, pad_images
 from tf_distill.data.folder import IMAGE_EXTENSIONS, list_image_files
 from tf_distill.data.idx import IdxError, read_idx, write_idx
 from tf_distill.data.pipeline import make_dataset, random_flip
+from tf_distill.data.prepare import prepare_image, prepared_images
 from tf_distill.data.source import DataSource
 from tf_distill.data.tfrecord import FEATURES, image_example, parse_record, write_tfrecords
 
 __all__ = [
     "DataSource", "DatasetNotFoundError", "DecodeStats", "EmptyDatasetError", "FEATURES", "IMAGE_EXTENSIONS",
     "IdxError", "image_example", "list_image_files", "load_fashion_mnist", "make_dataset", "pad_images",
-    "parse_record", "random_flip", "read_idx", "resize_square", "to_signed_unit", "write_idx", "write_tfrecords",
+    "parse_record", "prepare_image", "prepared_images", "random_flip", "read_idx", "resize_square", "to_signed_unit", "write_idx", "write_tfrecords",
 ]

@@ -17,17 +17,21 @@ sorted file list, so reading them in order without shuffling yields the folder's
 """
 
 import dataclasses
+import io
 import os
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
+from google.protobuf.message import DecodeError
 from PIL import Image
 
 from tf_distill.data import decode
 from tf_distill.data.errors import DatasetNotFoundError, EmptyDatasetError
 from tf_distill.data.folder import list_image_files
 from tf_distill.data.stream import shuffle_repeat
+from tf_distill.images import UnreadableImageError, read_rgb
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -181,3 +185,44 @@ def tfrecord_images(pattern, resolution, *, num_shards=1, shard_index=0, shuffle
     ds = ds.map(name_and_bytes, num_parallel_calls=AUTOTUNE, deterministic=True)
     return decode.decode_or_skip(ds, lambda b: b, resolution, stats)
 
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One record read in Python: its name (its ``path`` feature, else ``<file>#<index>``) and its
+    ``tf.train.Example`` (None when the bytes do not parse as one)."""
+    name: str
+    example: object
+
+
+def iter_records(files):
+    """Every record of ``files`` (e.g. :func:`list_tfrecord_files`), in file order, as :class:`Record`."""
+    for file in files:
+        for index, serialized in enumerate(tf.data.TFRecordDataset(file).as_numpy_iterator()):
+            name = f"{file}#{index}"
+            try:
+                example = tf.train.Example.FromString(serialized)
+            except DecodeError:
+                yield Record(name, None)
+                continue
+            path = example.features.feature["path"].bytes_list.value if "path" in example.features.feature else []
+            yield Record(path[0].decode("utf-8", "replace") if path and path[0] else name, example)
+
+
+def read_record(record):
+    """uint8 [H, W, 3] of a :class:`Record`: the schema's encoded ``image``, decoded with PIL as image
+    files are (``tf_distill.images.read_rgb``), or NVlabs dataset_tool's raw ``shape`` (CHW) + ``data``
+    bytes (grey replicated to RGB). Raises ``UnreadableImageError`` naming the record."""
+    feature = record.example.features.feature if record.example is not None else {}
+    if "image" in feature and feature["image"].bytes_list.value:
+        try:
+            return read_rgb(io.BytesIO(feature["image"].bytes_list.value[0]))
+        except UnreadableImageError as err:
+            raise UnreadableImageError(record.name, err.reason) from None
+    if "shape" in feature and "data" in feature and feature["data"].bytes_list.value:
+        shape, data = list(feature["shape"].int64_list.value), feature["data"].bytes_list.value[0]
+        if len(shape) != 3 or shape[0] not in (1, 3) or min(shape) < 1 or int(np.prod(shape)) != len(data):
+            raise UnreadableImageError(record.name, f"raw shape {shape} does not fit its {len(data)} data bytes")
+        image = np.frombuffer(data, np.uint8).reshape(shape).transpose(1, 2, 0)
+        return np.ascontiguousarray(np.repeat(image, 3, axis=2) if shape[0] == 1 else image)
+    what = "not a tf.train.Example" if record.example is None else "neither an `image` feature nor `shape` + `data`"
+    raise UnreadableImageError(record.name, f"the record holds {what}")

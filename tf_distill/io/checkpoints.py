@@ -1,4 +1,4 @@
-"""Reading and writing generators and discriminators in the formats users hold.
+"""Our generator/discriminator checkpoints: reading and writing them in the formats users hold.
 
 - rosinality/CAGAN/StyleKD ``.pt`` checkpoints ({'g', 'g_ema', 'd'[, 'latent_avg']}, or a bare
   state_dict): read without torch by a restricted unpickler, mapped by name (``convert.rosinality``).
@@ -23,7 +23,8 @@ import numpy as np
 
 from tf_distill import outputs
 from tf_distill.convert import architecture, rosinality
-from tf_distill.convert.torch_pickle import CheckpointError, load_torch_checkpoint, save_torch_checkpoint
+from tf_distill.io.torch_reader import CheckpointError, load_torch_checkpoint
+from tf_distill.io.torch_writer import save_torch_checkpoint
 from tf_distill.errors import UserError
 from tf_distill.layers.equalized import PACKAGE
 from tf_distill.models import Discriminator, Generator

@@ -12,7 +12,8 @@ factor (full-rank S1; ~5 s at d = 2048 on 2 CPU cores) or the symmetric root ``S
 from ``eigh`` (singular S1; ~4x slower); negative round-off eigenvalues are clipped to 0. The
 tests check it against pytorch-fid's ``calculate_frechet_distance`` (``scipy.linalg.sqrtm``).
 
-Real statistics: :func:`real_statistics` from an image folder or TFRecords, cached as
+Real statistics: :func:`real_statistics` from an image folder or TFRecords, read by
+``tf_distill.data.prepared_images`` (the reference's ``prepare_data`` resize), cached as
 ``.npz`` with keys ``mu``, ``sigma`` (pytorch-fid's format; ``num_images`` added).
 :func:`load_statistics` also reads pytorch-fid ``.npz`` and StyleKD/CAGAN ``.pkl``
 (``{'mean', 'cov'}``, read with a numpy-only unpickler).
@@ -20,9 +21,6 @@ Real statistics: :func:`real_statistics` from an image folder or TFRecords, cach
 
 from __future__ import annotations
 
-import glob
-import io
-import itertools
 import os
 import zipfile
 from typing import Callable, Optional, Tuple
@@ -30,15 +28,14 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tf_distill.data import DatasetNotFoundError, DecodeStats, EmptyDatasetError
+from tf_distill.data import DataSource, prepared_images
 from tf_distill.errors import UserError
-from tf_distill.images import UnreadableImageError, read_images, read_rgb
+from tf_distill.io.torch_reader import load_numpy_pickle
 from tf_distill.outputs import atomic_path
 
 __all__ = [
     "FIDAccumulator", "frechet_distance", "accumulate",
-    "save_statistics", "load_statistics", "image_folder_dataset", "tfrecord_dataset",
-    "real_statistics",
+    "save_statistics", "load_statistics", "real_statistics",
 ]
 
 
@@ -197,8 +194,6 @@ def load_statistics(path: str) -> Tuple[np.ndarray, np.ndarray]:
     """
     try:
         if path.endswith(".pkl"):
-            from tf_distill.convert.torch_pickle import load_numpy_pickle
-
             d = load_numpy_pickle(path)
             mu, sigma = np.asarray(d["mean"], np.float64), np.asarray(d["cov"], np.float64)
         else:
@@ -213,108 +208,6 @@ def load_statistics(path: str) -> Tuple[np.ndarray, np.ndarray]:
     return mu, sigma
 
 
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def _load_image(path: str, resolution: Optional[int], jpeg_quality: Optional[int]) -> np.ndarray:
-    from PIL import Image
-
-    im = Image.fromarray(read_rgb(path))
-    if resolution is not None and im.size != (resolution, resolution):
-        # rosinality prepare_data: resize (shorter side) with LANCZOS, then centre crop.
-        w, h = im.size
-        s = resolution / min(w, h)
-        im = im.resize((max(resolution, round(w * s)), max(resolution, round(h * s))), Image.LANCZOS)
-        w, h = im.size
-        left, top = (w - resolution) // 2, (h - resolution) // 2
-        im = im.crop((left, top, left + resolution, top + resolution))
-    if jpeg_quality is not None:
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=jpeg_quality)
-        buf.seek(0)
-        im = Image.open(buf).convert("RGB")
-    return np.asarray(im, np.uint8)
-
-
-def list_images(folder: str) -> list:
-    if not os.path.isdir(folder):
-        raise DatasetNotFoundError(f"image folder {folder} does not exist or is not a folder")
-    files = [p for p in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
-             if p.lower().endswith(_IMAGE_EXTS)]
-    if not files:
-        raise EmptyDatasetError(f"no images ({', '.join(_IMAGE_EXTS)}) under {folder}")
-    return sorted(files)
-
-
-def image_folder_dataset(folder: str, batch_size: int = 50, resolution: Optional[int] = None,
-                         jpeg_quality: Optional[int] = None, max_images: Optional[int] = None,
-                         stats=None) -> tf.data.Dataset:
-    """uint8 NHWC batches from the sorted image files under ``folder`` (remainder kept).
-
-    ``resolution``: resize (shorter side, LANCZOS) + centre crop, as rosinality's
-    ``prepare_data``; ``jpeg_quality=100`` also mimics its JPEG-encoded lmdb. Unreadable files
-    (and, without ``resolution``, images of another size than the first) are skipped with a
-    warning and counted in ``stats`` (a :class:`tf_distill.data.DecodeStats`); ``max_images``
-    counts readable images. Raises ``EmptyDatasetError`` if none is readable.
-    """
-    files = list_images(folder)
-    stats = stats if stats is not None else DecodeStats()
-    load = lambda p: _load_image(p, resolution, jpeg_quality)
-    first = next(read_images(files, stats, load), None)
-    if first is None:
-        raise EmptyDatasetError(f"none of the {len(files)} image(s) under {folder} can be read "
-                                f"({'; '.join(stats.skipped[:3])})")
-    shape = first[1].shape
-
-    def load_same_shape(p):
-        img = load(p)
-        if img.shape != shape:
-            raise UnreadableImageError(p, f"size {img.shape[1]}x{img.shape[0]} differs from the first image's "
-                                          f"{shape[1]}x{shape[0]}; pass resolution=")
-        return img
-
-    def gen():
-        for _, img in itertools.islice(read_images(files, stats, load_same_shape), max_images):
-            yield img
-
-    ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec(shape, tf.uint8))
-    return ds.batch(batch_size).prefetch(2)
-
-
-def tfrecord_dataset(pattern: str, batch_size: int = 50, feature_key: str = "image",
-                     max_images: Optional[int] = None) -> tf.data.Dataset:
-    """uint8 NHWC batches from TFRecords (files in sorted order, records in file order).
-
-    Understands records with an encoded image under ``feature_key`` (PNG/JPEG/BMP/GIF)
-    and NVlabs-style records (``shape`` int64 [3] CHW + ``data`` raw bytes).
-    """
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise FileNotFoundError(f"no TFRecord files match {pattern}")
-    ds = tf.data.TFRecordDataset(files)
-    first = tf.train.Example.FromString(next(iter(ds)).numpy())
-    if feature_key in first.features.feature:
-        spec = {feature_key: tf.io.FixedLenFeature([], tf.string)}
-
-        def parse(r):
-            img = tf.io.decode_image(tf.io.parse_single_example(r, spec)[feature_key], channels=3,
-                                     expand_animations=False)
-            return tf.ensure_shape(img, [None, None, 3])
-    elif "data" in first.features.feature and "shape" in first.features.feature:
-        spec = {"shape": tf.io.FixedLenFeature([3], tf.int64), "data": tf.io.FixedLenFeature([], tf.string)}
-
-        def parse(r):
-            ex = tf.io.parse_single_example(r, spec)
-            img = tf.reshape(tf.io.decode_raw(ex["data"], tf.uint8), ex["shape"])
-            return tf.transpose(img, [1, 2, 0])
-    else:
-        raise ValueError(f"TFRecords in {pattern} have neither '{feature_key}' nor 'shape'+'data' features")
-    ds = ds.map(parse)
-    if max_images is not None:
-        ds = ds.take(max_images)
-    return ds.batch(batch_size).prefetch(2)
-
-
 def real_statistics(source: str, cache_path: Optional[str] = None, batch_size: int = 50,
                     resolution: Optional[int] = None, jpeg_quality: Optional[int] = None,
                     max_images: Optional[int] = None, inception=None, dims: int = 2048,
@@ -322,15 +215,14 @@ def real_statistics(source: str, cache_path: Optional[str] = None, batch_size: i
                     progress: Optional[Callable[[int], None]] = None, stats=None) -> Tuple[np.ndarray, np.ndarray]:
     """``(mu, sigma)`` of real images (folder, or TFRecord file/glob), cached at ``cache_path``.
 
-    An existing ``cache_path`` is loaded instead of recomputing. Unreadable images of a folder are
-    skipped and counted in ``stats`` (see :func:`image_folder_dataset`).
+    An existing ``cache_path`` is loaded instead of recomputing. Images are read by
+    ``tf_distill.data.prepared_images`` (``resolution``, ``jpeg_quality``, ``max_images``: see there);
+    unreadable ones are skipped and counted in ``stats``.
     """
     if cache_path and os.path.isfile(cache_path):
         return load_statistics(cache_path)
-    if os.path.isdir(source):
-        ds = image_folder_dataset(source, batch_size, resolution, jpeg_quality, max_images, stats)
-    else:
-        ds = tfrecord_dataset(source, batch_size, max_images=max_images)
+    data_source = DataSource.folder(source) if os.path.isdir(source) else DataSource.tfrecord(source)
+    ds = prepared_images(data_source, batch_size, resolution, jpeg_quality, max_images, stats)
     scope = strategy.scope() if strategy is not None else _null_scope()
     with scope:
         if inception is None:

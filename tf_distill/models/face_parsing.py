@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_distill.convert.torch_pickle import load_torch_checkpoint
+from tf_distill.io.torch_reader import load_torch_checkpoint
 from tf_distill.errors import UserError
 
 NUM_CLASSES = 19

@@ -72,13 +72,13 @@ class SuiteRunner:
         self.config, self.workdir, self.specs, self.log = config, Path(workdir), specs, log
 
     def _setup(self):
-        from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+        from tf_distill.io import checkpoints  # pylint: disable=import-outside-toplevel
         from tf_distill.metrics.inception import FIDInceptionV3  # pylint: disable=import-outside-toplevel
         from tf_distill.metrics.lpips import LPIPS  # pylint: disable=import-outside-toplevel
         from tf_distill.reproduce.evaluate import SuiteEvaluator  # pylint: disable=import-outside-toplevel
 
         self.lpips, inception = LPIPS(), FIDInceptionV3()
-        self.teacher = model_io.load_generator(self.config.base.teacher)
+        self.teacher = checkpoints.load_generator(self.config.base.teacher)
         self.evaluator = SuiteEvaluator(self.workdir, self.config.base.data.source, self.teacher, self.config.eval,
                                         self.lpips, inception)
         self.evaluator.real_statistics()

