@@ -18,9 +18,9 @@ import pytest
 from conftest import FIXTURES
 import tensorflow as tf
 
-from tf_distill.ops import _custom, _loader, fused_bias_act, setup_kernel, upfirdn2d
-from tf_distill.ops.fused_bias_act import fused_bias_act_ref
-from tf_distill.ops.upfirdn2d import upfirdn2d_ref
+from tf_distill.ops import _loader, choice, fused_bias_act, setup_kernel, upfirdn2d
+from tf_distill.ops.fused_bias_act import fused_bias_act_custom, fused_bias_act_ref
+from tf_distill.ops.upfirdn2d import upfirdn2d_custom, upfirdn2d_ref
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = FIXTURES / "ops_reference.npz"
@@ -29,6 +29,15 @@ LIBRARY = _loader.custom_ops_library()
 requires_library = pytest.mark.skipif(
     LIBRARY is None,
     reason=f"custom op library not available ({_loader.unavailable_reason()}); run custom_ops/build.sh")
+
+
+@pytest.fixture(autouse=True)
+def _custom_kernels_really_ran():
+    """impl="custom" falls back to the reference when a kernel fails its self-check (with a warning):
+    that would make the comparisons below vacuous, so any failed self-check fails the test."""
+    yield
+    failed = {op: r for op, r in choice.self_check_results().items() if not r["passed"]}
+    assert not failed, f"custom kernels failed their self-check, the tests compared the reference with itself: {failed}"
 
 
 @pytest.fixture(scope="module")
@@ -456,8 +465,8 @@ def _bad_upfirdn_call(spec):
     (test_ops_ref), so this exercises the kernel's own OP_REQUIRES checks."""
     x = tf.zeros(spec.get("x", (1, 4, 4, 3)))
     kernel = tf.ones(spec.get("kernel", (2, 2)))
-    return _custom.upfirdn2d(x, kernel, up=spec.get("up", 1), down=spec.get("down", 1),
-                             pad=spec.get("pad", (0, 0)))
+    return upfirdn2d_custom(x, kernel, up=spec.get("up", 1), down=spec.get("down", 1),
+                            pad=spec.get("pad", (0, 0)))
 
 
 @requires_library
@@ -478,15 +487,15 @@ def test_upfirdn2d_bad_inputs_in_graphs(spec, message):
 @requires_library
 def test_fused_bias_act_bad_inputs_raise_readable_errors():
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"bias of shape \[3\]"):
-        _custom.fused_bias_act(tf.zeros((2, 3)), tf.zeros(4))
+        fused_bias_act_custom(tf.zeros((2, 3)), tf.zeros(4))
     with pytest.raises(tf.errors.InvalidArgumentError, match="rank >= 1"):
-        _custom.fused_bias_act(tf.constant(1.0), tf.zeros(0))
+        fused_bias_act_custom(tf.constant(1.0), tf.zeros(0))
     with pytest.raises(tf.errors.InvalidArgumentError, match="same shape"):
         LIBRARY.tf_distill_fused_bias_act_grad(tf.zeros((2, 3)), tf.zeros((3, 2)))
     with pytest.raises(tf.errors.InvalidArgumentError, match="alpha >= 0"):
         LIBRARY.tf_distill_fused_bias_act(tf.zeros((2, 3)), tf.zeros(3), alpha=-0.1)
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=r"bias of shape \[3\]"):
-        tf.function(lambda: _custom.fused_bias_act(tf.zeros((2, 3)), tf.zeros(4)))()
+        tf.function(lambda: fused_bias_act_custom(tf.zeros((2, 3)), tf.zeros(4)))()
 
 
 # ------------------------------------------------------------------ MirroredStrategy
@@ -495,7 +504,7 @@ MIRRORED_SCRIPT = """
 import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from tf_distill.ops import _loader, fused_bias_act, setup_kernel, upfirdn2d
+from tf_distill.ops import _loader, choice, fused_bias_act, setup_kernel, upfirdn2d
 assert _loader.custom_ops_library() is not None, _loader.unavailable_reason()
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 assert strategy.num_replicas_in_sync == 2
@@ -534,6 +543,8 @@ for c, r, s in zip(custom, ref, single):
     scale = max(1.0, float(np.max(np.abs(r))))
     assert np.max(np.abs(c.numpy() - r.numpy())) <= 1e-5 * scale, (c.numpy(), r.numpy())
     assert np.max(np.abs(c.numpy() - s.numpy())) <= 1e-4 * scale, (c.numpy(), s.numpy())
+checks = choice.self_check_results()  # first reached inside a strategy.run trace: ran eagerly, passed
+assert sorted(checks) == ["fused_bias_act", "upfirdn2d"] and all(r["passed"] for r in checks.values()), checks
 print("MIRRORED_OK", devices)
 """
 
@@ -580,7 +591,7 @@ def test_loader_falls_back_with_one_warning(problem, tmp_path):
     else:
         path = tmp_path / "_custom_ops.so"
         path.write_bytes(b"this is not an ELF shared object")
-    result = _run_python(LOADER_SCRIPT, {"TF_DISTILL_CUSTOM_OPS_LIBRARY": str(path), "TF_DISTILL_OPS_IMPL": "auto"})
+    result = _run_python(LOADER_SCRIPT, {"TF_DISTILL_CUSTOM_OPS_LIBRARY": str(path)})
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-6000:]
     assert "LIBRARY False" in out

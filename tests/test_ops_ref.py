@@ -58,6 +58,23 @@ def test_upfirdn2d_matches_numpy_model(shape, kshape, up, down, pad):
     np.testing.assert_allclose(y, numpy_upfirdn2d(x, k, up, down, *pad), atol=1e-5)
 
 
+def test_upfirdn2d_ref_uses_only_4d_tensors_with_its_gradient():
+    """TFLite's builtin Pad stops at 5-D: the reference (the exported graph) must stay within 4-D."""
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = upfirdn2d(x, setup_kernel([1, 3, 3, 1], gain=9.0), up=3, pad=(2, 1), impl="ref")
+        return y, tape.gradient(y, x, output_gradients=tf.ones_like(y))
+
+    graph = step.get_concrete_function(tf.TensorSpec([None, None, None, 3])).graph
+    ranks = {(op.type, t.shape.rank) for op in graph.get_operations() for t in list(op.inputs) + list(op.outputs)}
+    assert max(rank for _, rank in ranks if rank is not None) <= 4, sorted(r for r in ranks if r[1] and r[1] > 4)
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 3)).astype(np.float32)
+    y, _ = step(tf.constant(x))  # gradients: the golden cases above (up 2) check them
+    np.testing.assert_allclose(y, numpy_upfirdn2d(x, setup_kernel([1, 3, 3, 1], gain=9.0), 3, 1, 2, 1), atol=1e-5)
+
+
 def test_upfirdn2d_bad_arguments_are_clear():
     x = tf.zeros([1, 4, 4, 1])
     with pytest.raises(ValueError, match="up >= 1"):

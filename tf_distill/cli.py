@@ -94,6 +94,27 @@ def import_tensorflow():
     return tf
 
 
+OPS_IMPL_ENV = "TF_DISTILL_OPS_IMPL"
+
+
+def ops_implementation_from_environment():
+    """``$TF_DISTILL_OPS_IMPL`` (auto, ref or custom), when set, becomes the process's ops default.
+
+    The binaries' one mapping of the environment onto ``tf_distill.ops.set_default_implementation``;
+    the library itself never reads it. A bad value stops the binary with a one-line error.
+    """
+    value = os.environ.get(OPS_IMPL_ENV, "").strip()
+    if not value:
+        return
+    from tf_distill import ops  # pylint: disable=import-outside-toplevel
+
+    try:
+        ops.set_default_implementation(value)
+    except ValueError:
+        fail(f"{OPS_IMPL_ENV}={value!r} is not an ops implementation (set it to one of {', '.join(ops.IMPLS)}, "
+             "or unset it)", 2)
+
+
 def describe(err):
     """The one-line message of an expected error, or None if ``err`` is a bug."""
     if isinstance(err, UserError):
@@ -126,12 +147,39 @@ def _flags_parser(tensorflow):
             rest = _parse_flags_or_fail(argv)
             if tensorflow:
                 import_tensorflow()
+                ops_implementation_from_environment()
         return rest
 
     return parse
 
 
+def config_path(value):
+    """A ``--config`` value: ``configs/NAME.py[:arg]`` that is not there from the working directory names the
+    installed config of that name (configs/ is installed as ``tf_distill.configs``); anything else unchanged."""
+    path, colon, arg = value.partition(":")
+    if os.path.exists(path) or not path.startswith("configs/"):
+        return value
+    from tf_distill import configs  # pylint: disable=import-outside-toplevel
+
+    installed = os.path.join(os.path.dirname(configs.__file__), path[len("configs/"):])
+    return installed + colon + arg if os.path.exists(installed) else value
+
+
+def _with_config_paths(argv):
+    """``argv`` with every config flag's file resolved by :func:`config_path` (``--config=F`` or ``--config F``)."""
+    names = {f"--{flag.name}" for flag in _config_flags()}
+    out = list(argv)
+    for i, arg in enumerate(out):
+        name, eq, value = arg.partition("=")
+        if name in names and eq:
+            out[i] = f"{name}={config_path(value)}"
+        elif arg in names and i + 1 < len(out):
+            out[i + 1] = config_path(out[i + 1])
+    return out
+
+
 def _parse_flags_or_fail(argv):
+    argv = _with_config_paths(argv)
     try:
         rest = flags.FLAGS(argv)
         for flag in _config_flags():

@@ -25,11 +25,10 @@ Every input is validated in the graph (``tf.debugging.Assert`` -> ``InvalidArgum
 message), in a function traced with unknown shapes, because TF Serving feeds tensors without
 checking them against the signature's shapes.
 
-The graph is traced through the reference ops (``TF_DISTILL_OPS_IMPL=ref`` during the export)
+The graph is traced through the reference ops (``ops.implementation("ref")`` during the export)
 and checked with ``stock_ops.check_saved_model`` before the version directory appears.
 """
 
-import contextlib
 import json
 import os
 import re
@@ -40,26 +39,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tf_distill.ops import _impl
+from tf_distill import ops
 
 DEFAULT_MAX_BATCH = 64
 MAX_ABS_LATENT = 1e4  # bound on |z|, |w| entries (module doc): ~1000x what the mapping produces, far from overflow
 METADATA_FILE = "tf_distill_export.json"
 SIGNATURE_NAMES = ("serving_default", "from_seeds", "from_w", "style_mix", "mapping")
-
-
-@contextlib.contextmanager
-def reference_ops():
-    """Traces everything inside with the plain-TF reference ops (no custom ops in the graph)."""
-    old = os.environ.get(_impl.ENV_VAR)
-    os.environ[_impl.ENV_VAR] = "ref"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(_impl.ENV_VAR, None)
-        else:
-            os.environ[_impl.ENV_VAR] = old
 
 
 def z_from_seeds(seeds, style_dim):
@@ -334,7 +319,7 @@ def export_saved_model(generator, model_dir, version=None, latent_avg=None, w_av
     w_avg, w_avg_source = compute_w_avg(generator, latent_avg, w_avg_samples, w_avg_seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
     try:
-        with reference_ops():
+        with ops.implementation("ref"):  # stock ops only (no custom ops in the graph)
             module = GeneratorServing(generator, w_avg, randomize_noise=randomize_noise, max_batch=max_batch,
                                       jit_compile=jit_compile)
             out = tmp / "model"

@@ -97,8 +97,8 @@ def check_saved_model(path, stock=None, allow_xla=True):
         listed = ", ".join(f"{op} (in {where})" for op, where in problems[:20])
         raise NonStockOpError(
             f"{path}: {len(problems)} op type(s) that stock TensorFlow / tensorflow/serving cannot run: {listed}. "
-            "Export through the reference ops (TF_DISTILL_OPS_IMPL=ref) or serve with a model server that has "
-            "the custom op library compiled in.")
+            "Export through the reference ops (tf-distill-export does: `with tf_distill.ops.implementation('ref'):`) "
+            "or serve with a model server that has the custom op library compiled in.")
     if all_xla and not allow_xla:
         raise NonStockOpError(f"{path}: functions compiled with XLA ({', '.join(all_xla[:5])}); stock "
                               "tensorflow/serving runs them only with --xla_cpu_compilation_enabled (CPU).")

@@ -2,58 +2,21 @@
 
 The TFLite model is the SavedModel's ``serving_default`` computation (reference ops, stored
 constant noise, ``truncation_psi`` input, the same uint8 rounding) without the in-graph request
-checks (an app feeds its own z). The batch is fixed at conversion (``batch``, default 1).
+checks (an app feeds its own z); the reference upfirdn2d uses 4-D ops only, so it needs no Flex. The batch is fixed at conversion (``batch``, default 1).
 Quantization: ``None`` (float32), ``"float16"`` (weights stored as float16) or
 ``"dynamic_int8"`` (dynamic-range: int8 weights, float activations).
 """
 
-import contextlib
-import importlib
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from tf_distill import ops
 from tf_distill.export import savedmodel
 from tf_distill.outputs import write_file_atomic
 
 QUANTIZE = (None, "float16", "dynamic_int8")
-
-
-def _zero_insert_4d(x, up):
-    """upfirdn2d's zero insertion (each sample followed by up-1 zeros, both axes) with 4-D ops only."""
-    shape = tf.shape(x)
-    n, h, w, c = shape[0], shape[1], shape[2], x.shape[3]
-    x = tf.reshape(x, [n * h, w, 1, c])  # width
-    x = tf.pad(x, [[0, 0], [0, 0], [0, up - 1], [0, 0]])
-    x = tf.reshape(x, [n, h, 1, w * up * c])  # height
-    x = tf.pad(x, [[0, 0], [0, 0], [0, up - 1], [0, 0]])
-    return tf.reshape(x, [n, h * up, w * up, c])
-
-
-@contextlib.contextmanager
-def tflite_friendly_ops():
-    """Traces upfirdn2d with its zero insertion written in 4-D ops (TFLite's Pad stops at 5-D).
-
-    The reference op inserts zeros with a 6-D tf.Pad, which would need the Flex delegate on
-    devices. Zero insertion is exact either way; the rest (pad, crop, FIR, down) is the
-    reference op itself. (Better: the same rewrite in ``upfirdn2d_ref``; see export/README.md.)
-    """
-    module = importlib.import_module("tf_distill.ops.upfirdn2d")  # the module (the package exports the function)
-
-    original = module.upfirdn2d_ref
-
-    def upfirdn2d_4d(x, kernel, up=1, down=1, pad=(0, 0)):
-        x = tf.convert_to_tensor(x)
-        if int(up) > 1:
-            x = _zero_insert_4d(x, int(up))
-        return original(x, kernel, up=1, down=down, pad=pad)
-
-    module.upfirdn2d_ref = upfirdn2d_4d
-    try:
-        yield
-    finally:
-        module.upfirdn2d_ref = original
 
 
 class _TFLiteModule(tf.Module):
@@ -78,14 +41,14 @@ class _TFLiteModule(tf.Module):
 def convert(generator, w_avg, path, quantize=None, batch=1, allow_flex=False):
     """Writes the TFLite flatbuffer to ``path``; returns (path, size in bytes).
 
-    Only TFLite builtin ops by default (see ``tflite_friendly_ops``); ``allow_flex`` lets the
+    Only TFLite builtin ops by default (traced through the reference ops); ``allow_flex`` lets the
     converter fall back to Flex (Select TF) ops, which apps must link the Flex delegate for.
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}.")
     if int(batch) < 1:
         raise ValueError(f"batch must be >= 1, got {batch}.")
-    with savedmodel.reference_ops(), tflite_friendly_ops():
+    with ops.implementation("ref"):
         serving = savedmodel.GeneratorServing(generator, w_avg)
         module = _TFLiteModule(serving, int(batch))
         concrete = module.generate.get_concrete_function()

@@ -3,6 +3,11 @@
 Parameters are stored raw, exactly as the reference stores them (weights ~ N(0, 1/lr_mul^2),
 biases unscaled) and scaled at run time, so optimizers see the same gradients and the
 rosinality state_dict maps onto them one to one (transposed to TF layouts).
+
+Every layer that runs an op (here and in the other layer modules) takes ``impl`` ("auto", "ref",
+"custom" or None, see ``tf_distill.ops.choice``) and passes it to its ops and sublayers. None
+means whatever is in effect when the layer is called. It is not part of ``get_config``: a saved
+model must not pin the implementation chosen on the machine that saved it.
 """
 
 import math
@@ -10,16 +15,21 @@ import math
 import keras
 import tensorflow as tf
 
-from tf_distill.ops import fused_bias_act, setup_kernel, upfirdn2d
+from tf_distill.ops import choice, fused_bias_act, setup_kernel, upfirdn2d
 
 PACKAGE = "tf_distill"
+
+
+def impl_name(impl):
+    """A layer's ``impl`` argument, checked: None (whatever is in effect when called) or an ops implementation."""
+    return None if impl is None else choice.check_name(impl)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class EqualDense(keras.layers.Layer):
     """Dense layer with equalized lr: ``y = x @ (w * lr_mul / sqrt(in)) + b * lr_mul`` (opt. fused lrelu)."""
 
-    def __init__(self, units, lr_mul=1.0, bias_init=0.0, activation=None, use_bias=True, **kwargs):
+    def __init__(self, units, lr_mul=1.0, bias_init=0.0, activation=None, use_bias=True, impl=None, **kwargs):
         super().__init__(**kwargs)
         if activation not in (None, "lrelu"):
             raise ValueError(f"EqualDense activation must be None or 'lrelu', got {activation!r}.")
@@ -28,6 +38,7 @@ class EqualDense(keras.layers.Layer):
         self.bias_init = float(bias_init)
         self.activation = activation
         self.use_bias = bool(use_bias)
+        self.impl = impl_name(impl)
 
     def build(self, input_shape):
         in_features = int(input_shape[-1])
@@ -43,7 +54,7 @@ class EqualDense(keras.layers.Layer):
         y = tf.matmul(x, self.weight * self.scale)
         bias = self.bias * self.lr_mul if self.bias is not None else None
         if self.activation == "lrelu":
-            return fused_bias_act(y, bias)
+            return fused_bias_act(y, bias, impl=self.impl)
         return y if bias is None else y + bias
 
     def get_config(self):
@@ -55,11 +66,15 @@ class EqualDense(keras.layers.Layer):
 class FusedLeakyReLU(keras.layers.Layer):
     """Per-channel bias + leaky ReLU (0.2) * sqrt(2); the reference's ``activate`` module."""
 
+    def __init__(self, impl=None, **kwargs):
+        super().__init__(**kwargs)
+        self.impl = impl_name(impl)
+
     def build(self, input_shape):
         self.bias = self.add_weight(name="bias", shape=(int(input_shape[-1]),), initializer="zeros")
 
     def call(self, x):
-        return fused_bias_act(x, self.bias)
+        return fused_bias_act(x, self.bias, impl=self.impl)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -70,13 +85,15 @@ class EqualConv2D(keras.layers.Layer):
     convolves with stride 2 and no padding, as the reference's ``ConvLayer(downsample=True)``.
     """
 
-    def __init__(self, filters, kernel_size, downsample=False, use_bias=True, blur_kernel=(1, 3, 3, 1), **kwargs):
+    def __init__(self, filters, kernel_size, downsample=False, use_bias=True, blur_kernel=(1, 3, 3, 1), impl=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.downsample = bool(downsample)
         self.use_bias = bool(use_bias)
         self.blur_kernel = tuple(int(v) for v in blur_kernel)
+        self.impl = impl_name(impl)
 
     def build(self, input_shape):
         in_channels = int(input_shape[-1])
@@ -93,7 +110,7 @@ class EqualConv2D(keras.layers.Layer):
     def call(self, x):
         w = self.weight * self.scale
         if self.downsample:
-            x = upfirdn2d(x, self._blur, pad=self._blur_pad)
+            x = upfirdn2d(x, self._blur, pad=self._blur_pad, impl=self.impl)
             y = tf.nn.conv2d(x, w, strides=2, padding="VALID")
         else:
             p = self.kernel_size // 2

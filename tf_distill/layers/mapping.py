@@ -7,7 +7,7 @@ Heterogeneous students (spec C.1 ``--mlp_cfg``) use their own widths, no PixelNo
 import keras
 import tensorflow as tf
 
-from tf_distill.layers.equalized import PACKAGE, EqualDense
+from tf_distill.layers.equalized import PACKAGE, EqualDense, impl_name
 
 PIXEL_NORM_EPS = 1e-8
 
@@ -24,15 +24,16 @@ class PixelNorm(keras.layers.Layer):
 class MappingNetwork(keras.layers.Layer):
     """z [B, z_dim] -> w [B, widths[-1]]."""
 
-    def __init__(self, widths, lr_mul=0.01, pixel_norm=True, **kwargs):
+    def __init__(self, widths, lr_mul=0.01, pixel_norm=True, impl=None, **kwargs):
         super().__init__(**kwargs)
         self.widths = [int(w) for w in widths]
         if not self.widths:
             raise ValueError("MappingNetwork needs at least one layer width.")
         self.lr_mul = float(lr_mul)
         self.pixel_norm = bool(pixel_norm)
+        self.impl = impl_name(impl)
         self.norm = PixelNorm(name="pixel_norm") if self.pixel_norm else None
-        self.dense_layers = [EqualDense(w, lr_mul=self.lr_mul, activation="lrelu", name=f"dense_{i}")
+        self.dense_layers = [EqualDense(w, lr_mul=self.lr_mul, activation="lrelu", impl=self.impl, name=f"dense_{i}")
                              for i, w in enumerate(self.widths)]
 
     def build(self, input_shape):

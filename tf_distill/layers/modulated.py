@@ -11,7 +11,7 @@ import math
 import keras
 import tensorflow as tf
 
-from tf_distill.layers.equalized import PACKAGE, EqualDense, FusedLeakyReLU
+from tf_distill.layers.equalized import PACKAGE, EqualDense, FusedLeakyReLU, impl_name
 from tf_distill.ops import setup_kernel, upfirdn2d
 
 DEMOD_EPS = 1e-8
@@ -26,7 +26,7 @@ class ModulatedConv2D(keras.layers.Layer):
     """
 
     def __init__(self, filters, kernel_size, demodulate=True, upsample=False, downsample=False,
-                 blur_kernel=(1, 3, 3, 1), **kwargs):
+                 blur_kernel=(1, 3, 3, 1), impl=None, **kwargs):
         super().__init__(**kwargs)
         if upsample and downsample:
             raise ValueError("ModulatedConv2D cannot both upsample and downsample.")
@@ -36,6 +36,7 @@ class ModulatedConv2D(keras.layers.Layer):
         self.upsample = bool(upsample)
         self.downsample = bool(downsample)
         self.blur_kernel = tuple(int(v) for v in blur_kernel)
+        self.impl = impl_name(impl)
         self.modulation = None
 
     def build(self, x_shape, style_shape):
@@ -45,7 +46,7 @@ class ModulatedConv2D(keras.layers.Layer):
         self.scale = 1.0 / math.sqrt(in_channels * k * k)
         self.weight = self.add_weight(name="weight", shape=(k, k, in_channels, self.filters),
                                       initializer=keras.initializers.RandomNormal(stddev=1.0))
-        self.modulation = EqualDense(in_channels, bias_init=1.0, name="modulation")
+        self.modulation = EqualDense(in_channels, bias_init=1.0, impl=self.impl, name="modulation")
         self.modulation.build(style_shape)
         n_taps = len(self.blur_kernel)
         if self.upsample:  # transposed conv gives 2H + k - 2; the blur brings it back to 2H
@@ -69,7 +70,7 @@ class ModulatedConv2D(keras.layers.Layer):
             # does tf.nn.conv2d_transpose with the filter laid out [k, k, out, in].
             y = tf.nn.conv2d_transpose(x, tf.transpose(w, [0, 1, 3, 2]), out_shape, strides=2, padding="VALID")
         elif self.downsample:
-            x = upfirdn2d(x, self._blur, pad=self._blur_pad)
+            x = upfirdn2d(x, self._blur, pad=self._blur_pad, impl=self.impl)
             y = tf.nn.conv2d(x, w, strides=2, padding="VALID")
         else:
             p = self.kernel_size // 2
@@ -80,7 +81,7 @@ class ModulatedConv2D(keras.layers.Layer):
             dcoef = tf.math.rsqrt(tf.matmul(tf.square(s), w_sq) + DEMOD_EPS)  # [B, out]
             y = y * dcoef[:, None, None, :]
         if self.upsample:
-            y = upfirdn2d(y, self._blur, pad=self._blur_pad)
+            y = upfirdn2d(y, self._blur, pad=self._blur_pad, impl=self.impl)
         return y
 
     def get_config(self):
@@ -104,15 +105,17 @@ class NoiseInjection(keras.layers.Layer):
 class StyledConv(keras.layers.Layer):
     """ModulatedConv2D -> noise -> bias + leaky ReLU (noise is added before the bias, as the reference)."""
 
-    def __init__(self, filters, kernel_size, upsample=False, blur_kernel=(1, 3, 3, 1), **kwargs):
+    def __init__(self, filters, kernel_size, upsample=False, blur_kernel=(1, 3, 3, 1), impl=None, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.upsample = bool(upsample)
         self.blur_kernel = tuple(int(v) for v in blur_kernel)
-        self.conv = ModulatedConv2D(filters, kernel_size, upsample=upsample, blur_kernel=blur_kernel, name="conv")
+        self.impl = impl_name(impl)
+        self.conv = ModulatedConv2D(filters, kernel_size, upsample=upsample, blur_kernel=blur_kernel, impl=self.impl,
+                                    name="conv")
         self.noise = NoiseInjection(name="noise")
-        self.activate = FusedLeakyReLU(name="activate")
+        self.activate = FusedLeakyReLU(impl=self.impl, name="activate")
 
     def build(self, x_shape, style_shape, noise_shape=None):
         self.conv.build(x_shape, style_shape)
@@ -133,10 +136,11 @@ class StyledConv(keras.layers.Layer):
 class ToRGB(keras.layers.Layer):
     """1x1 modulated conv to RGB without demodulation, + bias, + the upsampled previous skip image."""
 
-    def __init__(self, blur_kernel=(1, 3, 3, 1), **kwargs):
+    def __init__(self, blur_kernel=(1, 3, 3, 1), impl=None, **kwargs):
         super().__init__(**kwargs)
         self.blur_kernel = tuple(int(v) for v in blur_kernel)
-        self.conv = ModulatedConv2D(3, 1, demodulate=False, name="conv")
+        self.impl = impl_name(impl)
+        self.conv = ModulatedConv2D(3, 1, demodulate=False, impl=self.impl, name="conv")
         p = len(self.blur_kernel) - 2  # Upsample(factor 2): pad ((p+1)//2 + 1, p//2)
         self._up_pad = ((p + 1) // 2 + 1, p // 2)
         self._up_kernel = setup_kernel(self.blur_kernel, gain=4.0)
@@ -148,7 +152,7 @@ class ToRGB(keras.layers.Layer):
     def call(self, x, style, skip=None):
         out = self.conv(x, style) + self.bias
         if skip is not None:
-            out = out + upfirdn2d(skip, self._up_kernel, up=2, pad=self._up_pad)
+            out = out + upfirdn2d(skip, self._up_kernel, up=2, pad=self._up_pad, impl=self.impl)
         return out
 
     def get_config(self):

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from tf_distill.layers import EqualConv2D, EqualDense, FusedLeakyReLU
-from tf_distill.layers.equalized import PACKAGE
+from tf_distill.layers.equalized import PACKAGE, impl_name
 from tf_distill.models.generator import _BASE_CHANNELS, log2_size
 from tf_distill.ops import fused_bias_act
 
@@ -24,7 +24,7 @@ class ConvLayer(keras.layers.Layer):
     """The reference's ConvLayer: [blur + stride 2] conv, then bias + lrelu (or lrelu only without bias)."""
 
     def __init__(self, filters, kernel_size, downsample=False, use_bias=True, activate=True,
-                 blur_kernel=(1, 3, 3, 1), **kwargs):
+                 blur_kernel=(1, 3, 3, 1), impl=None, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
@@ -32,9 +32,10 @@ class ConvLayer(keras.layers.Layer):
         self.use_bias = bool(use_bias)
         self.activate = bool(activate)
         self.blur_kernel = tuple(int(v) for v in blur_kernel)
+        self.impl = impl_name(impl)
         self.conv = EqualConv2D(filters, kernel_size, downsample=downsample, use_bias=use_bias and not activate,
-                                blur_kernel=blur_kernel, name="conv")
-        self.act = FusedLeakyReLU(name="activate") if activate and use_bias else None
+                                blur_kernel=blur_kernel, impl=self.impl, name="conv")
+        self.act = FusedLeakyReLU(impl=self.impl, name="activate") if activate and use_bias else None
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -45,7 +46,7 @@ class ConvLayer(keras.layers.Layer):
         x = self.conv(x)
         if self.act is not None:
             return self.act(x)
-        return fused_bias_act(x) if self.activate else x
+        return fused_bias_act(x, impl=self.impl) if self.activate else x
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
@@ -57,18 +58,19 @@ class ConvLayer(keras.layers.Layer):
 class ResBlock(keras.layers.Layer):
     """``(conv2(conv1(x)) + skip(x)) / sqrt(2)`` with a stride-2 conv2 and a 1x1 stride-2 skip."""
 
-    def __init__(self, filters, blur_kernel=(1, 3, 3, 1), **kwargs):
+    def __init__(self, filters, blur_kernel=(1, 3, 3, 1), impl=None, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.blur_kernel = tuple(int(v) for v in blur_kernel)
+        self.impl = impl_name(impl)
         self.conv1 = None
-        self.conv2 = ConvLayer(filters, 3, downsample=True, blur_kernel=blur_kernel, name="conv2")
+        self.conv2 = ConvLayer(filters, 3, downsample=True, blur_kernel=blur_kernel, impl=self.impl, name="conv2")
         self.skip = ConvLayer(filters, 1, downsample=True, activate=False, use_bias=False,
-                              blur_kernel=blur_kernel, name="skip")
+                              blur_kernel=blur_kernel, impl=self.impl, name="skip")
 
     def build(self, input_shape):
         in_channels = int(input_shape[-1])
-        self.conv1 = ConvLayer(in_channels, 3, blur_kernel=self.blur_kernel, name="conv1")
+        self.conv1 = ConvLayer(in_channels, 3, blur_kernel=self.blur_kernel, impl=self.impl, name="conv1")
         self.conv1.build(input_shape)
         self.conv2.build(input_shape)
         self.skip.build(input_shape)
@@ -111,11 +113,13 @@ class Discriminator(keras.Model):
 
     ``channels`` lists the channels per resolution from ``size`` down to 4 (default: the standard
     table with ``channel_multiplier``). ``stddev_chunk`` (trainer: the reference's per-GPU batch 4)
-    computes the minibatch stddev per chunk of samples, see :func:`minibatch_stddev`.
+    computes the minibatch stddev per chunk of samples, see :func:`minibatch_stddev`. ``impl``: ops
+    implementation of every layer; None (default): whatever is in effect when the model is called
+    or traced (``tf_distill.ops.choice``). Not saved.
     """
 
     def __init__(self, size, channel_multiplier=2, channels=None, stddev_group=4, stddev_features=1,
-                 stddev_chunk=None, blur_kernel=(1, 3, 3, 1), **kwargs):
+                 stddev_chunk=None, blur_kernel=(1, 3, 3, 1), impl=None, **kwargs):
         super().__init__(**kwargs)
         self.size = int(size)
         self.log_size = log2_size(self.size)
@@ -129,13 +133,14 @@ class Discriminator(keras.Model):
         self.stddev_features = int(stddev_features)
         self.stddev_chunk = None if not stddev_chunk else int(stddev_chunk)
         self.blur_kernel = tuple(int(v) for v in blur_kernel)
-        ch = self.channels
-        self.from_rgb = ConvLayer(ch[0], 1, blur_kernel=self.blur_kernel, name="convs_0")
-        self.blocks = [ResBlock(ch[i + 1], blur_kernel=self.blur_kernel, name=f"convs_{i + 1}")
+        self.impl = impl_name(impl)
+        ch, bk, impl = self.channels, self.blur_kernel, self.impl
+        self.from_rgb = ConvLayer(ch[0], 1, blur_kernel=bk, impl=impl, name="convs_0")
+        self.blocks = [ResBlock(ch[i + 1], blur_kernel=bk, impl=impl, name=f"convs_{i + 1}")
                        for i in range(len(ch) - 1)]
-        self.final_conv = ConvLayer(ch[-1], 3, blur_kernel=self.blur_kernel, name="final_conv")
-        self.final_linear_0 = EqualDense(ch[-1], activation="lrelu", name="final_linear_0")
-        self.final_linear_1 = EqualDense(1, name="final_linear_1")
+        self.final_conv = ConvLayer(ch[-1], 3, blur_kernel=bk, impl=impl, name="final_conv")
+        self.final_linear_0 = EqualDense(ch[-1], activation="lrelu", impl=impl, name="final_linear_0")
+        self.final_linear_1 = EqualDense(1, impl=impl, name="final_linear_1")
 
     def build(self, input_shape=None):
         res = self.size

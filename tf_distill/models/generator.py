@@ -7,13 +7,14 @@ the 4x4 conv, then for every resolution 8..size the outputs of the up-conv and t
 Teachers use the standard table; students use smaller lists.
 """
 
+import inspect
 import math
 
 import keras
 import tensorflow as tf
 
 from tf_distill.layers import ConstantInput, MappingNetwork, StyledConv, ToRGB
-from tf_distill.layers.equalized import PACKAGE
+from tf_distill.layers.equalized import PACKAGE, impl_name
 
 _BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
 
@@ -44,7 +45,7 @@ def standard_channels(size, channel_multiplier=2):
 class SynthesisNetwork(keras.layers.Layer):
     """W+ [N, n_latent, style_dim] and per-layer noise -> image, per-block RGB skips and features."""
 
-    def __init__(self, size, style_dim, channels, kernel_size=3, blur_kernel=(1, 3, 3, 1), **kwargs):
+    def __init__(self, size, style_dim, channels, kernel_size=3, blur_kernel=(1, 3, 3, 1), impl=None, **kwargs):
         super().__init__(**kwargs)
         self.size = int(size)
         self.log_size = log2_size(self.size)
@@ -57,15 +58,18 @@ class SynthesisNetwork(keras.layers.Layer):
                              f"(2 per resolution 4..{size}), got {len(self.channels)}.")
         self.num_layers = (self.log_size - 2) * 2 + 1
         self.n_latent = self.log_size * 2 - 2
-        ch, bk = self.channels, self.blur_kernel
+        self.impl = impl_name(impl)
+        ch, bk, impl = self.channels, self.blur_kernel, self.impl
         self.input_layer = ConstantInput(ch[0], name="input")
-        self.conv1 = StyledConv(ch[1], 3, blur_kernel=bk, name="conv1")
-        self.to_rgb1 = ToRGB(blur_kernel=bk, name="to_rgb1")
+        self.conv1 = StyledConv(ch[1], 3, blur_kernel=bk, impl=impl, name="conv1")
+        self.to_rgb1 = ToRGB(blur_kernel=bk, impl=impl, name="to_rgb1")
         self.convs, self.to_rgbs = [], []
         for i in range(1, len(ch) // 2):
-            self.convs.append(StyledConv(ch[2 * i], 3, upsample=True, blur_kernel=bk, name=f"convs_{2 * i - 2}"))
-            self.convs.append(StyledConv(ch[2 * i + 1], self.kernel_size, blur_kernel=bk, name=f"convs_{2 * i - 1}"))
-            self.to_rgbs.append(ToRGB(blur_kernel=bk, name=f"to_rgbs_{i - 1}"))
+            self.convs.append(StyledConv(ch[2 * i], 3, upsample=True, blur_kernel=bk, impl=impl,
+                                         name=f"convs_{2 * i - 2}"))
+            self.convs.append(StyledConv(ch[2 * i + 1], self.kernel_size, blur_kernel=bk, impl=impl,
+                                         name=f"convs_{2 * i - 1}"))
+            self.to_rgbs.append(ToRGB(blur_kernel=bk, impl=impl, name=f"to_rgbs_{i - 1}"))
 
     def noise_shapes(self):
         """Spatial size of the noise map of every conv layer: 4, 8, 8, 16, 16, ..., size, size."""
@@ -135,10 +139,13 @@ class Generator(keras.Model):
       kernel_size: kernel of the non-upsampling convs of each block.
       mapping_widths: heterogeneous mapping widths (last must equal style_dim); with it the
         mapping has no PixelNorm and lr_mul ``mapping_lr_mul`` (1, as the reference's ``mlp_cfg``).
+      impl: ops implementation of every layer ("auto", "ref", "custom"); None (default): whatever
+        is in effect when the model is called or traced (``tf_distill.ops.choice``). Not saved.
     """
 
     def __init__(self, size, style_dim=512, n_mlp=8, channel_multiplier=2, lr_mlp=0.01, channels=None,
-                 kernel_size=3, mapping_widths=None, mapping_lr_mul=1.0, blur_kernel=(1, 3, 3, 1), **kwargs):
+                 kernel_size=3, mapping_widths=None, mapping_lr_mul=1.0, blur_kernel=(1, 3, 3, 1), impl=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.size = int(size)
         self.style_dim = int(style_dim)
@@ -151,17 +158,18 @@ class Generator(keras.Model):
         self.mapping_widths = None if mapping_widths is None else [int(w) for w in mapping_widths]
         self.mapping_lr_mul = float(mapping_lr_mul)
         self.blur_kernel = tuple(int(v) for v in blur_kernel)
+        self.impl = impl_name(impl)
         if self.mapping_widths is None:
             self.mapping = MappingNetwork([self.style_dim] * self.n_mlp, lr_mul=self.lr_mlp, pixel_norm=True,
-                                          name="style")
+                                          impl=self.impl, name="style")
         else:
             if self.mapping_widths[-1] != self.style_dim:
                 raise ValueError(f"The last mapping width must equal style_dim={self.style_dim}, "
                                  f"got mapping_widths={self.mapping_widths}.")
             self.mapping = MappingNetwork(self.mapping_widths, lr_mul=self.mapping_lr_mul, pixel_norm=False,
-                                          name="style")
+                                          impl=self.impl, name="style")
         self.synthesis = SynthesisNetwork(self.size, self.style_dim, self.channels, self.kernel_size,
-                                          self.blur_kernel, name="synthesis")
+                                          self.blur_kernel, impl=self.impl, name="synthesis")
         self.n_latent = self.synthesis.n_latent
         self.num_layers = self.synthesis.num_layers
 
@@ -250,3 +258,11 @@ class Generator(keras.Model):
                 "channel_multiplier": self.channel_multiplier, "lr_mlp": self.lr_mlp, "channels": self.channels,
                 "kernel_size": self.kernel_size, "mapping_widths": self.mapping_widths,
                 "mapping_lr_mul": self.mapping_lr_mul, "blur_kernel": list(self.blur_kernel)}
+
+
+def generator_defaults():
+    """The architecture defaults of :class:`Generator` (its constructor's, the one place they are written:
+    rosinality's StyleGAN2, style_dim 512, an 8-layer mapping at lr x0.01, 3x3 convolutions)."""
+    params = inspect.signature(Generator.__init__).parameters
+    return {name: p.default for name, p in params.items()
+            if p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD and name != "impl"}

@@ -17,6 +17,7 @@ import warnings
 
 ENV_LIBRARY = "TF_DISTILL_CUSTOM_OPS_LIBRARY"
 LIBRARY_NAMES = ("_custom_ops_cuda.so", "_custom_ops.so")  # preference order
+KERNEL_DTYPES = ("float32", "float16")  # what the compiled kernels take; other dtypes run the reference ops
 BUILD_HINT = "build them with `custom_ops/build.sh` (Bazel) or `python custom_ops/build_without_bazel.py` (g++)"
 
 _LOCK = threading.Lock()
@@ -85,6 +86,28 @@ def custom_ops_library():
     """The loaded ``tf.load_op_library`` module, or None when it is not available."""
     _ensure_loaded()
     return _STATE["library"]
+
+
+def require_library():
+    """The loaded library; RuntimeError saying why when there is none."""
+    library = custom_ops_library()
+    if library is None:
+        raise RuntimeError(f"the custom op library is not available: {unavailable_reason()}")
+    return library
+
+
+def register_gradient(op_type):
+    """``tf.RegisterGradient(op_type)`` that tolerates a second registration (a reloaded module)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    def register(fn):
+        try:
+            tf.RegisterGradient(op_type)(fn)
+        except KeyError:  # already registered
+            pass
+        return fn
+
+    return register
 
 
 def library_path():

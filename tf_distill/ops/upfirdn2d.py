@@ -5,12 +5,25 @@ every sample, pad ``pad[0]`` before and ``pad[1]`` after (negative values crop),
 with the kernel (a true convolution, i.e. correlation with the flipped kernel), keep every
 ``down``-th sample starting at 0. The same factors and pads apply to both spatial axes.
 Output size: ``(H * up + pad[0] + pad[1] - kh) // down + 1``.
+
+This module holds the public op, its plain-TF reference (the oracle) and the wrapper of the
+compiled kernel with its registered gradient (NVlabs' ``upfirdn_2d.py`` layout);
+``tf_distill.ops.choice`` picks between the two.
+
+The compiled kernel covers float32 and float16 (other dtypes run the reference). Bad shapes
+and arguments are rejected by the kernel itself with ``tf.errors.InvalidArgumentError`` (eager /
+at run time) or ``ValueError`` (while tracing with static shapes). XLA cannot compile custom
+ops: use ``impl="ref"`` inside ``jit_compile=True`` functions and for exported SavedModels.
+
+Gradient of ``TfDistill>UpFirDn2d``: the same op on ``dy`` with the flipped kernel, ``up``/``down``
+swapped and pads ``(k - p0 - 1, in*up - out*down + p0 - up + 1)`` per axis (spec B.1); its own
+gradient is therefore this rule again, to any order. No gradient for the kernel.
 """
 
 import numpy as np
 import tensorflow as tf
 
-from tf_distill.ops._impl import resolve_impl
+from tf_distill.ops import _loader, choice
 
 
 def setup_kernel(k, gain=1.0):
@@ -46,21 +59,46 @@ def _check_args(x, kernel, up, down, pad):
     return up, down, p0, p1
 
 
+def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0), impl=None):
+    """upfirdn2d on an NHWC tensor; ``impl``: ``"auto"``, ``"ref"``, ``"custom"`` or None (see ``choice``).
+
+    Statically known bad arguments raise the same ValueError whichever implementation runs.
+    """
+    x = tf.convert_to_tensor(x)
+    _check_args(x, tf.convert_to_tensor(kernel, dtype=x.dtype), up, down, pad)
+    if choice.resolve(impl, "upfirdn2d", _self_check) == "custom":
+        return upfirdn2d_custom(x, kernel, up=up, down=down, pad=pad)
+    return upfirdn2d_ref(x, kernel, up=up, down=down, pad=pad)
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _zero_insert(x, up):
+    """Every sample followed by ``up - 1`` zeros along both spatial axes, with 4-D ops only.
+
+    Width first (rows as the batch), then height (each row as one long vector): TFLite's Pad
+    stops at 5-D, so this keeps exported models on builtin ops. Exact: no arithmetic.
+    """
+    shape = tf.shape(x)
+    n, h, w, c = shape[0], shape[1], shape[2], x.shape[3]
+    x = tf.reshape(x, [n * h, w, 1, c])
+    x = tf.pad(x, [[0, 0], [0, 0], [0, up - 1], [0, 0]])
+    x = tf.reshape(x, [n, h, 1, w * up * c])
+    x = tf.pad(x, [[0, 0], [0, 0], [0, up - 1], [0, 0]])
+    return tf.reshape(x, [n, h * up, w * up, c])
+
+
 def upfirdn2d_ref(x, kernel, up=1, down=1, pad=(0, 0)):
     """Plain-TF upfirdn2d; autodiff gives gradients of every order (the oracle)."""
     x = tf.convert_to_tensor(x)
     kernel = tf.convert_to_tensor(kernel, dtype=x.dtype)
     up, down, p0, p1 = _check_args(x, kernel, up, down, pad)
-    kh, kw = kernel.shape
     channels = x.shape[3]
     if channels is None:
         raise ValueError("upfirdn2d needs a static channel count.")
-    shape = tf.shape(x)
-    n, h, w = shape[0], shape[1], shape[2]
-    if up > 1:  # zero insertion: every sample followed by up-1 zeros
-        x = tf.reshape(x, [n, h, 1, w, 1, channels])
-        x = tf.pad(x, [[0, 0], [0, 0], [0, up - 1], [0, 0], [0, up - 1], [0, 0]])
-        x = tf.reshape(x, [n, h * up, w * up, channels])
+    if up > 1:
+        x = _zero_insert(x, up)
     x = tf.pad(x, [[0, 0], [max(p0, 0), max(p1, 0)], [max(p0, 0), max(p1, 0)], [0, 0]])
     if p0 < 0 or p1 < 0:
         hp, wp = tf.shape(x)[1], tf.shape(x)[2]
@@ -71,15 +109,73 @@ def upfirdn2d_ref(x, kernel, up=1, down=1, pad=(0, 0)):
     return tf.nn.depthwise_conv2d(x, filt, strides=[1, down, down, 1], padding="VALID")
 
 
-def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0), impl=None):
-    """upfirdn2d on an NHWC tensor; ``impl`` is ``"auto"``, ``"ref"`` or ``"custom"`` (None: global default).
+# ------------------------------------------------------------------------- custom kernel
 
-    Statically known bad arguments raise the same ValueError whichever implementation runs.
-    """
+
+def _upfirdn2d_op(x, kernel, up, down, pad_y, pad_x):
+    return _loader.require_library().tf_distill_up_fir_dn2d(
+        x, kernel, up=up, down=down, pad_y0=pad_y[0], pad_y1=pad_y[1], pad_x0=pad_x[0], pad_x1=pad_x[1])
+
+
+def upfirdn2d_custom(x, kernel, up=1, down=1, pad=(0, 0)):
+    """upfirdn2d with the compiled kernel (same contract as ``upfirdn2d_ref``, which runs for other dtypes)."""
     x = tf.convert_to_tensor(x)
-    _check_args(x, tf.convert_to_tensor(kernel, dtype=x.dtype), up, down, pad)
-    if resolve_impl(impl) == "custom":
-        from tf_distill.ops import _custom  # pylint: disable=import-outside-toplevel
+    if x.dtype.name not in _loader.KERNEL_DTYPES:
+        return upfirdn2d_ref(x, kernel, up=up, down=down, pad=pad)
+    kernel = tf.convert_to_tensor(kernel, dtype=x.dtype)
+    if len(pad) != 2:
+        raise ValueError(f"pad must be (before, after), got {pad!r}.")
+    p0, p1 = int(pad[0]), int(pad[1])
+    return _upfirdn2d_op(x, kernel, int(up), int(down), (p0, p1), (p0, p1))
 
-        return _custom.upfirdn2d(x, kernel, up=up, down=down, pad=pad)
-    return upfirdn2d_ref(x, kernel, up=up, down=down, pad=pad)
+
+def _grad_pads(in_size, ksize, up, down, p0, p1):
+    """Pads of the gradient along one axis, and whether the result must be cropped to in_size.
+
+    With a static input size these are the exact pads of spec B.1. Without one, the largest
+    possible trailing pad is used (the remainder of the forward floor division is unknown) and
+    the result, at least ``in_size`` long, is cropped to the input size at run time.
+    """
+    if in_size is not None:
+        out_size = (in_size * up + p0 + p1 - ksize) // down + 1
+        return (ksize - p0 - 1, in_size * up - out_size * down + p0 - up + 1), False
+    return (ksize - p0 - 1, ksize - p1 - up), True
+
+
+@_loader.register_gradient("TfDistill>UpFirDn2d")
+def _upfirdn2d_grad(op, dy):
+    x, kernel = op.inputs
+    up, down = op.get_attr("up"), op.get_attr("down")
+    kh, kw = kernel.shape
+    if kh is None or kw is None:
+        raise ValueError("the gradient of the custom upfirdn2d needs a kernel with a static shape.")
+    pad_y, crop_y = _grad_pads(x.shape[1], kh, up, down, op.get_attr("pad_y0"), op.get_attr("pad_y1"))
+    pad_x, crop_x = _grad_pads(x.shape[2], kw, up, down, op.get_attr("pad_x0"), op.get_attr("pad_x1"))
+    dx = _upfirdn2d_op(dy, tf.reverse(kernel, axis=[0, 1]), down, up, pad_y, pad_x)
+    if crop_y or crop_x:
+        shape = tf.shape(x)
+        dx = dx[:, :shape[1], :shape[2], :]
+    return [dx, None]
+
+
+# (x shape, kernel: "fir" (the StyleGAN blur, gain up^2) or a random kernel shape, up, down, pad):
+# the generator's 2x upsample and the discriminator's 2x downsample, a 2-D kernel with a crop,
+# up 3 / down 2 with a negative pad. 70 channels reach the kernels' vector blocks and scalar tail.
+_SELF_CHECK_CASES = (((2, 6, 6, 70), "fir", 2, 1, (2, 1)), ((2, 9, 9, 70), "fir", 1, 2, (1, 1)),
+                     ((1, 7, 6, 3), (3, 4), 1, 1, (2, -1)), ((2, 5, 7, 5), (4, 4), 3, 2, (-2, 3)))
+
+
+def _self_check():
+    """(max relative error, worst case) of the compiled kernel against the reference (see ``choice``)."""
+    rng = np.random.default_rng(0)
+
+    def cases():
+        for shape, kshape, up, down, pad in _SELF_CHECK_CASES:
+            x = rng.standard_normal(shape).astype(np.float32)
+            k = (setup_kernel([1, 3, 3, 1], gain=up * up) if kshape == "fir"
+                 else rng.standard_normal(kshape).astype(np.float32))
+            yield (f"x {list(shape)}, kernel {list(k.shape)}, up {up}, down {down}, pad {pad}",
+                   lambda t, k=k, u=up, d=down, p=pad: upfirdn2d_custom(t, k, u, d, p),
+                   lambda t, k=k, u=up, d=down, p=pad: upfirdn2d_ref(t, k, u, d, p), [x])
+
+    return choice.worst_case(cases())
