@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_distill.losses.distill import latent_directions, modulation_matrix, relation_loss, sample_offsets
+from tf_distill.losses.distill import relation_loss, sample_offsets
+from tf_distill.models.latent_directions import latent_directions, modulation_matrix
 from tf_distill.models import Generator
 from tf_distill.train.optim import EMA_DECAY, TorchAdam, ema_update, lazy_regularization
 

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tf_distill.losses.distill import latent_directions
+from tf_distill.models.latent_directions import latent_directions
 from tf_distill.models import Generator
 from tf_distill.projection import (interpolate, mixing_grid, mixing_ranges, mixing_table, move, parse_range,
                                    side_by_side, strip_grid, style_mix, teacher_directions)

@@ -20,7 +20,7 @@ from tf_distill.losses.gan import path_length_penalty, path_lengths
 from tf_distill.models import Discriminator, Generator
 from tf_distill.train.config_check import ConfigError, check_config
 from tf_distill.train.defaults import default_config
-from tf_distill.train.stylekd import StyleKDStep
+from tf_distill.train.step import TrainStep
 
 STUDENT = [8, 6, 6, 5, 5, 4]
 TEACHER = [8, 8, 8, 6, 6, 6]
@@ -42,7 +42,9 @@ def tiny_config(batch=4, **kd):
     c.generator.update(dict(size=16, style_dim=8, n_mlp=2, channels=STUDENT))
     c.discriminator.channels = [8, 6, 4]
     c.train.update(dict(batch_size=batch, gan=False, path_reg=0.0))
-    c.kd.update(dict(l1=3.0, lpips=2.0, relation=0.0, mimic_layers=[1, 2]))
+    c.kd.update(dict(weight_l1=3.0, weight_lpips=2.0, weight_relation=0.0, mimic_layers=[1, 2]))
+    unknown = set(kd) - set(c.kd.keys())
+    assert not unknown, f"not kd keys: {unknown}"  # update() would add them silently
     c.kd.update(kd)
     return c
 
@@ -147,7 +149,7 @@ def test_step_path_length_gradient_keeps_the_running_mean_term():
     config = tiny_config()
     config.train.update(dict(path_reg=2.0, path_decay=0.5))  # a large decay makes the term large
     _, g, g_ema, d = build(config, distill=False)
-    step = StyleKDStep(tf.distribute.get_strategy(), g, g_ema, d, config)
+    step = TrainStep(tf.distribute.get_strategy(), g, g_ema, d, config)
     step.pl_mean.assign(0.3)
     step.g_opt = recorder = GradRecorder(g.trainable_variables)
     z1, z2, index, noise, image_noise = replay_inputs(step, do_pl=True)["pl"]
@@ -171,9 +173,9 @@ def test_step_path_length_gradient_keeps_the_running_mean_term():
 # ---- intermediate mode ---------------------------------------------------------------------------
 
 def test_intermediate_mode_sums_l1_over_every_rgb_skip_unmasked_while_lpips_stays_masked():
-    config = tiny_config(mode="intermediate", relation=30.0, content_mask="on", face_parsing_weights=__file__)
+    config = tiny_config(mode="intermediate", weight_relation=30.0, content_mask="on", face_parsing_weights=__file__)
     teacher, g, g_ema, d = build(config)
-    step = StyleKDStep(tf.distribute.get_strategy(), g, g_ema, d, config, teacher, lpips=toy_lpips,
+    step = TrainStep(tf.distribute.get_strategy(), g, g_ema, d, config, teacher, lpips=toy_lpips,
                        content_mask_fn=brighter_than_mean)
     inputs = replay_inputs(step, do_pl=False)
     t_out, s_out = teacher_and_student(step, inputs)
@@ -194,10 +196,10 @@ def test_intermediate_mode_sums_l1_over_every_rgb_skip_unmasked_while_lpips_stay
 def test_masked_l1_and_lpips_in_the_step_equal_the_losses_of_the_masked_images():
     """The mask is computed from the teacher's final image, multiplies both final images before
     L1 and LPIPS (first halves, with latent offsets on); the GAN term sees the unmasked student."""
-    config = tiny_config(relation=30.0, content_mask="on", face_parsing_weights=__file__)
+    config = tiny_config(weight_relation=30.0, content_mask="on", face_parsing_weights=__file__)
     config.train.update(dict(gan=True, r1=0.0))
     teacher, g, g_ema, d = build(config)
-    step = StyleKDStep(tf.distribute.get_strategy(), g, g_ema, d, config, teacher, lpips=toy_lpips,
+    step = TrainStep(tf.distribute.get_strategy(), g, g_ema, d, config, teacher, lpips=toy_lpips,
                        content_mask_fn=brighter_than_mean)
     inputs = replay_inputs(step, do_pl=False)
     assert inputs["offsets"].shape == (4, 1, 8)
@@ -227,7 +229,7 @@ def test_the_mask_carries_no_gradient():
     def leaky_mask(t):  # a soft mask with a path to the student's weights
         return tf.sigmoid(4.0 * tf.reduce_mean(t, -1, keepdims=True) + tf.reduce_sum(weight))
 
-    step = StyleKDStep(tf.distribute.get_strategy(), g, g_ema, d, config, teacher, lpips=toy_lpips,
+    step = TrainStep(tf.distribute.get_strategy(), g, g_ema, d, config, teacher, lpips=toy_lpips,
                        content_mask_fn=leaky_mask)
     step.g_opt = recorder = GradRecorder(g.trainable_variables)
     inputs = replay_inputs(step, do_pl=False)
@@ -253,7 +255,7 @@ def test_content_mask_needs_a_mask_function():
     config = tiny_config(content_mask="on", face_parsing_weights=__file__)
     teacher, g, g_ema, d = build(config)
     with pytest.raises(ValueError, match="content_mask_fn"):
-        StyleKDStep(tf.distribute.get_strategy(), g, g_ema, d, config, teacher, lpips=toy_lpips)
+        TrainStep(tf.distribute.get_strategy(), g, g_ema, d, config, teacher, lpips=toy_lpips)
 
 
 # ---- config --------------------------------------------------------------------------------------
@@ -288,7 +290,7 @@ def test_kd_mode_and_content_mask_defaults_and_checks(tmp_path):
 
 def _two_steps(strategy, init=None):
     """Two full steps (D + R1, G + every KD term with the mask, path length) under ``strategy``."""
-    config = tiny_config(batch=8, relation=30.0, content_mask="on", face_parsing_weights=__file__)
+    config = tiny_config(batch=8, weight_relation=30.0, content_mask="on", face_parsing_weights=__file__)
     config.train.update(dict(gan=True, path_reg=2.0, d_reg_every=1, g_reg_every=1))  # every term, every step
     teacher, g, g_ema, d = build(config, strategy)
     models = dict(teacher=teacher, g=g, g_ema=g_ema, d=d)
@@ -297,7 +299,7 @@ def _two_steps(strategy, init=None):
             for v in model.weights:
                 v.assign(init[f"{name}/{v.path}"])
     start = {f"{name}/{v.path}": v.numpy() for name, model in models.items() for v in model.weights}
-    step = StyleKDStep(strategy, g, g_ema, d, config, teacher, lpips=toy_lpips, seed=1,
+    step = TrainStep(strategy, g, g_ema, d, config, teacher, lpips=toy_lpips, seed=1,
                        content_mask_fn=brighter_than_mean)
     real = tf.random.stateless_uniform([2, 8, 16, 16, 3], seed=[2, 3], minval=-1, maxval=1)
     logs = []

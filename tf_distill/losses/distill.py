@@ -1,5 +1,6 @@
-"""StyleKD distillation terms: latent directions, latent offsets, the LD relation loss and the
-per-skip RGB loss (spec C.3, C.4).
+"""StyleKD distillation terms: latent offsets, the LD relation loss, the per-skip RGB loss and their
+weighted sum with the RGB L1 and LPIPS terms (spec C.3, C.4). The latent directions the offsets follow
+are computed from the teacher in tf_distill.models.latent_directions.
 
 The relation loss compares, for teacher and student, the cosine-similarity matrix between the
 features of normal samples (rows) and of the same samples moved along a latent direction
@@ -7,45 +8,10 @@ features of normal samples (rows) and of the same samples moved along a latent d
 of ``group_size`` samples whose losses are averaged (spec E.9).
 """
 
-import numpy as np
 import tensorflow as tf
 
 COSINE_EPS = 1e-8
-DIRECTIONS_PER_BLOCK = 5
 KD_MODES = ("output_only", "intermediate")  # the reference's --kd_mode Output_Only | Intermediate
-
-
-def modulation_matrix(generator, block):
-    """``A_j``: the modulation weights of block ``block``'s two convs, [style_dim, in1 + in2], unit columns."""
-    convs = generator.synthesis.convs
-    if not 0 <= block < len(convs) // 2:
-        raise ValueError(f"block must be in [0, {len(convs) // 2 - 1}], got {block}.")
-    a = np.concatenate([np.asarray(convs[2 * block + i].conv.modulation.weight.numpy(), np.float64)
-                        for i in (0, 1)], axis=1)  # each [style_dim, in_channels]
-    return a / np.linalg.norm(a, axis=0, keepdims=True)
-
-
-def _top_eigenvectors(a, k):
-    """The ``k`` eigenvectors of ``a a^T`` with the largest eigenvalues, as rows [k, dim]."""
-    values, vectors = np.linalg.eigh(a @ a.T)
-    return vectors[:, np.argsort(values)[::-1][:k]].T
-
-
-def latent_directions(teacher, num_blocks, mode="split", per_block=DIRECTIONS_PER_BLOCK):
-    """Directions in W from the teacher's modulation weights, [per_block * num_blocks, style_dim] float32.
-
-    ``split`` (the paper's): top ``per_block`` eigenvectors of each block's ``A_j A_j^T``, stacked.
-    ``global``: top ``per_block * num_blocks`` eigenvectors of the concatenation of all ``A_j``.
-    Signs are arbitrary (offsets draw symmetric magnitudes).
-    """
-    blocks = [modulation_matrix(teacher, j) for j in range(num_blocks)]
-    if mode == "split":
-        directions = np.concatenate([_top_eigenvectors(a, per_block) for a in blocks])
-    elif mode == "global":
-        directions = _top_eigenvectors(np.concatenate(blocks, axis=1), per_block * num_blocks)
-    else:
-        raise ValueError(f"direction mode must be 'split' or 'global', got {mode!r}.")
-    return directions.astype(np.float32)
 
 
 def sample_offsets(batch, style_dim, directions=None, alpha_std=5.0, seed=None):
@@ -115,3 +81,44 @@ def skip_l1(student_rgbs, teacher_rgbs):
         raise ValueError(f"student and teacher have {len(student_rgbs)} and {len(teacher_rgbs)} RGB skips; "
                          "they must have the same resolution.")
     return tf.add_n([tf.reduce_mean(tf.abs(t - s)) for s, t in zip(student_rgbs, teacher_rgbs)])
+
+
+def kd_loss(student_image, teacher_image, student, teacher, *, weight_l1=0.0, weight_lpips=0.0, weight_relation=0.0,
+            mask=None, lpips=None, lpips_size=256, mode="output_only", mimic_layers=(), relation_mode="kl",
+            single_view=False, group_size=4):
+    """The weighted StyleKD sum ``weight_l1 * L1 + weight_lpips * LPIPS + weight_relation * LD`` and its terms.
+
+    ``student_image`` and ``teacher_image`` are the final images of the B normal samples (the first
+    rows of the outputs' ``"image"``; the step passes the slice its GAN term also uses, so gradients
+    sum as before). ``student`` and ``teacher`` are the generator outputs (``return_features=True``,
+    plus ``return_rgb_list=True`` in ``intermediate`` mode): the B normal samples, then B offset
+    samples when ``weight_relation > 0``. L1 and LPIPS compare the two images, both multiplied by
+    ``mask`` ([B, H, W, 1], carrying no gradient) when given; in ``intermediate`` mode L1 is
+    :func:`skip_l1` instead (unmasked, as the reference). LPIPS sees the images downsized to
+    ``lpips_size`` when larger; ``lpips`` maps (x, y) to [N] distances. The LD term sums
+    :func:`relation_loss` over ``mimic_layers`` (1-based synthesis blocks). Terms whose weight is 0
+    are not computed. Returns ``(total, {"kd_l1": ..., "kd_lpips": ..., "kd_relation": ...})``.
+    """
+    batch, fake, t_image = int(student_image.shape[0]), student_image, teacher_image
+    if mask is not None:
+        fake, t_image = fake * mask, t_image * mask
+    total, terms = tf.constant(0.0, student_image.dtype), {}
+    if weight_l1 > 0:
+        if mode == "intermediate":
+            terms["kd_l1"] = skip_l1(student["rgb_list"], teacher["rgb_list"])
+        else:
+            terms["kd_l1"] = tf.reduce_mean(tf.abs(t_image - fake))
+        total += weight_l1 * terms["kd_l1"]
+    if weight_lpips > 0:
+        x, y = fake, t_image
+        if x.shape[1] > lpips_size:
+            x = tf.image.resize(x, [lpips_size] * 2, "bilinear")
+            y = tf.image.resize(y, [lpips_size] * 2, "bilinear")
+        terms["kd_lpips"] = tf.reduce_mean(lpips(x, y))
+        total += weight_lpips * terms["kd_lpips"]
+    if weight_relation > 0:
+        terms["kd_relation"] = tf.add_n([
+            relation_loss(student["features"][m - 1], teacher["features"][m - 1], batch, relation_mode, single_view,
+                          group_size) for m in mimic_layers])
+        total += weight_relation * terms["kd_relation"]
+    return total, terms

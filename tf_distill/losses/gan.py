@@ -1,16 +1,33 @@
-"""StyleGAN2 regularizers: the R1 penalty, the path lengths and their penalty (spec A.4 step 9, C.4)."""
+"""StyleGAN2's losses and regularizers: the non-saturating logistic loss of G and D, the R1 penalty,
+the path lengths and their penalty (spec A.4 step 9, C.4)."""
 
 import tensorflow as tf
 
 
-def r1_penalty(discriminator, real_images):
-    """``mean_b sum (dD(x)/dx)^2`` over real images, differentiable (for lazy R1)."""
+def g_logistic_loss(fake_logits):
+    """G's non-saturating logistic loss ``mean softplus(-D(G(z)))``."""
+    return tf.reduce_mean(tf.nn.softplus(-fake_logits))
+
+
+def d_logistic_loss(real_logits, fake_logits):
+    """D's logistic loss ``mean softplus(-D(x)) + mean softplus(D(G(z)))``."""
+    return tf.reduce_mean(tf.nn.softplus(-real_logits)) + tf.reduce_mean(tf.nn.softplus(fake_logits))
+
+
+def r1_penalty(discriminator, real_images, return_logits=False):
+    """``mean_b sum (dD(x)/dx)^2`` over real images, differentiable (for lazy R1).
+
+    With ``return_logits`` also returns ``D(x)`` of the same forward pass, as ``(penalty, logits)``,
+    so a D step that regularizes needs no second pass over the real images.
+    """
     real_images = tf.convert_to_tensor(real_images)
     with tf.GradientTape() as tape:
         tape.watch(real_images)
-        total = tf.reduce_sum(discriminator(real_images, training=True))
+        logits = discriminator(real_images, training=True)
+        total = tf.reduce_sum(logits)
     grad = tape.gradient(total, real_images)
-    return tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
+    penalty = tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
+    return (penalty, logits) if return_logits else penalty
 
 
 def path_lengths(generator, wplus, image_noise=None, noise=None, randomize_noise=True):

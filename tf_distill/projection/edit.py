@@ -197,7 +197,7 @@ def teacher_directions(teacher, num_blocks=None, mode="split"):
     ``num_blocks`` defaults to all synthesis blocks of the teacher (6 at 256 px -> 30 directions,
     the same set as the paper's mimic layers [4, 5, 6]).
     """
-    from tf_distill.losses.distill import latent_directions  # pylint: disable=import-outside-toplevel
+    from tf_distill.models.latent_directions import latent_directions  # pylint: disable=import-outside-toplevel
 
     blocks = len(teacher.synthesis.convs) // 2
     num_blocks = blocks if num_blocks is None else int(num_blocks)

@@ -1,6 +1,6 @@
 """Stage 1 (spec C.2): train a heterogeneous student mapping to mimic the teacher's, w_S(z) ~ w_T(z).
 
-It runs under the run's tf.distribute strategy, as stage 2 does (tf_distill.train.stylekd): the z
+It runs under the run's tf.distribute strategy, as stage 2 does (tf_distill.train.step): the z
 batch is drawn on the host for the *global* batch from one checkpointed ``tf.random.Generator``,
 each replica takes its rows, and the gradients are summed across replicas. So a step gives the
 same mapping on one device or on several replicas, and a resumed run continues exactly.

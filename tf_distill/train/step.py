@@ -1,9 +1,11 @@
-"""One StyleKD iteration (spec C.4) and the state it updates, under any tf.distribute strategy.
+"""One training iteration (spec C.4) and the state it updates, under any tf.distribute strategy.
 
 The same loop trains a plain StyleGAN2 (no teacher: GAN + R1 + path length + EMA) and distills
 a teacher into a student (adds RGB L1, LPIPS and the LD relation loss on latent offsets). With a
 content mask (the reference's face parsing of the teacher's image) the L1 and LPIPS terms see only
 the masked pixels of both images; ``kd.mode = "intermediate"`` sums the L1 over every RGB skip.
+An iteration is three steps, each one optimizer update from the pure losses of tf_distill.losses:
+D (logistic loss, lazy R1), G (logistic loss, weighted KD sum) and lazy path length.
 
 All randomness of a step (z, mixing indices, offsets, noise maps) is drawn on the host from
 one checkpointed ``tf.random.Generator`` for the *global* batch, and each replica takes its
@@ -14,18 +16,15 @@ result on one device or on several replicas, and a resumed run continues exactly
 
 import tensorflow as tf
 
-from tf_distill.losses.distill import latent_directions, relation_loss, sample_offsets, skip_l1
-from tf_distill.losses.gan import path_length_penalty, path_lengths
+from tf_distill.losses.distill import kd_loss, sample_offsets
+from tf_distill.losses.gan import d_logistic_loss, g_logistic_loss, path_length_penalty, path_lengths, r1_penalty
+from tf_distill.models.latent_directions import latent_directions
 from tf_distill.train.config_check import uses_content_mask
 from tf_distill.train.optim import TorchAdam, ema_update, lazy_regularization
 
 
-def _softplus_mean(x):
-    return tf.reduce_mean(tf.nn.softplus(x))
-
-
-class StyleKDStep:
-    """Models, optimizers, RNG and counters of a run, and its ``train_step``.
+class TrainStep:
+    """Models, optimizers, RNG and counters of a run (plain StyleGAN2 or distillation), and its ``train_step``.
 
     Args:
       strategy: the tf.distribute strategy the models were created under.
@@ -110,120 +109,115 @@ class StyleKDStep:
             inputs["pl"] = self._mixing(pb) + (self._noise(pb), self.rng.normal([pb, size, size, 3]) / size)
         return inputs
 
-    # ---- the replica step ----------------------------------------------------------------------------
+    # ---- the replica step: D, G, path length ---------------------------------------------------------
     def _replica_step(self, real, inputs, do_gan, do_r1, do_pl):
         ctx = tf.distribute.get_replica_context()
         n, rid = ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
 
-        def rows(t, total):
-            size = total // n
-            return t[rid * size:(rid + 1) * size] if n > 1 else t
-
         def take(tree, total):
-            return tf.nest.map_structure(lambda t: rows(t, total), tree)
+            """This replica's rows of a global-batch input."""
+            size = total // n
+            return tf.nest.map_structure(lambda t: t[rid * size:(rid + 1) * size] if n > 1 else t, tree)
 
         b = self.global_batch
         logs = {}
         if do_gan:
-            z1, z2, index, noise = take(inputs["d"], b)
-            with tf.GradientTape() as tape:
-                fake = self.g([z1, z2], inject_index=index, noise=noise)
-                with tf.GradientTape() as r1_tape:
-                    r1_tape.watch(real)
-                    real_logits = self.d(real, training=True)
-                    real_sum = tf.reduce_sum(real_logits)
-                fake_logits = self.d(fake, training=True)
-                d_loss = _softplus_mean(-real_logits) + _softplus_mean(fake_logits)
-                logs.update(d_loss=d_loss, real_score=tf.reduce_mean(real_logits),
-                            fake_score=tf.reduce_mean(fake_logits))
-                if do_r1:
-                    grad = r1_tape.gradient(real_sum, real)
-                    r1 = tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
-                    d_loss += self.cfg.r1 / 2 * self.cfg.d_reg_every * r1
-                    logs["r1"] = r1
-                scaled = d_loss / n
-            self._apply(self.d_opt, tape.gradient(scaled, self.d.trainable_variables), self.d.trainable_variables)
+            logs.update(self._d_step(real, take(inputs["d"], b), do_r1, n))
+        logs.update(self._g_step({k: take(v, b) for k, v in inputs.items() if k not in ("d", "pl")}, do_gan, n))
+        if do_pl:
+            logs.update(self._path_length_step(take(inputs["pl"], max(1, b // self.cfg.path_batch_shrink)), ctx))
+        return {k: ctx.all_reduce(tf.distribute.ReduceOp.MEAN, v) for k, v in logs.items()}
 
-        z1, z2, index, noise = take(inputs["g"], b)
-        offsets = take(inputs["offsets"], b) if "offsets" in inputs else None
-        local = b // n
+    def _d_step(self, real, latents, do_r1, n):
+        """D's logistic loss on real and generated images, plus the lazy R1 penalty every ``d_reg_every``."""
+        z1, z2, index, noise = latents
+        fake = self.g([z1, z2], inject_index=index, noise=noise)
+        with tf.GradientTape() as tape:
+            if do_r1:
+                r1, real_logits = r1_penalty(self.d, real, return_logits=True)
+            else:
+                real_logits = self.d(real, training=True)
+            fake_logits = self.d(fake, training=True)
+            d_loss = d_logistic_loss(real_logits, fake_logits)
+            logs = dict(d_loss=d_loss, real_score=tf.reduce_mean(real_logits), fake_score=tf.reduce_mean(fake_logits))
+            if do_r1:
+                d_loss += self.cfg.r1 / 2 * self.cfg.d_reg_every * r1
+                logs["r1"] = r1
+            scaled = d_loss / n
+        self._apply(self.d_opt, tape.gradient(scaled, self.d.trainable_variables), self.d.trainable_variables)
+        return logs
+
+    def _g_step(self, inputs, do_gan, n):
+        """G's logistic loss (unless warming up or ``train.gan`` is off) plus the weighted KD sum."""
+        z1, z2, index, noise = inputs["g"]
+        offsets = inputs.get("offsets")
+        local = self.global_batch // n
         if self.distill:
-            t_noise = take(inputs["t_noise"], b)
-            student_noise = noise
-            if offsets is not None:
-                student_noise = [tf.concat([a, c], 0) for a, c in zip(noise, take(inputs["g_offset_noise"], b))]
-                t_noise = [tf.concat([a, c], 0) for a, c in zip(t_noise, take(inputs["t_offset_noise"], b))]
-            t_out = self.teacher([z1, z2], inject_index=index, offsets=offsets, noise=t_noise, return_features=True,
-                                 return_rgb_list=self.intermediate)
-            t_out = tf.nest.map_structure(tf.stop_gradient, t_out)
-            t_image = t_out["image"][:local]
-            mask = None
-            if self.content_mask_fn is not None and (self.kd.weight_lpips > 0 or (self.kd.weight_l1 > 0 and not self.intermediate)):
-                mask = tf.stop_gradient(tf.cast(self.content_mask_fn(t_image), t_image.dtype))
+            t_out, t_image, mask, noise = self._teacher_outputs(inputs, local)
+        logs = {}
         with tf.GradientTape() as tape:
             g_loss = tf.constant(0.0)
             if self.distill:
-                s_out = self.g([z1, z2], inject_index=index, offsets=offsets, noise=student_noise,
+                s_out = self.g([z1, z2], inject_index=index, offsets=offsets, noise=noise,
                                return_features=True, return_rgb_list=self.intermediate)
                 fake = s_out["image"][:local]
             else:
                 fake = self.g([z1, z2], inject_index=index, noise=noise)
             if do_gan:
-                gan = _softplus_mean(-self.d(fake, training=True))
-                g_loss += gan
-                logs["g_gan"] = gan
+                logs["g_gan"] = g_logistic_loss(self.d(fake, training=True))
+                g_loss += logs["g_gan"]
             if self.distill:
-                g_loss += self._kd_losses(fake, t_image, mask, s_out, t_out, local, offsets is not None, logs)
+                kd_total, terms = kd_loss(fake, t_image, s_out, t_out, mask=mask, lpips=self.lpips, **self._kd_args())
+                g_loss += kd_total
+                logs.update(terms)
             logs["g_loss"] = g_loss
             scaled = g_loss / n
         self._apply(self.g_opt, tape.gradient(scaled, self.g.trainable_variables), self.g.trainable_variables)
+        return logs
 
-        if do_pl:
-            pb_total = max(1, b // self.cfg.path_batch_shrink)
-            z1, z2, index, noise, image_noise = take(inputs["pl"], pb_total)
-            with tf.GradientTape() as tape:
-                latent = self.g._wplus([self.g.mapping(z1), self.g.mapping(z2)], index)  # pylint: disable=protected-access
-                pl = path_lengths(self.g, latent, image_noise, noise=noise)
-                batch_mean = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, tf.reduce_mean(pl))
-                penalty, new_mean = path_length_penalty(pl, self.pl_mean, self.cfg.path_decay, batch_mean)
-                pl_loss = self.cfg.path_reg * self.cfg.g_reg_every * penalty
-                scaled = pl_loss / n
-            self._apply(self.g_opt, tape.gradient(scaled, self.g.trainable_variables), self.g.trainable_variables)
-            self.pl_mean.assign(new_mean)
-            logs.update(path_loss=pl_loss, path_length=batch_mean)
-        return {k: ctx.all_reduce(tf.distribute.ReduceOp.MEAN, v) for k, v in logs.items()}
+    def _path_length_step(self, inputs, ctx):
+        """The lazy path-length penalty, its running mean averaged over replicas and kept in the graph."""
+        z1, z2, index, noise, image_noise = inputs
+        with tf.GradientTape() as tape:
+            latent = self.g._wplus([self.g.mapping(z1), self.g.mapping(z2)], index)  # pylint: disable=protected-access
+            pl = path_lengths(self.g, latent, image_noise, noise=noise)
+            batch_mean = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, tf.reduce_mean(pl))
+            penalty, new_mean = path_length_penalty(pl, self.pl_mean, self.cfg.path_decay, batch_mean)
+            pl_loss = self.cfg.path_reg * self.cfg.g_reg_every * penalty
+            scaled = pl_loss / ctx.num_replicas_in_sync
+        self._apply(self.g_opt, tape.gradient(scaled, self.g.trainable_variables), self.g.trainable_variables)
+        self.pl_mean.assign(new_mean)
+        return dict(path_loss=pl_loss, path_length=batch_mean)
+
+    def _teacher_outputs(self, inputs, local):
+        """(teacher outputs, its normal-sample images, content mask or None, the student's noise): both
+        generators see the normal samples, then the offset ones when the LD term is on; the mask comes
+        from the teacher's images."""
+        noise, t_noise = inputs["g"][3], inputs["t_noise"]
+        offsets = inputs.get("offsets")
+        if offsets is not None:
+            noise = [tf.concat([a, c], 0) for a, c in zip(noise, inputs["g_offset_noise"])]
+            t_noise = [tf.concat([a, c], 0) for a, c in zip(t_noise, inputs["t_offset_noise"])]
+        z1, z2, index, _ = inputs["g"]
+        t_out = self.teacher([z1, z2], inject_index=index, offsets=offsets, noise=t_noise, return_features=True,
+                             return_rgb_list=self.intermediate)
+        t_out = tf.nest.map_structure(tf.stop_gradient, t_out)
+        t_image, mask = t_out["image"][:local], None
+        if self.content_mask_fn is not None and (self.kd.weight_lpips > 0 or
+                                                 (self.kd.weight_l1 > 0 and not self.intermediate)):
+            mask = tf.stop_gradient(tf.cast(self.content_mask_fn(t_image), t_image.dtype))
+        return t_out, t_image, mask, noise
+
+    def _kd_args(self):
+        kd = self.kd
+        return dict(weight_l1=kd.weight_l1, weight_lpips=kd.weight_lpips, weight_relation=kd.weight_relation,
+                    lpips_size=kd.lpips_size, mode=kd.mode, mimic_layers=tuple(kd.mimic_layers),
+                    relation_mode=kd.relation_mode, single_view=kd.single_view, group_size=self.group)
 
     @staticmethod
     def _apply(optimizer, grads, variables):
         """Steps only the parameters that got a gradient, as torch.optim skips ``grad is None``."""
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-
-    def _kd_losses(self, fake, t_image, mask, s_out, t_out, local, with_offsets, logs):
-        kd = self.kd
-        total = tf.constant(0.0)
-        if mask is not None:
-            fake, t_image = fake * mask, t_image * mask
-        if kd.weight_l1 > 0:
-            if self.intermediate:
-                l1 = skip_l1(s_out["rgb_list"], t_out["rgb_list"])
-            else:
-                l1 = tf.reduce_mean(tf.abs(t_image - fake))
-            logs["kd_l1"] = l1
-            total += kd.weight_l1 * l1
-        if kd.weight_lpips > 0:
-            x, y = fake, t_image
-            if self.g.size > kd.lpips_size:
-                x = tf.image.resize(x, [kd.lpips_size] * 2, "bilinear")
-                y = tf.image.resize(y, [kd.lpips_size] * 2, "bilinear")
-            lp = tf.reduce_mean(self.lpips(x, y))
-            logs["kd_lpips"] = lp
-            total += kd.weight_lpips * lp
-        if kd.weight_relation > 0 and with_offsets:
-            rel = tf.add_n([relation_loss(s_out["features"][m - 1], t_out["features"][m - 1], local,
-                                          kd.relation_mode, kd.single_view, self.group) for m in kd.mimic_layers])
-            logs["kd_relation"] = rel
-            total += kd.weight_relation * rel
-        return total
 
     # ---- the host step ---------------------------------------------------------------------------------
     def flags_for(self, step):
