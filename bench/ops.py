@@ -1,8 +1,8 @@
 """Custom CPU kernels vs the reference TF ops, side by side in one run.
 
     python bench/ops.py                  # 64/128/256 px, batch 4, 128 channels, chains of 1 and 8
-    python bench/ops.py --sizes 64 --repeats 3 --chain 1
-    python bench/ops.py --allocator bfc   # TF's BFC CPU allocator: no fresh pages per tensor
+    python bench/ops.py --sizes=64 --repeats=3 --chain=1
+    python bench/ops.py --allocator=bfc  # TF's BFC CPU allocator: no fresh pages per tensor
 
 For upfirdn2d (upsample 2x: px/2 -> px, blur: px -> px, downsample 2x: px -> px/2, all with
 the [1,3,3,1] kernel, NHWC) and for fused bias + leaky ReLU at px, it times the forward pass
@@ -19,31 +19,32 @@ the ratios reference / custom (> 1: the custom kernel is faster). Needs the buil
 
 TensorFlow's default CPU allocator hands out freshly mapped pages for every large tensor, so
 each 128 MiB output costs tens of thousands of page faults (sys time) in both paths alike;
-on a VM they can dominate the large sizes. `--allocator bfc` sets TF_CPU_ALLOCATOR_USE_BFC
+on a VM they can dominate the large sizes. `--allocator=bfc` sets TF_CPU_ALLOCATOR_USE_BFC
 (before TensorFlow starts) so buffers are reused and the kernels themselves are compared.
 For bias_act a memory-floor row times tf.negative on the same tensor (one read, one write), taking
 turns with the forward passes.
 """
 
-import argparse
 import os
 import resource
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-import numpy as np  # noqa: E402
+import common
+from tf_distill import cli
 
-if __name__ == "__main__" and ("--allocator=bfc" in sys.argv or "--allocator bfc" in " ".join(sys.argv)):
-    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # must be set before TensorFlow starts
-
-import tensorflow as tf  # noqa: E402
-
-from tf_distill.ops import _loader  # noqa: E402
-from tf_distill.ops.fused_bias_act import fused_bias_act  # noqa: E402
-from tf_distill.ops.upfirdn2d import setup_kernel, upfirdn2d  # noqa: E402
+_SIZES = common.define_int_list("sizes", [64, 128, 256], "Output sizes in px, e.g. 64,128.")
+_BATCH = common.define_batch(4)
+_CHANNELS = flags.DEFINE_integer("channels", 128, "Channels of every tensor.", lower_bound=1)
+_REPEATS = common.define_repeats(7, "At least this many timed calls per function; the median is reported.")
+_MIN_SECONDS = flags.DEFINE_float("min_seconds", 0.5, "Repeat fast cases until each function has run about this "
+                                  "long.", lower_bound=0)
+_CHAIN = common.define_int_list("chain", [1, 8], "Applications of the op per tf.function call, one after another "
+                                "(amortizes the call overhead; times are per application); one table per value.")
+_ALLOCATOR = flags.DEFINE_enum("allocator", "default", ["default", "bfc"], "TF CPU allocator (bfc: "
+                               "TF_CPU_ALLOCATOR_USE_BFC=true, reuses buffers).")
 
 UPFIRDN_CASES = {  # name: (input size from px, kernel gain, up, down, pad)
     "upsample2x": (lambda px: px // 2, 4.0, 2, 1, (2, 1)),
@@ -90,6 +91,7 @@ def _serial(body, chain):
 
     Grappler's dependency optimizer turns side-effect-free nodes whose outputs only feed control
     edges into NoOps, which would leave one real application per call: main() switches it off."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     @tf.function(jit_compile=False)
     def fn(*args):
@@ -103,6 +105,10 @@ def _serial(body, chain):
 
 
 def _upfirdn_fns(kernel, up, down, pad, impl, chain):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tf_distill.ops.upfirdn2d import upfirdn2d  # pylint: disable=import-outside-toplevel
+
     def forward(x, cot):
         del cot
         return upfirdn2d(x, kernel, up=up, down=down, pad=pad, impl=impl)
@@ -117,6 +123,10 @@ def _upfirdn_fns(kernel, up, down, pad, impl, chain):
 
 
 def _bias_act_fns(impl, chain):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tf_distill.ops.fused_bias_act import fused_bias_act  # pylint: disable=import-outside-toplevel
+
     def forward(x, b, cot):
         del cot
         return fused_bias_act(x, b, impl=impl)
@@ -130,60 +140,61 @@ def _bias_act_fns(impl, chain):
     return _serial(forward, chain), _serial(forward_backward, chain)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--channels", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=7, help="at least this many timed calls per function")
-    parser.add_argument("--min_seconds", type=float, default=0.5,
-                        help="repeat fast cases until each function has run about this long")
-    parser.add_argument("--chain", type=int, nargs="+", default=[1, 8],
-                        help="applications of the op per tf.function call, one after another (amortizes "
-                             "the call overhead; times are per application); one table per value")
-    parser.add_argument("--allocator", choices=("default", "bfc"), default="default",
-                        help="TF CPU allocator (bfc: TF_CPU_ALLOCATOR_USE_BFC=true, reuses buffers)")
-    args = parser.parse_args(argv)
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _ALLOCATOR.value == "bfc":
+        os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # read when TensorFlow starts, so before it is imported
+    tf = cli.import_tensorflow()
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    from tf_distill.ops import _loader  # pylint: disable=import-outside-toplevel
+    from tf_distill.ops.upfirdn2d import setup_kernel  # pylint: disable=import-outside-toplevel
+
     # Keep every chained application (see _serial); a chain of 1 has no control edges to prune.
     tf.config.optimizer.set_experimental_options({"dependency_optimization": False})
 
-    if _loader.custom_ops_library() is None:
-        sys.exit(f"custom op library not available: {_loader.unavailable_reason()}; run custom_ops/build.sh")
+    common.require_custom_ops("bench/ops.py")
     print(f"library: {_loader.library_path()} (CPU kernels: {_loader.cpu_isa()})")
     threads = tf.config.threading.get_intra_op_parallelism_threads() or "default"
-    print(f"TF {tf.__version__}, intra-op threads: {threads}, CPUs: {os.cpu_count()}, batch {args.batch}, "
-          f"channels {args.channels}, median of >= {args.repeats} calls and ~{args.min_seconds} s per function, "
+    print(f"TF {tf.__version__}, intra-op threads: {threads}, CPUs: {os.cpu_count()}, batch {_BATCH.value}, "
+          f"channels {_CHANNELS.value}, median of >= {_REPEATS.value} calls and ~{_MIN_SECONDS.value} s per function, "
           f"allocator: {'BFC' if os.environ.get('TF_CPU_ALLOCATOR_USE_BFC') == 'true' else 'default'}")
     rng = np.random.default_rng(0)
     kernel = setup_kernel([1, 3, 3, 1])
-    for chain in args.chain:
+    for chain in _CHAIN.value:
         what = ("one application per tf.function call" if chain == 1 else
                 f"{chain} applications in sequence per tf.function call: per-op cost inside a graph")
         print(f"\n{what} (times per application)")
-        _table(args, chain, rng, kernel)
+        _table(chain, rng, kernel)
 
 
-def _table(args, chain, rng, kernel):
+def _table(chain, rng, kernel):
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tf_distill.ops.upfirdn2d import upfirdn2d  # pylint: disable=import-outside-toplevel
+
     header = (f"{'op':<14}{'px':>5}  {'pass':<9}{'shape in -> out':<36}{'ref ms':>9}{'custom ms':>11}{'ratio':>8}"
               f"  |{'ref cpu':>9}{'custom cpu':>11}{'ratio':>8}")
     print(header)
     print("-" * len(header))
     rows = []
-    for px in args.sizes:
+    for px in _SIZES.value:
         for name, (in_size, gain, up, down, pad) in UPFIRDN_CASES.items():
             size = in_size(px)
-            x = tf.constant(rng.standard_normal((args.batch, size, size, args.channels), dtype=np.float32))
+            x = tf.constant(rng.standard_normal((_BATCH.value, size, size, _CHANNELS.value), dtype=np.float32))
             k = kernel * gain
             y_shape = upfirdn2d(x[:1], k, up=up, down=down, pad=pad, impl="ref").shape
-            cot = tf.constant(rng.standard_normal((args.batch,) + tuple(y_shape[1:]), dtype=np.float32))
+            cot = tf.constant(rng.standard_normal((_BATCH.value,) + tuple(y_shape[1:]), dtype=np.float32))
             fns = {impl: _upfirdn_fns(k, up, down, pad, impl, chain) for impl in ("ref", "custom")}
             for i, label in enumerate(("forward", "fwd+bwd")):
-                ref, custom = _time_in_turns((fns["ref"][i], fns["custom"][i]), (x, cot), args.repeats, chain,
-                                             min_seconds=args.min_seconds)
-                shapes = f"{list(x.shape)} -> {[args.batch] + list(y_shape[1:])}"
+                ref, custom = _time_in_turns((fns["ref"][i], fns["custom"][i]), (x, cot), _REPEATS.value, chain,
+                                             min_seconds=_MIN_SECONDS.value)
+                shapes = f"{list(x.shape)} -> {[_BATCH.value] + list(y_shape[1:])}"
                 _row(rows, name, px, label, shapes, ref, custom)
-        x = tf.constant(rng.standard_normal((args.batch, px, px, args.channels), dtype=np.float32))
-        b = tf.constant(rng.standard_normal((args.channels,), dtype=np.float32))
+        x = tf.constant(rng.standard_normal((_BATCH.value, px, px, _CHANNELS.value), dtype=np.float32))
+        b = tf.constant(rng.standard_normal((_CHANNELS.value,), dtype=np.float32))
         cot = tf.constant(rng.standard_normal(x.shape, dtype=np.float32))
         fns = {impl: _bias_act_fns(impl, chain) for impl in ("ref", "custom")}
         # The memory floor (one read and one write of the same tensor) takes turns with the forward
@@ -191,7 +202,8 @@ def _table(args, chain, rng, kernel):
         floor_fn = _serial(lambda x, b, cot: tf.negative(x), chain)
         for i, label in enumerate(("forward", "fwd+bwd")):
             timed = (fns["ref"][i], fns["custom"][i]) + ((floor_fn,) if i == 0 else ())
-            ref, custom, *floor = _time_in_turns(timed, (x, b, cot), args.repeats, chain, min_seconds=args.min_seconds)
+            ref, custom, *floor = _time_in_turns(timed, (x, b, cot), _REPEATS.value, chain,
+                                                 min_seconds=_MIN_SECONDS.value)
             _row(rows, "bias_act", px, label, f"{list(x.shape)} + bias, lrelu", ref, custom)
             if floor:
                 print(f"{'  tf.negative':<14}{px:>5}  {'forward':<9}{'same tensor: memory floor':<36}"
@@ -210,5 +222,9 @@ def _row(rows, name, px, label, shapes, ref, custom):
           f"  |{ref[1]:>9.1f}{custom[1]:>11.1f}{cpu:>7.2f}x", flush=True)
 
 
+def run():
+    cli.run(main, tensorflow=False)  # main imports TensorFlow once --allocator is applied
+
+
 if __name__ == "__main__":
-    main()
+    run()

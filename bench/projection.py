@@ -1,6 +1,7 @@
 """Seconds per projection step (L-BFGS and Adam) of the 256 px teacher vs the 0.7-pruned student, one run.
 
-    python bench/projection.py [--models=ffhq256_teacher,ffhq256_student] [--steps=3] [--optimizer=lbfgs,adam]
+    python bench/projection.py [--models=ffhq256_teacher,ffhq256_student] [--steps=3] [--optimizer=lbfgs,adam] \
+        [--impl=auto|ref|custom]
 
 Random weights (configs/paper_models.py MODELS), a random target image, LPIPS-VGG from the cache.
 Reports seconds per closure (loss + gradient of W+ and all noise maps) and per optimizer step
@@ -9,48 +10,61 @@ Reports seconds per closure (loss + gradient of W+ and all noise maps) and per o
 
 import json
 import os
-import sys
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import common
+from tf_distill import cli
+from tf_distill.errors import UserError
 
-FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["ffhq256_teacher", "ffhq256_student"], "MODELS entries of configs/paper_models.py")
-flags.DEFINE_integer("steps", 3, "timed steps per model and optimizer")
-flags.DEFINE_list("optimizer", ["lbfgs"], "lbfgs and/or adam")
+_MODELS = flags.DEFINE_list("models", ["ffhq256_teacher", "ffhq256_student"], "MODELS entries of "
+                            "configs/paper_models.py.")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per model and optimizer.", lower_bound=1)
+_OPTIMIZER = common.define_choice_list("optimizer", ["lbfgs"], ["lbfgs", "adam"], "Optimizers to time.")
+_IMPL = common.define_impl()
 
 
 def main(argv):
-    del argv
-    import numpy as np
-    import tensorflow as tf
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from tf_distill.configs.paper_models import MODELS  # pylint: disable=import-outside-toplevel
 
-    from configs.paper_models import MODELS
-    from tf_distill.metrics.lpips import LPIPS
-    from tf_distill.models import Generator
-    from tf_distill.projection import Projector
+    unknown = [name for name in _MODELS.value if name not in MODELS]
+    if unknown or not _MODELS.value:
+        raise UserError(f"--models={','.join(_MODELS.value)}: {unknown[0] if unknown else 'no model'} is not a model "
+                        f"of configs/paper_models.py (choose from {', '.join(MODELS)})")
+    common.check_impl(_IMPL.value)
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tf_distill.metrics.lpips import LPIPS  # pylint: disable=import-outside-toplevel
+    from tf_distill.models import Generator  # pylint: disable=import-outside-toplevel
+    from tf_distill.projection import Projector  # pylint: disable=import-outside-toplevel
 
     lpips = LPIPS()
     results = {}
-    for name in FLAGS.models:
+    for name in _MODELS.value:
         tf.keras.utils.set_random_seed(0)
-        g = Generator(**MODELS[name]().to_dict())
+        g = Generator(**MODELS[name]().to_dict(), impl=_IMPL.value)
         g.build()
         target = np.random.default_rng(0).integers(0, 256, [1, g.size, g.size, 3], dtype=np.uint8)
-        for opt in FLAGS.optimizer:
+        for opt in _OPTIMIZER.value:
             projector = Projector(g, lpips, optimizer=opt, w_avg_samples=1000)
             projector.project(target, steps=1)  # warm-up: tracing
             t = time.perf_counter()
-            res = projector.project(target, steps=FLAGS.steps)
+            res = projector.project(target, steps=_STEPS.value)
             elapsed = time.perf_counter() - t
             closures = res.closure_evals
-            results[f"{name}/{opt}"] = {"s_per_step": elapsed / FLAGS.steps, "s_per_closure": elapsed / closures,
-                                        "closures": closures, "steps": FLAGS.steps}
+            results[f"{name}/{opt}"] = {"s_per_step": elapsed / _STEPS.value, "s_per_closure": elapsed / closures,
+                                        "closures": closures, "steps": _STEPS.value}
             print(name, opt, json.dumps(results[f"{name}/{opt}"]), flush=True)
     print(json.dumps({"threads": os.cpu_count(), "results": results}, indent=2))
 
 
+def run():
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

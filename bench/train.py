@@ -1,50 +1,60 @@
 """Stage-2 distillation steps/s on CPU: reference vs custom ops, side by side in one run.
 
     .venv/bin/python bench/train.py                       # the demo config (32 px), batch 8
-    .venv/bin/python bench/train.py --paper --batch 4     # the FFHQ-256 paper config (random teacher), slow
+    .venv/bin/python bench/train.py --paper --batch=4     # the FFHQ-256 paper config (random teacher), slow
 
-Each impl gets its own models and traced step functions (the impl is read while tracing). The
-three kinds of step of the schedule (spec C.4) are traced once, then timed: D with R1 and G with
-path length (1 step in 16), G with path length (3 in 16), plain (12 in 16); the timed calls
-alternate between the impls so machine load affects both alike. steps/s is of the schedule's
-16-step cycle, from the median time of each kind. The content-aware mask's cost (the face-parsing
-network at 512 px on the teacher's images of one step, random weights: the cost does not depend
-on them) is timed in the same loop and printed next to the step.
+Each impl gets its own models and step functions, built and traced inside
+``ops.implementation(impl)``. The three kinds of step of the schedule (spec C.4) are traced once,
+then timed: D with R1 and G with path length (1 step in 16), G with path length (3 in 16), plain
+(12 in 16); the timed calls alternate between the impls so machine load affects both alike.
+steps/s is of the schedule's 16-step cycle, from the median time of each kind. The content-aware
+mask's cost (the face-parsing network at 512 px on the teacher's images of one step, random
+weights: the cost does not depend on them) is timed in the same loop and printed next to the step.
 """
 
-import argparse
 import os
 import tempfile
 import time
 
-import numpy as np
-import tensorflow as tf
+from absl import app, flags
+
+import common
+from tf_distill import cli
+
+_PAPER = flags.DEFINE_bool("paper", False, "FFHQ-256 paper config (random teacher) instead of the demo.")
+_BATCH = common.define_batch(None, "Images per batch (default: the config's).")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps of each kind per impl.", lower_bound=1)
 
 
 def make_step(config, impl, teacher_path):
-    os.environ["TF_DISTILL_OPS_IMPL"] = impl
+    """The models and StyleKD step of ``config``, built with the ``impl`` ops."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tf_distill import ops  # pylint: disable=import-outside-toplevel
     from tf_distill.metrics.lpips import LPIPS  # pylint: disable=import-outside-toplevel
     from tf_distill.train.loop import build_models  # pylint: disable=import-outside-toplevel
-    from tf_distill.train.stylekd import StyleKDStep  # pylint: disable=import-outside-toplevel
+    from tf_distill.train.step import TrainStep  # pylint: disable=import-outside-toplevel
 
     config.teacher = teacher_path
     strategy = tf.distribute.get_strategy()
-    g, g_ema, d, teacher = build_models(config, strategy)
-    return StyleKDStep(strategy, g, g_ema, d, config, teacher, LPIPS(), seed=0)
+    with ops.implementation(impl):
+        g, g_ema, d, teacher = build_models(config, strategy)
+        return TrainStep(strategy, g, g_ema, d, config, teacher, LPIPS(), seed=0)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--paper", action="store_true", help="FFHQ-256 paper config instead of the demo")
-    parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps of each kind per impl")
-    args = parser.parse_args()
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tf_distill import ops  # pylint: disable=import-outside-toplevel
     from tf_distill.models import Generator  # pylint: disable=import-outside-toplevel
     from tf_distill.ops import _loader  # pylint: disable=import-outside-toplevel
 
-    if args.paper:
-        from configs.ffhq256_stylekd import get_config  # pylint: disable=import-outside-toplevel
-        from configs.paper_models import MODELS  # pylint: disable=import-outside-toplevel
+    if _PAPER.value:
+        from tf_distill.configs.ffhq256_stylekd import get_config  # pylint: disable=import-outside-toplevel
+        from tf_distill.configs.paper_models import MODELS  # pylint: disable=import-outside-toplevel
 
         config = get_config("paper")
         teacher = Generator(**MODELS["ffhq256_teacher"]().to_dict())
@@ -52,11 +62,11 @@ def main():
         teacher_path = os.path.join(tempfile.mkdtemp(), "teacher.keras")
         teacher.save(teacher_path)
     else:
-        from configs.demo_distill import get_config  # pylint: disable=import-outside-toplevel
+        from tf_distill.configs.demo_distill import get_config  # pylint: disable=import-outside-toplevel
 
         config = get_config()
         teacher_path = config.teacher
-    config.train.batch_size = args.batch or config.train.batch_size
+    config.train.batch_size = _BATCH.value or config.train.batch_size
     config.kd.warmup_steps = 0
     impls = ["ref"] + (["custom"] if _loader.custom_ops_library() is not None else [])
     steps = {impl: make_step(config, impl, teacher_path) for impl in impls}
@@ -81,7 +91,8 @@ def main():
         step = steps[impl]
         step.step.assign(iteration)
         start = time.perf_counter()
-        float(step.train_step(real)["g_loss"])
+        with ops.implementation(impl):  # the first call of each kind traces it
+            float(step.train_step(real)["g_loss"])
         return time.perf_counter() - start
 
     for impl in steps:  # trace every kind once
@@ -90,13 +101,13 @@ def main():
     run_mask()
     times = {impl: {kind: [] for kind in kinds} for impl in steps}
     mask_times = []
-    for _ in range(args.steps):
+    for _ in range(_STEPS.value):
         for kind, (iteration, _) in kinds.items():
             for impl in steps:
                 times[impl][kind].append(run(impl, iteration))
         mask_times.append(run_mask())
-    print(f"{'paper 256 px' if args.paper else 'demo 32 px'} stage 2, batch {config.train.batch_size}, "
-          f"median of {args.steps} timed steps of each kind, CPU")
+    print(f"{'paper 256 px' if _PAPER.value else 'demo 32 px'} stage 2, batch {config.train.batch_size}, "
+          f"median of {_STEPS.value} timed steps of each kind, CPU")
     cycle = {}
     for impl, by_kind in times.items():
         med = {kind: float(np.median(t)) for kind, t in by_kind.items()}
@@ -112,5 +123,9 @@ def main():
           f"{100 * mask_s / fastest:.0f}% of the {impls[-1]}-ops step")
 
 
+def run():
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -8,20 +8,15 @@ The committed weights under demo/ were made by exactly this command (see demo/RE
 
 from tf_distill.train.defaults import default_config
 
-TEACHER = dict(size=32, style_dim=128, n_mlp=4, lr_mlp=0.01, channels=[128, 128, 128, 128, 64, 64, 32, 32],
-               kernel_size=3)
+TEACHER = dict(size=32, style_dim=128, n_mlp=4, channels=[128, 128, 128, 128, 64, 64, 32, 32])
 
 
 def get_config():
     c = default_config()
-    c.teacher = ""
     c.generator.update(TEACHER)
     c.discriminator.channels = [32, 64, 128, 128]
     c.data.source = "fashion_mnist:train"
-    c.data.flip = True
     c.train.steps = 4000
-    c.train.batch_size = 16
-    c.log.every = 50
     c.log.checkpoint_every = 500
     c.log.sample_every = 500
     return c

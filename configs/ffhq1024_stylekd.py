@@ -6,10 +6,10 @@
 Mimic layers: the three highest resolutions (256/512/1024 px = blocks 6, 7, 8).
 """
 
-from configs.ffhq256_stylekd import VARIANTS, apply_overrides, base_config
+from tf_distill.configs.ffhq256_stylekd import base_config, with_variant
 
 
 def get_config(variant="paper"):
     c = base_config("ffhq1024_student")
     c.kd.mimic_layers = [6, 7, 8]
-    return apply_overrides(c, VARIANTS[variant])
+    return with_variant(c, variant)

@@ -10,7 +10,7 @@ which counts 3.20M params / 2.72B FLOPs with tf-distill-stats. Both stages run u
 ``--config.strategy`` (``mirrored``, ``multi_worker``): stage 1 splits its z batch across replicas.
 """
 
-from configs.ffhq256_stylekd import VARIANTS, apply_overrides, base_config
+from tf_distill.configs.ffhq256_stylekd import base_config, with_variant
 
 
 def get_config(variant="paper"):
@@ -20,7 +20,6 @@ def get_config(variant="paper"):
     c = base_config("ffhq256_student")
     c.generator.channels = [122] * 10 + [64] * 2 + [32] * 2
     c.generator.mapping_widths = [512, 512, 512]
-    c.generator.mapping_lr_mul = 1.0
     c.kd.load_style = False
     c.stage1.steps = 50000
-    return apply_overrides(c, VARIANTS[variant])
+    return with_variant(c, variant)

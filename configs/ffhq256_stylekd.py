@@ -20,7 +20,7 @@ weights are given: ``--config.kd.face_parsing_weights=79999_iter.pth``.
 
 from ml_collections import config_dict
 
-from configs.paper_models import MODELS
+from tf_distill.configs.paper_models import MODELS
 from tf_distill.reproduce.suites import SUITES
 from tf_distill.train.defaults import default_config
 
@@ -30,32 +30,29 @@ VARIANTS = {
     # the Table 1 rows (tf_distill.reproduce.suites, the one definition the reproduction runner also uses)
     **{row: overrides for row, overrides in SUITES["table1"].items() if row != "scratch"},
     "no_gan": SUITES["fig1"]["nogan_teacher_mapping"],
-    "cagan_init": {"kd.load_style": False},  # and config.init_from, required (get_config)
+    "cagan_init": {"kd.load_style": False},  # and config.init_from, required (with_variant)
 }
 
 
-def apply_overrides(config, overrides):
-    config.update_from_flattened_dict(dict(overrides))
-    return config
-
-
 def base_config(size_model="ffhq256_student"):
+    """The paper's run (spec C.6) for a generator of configs/paper_models.py; the rest is default_config's."""
     c = default_config()
     c.generator.update(MODELS[size_model]().to_dict())
-    c.data.source = ""  # e.g. folder:/data/ffhq/images1024x1024
-    c.teacher = ""  # e.g. CAGAN's 256px_full_size.pt
     c.kd.content_mask = "auto"  # the reference's face mask, on once --config.kd.face_parsing_weights=79999_iter.pth
-    c.train.steps = 450001
-    c.train.batch_size = 16
     c.eval.fid_every = 10000
     c.log.checkpoint_every = 10000
     return c
 
 
-def get_config(variant="paper"):
+def with_variant(config, variant):
+    """``config`` with the overrides of ``variant`` (flattened keys) applied in place."""
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; choose from {sorted(VARIANTS)}.")
-    config = apply_overrides(base_config(), VARIANTS[variant])
+    config.update_from_flattened_dict(VARIANTS[variant])
     if variant == "cagan_init":  # no default file: a run without --config.init_from=PATH is refused
         config.init_from = config_dict.placeholder(str)
     return config
+
+
+def get_config(variant="paper"):
+    return with_variant(base_config(), variant)

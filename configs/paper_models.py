@@ -4,17 +4,18 @@
     tf-distill-stats --config=configs/paper_models.py:ffhq256_student
 
 The 0.7-pruned students keep ``c - int(0.7 c)`` channels of every layer (CAGAN ``prune.py``):
-512 -> 154, 256 -> 77, 128 -> 39, 64 -> 20, 32 -> 10.
+512 -> 154, 256 -> 77, 128 -> 39, 64 -> 20, 32 -> 10. Every other setting is the default generator's.
 """
 
 import ml_collections
 
+from tf_distill.train.defaults import default_config
+
 
 def _generator(size, channels=None):
-    return ml_collections.ConfigDict({
-        "size": size, "style_dim": 512, "n_mlp": 8, "channel_multiplier": 2, "lr_mlp": 0.01,
-        "channels": channels, "kernel_size": 3,
-    })
+    g = default_config().generator
+    g.update(size=size, channels=channels)
+    return g
 
 
 MODELS = {

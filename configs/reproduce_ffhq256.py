@@ -11,7 +11,7 @@ the paper's FID (50k samples) against 50k real images, with LPIPS to the teacher
 
 import ml_collections
 
-from configs.ffhq256_stylekd import get_config as ffhq_config
+from tf_distill.configs.ffhq256_stylekd import get_config as ffhq_config
 
 
 def get_config():

@@ -13,7 +13,7 @@ main rows' first seed. Sizing and its reasons: docs/reproduction/README.md.
 
 import ml_collections
 
-from configs.demo_distill import get_config as demo_config
+from tf_distill.configs.demo_distill import get_config as demo_config
 
 
 def get_config(variant="full"):
@@ -25,7 +25,6 @@ def get_config(variant="full"):
     c.base.train.steps = 800
     c.base.kd.warmup_steps = 300
     c.base.log.sample_every = 200
-    c.base.log.checkpoint_every = 100
     c.base.log.every = 50
     c.seeds = 2
     # What the 2-core budget of the committed results left out (docs/reproduction/README.md): a third seed for
@@ -33,7 +32,6 @@ def get_config(variant="full"):
     # more time: --seeds=3 (every row), or e.g. {"rgb": 3, ..., "nogan_mimic_mapping": 2} here.
     c.seeds_per_row = {"nogan_teacher_mapping": 1, "nogan_random_mapping": 1, "nogan_mimic_mapping": 0}
     c.mimic_steps = 500  # stage 1 of nogan_mimic_mapping (mapping mimicking, batch 4096)
-    c.base.stage1.batch_size = 4096
     c.eval = ml_collections.ConfigDict({
         "real_images": 2000, "teacher_samples": 2000, "fid_samples": 1000, "lpips_samples": 500,
         "diversity_pairs": 250, "batch": 50, "curve_points": 4, "curve_fid_samples": 250, "curve_lpips_samples": 200,

@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import fixture_path
-from tf_distill import model_io
+from tf_distill.io import checkpoints
 from tf_distill.convert import rosinality
-from tf_distill.convert.torch_pickle import load_torch_checkpoint
+from tf_distill.io.torch_reader import load_torch_checkpoint
 from tf_distill.errors import UserError
 from tf_distill.train.defaults import default_config
 
@@ -19,10 +19,10 @@ STUDENT_CHANNELS = [16, 12, 12, 10, 10, 8, 8, 6]  # the fixture student's (g_stu
 @pytest.fixture(scope="module")
 def pruned_path(tmp_path_factory):
     """A CAGAN-style pruned checkpoint from the reference fixtures: the student's g and g_ema, the teacher's d."""
-    student = model_io.read_rosinality(fixture_path("student32_zip.pt"))
-    teacher = model_io.read_rosinality(fixture_path("teacher32_zip.pt"))
+    student = checkpoints.read_rosinality(fixture_path("student32_zip.pt"))
+    teacher = checkpoints.read_rosinality(fixture_path("teacher32_zip.pt"))
     path = tmp_path_factory.mktemp("pruned") / "pruned.pt"
-    model_io.write_rosinality(path, g=student["g"], g_ema=student["g_ema"], d=teacher["d"])
+    checkpoints.write_rosinality(path, g=student["g"], g_ema=student["g_ema"], d=teacher["d"])
     return path
 
 
@@ -41,7 +41,7 @@ def student_config(data_dir, init_from=""):
     c.discriminator.channels = [32, 32, 32, 32]
     c.data.source = f"folder:{data_dir}"
     c.train.update(dict(steps=1, batch_size=4))
-    c.kd.update(dict(mimic_layers=[1, 2], lpips=0.0))
+    c.kd.update(dict(mimic_layers=[1, 2], weight_lpips=0.0))
     c.log.update(dict(every=1, sample_every=1000, n_samples=2))
     return c
 
@@ -58,7 +58,7 @@ def test_init_from_matches_weights_loaded_by_hand_after_a_step(tmp_path, pruned_
     from tf_distill.train.loop import Run  # pylint: disable=import-outside-toplevel
 
     state = load_torch_checkpoint(pruned_path)
-    teacher = model_io.load_generator(fixture_path("teacher32_zip.pt"))
+    teacher = checkpoints.load_generator(fixture_path("teacher32_zip.pt"))
     loaded = Run(student_config(data_dir, str(pruned_path)), tmp_path / "loaded")
     assert loaded.config.kd.load_style  # the paper's default: here it must not copy the teacher's mapping
     by_hand = Run(student_config(data_dir), tmp_path / "by_hand")
@@ -119,7 +119,7 @@ def test_init_from_without_a_discriminator_is_refused(data_dir):
 
 
 def test_cagan_init_variant():
-    from configs.ffhq256_stylekd import VARIANTS, get_config  # pylint: disable=import-outside-toplevel
+    from tf_distill.configs.ffhq256_stylekd import VARIANTS, get_config  # pylint: disable=import-outside-toplevel
 
     config = get_config("cagan_init")
     assert "cagan_init" in VARIANTS and config.init_from is None and not config.kd.load_style
@@ -130,7 +130,7 @@ def test_cagan_init_variant():
     cagan = get_config("cagan_init").to_dict()
     assert {k for k in set(paper) | set(cagan) if paper.get(k) != cagan.get(k)} <= {"init_from", "kd"}
     assert {k for k in paper["kd"] if paper["kd"][k] != cagan["kd"][k]} == {"load_style"}
-    from configs.ffhq256_heter import get_config as heter  # pylint: disable=import-outside-toplevel
+    from tf_distill.configs.ffhq256_heter import get_config as heter  # pylint: disable=import-outside-toplevel
 
     with pytest.raises(ValueError, match="use configs/ffhq256_stylekd.py:cagan_init"):
         heter("cagan_init")
@@ -138,7 +138,7 @@ def test_cagan_init_variant():
 
 def test_cagan_init_without_a_checkpoint_is_refused(data_dir):
     """The variant has no default file: a run that does not name one fails at start, naming the key."""
-    from configs.ffhq256_stylekd import get_config  # pylint: disable=import-outside-toplevel
+    from tf_distill.configs.ffhq256_stylekd import get_config  # pylint: disable=import-outside-toplevel
     from tf_distill.train.config_check import ConfigError, check_config  # pylint: disable=import-outside-toplevel
 
     config = get_config("cagan_init")

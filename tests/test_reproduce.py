@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from configs.reproduce_fmnist32 import get_config
-from tf_distill import model_io
+from tf_distill.configs.reproduce_fmnist32 import get_config
+from tf_distill.io import checkpoints
 from tf_distill.metrics.generator_eval import diversity
 from tf_distill.reproduce import report
 from tf_distill.reproduce.runner import SuiteRunner, plan
@@ -178,8 +178,8 @@ def test_a_run_killed_after_its_first_checkpoint_ends_with_the_same_weights(tmp_
     assert killed.run(max_steps=2) == 2 and (b[0].directory / "train" / "checkpoints").exists()
     assert SuiteRunner(config, tmp_path / "b", b, log=lambda _: None).run()
     for name in ("g_ema", "g", "d"):
-        wa = model_io.load_models(a[0].directory / "train" / "final")[name].weights
-        wb = model_io.load_models(b[0].directory / "train" / "final")[name].weights
+        wa = checkpoints.load_models(a[0].directory / "train" / "final")[name].weights
+        wb = checkpoints.load_models(b[0].directory / "train" / "final")[name].weights
         for va, vb in zip(wa, wb):
             np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=0, atol=1e-6, err_msg=va.path)
 

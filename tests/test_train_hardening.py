@@ -273,6 +273,16 @@ def test_run_checks_the_config_and_max_steps_before_anything_is_written(tmp_path
     assert not (tmp_path / "good" / "checkpoints").exists() or not any((tmp_path / "good" / "checkpoints").iterdir())
 
 
+
+def test_batch_smaller_than_the_group_size_trains(tmp_path, data_dir):
+    """Batch 2 with kd.group_size 4: the D's minibatch stddev takes the whole batch as its one group (it used to
+    reshape the batch into chunks of 4 and fail mid-run)."""
+    config = tiny_config(data_dir, "default", 1)
+    config.train.batch_size = 2
+    run = Run(config, tmp_path / "small_batch")
+    assert run.run() == 1
+    assert run.d.stddev_chunk == 2
+
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     """An 8 px teacher (the student is 16 px) and a 16 px one with a deeper mapping than the student's."""

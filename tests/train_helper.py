@@ -46,7 +46,7 @@ def tiny_config(data_dir, strategy, steps, teacher=""):
     c.discriminator.channels = [8, 6, 4]
     c.data.source = f"folder:{data_dir}"
     c.train.update(dict(steps=steps, batch_size=8))
-    c.kd.update(dict(mimic_layers=[1, 2], lpips=0.0))
+    c.kd.update(dict(mimic_layers=[1, 2], weight_lpips=0.0))
     c.log.update(dict(every=1, checkpoint_every=2, sample_every=1000, n_samples=4))
     return c
 

@@ -30,8 +30,8 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Use a --workdir that holds o
 def run_demo(workdir, steps=None, fid_samples=500, lpips_samples=256, teacher=None):
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    from configs.demo_distill import get_config  # pylint: disable=import-outside-toplevel
-    from tf_distill import model_io  # pylint: disable=import-outside-toplevel
+    from tf_distill.configs.demo_distill import get_config  # pylint: disable=import-outside-toplevel
+    from tf_distill.io import checkpoints  # pylint: disable=import-outside-toplevel
     from tf_distill.images import save_grid  # pylint: disable=import-outside-toplevel
     from tf_distill.metrics import generator_eval  # pylint: disable=import-outside-toplevel
     from tf_distill.metrics.inception import FIDInceptionV3  # pylint: disable=import-outside-toplevel
@@ -47,7 +47,7 @@ def run_demo(workdir, steps=None, fid_samples=500, lpips_samples=256, teacher=No
     if teacher:
         config.teacher = teacher
     if not Path(config.teacher).exists():
-        raise app.UsageError(f"Teacher checkpoint {config.teacher} not found; run from the repo root.")
+        raise app.UsageError(f"Teacher checkpoint {config.teacher} not found (check --teacher).")
     start = time.time()
     lpips = LPIPS()
     run = Run(config, workdir / "run", lpips=lpips)

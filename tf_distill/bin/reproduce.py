@@ -20,7 +20,8 @@ from tf_distill.outputs import check_parents, check_workdir
 
 cli.quiet_logs()
 cli.import_tensorflow()  # the default config below is loaded (and imports TensorFlow) as the flag is defined
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/reproduce_fmnist32.py", "Reproduction config file.")
+_CONFIG = config_flags.DEFINE_config_file("config", cli.config_path("configs/reproduce_fmnist32.py"),
+                                          "Reproduction config file.")
 _SUITE = flags.DEFINE_enum("suite", "all", ["table1", "fig1", "all"], "Which suite to run.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the suite's runs (created; reused to resume).")
 _REPORT_DIR = flags.DEFINE_string("report_dir", None, "Where runs.csv, README.md and the PNGs go (default: "
@@ -44,8 +45,7 @@ def main(argv):
         raise app.UsageError("the config needs a teacher and a data source: set --config.base.teacher=PATH and "
                              "--config.base.data.source=folder:PATH (or tfrecord:GLOB, fashion_mnist).")
     if not os.path.exists(config.base.teacher):
-        raise app.UsageError(f"teacher checkpoint {config.base.teacher} not found (the default config's is "
-                             "relative to the repository root: run from there, or set --config.base.teacher).")
+        raise app.UsageError(f"teacher checkpoint {config.base.teacher} not found (check --config.base.teacher).")
     check_workdir(_WORKDIR.value, ["table1", "fig1", "report"], overwrite=_OVERWRITE.value)
     if _REPORT_DIR.value:
         check_parents(_REPORT_DIR.value, "--report_dir")

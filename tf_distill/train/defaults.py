@@ -6,7 +6,11 @@ The range of every key is checked when a run starts (tf_distill.train.config_che
 
 import ml_collections
 
+from tf_distill.models.generator import generator_defaults
 from tf_distill.train.optim import EMA_DECAY
+
+# The config's generator keys take the Generator constructor's defaults (models.generator.generator_defaults).
+_GENERATOR_KEYS = ("style_dim", "n_mlp", "channel_multiplier", "lr_mlp", "kernel_size", "mapping_lr_mul")
 
 
 def default_config():
@@ -17,11 +21,11 @@ def default_config():
     c.init_from = ""                # CAGAN-style init (the reference's --load 1): g, g_ema and d from this
                                     # pruned checkpoint (.pt or our dir); "" starts from a random student
     c.generator = ml_collections.ConfigDict({  # the trained generator (student, or teacher when c.teacher == "")
-        "size": 256, "style_dim": 512, "n_mlp": 8, "channel_multiplier": 2, "lr_mlp": 0.01,
-        "channels": ml_collections.FieldReference(None, field_type=list), "kernel_size": 3,
-        "mapping_widths": ml_collections.FieldReference(None, field_type=list), "mapping_lr_mul": 1.0})
+        "size": 256, **{key: generator_defaults()[key] for key in _GENERATOR_KEYS},
+        "channels": ml_collections.FieldReference(None, field_type=tuple),
+        "mapping_widths": ml_collections.FieldReference(None, field_type=tuple)})
     c.discriminator = ml_collections.ConfigDict({
-        "channel_multiplier": 2, "channels": ml_collections.FieldReference(None, field_type=list)})
+        "channel_multiplier": 2, "channels": ml_collections.FieldReference(None, field_type=tuple)})
     # "folder:PATH", "tfrecord:GLOB" or "fashion_mnist[:train|test[:PATH]]" (tf_distill.data.DataSource)
     # sharding between workers: "files" (disjoint shards) or "data" (every worker reads the whole
     # stream and keeps its rows: the same batches for any number of workers; tf_distill.data.make_dataset)
@@ -32,7 +36,7 @@ def default_config():
         "gan": True})
     c.kd = ml_collections.ConfigDict({
         "weight_l1": 3.0, "weight_lpips": 3.0, "weight_relation": 30.0, "relation_mode": "kl", "single_view": False,
-        "mimic_layers": [4, 5, 6], "offset_mode": "main", "direction_mode": "split", "offset_weight": 5.0,
+        "mimic_layers": (4, 5, 6), "offset_mode": "main", "direction_mode": "split", "offset_weight": 5.0,
         "group_size": 4, "warmup_steps": 0, "shared_noise": False, "lpips_size": 256, "load_style": True,
         # RGB L1 on the final image only ("output_only", the paper's runs) or summed over every RGB skip
         "mode": "output_only",

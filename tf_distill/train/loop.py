@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_distill import model_io
+from tf_distill.io import checkpoints
 from tf_distill.data import DataSource, DecodeStats, make_dataset
 from tf_distill.errors import UserError
 from tf_distill.images import save_grid
@@ -31,7 +31,8 @@ from tf_distill.progress import format_duration
 from tf_distill.train.config_check import check_batch, check_config, check_max_steps, uses_content_mask
 from tf_distill.train.mimic import MappingMimic
 from tf_distill.train.strategy import is_chief, make_strategy
-from tf_distill.train.stylekd import StyleKDStep
+from tf_distill.train.student import resolve_student
+from tf_distill.train.step import TrainStep
 
 # What a checkpoint that cannot be restored raises: a truncated or overwritten data file (IndexError
 # "Read less bytes than requested", DataLossError), a bad index, a missing file (OpError/OSError),
@@ -80,7 +81,7 @@ def build_models(config, strategy):
     with strategy.scope():
         teacher = None
         if config.teacher:
-            teacher = model_io.load_generator(config.teacher)
+            teacher = checkpoints.load_generator(config.teacher)
             teacher.trainable = False
             _check_teacher(teacher, gen_config)
         try:  # the constructors check the architecture (channel counts, mapping widths) before any weight exists
@@ -89,7 +90,11 @@ def build_models(config, strategy):
         except ValueError as err:
             raise UserError(f"config.generator: {err} (fix the generator settings)") from err
         try:
-            d = Discriminator(gen_config["size"], stddev_chunk=config.kd.group_size, name="d", **d_config)
+            # the minibatch stddev per group of kd.group_size samples, or of the whole per-replica batch
+            # when it is smaller (as the training step's relation groups)
+            per_replica = int(config.train.batch_size) // strategy.num_replicas_in_sync
+            d = Discriminator(gen_config["size"], stddev_chunk=min(int(config.kd.group_size), per_replica),
+                              name="d", **d_config)
         except ValueError as err:
             raise UserError(f"config.discriminator: {err} (fix the discriminator settings)") from err
         for model in (g, g_ema, d):
@@ -108,7 +113,7 @@ def build_models(config, strategy):
 def _read_init(path, lr_mlp):
     """g, g_ema and d of the checkpoint ``config.init_from`` (a rosinality .pt or our checkpoint directory),
     read before the run's models are built so that a bad file fails first."""
-    models = model_io.load_any(path, lr_mlp=lr_mlp)
+    models = checkpoints.load_any(path, lr_mlp=lr_mlp)
     missing = [key for key in ("g", "g_ema", "d") if key not in models]
     if missing:
         raise UserError(f"config.init_from {path} holds no {' and no '.join(missing)} (initializing from a "
@@ -180,6 +185,7 @@ class Run:
     """A training run bound to ``workdir``."""
 
     def __init__(self, config, workdir, lpips=None):
+        resolve_student(config)  # a config with a ``student`` section takes its architecture from the teacher
         check_config(config)  # every bad value fails here, before anything is built or written
         self.config, self.workdir = config, Path(workdir)
         self.strategy = make_strategy(config.strategy)
@@ -198,8 +204,8 @@ class Run:
 
             with self.strategy.scope():
                 self.face_parser = load_face_parsing(config.kd.face_parsing_weights)
-        self.step = StyleKDStep(self.strategy, self.g, self.g_ema, self.d, config, self.teacher, lpips,
-                                seed=config.seed, content_mask_fn=self._content_mask if self.face_parser else None)
+        self.step = TrainStep(self.strategy, self.g, self.g_ema, self.d, config, self.teacher, lpips,
+                              seed=config.seed, content_mask_fn=self._content_mask if self.face_parser else None)
         self.mimic = None
         if self.teacher is not None and config.stage1.steps > 0:
             self.mimic = MappingMimic(self.g, self.teacher, config.stage1.batch_size, config.stage1.lr,
@@ -490,7 +496,7 @@ class Run:
             self.stats.log_summary()
         if step >= total and self.chief:
             self.write_samples(step)
-            model_io.save_models(self.workdir / "final", g_ema=self.g_ema, g=self.g, d=self.d)
+            checkpoints.save_models(self.workdir / "final", g_ema=self.g_ema, g=self.g, d=self.d)
             (self.workdir / "final" / "config.json").write_text(self.config.to_json_best_effort(indent=2))
         return step
 
