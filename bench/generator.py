@@ -1,10 +1,13 @@
 """Images/s on CPU of the FFHQ-256 teacher and the CAGAN 0.7-pruned student, side by side in one run.
 
-    .venv/bin/python bench/generator.py [--batch=4] [--repeats=5] [--impl=auto|ref|custom]
+    .venv/bin/python bench/generator.py [--batch=4] [--repeats=5] [--impl=auto|ref|custom] [--nofold]
     .venv/bin/python bench/generator.py --compare_impl    # the teacher with reference vs custom ops
+    .venv/bin/python bench/generator.py --compare_fold    # both models, folded vs unfused inference form
 
-Random weights and random noise (the speed does not depend on the values). Both models are run
-in turn inside each repeat, so machine load affects them alike; the ratio is of the medians.
+Random weights and random noise (the speed does not depend on the values). Both models and a
+512-channel 3x3 conv (the machine's conv peak, bench/conv_peak.py) are run in turn inside each
+repeat, so machine load affects them alike; rates are of the medians. Efficiency is MACs/s, MACs
+counted as tf_distill.model_stats counts them (the paper's FLOPs).
 """
 
 import time
@@ -12,6 +15,7 @@ import time
 from absl import app, flags
 
 import common
+import conv_peak
 from tf_distill import cli
 
 _BATCH = common.define_batch(4)
@@ -19,20 +23,10 @@ _REPEATS = common.define_repeats(5)
 _IMPL = common.define_impl()
 _COMPARE_IMPL = flags.DEFINE_bool("compare_impl", False, "Instead: the 256 px teacher forward with reference vs "
                                   "custom ops, side by side (--impl is then ignored).")
-
-
-def time_generator(g, batch, repeats):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    z = tf.random.normal([batch, g.style_dim])
-    fn = tf.function(lambda z: g(z))
-    fn(z)  # trace and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(z).numpy()
-        times.append(time.perf_counter() - start)
-    return times
+_FOLD = flags.DEFINE_bool("fold", True, "Fold styles into the conv weights at inference (layers/modulated.py); "
+                          "--nofold times the unfused form.")
+_COMPARE_FOLD = flags.DEFINE_bool("compare_fold", False, "Instead: each model with the folded and the unfused "
+                                  "inference form, side by side.")
 
 
 def compare_impl(batch, repeats):
@@ -66,6 +60,47 @@ def compare_impl(batch, repeats):
     print(f"custom/ref speed ratio: {med['ref'] / med['custom']:.2f}x")
 
 
+def interleaved(fns, repeats):
+    """{name: median seconds} of the zero-argument ``fns``, each run once per repeat in turn."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(conv_peak.seconds(fn))
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def generator_fn(g, batch, fold):
+    """A zero-argument function running ``g`` on a fixed z batch (traced and warmed up here)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tf_distill.layers.modulated import weight_folding  # pylint: disable=import-outside-toplevel
+
+    z = tf.random.normal([batch, g.style_dim])
+    with weight_folding(fold):
+        fn = tf.function(lambda z: g(z))
+        fn(z).numpy()  # trace (with the folding choice) and warm up
+    return lambda: fn(z).numpy()
+
+
+def efficiency_lines(flops, batch, medians, peak_name="peak 3x3 conv"):
+    """The efficiency report: MACs/s per model, student/teacher ratio, the peak and the student's fraction of it."""
+    peak = conv_peak.MACS / medians[peak_name]
+    lines = [f"{peak_name} (512 ch, 32 px, batch {conv_peak.BATCH}): {peak / 1e9:7.2f} GMAC/s"]
+    rate = {}
+    for name, macs in flops.items():
+        rate[name] = macs * batch / medians[name]
+        lines.append(f"{name:<18} {medians[name] * 1000:9.1f} ms/batch {batch / medians[name]:8.2f} images/s "
+                     f"{macs / 1e9:7.2f} GMACs/image {rate[name] / 1e9:7.2f} GMAC/s ({rate[name] / peak:.0%} of peak)")
+    student, teacher = rate["ffhq256_student"], rate["ffhq256_teacher"]
+    lines.append(f"student/teacher speed ratio: {medians['ffhq256_teacher'] / medians['ffhq256_student']:.2f}x "
+                 f"(MAC ratio {flops['ffhq256_teacher'] / flops['ffhq256_student']:.2f}x)")
+    lines.append(f"student/teacher efficiency (MACs/s): {student / teacher:.0%}; student at {student / peak:.0%} "
+                 "of the 3x3-conv peak")
+    return lines
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -73,7 +108,6 @@ def main(argv):
     if _COMPARE_IMPL.value:
         return compare_impl(batch, repeats)
     common.check_impl(_IMPL.value)
-    import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from tf_distill.configs.paper_models import MODELS  # pylint: disable=import-outside-toplevel
@@ -82,24 +116,26 @@ def main(argv):
 
     models = {name: Generator(**MODELS[name]().to_dict(), impl=_IMPL.value)
               for name in ("ffhq256_teacher", "ffhq256_student")}
-    times = {name: [] for name in models}
-    for name, g in models.items():
+    for g in models.values():
         g.build()
-        time_generator(g, batch, 1)
-    for _ in range(repeats):  # interleaved so that load drifts hit both models
-        for name, g in models.items():
-            times[name] += time_generator(g, batch, 1)
+    flops = {name: generator_flops(g) for name, g in models.items()}
     print(f"CPU threads: inter {tf.config.threading.get_inter_op_parallelism_threads()} "
           f"intra {tf.config.threading.get_intra_op_parallelism_threads()}; batch {batch}, "
-          f"{repeats} repeats, median")
-    rates, flops = {}, {name: generator_flops(g) for name, g in models.items()}
-    for name in models:
-        median = float(np.median(times[name]))
-        rates[name] = batch / median
-        print(f"{name:<18} {median * 1000:9.1f} ms/batch {rates[name]:8.2f} images/s "
-              f"{flops[name] / 1e9:7.2f} GFLOPs")
-    print(f"student/teacher speed ratio: {rates['ffhq256_student'] / rates['ffhq256_teacher']:.2f}x "
-          f"(FLOP ratio {flops['ffhq256_teacher'] / flops['ffhq256_student']:.2f}x)")
+          f"{repeats} repeats, median; impl {_IMPL.value}")
+    peak_fn, _ = conv_peak.peak_conv()
+    if _COMPARE_FOLD.value:
+        fns = {f"{name} {form}": generator_fn(g, batch, fold) for name, g in models.items()
+               for form, fold in (("unfused", False), ("folded", True))}
+        medians = interleaved({**fns, "peak 3x3 conv": peak_fn}, repeats)
+        for form in ("unfused", "folded"):
+            print(f"--- {form} inference form")
+            print("\n".join(efficiency_lines(flops, batch, {
+                **{name: medians[f"{name} {form}"] for name in models}, "peak 3x3 conv": medians["peak 3x3 conv"]})))
+        for name in models:
+            print(f"{name}: folded/unfused speed-up {medians[f'{name} unfused'] / medians[f'{name} folded']:.2f}x")
+        return None
+    fns = {name: generator_fn(g, batch, _FOLD.value) for name, g in models.items()}
+    print("\n".join(efficiency_lines(flops, batch, interleaved({**fns, "peak 3x3 conv": peak_fn}, repeats))))
     return None
 
 

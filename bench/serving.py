@@ -5,9 +5,11 @@
 Builds the paper's teacher and 0.7-pruned student (configs/paper_models.py) with random weights,
 exports both with tf-distill-export's code, and prints per model and batch (1 and 8) the latency
 p50/p99 and images/s of the SavedModel's ``from_seeds`` signature, the student/teacher
-throughput ratio, the export sizes, and for the TFLite student (float32, float16, dynamic int8)
-size, latency and max abs pixel error against the student SavedModel. The exports go to a
-temporary folder, deleted at the end, or to ``--workdir`` (a new or empty folder, kept).
+throughput ratio, the export sizes, and for the TFLite student (float32, float16, dynamic int8,
+run with LiteRT and its XNNPACK delegate) size, batch-1 latency, max / mean abs pixel error
+against the student SavedModel on seeds 0..7, and images/s over the SavedModel student's at batch
+1, the two timed in turns in the same loop (``tflite_<variant>_over_saved_model_batch1``). The
+exports go to a temporary folder, deleted at the end, or to ``--workdir`` (a new or empty folder, kept).
 """
 
 import json
@@ -19,6 +21,7 @@ from pathlib import Path
 from absl import app, flags
 
 import common
+import conv_peak
 from tf_distill import cli
 from tf_distill.outputs import check_output
 
@@ -64,12 +67,16 @@ def bench(work):
     """Exports into the new or empty folder ``work`` and prints the measurements."""
     tf = cli.import_tensorflow()
     import keras  # pylint: disable=import-outside-toplevel
+
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     from tf_distill.configs import paper_models  # pylint: disable=import-outside-toplevel
     from tf_distill.export import savedmodel, tflite  # pylint: disable=import-outside-toplevel
+    from tf_distill.model_stats import generator_flops  # pylint: disable=import-outside-toplevel
     from tf_distill.models import Generator  # pylint: disable=import-outside-toplevel
 
+    if _TFLITE.value:
+        tflite.require_litert()  # one error line now rather than after the SavedModel timings
     px = int(_SIZE.value)
     keras.utils.set_random_seed(0)
     results = {"device": "CPU", "threads": os.cpu_count(), "tensorflow": tf.__version__, "models": {}}
@@ -87,31 +94,66 @@ def bench(work):
             seeds = tf.range(batch, dtype=tf.int64)
             psi = tf.constant(1.0)
             rows.append(summarize(time_calls(lambda: sig(seeds=seeds, truncation_psi=psi), _REPEATS.value), batch))
+        macs = generator_flops(g)  # per image, counted as tf_distill.model_stats does
+        for row in rows:
+            row["macs_per_s"] = macs * row["images_per_s"]
         results["models"][role] = {"params": int(g.count_params()), "saved_model_bytes": dir_size(path),
-                                   "export_s": export_s, "saved_model": rows}
+                                   "export_s": export_s, "macs_per_image": macs, "saved_model": rows}
         print(json.dumps({role: results["models"][role]}), flush=True)
+    peak_fn, peak_macs = conv_peak.peak_conv()
+    peak = peak_macs / float(np.median([conv_peak.seconds(peak_fn) for _ in range(_REPEATS.value)]))
+    results["peak_3x3_conv_macs_per_s"] = peak
     for i, batch in enumerate((1, 8)):
-        results[f"student_over_teacher_images_per_s_batch{batch}"] = (
-            results["models"]["student"]["saved_model"][i]["images_per_s"]
-            / results["models"]["teacher"]["saved_model"][i]["images_per_s"])
+        student, teacher = (results["models"][role]["saved_model"][i] for role in ("student", "teacher"))
+        results[f"student_over_teacher_images_per_s_batch{batch}"] = student["images_per_s"] / teacher["images_per_s"]
+        results[f"student_over_teacher_macs_per_s_batch{batch}"] = student["macs_per_s"] / teacher["macs_per_s"]
+        results[f"student_fraction_of_peak_batch{batch}"] = student["macs_per_s"] / peak
+        print(f"batch {batch}: teacher {teacher['macs_per_s'] / 1e9:.2f} GMAC/s, "
+              f"student {student['macs_per_s'] / 1e9:.2f} GMAC/s, student/teacher efficiency "
+              f"{student['macs_per_s'] / teacher['macs_per_s']:.0%}, student at "
+              f"{student['macs_per_s'] / peak:.0%} of the 3x3-conv peak ({peak / 1e9:.2f} GMAC/s)", flush=True)
     if _TFLITE.value:
-        student_path = work / "student" / "1"
-        w_avg = tf.saved_model.load(str(student_path)).w_avg.numpy()
-        z = savedmodel.z_from_seeds(np.arange(4, dtype=np.int64), 512).numpy()
-        reference = tflite.saved_model_images(student_path, z)
-        results["tflite_student"] = {}
-        for quantize in (None, "float16", "dynamic_int8"):
-            out, size = tflite.convert(generators["student"], w_avg, work / f"student_{quantize or 'float32'}.tflite",
-                                       quantize=quantize)
-            report = tflite.compare(out, reference, z)
-            interpreter = tf.lite.Interpreter(model_path=str(out))
-            runner = interpreter.get_signature_runner()
-            z1, one = z[:1], np.float32(1.0)
-            timed = time_calls(lambda: runner(z=z1, truncation_psi=one), _REPEATS.value)
-            report.update(bytes=size, **summarize(timed, 1))
-            results["tflite_student"][quantize or "float32"] = report
-            print(json.dumps({f"tflite_{quantize or 'float32'}": report}), flush=True)
+        results["tflite_student"] = bench_tflite(generators["student"], work, _REPEATS.value)
     print(json.dumps(results, indent=2))
+
+
+def bench_tflite(generator, work, reps):
+    """TFLite student variants vs the student SavedModel (``work/student/1``) at batch 1, timed in turns."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tf_distill.export import savedmodel, tflite  # pylint: disable=import-outside-toplevel
+
+    student_path = work / "student" / "1"
+    loaded = tf.saved_model.load(str(student_path))
+    z = savedmodel.z_from_seeds(np.arange(8, dtype=np.int64), generator.style_dim).numpy()
+    reference = tflite.saved_model_images(student_path, z)
+    sig = loaded.signatures["from_seeds"]
+    seed, psi = tf.constant([0], tf.int64), tf.constant(1.0)
+    calls = {"saved_model": lambda: sig(seeds=seed, truncation_psi=psi)}
+    reports = {}
+    for quantize in (None, "float16", "dynamic_int8"):
+        name = quantize or "float32"
+        out, size = tflite.convert(generator, loaded.w_avg.numpy(), work / f"student_{name}.tflite", quantize=quantize)
+        reports[name] = {"bytes": size, **tflite.compare(out, reference, z)}
+        runner = tflite.interpreter(out).get_signature_runner()
+        calls[name] = (lambda r: lambda: r(z=z[:1], truncation_psi=np.float32(1.0)))(runner)
+    times = {name: [] for name in calls}
+    for fn in calls.values():
+        fn()  # warm-up
+    for _ in range(reps):  # in turns, so that a change in the machine's load hits every model alike
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    saved = summarize(times.pop("saved_model"), 1)
+    results = {"saved_model_batch1": saved}
+    for name, report in reports.items():
+        report.update(summarize(times[name], 1))
+        report["over_saved_model_batch1"] = report["images_per_s"] / saved["images_per_s"]
+        results[name] = report
+        print(json.dumps({f"tflite_{name}": report}), flush=True)
+    return results
 
 
 def run():

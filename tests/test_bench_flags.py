@@ -11,7 +11,7 @@ import pytest
 from test_cli import assert_one_line_error
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-SCRIPTS = ("generator", "metrics", "ops", "projection", "serving", "train")
+SCRIPTS = ("generator", "metrics", "op_profile", "ops", "projection", "serving", "train")
 
 
 def run_bench(name, *args, cwd, env=None, timeout=120):

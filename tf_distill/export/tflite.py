@@ -2,21 +2,56 @@
 
 The TFLite model is the SavedModel's ``serving_default`` computation (reference ops, stored
 constant noise, ``truncation_psi`` input, the same uint8 rounding) without the in-graph request
-checks (an app feeds its own z); the reference upfirdn2d uses 4-D ops only, so it needs no Flex. The batch is fixed at conversion (``batch``, default 1).
+checks (an app feeds its own z); the reference upfirdn2d uses 4-D ops only, so it needs no Flex.
+The batch is fixed at conversion (``batch``, default 1).
 Quantization: ``None`` (float32), ``"float16"`` (weights stored as float16) or
 ``"dynamic_int8"`` (dynamic-range: int8 weights, float activations).
+
+Built for LiteRT's XNNPACK delegate (applied by default to float models), which runs the ops it
+supports with constant weights as one fast partition; any other op splits the graph and runs in
+slower builtin kernels between partitions. So the graph is traced with constant conv weights
+(``weight_folding(False)``: per-sample weights would leave every conv to the builtin kernel,
+about 2x slower) and each select-form leaky ReLU of ``ops.fused_bias_act`` (``x > 0 ? x : alpha x``,
+a select for training's sake) becomes one LEAKY_RELU, the same function (``_leaky_relu_ops``):
+3 XNNPACK partitions instead of 24. float16 stores weights as float16; XNNPACK unpacks them to
+float32 at load on CPUs without native float16 arithmetic (x86 without AVX512-FP16), so it runs
+at float32 speed there.
+
+Models run with LiteRT (``ai-edge-litert``, ``interpreter``); ``tf.lite.Interpreter`` is deprecated.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from tf_distill import ops
+from tf_distill.errors import UserError
 from tf_distill.export import savedmodel
+from tf_distill.layers.modulated import weight_folding
 from tf_distill.outputs import write_file_atomic
 
 QUANTIZE = (None, "float16", "dynamic_int8")
+
+
+def require_litert():
+    """LiteRT's Interpreter class; a UserError saying how to install it when it is missing."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+        raise UserError(f"running a TFLite model needs LiteRT, which is not installed ({e}; "
+                        "pip install ai-edge-litert)") from None
+    return Interpreter
+
+
+def interpreter(path, num_threads=None):
+    """A LiteRT interpreter for ``path`` with the XNNPACK delegate (LiteRT's default for float ops).
+
+    ``num_threads`` defaults to the CPUs this process may use.
+    """
+    threads = num_threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    return require_litert()(model_path=str(path), num_threads=int(threads or 1))
 
 
 class _TFLiteModule(tf.Module):
@@ -38,6 +73,73 @@ class _TFLiteModule(tf.Module):
         self.generate = generate
 
 
+def _scalar_const(nodes, name):
+    """The value of the scalar Const node ``name`` (input names may carry ``:0``), else None."""
+    node = nodes.get(name.split(":")[0])
+    if node is None or node.op != "Const":
+        return None
+    value = tf.make_ndarray(node.attr["value"].tensor)
+    return float(value) if value.size == 1 else None
+
+
+def _leaky_relu_ops(graph_def):
+    """Replaces each ``Select(Greater(x, 0), x, Mul(x, alpha))`` (0 < alpha < 1) by ``LeakyRelu(x, alpha)``.
+
+    Both compute ``x > 0 ? x : alpha x`` exactly, but TFLite's XNNPACK delegate runs no GREATER /
+    SELECT. The node keeps its name, so its consumers are unchanged; the unused Greater and Mul are
+    pruned by the converter. Returns the number of nodes replaced (``graph_def`` is changed in place).
+    """
+    nodes = {n.name: n for n in graph_def.node}
+    replaced = 0
+    for node in graph_def.node:
+        if node.op not in ("Select", "SelectV2") or len(node.input) != 3:
+            continue
+        x = node.input[1]
+        cond, other = nodes.get(node.input[0].split(":")[0]), nodes.get(node.input[2].split(":")[0])
+        if cond is None or other is None or cond.op != "Greater" or other.op != "Mul":
+            continue
+        if list(cond.input) != [x, cond.input[1]] or _scalar_const(nodes, cond.input[1]) != 0.0:
+            continue
+        factors = list(other.input)
+        if len(factors) != 2 or x not in factors:
+            continue
+        factors.remove(x)
+        alpha = _scalar_const(nodes, factors[0])
+        if alpha is None or not 0.0 < alpha < 1.0:
+            continue
+        dtype = node.attr["T"].type
+        node.op = "LeakyRelu"
+        del node.input[:]
+        node.input.append(x)
+        node.attr.clear()
+        node.attr["T"].type = dtype
+        node.attr["alpha"].f = alpha
+        replaced += 1
+    return replaced
+
+
+def _tflite_function(concrete):
+    """``concrete`` with its variables frozen and the leaky ReLUs rewritten (``_leaky_relu_ops``).
+
+    Returns a tf.function with ``concrete``'s input and output names (the model's signature).
+    """
+    from tensorflow.python.framework import convert_to_constants  # pylint: disable=import-outside-toplevel
+
+    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    graph_def = frozen.graph.as_graph_def()
+    _leaky_relu_ops(graph_def)
+    wrapped = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
+    get = wrapped.graph.get_tensor_by_name
+    pruned = wrapped.prune([get(t.name) for t in frozen.inputs], [get(t.name) for t in frozen.outputs])
+    keys = sorted(concrete.structured_outputs)  # frozen.outputs: the output dict flattened, in sorted key order
+
+    @tf.function(input_signature=tf.nest.flatten(concrete.structured_input_signature))
+    def generate(*args):
+        return dict(zip(keys, pruned(*args)))
+
+    return generate.get_concrete_function()
+
+
 def convert(generator, w_avg, path, quantize=None, batch=1, allow_flex=False):
     """Writes the TFLite flatbuffer to ``path``; returns (path, size in bytes).
 
@@ -48,11 +150,12 @@ def convert(generator, w_avg, path, quantize=None, batch=1, allow_flex=False):
         raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}.")
     if int(batch) < 1:
         raise ValueError(f"batch must be >= 1, got {batch}.")
-    with ops.implementation("ref"):
+    with ops.implementation("ref"), weight_folding(False):
         serving = savedmodel.GeneratorServing(generator, w_avg)
         module = _TFLiteModule(serving, int(batch))
-        concrete = module.generate.get_concrete_function()
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+        concrete = _tflite_function(module.generate.get_concrete_function())
+        # With a trackable object the converter goes through a SavedModel, which keeps the output names.
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf.Module())
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
             [tf.lite.OpsSet.SELECT_TF_OPS] if allow_flex else [])
         if quantize is not None:
@@ -63,11 +166,10 @@ def convert(generator, w_avg, path, quantize=None, batch=1, allow_flex=False):
     return write_file_atomic(path, flatbuffer), len(flatbuffer)
 
 
-def run_tflite(path, z, truncation_psi=1.0):
-    """Images uint8 [N, H, W, 3] from the TFLite model, one interpreter call per model batch."""
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    runner = interpreter.get_signature_runner()
-    batch = next(d["shape"][0] for d in interpreter.get_input_details() if len(d["shape"]) == 2)
+def run_tflite(path, z, truncation_psi=1.0, num_threads=None):
+    """Images uint8 [N, H, W, 3] from the TFLite model (LiteRT), one interpreter call per model batch."""
+    runner = interpreter(path, num_threads).get_signature_runner()
+    batch = runner.get_input_details()["z"]["shape"][0]
     z = np.asarray(z, np.float32)
     if len(z) % batch:
         raise ValueError(f"{len(z)} latents do not split into the model's fixed batch of {batch}.")
@@ -102,6 +204,7 @@ def export_tflite(generator, latent_avg, export_dir, quantize=None, batch=1, com
     The report holds the path, size and the max / mean abs pixel error against the newest
     SavedModel version in ``export_dir`` (exported first when there is none) on seeds 0..n-1.
     """
+    require_litert()  # the report runs the model: fail before any work when LiteRT is missing
     export_dir = Path(export_dir)
     newest = savedmodel.next_version(export_dir) - 1
     if newest < 1:

@@ -4,8 +4,18 @@ The reference computes a per-sample weight and runs a grouped conv. Here the mat
 identical non-fused form is used (rosinality ``fused=False``): scale the input channels by
 the style, convolve with the shared weight, scale the output channels by the demodulation
 coefficient. It runs on CPU and GPU alike (grouped and grouped-transposed convs do not).
+
+At inference (``folding()``: no gradient tape records, folding not switched off) the layers run
+``call_inference``, the same function to float32 round-off in fewer passes over the activations:
+for a batch of one, where the weight is smaller than the input (the high-resolution layers),
+style, demodulation and activation gain are folded into the conv weight; elsewhere the
+demodulation and the gain share one multiply; the bias is a BiasAdd (fused with the conv) and
+the leaky ReLU one op. ``SynthesisNetwork`` runs the folding blocks of a larger batch one sample
+at a time. Training graphs (a tape is recording) keep the unfused form above, unchanged.
 """
 
+import contextlib
+import contextvars
 import math
 
 import keras
@@ -13,8 +23,42 @@ import tensorflow as tf
 
 from tf_distill.layers.equalized import PACKAGE, EqualDense, FusedLeakyReLU, impl_name
 from tf_distill.ops import setup_kernel, upfirdn2d
+from tf_distill.ops.upfirdn2d import filter2d_separable, upsample2d_polyphase
 
 DEMOD_EPS = 1e-8
+LRELU_ALPHA = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+
+try:  # TF has no public "is a tape recording?"; without it, folding is simply never used.
+    from tensorflow.python.eager.record import could_possibly_record as _tape_recording
+except ImportError:  # pragma: no cover
+    def _tape_recording():
+        return True
+
+_FOLDING = contextvars.ContextVar("tf_distill_weight_folding", default=True)
+
+
+@contextlib.contextmanager
+def weight_folding(enabled):
+    """Layers called (or traced) inside fold styles into weights at inference only if ``enabled``.
+
+    Off is for targets that want constant conv weights (e.g. TFLite's XNNPACK delegate).
+    """
+    token = _FOLDING.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _FOLDING.reset(token)
+
+
+def folding():
+    """True when the inference (weight-folding) form is used: enabled and no gradient tape records."""
+    return _FOLDING.get() and not _tape_recording()
+
+
+def _single(x):
+    """True when ``x`` has a static batch of one (the folded form needs one weight per call)."""
+    return x.shape.rank is not None and x.shape[0] == 1
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -58,31 +102,64 @@ class ModulatedConv2D(keras.layers.Layer):
             self._blur_pad = ((p + 1) // 2, p // 2)
             self._blur = setup_kernel(self.blur_kernel)
 
-    def call(self, x, style):
-        s = self.modulation(style)  # [B, in]
-        w = self.weight * self.scale
-        x = x * s[:, None, None, :]
+    def _demod(self, s, w):
+        """Demodulation coefficient [B, out]: rsqrt of the sum over (in, kh, kw) of (w * s)^2, as s^2 @ sum w^2."""
+        w_sq = tf.reduce_sum(tf.square(w), axis=[0, 1])  # [in, out]
+        return tf.math.rsqrt(tf.matmul(tf.square(s), w_sq) + DEMOD_EPS)
+
+    def _conv(self, x, w):
+        """The conv (transposed, strided or same-size) of ``x`` with ``w`` [k, k, in, out], before any blur."""
         if self.upsample:
-            shape = tf.shape(x)
+            shape = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(x.shape)]  # static where known
             k = self.kernel_size
             out_shape = tf.stack([shape[0], shape[1] * 2 + k - 2, shape[2] * 2 + k - 2, self.filters])
             # PyTorch conv_transpose2d scatters out[2y+ky, 2x+kx] += x[y, x] * W[ky, kx] (no flip), and so
             # does tf.nn.conv2d_transpose with the filter laid out [k, k, out, in].
-            y = tf.nn.conv2d_transpose(x, tf.transpose(w, [0, 1, 3, 2]), out_shape, strides=2, padding="VALID")
-        elif self.downsample:
+            return tf.nn.conv2d_transpose(x, tf.transpose(w, [0, 1, 3, 2]), out_shape, strides=2, padding="VALID")
+        if self.downsample:
             x = upfirdn2d(x, self._blur, pad=self._blur_pad, impl=self.impl)
-            y = tf.nn.conv2d(x, w, strides=2, padding="VALID")
-        else:
-            p = self.kernel_size // 2
-            y = tf.nn.conv2d(x, w, strides=1, padding=[[0, 0], [p, p], [p, p], [0, 0]])
+            return tf.nn.conv2d(x, w, strides=2, padding="VALID")
+        p = self.kernel_size // 2
+        return tf.nn.conv2d(x, w, strides=1, padding=[[0, 0], [p, p], [p, p], [0, 0]])
+
+    def call(self, x, style):
+        s = self.modulation(style)  # [B, in]
+        w = self.weight * self.scale
+        y = self._conv(x * s[:, None, None, :], w)
         if self.demodulate:
-            # sum over (in, kh, kw) of (w * s)^2, computed as s^2 @ sum_{kh,kw} w^2.
-            w_sq = tf.reduce_sum(tf.square(w), axis=[0, 1])  # [in, out]
-            dcoef = tf.math.rsqrt(tf.matmul(tf.square(s), w_sq) + DEMOD_EPS)  # [B, out]
-            y = y * dcoef[:, None, None, :]
+            y = y * self._demod(s, w)[:, None, None, :]
         if self.upsample:
             y = upfirdn2d(y, self._blur, pad=self._blur_pad, impl=self.impl)
         return y
+
+    def folds(self, in_size):
+        """Whether folding the style into the weight is cheaper than scaling the activations, per sample:
+        k*k*in*out weight elements to write against in_size^2*in input elements to rescale."""
+        return self.kernel_size ** 2 * self.filters < in_size ** 2
+
+    def call_inference(self, x, style, gain=1.0, bias=None):
+        """``call(x, style) * gain + bias``, the same function to float32 round-off, in fewer passes.
+
+        A 1x1 conv (ToRGB) is a batched matmul with per-sample weights ``w * s * d * gain``; a batch
+        of one whose layer ``folds`` convolves with that weight (no pass over the activations);
+        otherwise the input is scaled by s and the output by ``d * gain`` in one multiply.
+        The bias is one BiasAdd, fused with the conv by Grappler when no blur follows.
+        """
+        s = self.modulation(style)  # [B, in]
+        w = self.weight * self.scale
+        d = self._demod(s, w) if self.demodulate else tf.ones_like(s[:, :1])  # [B, out] or [B, 1]
+        if self.kernel_size == 1 and not (self.upsample or self.downsample):
+            # A 1x1 conv is a matmul: any batch takes its own [in, out] weight (BatchMatMul), no pass over x.
+            n, height, width, c = (size if size is not None else tf.shape(x)[i] for i, size in enumerate(x.shape))
+            weights = w[0, 0] * (s[:, :, None] * (d * gain)[:, None, :])  # [B, in, out]
+            y = tf.reshape(tf.matmul(tf.reshape(x, [n, -1, c]), weights), [n, height, width, self.filters])
+        elif _single(x) and x.shape[1] is not None and self.folds(x.shape[1]):
+            y = self._conv(x, w * (tf.reshape(s, [1, 1, -1, 1]) * (d[0] * gain)))
+        else:
+            y = self._conv(x * s[:, None, None, :], w) * (d * gain)[:, None, None, :]
+        if self.upsample:  # self._blur is setup_kernel(blur_kernel, 4): the same filter, as two 1-D passes
+            y = filter2d_separable(y, self.blur_kernel, gain=4.0, pad=self._blur_pad, impl=self.impl)
+        return y if bias is None else tf.nn.bias_add(y, bias)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
@@ -125,6 +202,12 @@ class StyledConv(keras.layers.Layer):
         self.activate.build(out_shape)
 
     def call(self, x, style, noise):
+        if folding():  # lrelu(v) * g == lrelu(v * g) for g > 0: the gain goes into the conv's scaling
+            y = self.conv.call_inference(x, style, gain=LRELU_GAIN, bias=self.activate.bias * LRELU_GAIN)
+            with tf.name_scope("noise"):
+                y = y + noise * (self.noise.weight * LRELU_GAIN)
+            with tf.name_scope("activate"):
+                return tf.nn.leaky_relu(y, LRELU_ALPHA)
         return self.activate(self.noise(self.conv(x, style), noise))
 
     def get_config(self):
@@ -150,6 +233,11 @@ class ToRGB(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(3,), initializer="zeros")
 
     def call(self, x, style, skip=None):
+        if folding():  # a matmul per sample, and the skip upsampled without zero insertion
+            out = self.conv.call_inference(x, style, bias=self.bias)
+            if skip is not None:
+                out = out + upsample2d_polyphase(skip, self._up_kernel, self._up_pad)
+            return out
         out = self.conv(x, style) + self.bias
         if skip is not None:
             out = out + upfirdn2d(skip, self._up_kernel, up=2, pad=self._up_pad, impl=self.impl)

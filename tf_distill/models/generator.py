@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tf_distill.layers import ConstantInput, MappingNetwork, StyledConv, ToRGB
 from tf_distill.layers.equalized import PACKAGE, impl_name
+from tf_distill.layers.modulated import folding
 
 _BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
 
@@ -102,23 +103,70 @@ class SynthesisNetwork(keras.layers.Layer):
             return [tf.random.normal([batch, r, r, 1], dtype=self.compute_dtype) for r in self.noise_shapes()]
         return list(self.noises)
 
-    def call(self, latent, noise=None, randomize_noise=True, rgb_rows=None):
-        """Returns (image, rgb_list, features). ``rgb_rows`` keeps only the first rows of each skip image."""
+    def call(self, latent, noise=None, randomize_noise=True, rgb_rows=None, image_only=False):
+        """Returns (image, rgb_list, features). ``rgb_rows`` keeps only the first rows of each skip image.
+
+        ``image_only``: the lists may come back empty (the caller needs only the image). At inference
+        (``layers.modulated.folding()``) the blocks from ``per_sample_from()`` on run one sample at a
+        time, so that their convs fold the style into the weight (see layers/modulated.py).
+        """
         batch = tf.shape(latent)[0]
         noise = self.resolve_noise(batch, noise, randomize_noise)
         rows = (lambda t: t) if rgb_rows is None else (lambda t: t[:rgb_rows])
-        out = self.input_layer(batch)
-        out = self.conv1(out, latent[:, 0], noise[0])
-        skip = self.to_rgb1(out, latent[:, 1])
-        rgb_list, features = [rows(skip)], []
-        for k, to_rgb in enumerate(self.to_rgbs):
-            i = 1 + 2 * k
-            out = self.convs[2 * k](out, latent[:, i], noise[1 + 2 * k])
-            out = self.convs[2 * k + 1](out, latent[:, i + 1], noise[2 + 2 * k])
-            features.append(out)
-            skip = to_rgb(out, latent[:, i + 2], skip)
-            rgb_list.append(rows(skip))
-        return skip, rgb_list, features
+        first = self.per_sample_from() if folding() and latent.shape[0] != 1 else len(self.to_rgbs) + 1
+        out, skip, rgb_list, features = self._blocks(latent, noise, 0, first)
+        if first <= len(self.to_rgbs):
+            skip, more_rgb, more_features = self._per_sample(latent, noise, first, out, skip, image_only)
+            rgb_list, features = rgb_list + more_rgb, features + more_features
+        return skip, [rows(t) for t in rgb_list], features
+
+    def per_sample_from(self):
+        """The first block (1 = 8 px) whose same-resolution conv folds its style into the weight."""
+        for k in range(1, len(self.to_rgbs) + 1):
+            if self.convs[2 * k - 1].conv.folds(4 * 2 ** k):
+                return k
+        return len(self.to_rgbs) + 1
+
+    def _blocks(self, latent, noise, first, last, out=None, skip=None):
+        """Blocks ``first`` to ``last - 1`` (0: the 4 px input, conv1 and to_rgb1; k: the 4 * 2^k px block),
+        from the block input ``out`` and skip image ``skip``. Returns (out, skip, rgb_list, features)."""
+        rgb_list, features = [], []
+        for k in range(first, last):
+            if k == 0:
+                # A static batch stays static (a constant), so that the layers see a batch of one and fold.
+                batch = tf.constant(latent.shape[0]) if latent.shape[0] is not None else tf.shape(latent)[0]
+                out = self.conv1(self.input_layer(batch), latent[:, 0], noise[0])
+                skip = self.to_rgb1(out, latent[:, 1])
+            else:
+                i = 2 * k - 1
+                out = self.convs[2 * k - 2](out, latent[:, i], noise[i])
+                out = self.convs[2 * k - 1](out, latent[:, i + 1], noise[i + 1])
+                features.append(out)
+                skip = self.to_rgbs[k - 1](out, latent[:, i + 2], skip)
+            rgb_list.append(skip)
+        return out, skip, rgb_list, features
+
+    def _per_sample(self, latent, noise, first, out, skip, image_only):
+        """Blocks ``first``.. one sample at a time (tf.map_fn); returns (image, rgb_list, features) stacked."""
+        batch = tf.shape(latent)[0]
+        noise = [tf.ensure_shape(tf.broadcast_to(n, tf.concat([[batch], tf.shape(n)[1:]], 0)), [None, r, r, 1])
+                 for n, r in zip(noise, self.noise_shapes())]
+        res = [4 * 2 ** k for k in range(first, len(self.to_rgbs) + 1)]
+        dtype = self.compute_dtype
+        spec = (tf.TensorSpec([self.size, self.size, 3], dtype),
+                [] if image_only else [tf.TensorSpec([r, r, 3], dtype) for r in res],
+                [] if image_only else [tf.TensorSpec([r, r, self.channels[2 * k + 1]], dtype)
+                                       for k, r in zip(range(first, len(self.to_rgbs) + 1), res)])
+
+        def one(args):
+            lat, maps, x, sk = args
+            _, image, rgb_list, features = self._blocks(lat[None], [n[None] for n in maps], first,
+                                                        len(self.to_rgbs) + 1, x[None], sk[None])
+            if image_only:
+                return image[0], [], []
+            return image[0], [t[0] for t in rgb_list], [t[0] for t in features]
+
+        return tf.map_fn(one, (latent, noise, out, skip), fn_output_signature=spec, parallel_iterations=1)
 
     def get_config(self):
         return {**super().get_config(), "size": self.size, "style_dim": self.style_dim, "channels": self.channels,
@@ -241,7 +289,8 @@ class Generator(keras.Model):
             latent = tf.concat([latent, latent + tf.convert_to_tensor(offsets, latent.dtype)], axis=0)
             rgb_rows = batch
         image, rgb_list, features = self.synthesis(latent, noise=noise, randomize_noise=randomize_noise,
-                                                   rgb_rows=rgb_rows)
+                                                   rgb_rows=rgb_rows,
+                                                   image_only=not (return_rgb_list or return_features))
         if not (return_rgb_list or return_features or return_latents):
             return image
         result = {"image": image}

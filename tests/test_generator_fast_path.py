@@ -1,0 +1,153 @@
+"""The generator's inference form (layers/modulated.py: styles folded into weights, per-sample synthesis,
+ToRGB as a matmul, polyphase skip upsampling) is the same function as the unfused training form, to
+float32 round-off, and is used exactly when no gradient is recorded."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_distill.layers import modulated
+from tf_distill.models import Generator
+from tf_distill.ops.upfirdn2d import filter2d_separable, setup_kernel, upfirdn2d_ref, upsample2d_polyphase
+
+# 32 px, 16-channel blocks from 16 px on: 9 * 16 < 16^2, so blocks 2.. run per sample and fold.
+CHANNELS = [32, 32, 24, 24, 16, 16, 12, 12]
+SEEDS = 16
+RTOL = 1e-5  # of the largest output magnitude: float32 round-off of differently ordered sums
+
+
+@pytest.fixture(scope="module")
+def generator():
+    g = Generator(32, style_dim=32, n_mlp=2, channels=CHANNELS, impl="ref")
+    g.build()
+    rng = np.random.default_rng(0)
+    # Biases, noise strengths and modulation biases start at 0 or 1: random values make every term count.
+    g.set_weights([rng.standard_normal(w.shape).astype(np.float32) * (0.5 if w.ndim == 1 else 1.0)
+                   for w in g.get_weights()])
+    return g
+
+
+def z_of(seeds, dim=32):
+    return np.stack([np.random.default_rng(s).standard_normal(dim).astype(np.float32) for s in seeds])
+
+
+def run(g, z, fold, **kw):
+    with modulated.weight_folding(fold):
+        out = g(z, return_rgb_list=True, return_features=True, **kw)
+    return [out["image"].numpy()] + [t.numpy() for t in out["rgb_list"]] + [t.numpy() for t in out["features"]]
+
+
+def assert_same(got, want):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=RTOL * float(np.max(np.abs(b))))
+
+
+def test_blocks_from_16px_run_per_sample(generator):
+    assert generator.synthesis.per_sample_from() == 2
+
+
+@pytest.mark.parametrize("batch", [1, 3, SEEDS])
+def test_inference_form_equals_unfused_form(generator, batch):
+    z = z_of(range(SEEDS))
+    for start in range(0, SEEDS, batch):
+        chunk = z[start:start + batch]
+        assert_same(run(generator, chunk, True, randomize_noise=False), run(generator, chunk, False,
+                                                                            randomize_noise=False))
+
+
+def test_inference_form_with_explicit_noise_mixing_and_offsets(generator):
+    z1, z2 = z_of(range(4)), z_of(range(10, 14))
+    rng = np.random.default_rng(1)
+    # offsets double the batch: the noise covers all 8 rows
+    noise = [rng.standard_normal((8, r, r, 1)).astype(np.float32) for r in generator.synthesis.noise_shapes()]
+    noise[3] = noise[3][:1]  # a map shared by the batch
+    offsets = rng.standard_normal((4, 1, 32)).astype(np.float32)
+    kw = dict(inject_index=3, noise=noise, offsets=offsets, truncation=0.7)
+    assert_same(run(generator, [z1, z2], True, **kw), run(generator, [z1, z2], False, **kw))
+
+
+def test_traced_with_unknown_batch_as_the_serving_graph(generator):
+    """The SavedModel traces with an unknown batch size: the per-sample loop then runs in the graph."""
+    z = z_of(range(SEEDS))
+    with modulated.weight_folding(True):
+        fn = tf.function(lambda z: generator(z, randomize_noise=False),
+                         input_signature=[tf.TensorSpec([None, 32], tf.float32)])
+        images = [fn(z).numpy(), fn(z[:1]).numpy()]
+    want = run(generator, z, False, randomize_noise=False)[0]
+    assert_same(images, [want, want[:1]])
+
+
+def test_inference_form_only_without_a_tape(generator, monkeypatch):
+    calls = []
+    unfused = modulated.ModulatedConv2D.call
+    monkeypatch.setattr(modulated.ModulatedConv2D, "call", lambda self, *a: calls.append(1) or unfused(self, *a))
+    z = z_of(range(3))
+    generator(z)
+    assert not calls, "inference ran the unfused convs"
+    with tf.GradientTape():
+        generator(z)
+    assert len(calls) == len(generator.synthesis.convs) + 1 + len(generator.synthesis.to_rgbs) + 1
+    calls.clear()
+    with modulated.weight_folding(False):
+        generator(z)
+    assert calls, "weight_folding(False) did not switch folding off"
+
+
+def test_gradients_flow_through_the_inference_form(generator):
+    """A function traced without a tape and differentiated later still has the right gradients."""
+    w = tf.constant(np.random.default_rng(2).standard_normal((2, 32)).astype(np.float32))
+    with modulated.weight_folding(True):
+        fast = tf.function(lambda w: generator(w, input_is_latent=True, randomize_noise=False))
+        fast(w)  # traced outside any tape: the inference form
+
+    def grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            loss = tf.reduce_sum(fn(w) ** 2)
+        return tape.gradient(loss, w).numpy()
+
+    slow = grads(lambda w: generator(w, input_is_latent=True, randomize_noise=False))
+    np.testing.assert_allclose(grads(fast), slow, atol=1e-4 * np.max(np.abs(slow)))
+
+
+@pytest.mark.parametrize("kshape, pad, size", [("fir", (2, 1), 8), ((4, 4), (2, 1), 5), ((3, 3), (1, 1), 6),
+                                               ((2, 2), (0, 1), 4), ((5, 5), (3, 3), 7), ((6, 6), (1, 0), 5)])
+def test_polyphase_upsample_equals_upfirdn2d(kshape, pad, size):
+    rng = np.random.default_rng(3)
+    kernel = setup_kernel([1, 3, 3, 1], gain=4.0) if kshape == "fir" else rng.standard_normal(kshape).astype(
+        np.float32)
+    x = rng.standard_normal((2, size, size, 3)).astype(np.float32)
+    want = upfirdn2d_ref(x, kernel, up=2, pad=pad).numpy()
+    got = upsample2d_polyphase(x, kernel, pad).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-6 * np.max(np.abs(want)) * 10)
+
+
+def test_polyphase_upsample_rejects_what_it_does_not_cover():
+    x = np.zeros((1, 6, 6, 3), np.float32)
+    with pytest.raises(ValueError, match="even output"):
+        upsample2d_polyphase(x, np.ones((4, 4), np.float32), (0, 0))
+    with pytest.raises(ValueError, match="square kernel"):
+        upsample2d_polyphase(x, np.ones((4, 3), np.float32), (2, 1))
+
+
+@pytest.mark.parametrize("impl", ["ref", "auto"])
+@pytest.mark.parametrize("taps, gain, pad", [((1, 3, 3, 1), 4.0, (1, 1)), ((1, 2, 5), 1.0, (2, 0)),
+                                             ((1, 3, 3, 1), 1.0, (-1, 2))])
+def test_separable_filter_equals_upfirdn2d(impl, taps, gain, pad):
+    x = np.random.default_rng(4).standard_normal((2, 9, 9, 5)).astype(np.float32)
+    want = upfirdn2d_ref(x, setup_kernel(taps, gain), pad=pad).numpy()
+    got = filter2d_separable(x, taps, gain=gain, pad=pad, impl=impl).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-6 * np.max(np.abs(want)))
+
+
+def test_inference_form_with_the_compiled_ops(generator):
+    """impl="auto" (the custom kernels where built): the inference form still equals the unfused reference."""
+    g = Generator(32, style_dim=32, n_mlp=2, channels=CHANNELS, impl="auto")
+    g.build()
+    g.set_weights(generator.get_weights())
+    z = z_of(range(3))
+    assert_same(run(g, z, True, randomize_noise=False), run(generator, z, False, randomize_noise=False))
