@@ -23,7 +23,8 @@ _REPEATS = common.define_repeats(5)
 _IMPL = common.define_impl()
 _COMPARE_IMPL = flags.DEFINE_bool("compare_impl", False, "Instead: the 256 px teacher forward with reference vs "
                                   "custom ops, side by side (--impl is then ignored).")
-_FOLD = flags.DEFINE_bool("fold", True, "Fold styles into the conv weights at inference (layers/modulated.py); "
+_FOLD = flags.DEFINE_bool("fold", True, "Run the inference form (layers/modulated.py: styles folded into "
+                          "conv weights, fewer passes); "
                           "--nofold times the unfused form.")
 _COMPARE_FOLD = flags.DEFINE_bool("compare_fold", False, "Instead: each model with the folded and the unfused "
                                   "inference form, side by side.")
@@ -75,10 +76,10 @@ def generator_fn(g, batch, fold):
     """A zero-argument function running ``g`` on a fixed z batch (traced and warmed up here)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from tf_distill.layers.modulated import weight_folding  # pylint: disable=import-outside-toplevel
+    from tf_distill.layers.modulated import inference_form  # pylint: disable=import-outside-toplevel
 
     z = tf.random.normal([batch, g.style_dim])
-    with weight_folding(fold):
+    with inference_form(fold):
         fn = tf.function(lambda z: g(z))
         fn(z).numpy()  # trace (with the folding choice) and warm up
     return lambda: fn(z).numpy()

@@ -26,7 +26,8 @@ _MODEL = flags.DEFINE_enum("model", "ffhq256_student", ["ffhq256_student", "ffhq
 _BATCHES = common.define_int_list("batches", [1, 8], "Batch sizes to profile.")
 _REPEATS = common.define_repeats(3, "Profiled calls per batch size (times are per call).")
 _IMPL = common.define_impl()
-_FOLD = flags.DEFINE_bool("fold", True, "Fold styles into the conv weights at inference (layers/modulated.py); "
+_FOLD = flags.DEFINE_bool("fold", True, "Run the inference form (layers/modulated.py: styles folded into "
+                          "conv weights, fewer passes); "
                           "--nofold profiles the unfused form.")
 
 KINDS = ("conv", "transposed conv", "upfirdn2d blurs", "modulation/demodulation", "noise", "bias-act",
@@ -113,7 +114,7 @@ def main(argv):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from tf_distill.configs.paper_models import MODELS  # pylint: disable=import-outside-toplevel
-    from tf_distill.layers.modulated import weight_folding  # pylint: disable=import-outside-toplevel
+    from tf_distill.layers.modulated import inference_form  # pylint: disable=import-outside-toplevel
     from tf_distill.models import Generator  # pylint: disable=import-outside-toplevel
 
     g = Generator(**MODELS[_MODEL.value]().to_dict(), impl=_IMPL.value)
@@ -122,7 +123,7 @@ def main(argv):
     peak_fn, peak_macs = conv_peak.peak_conv()
     for batch in _BATCHES.value:
         z = tf.random.normal([batch, g.style_dim])
-        with weight_folding(_FOLD.value):
+        with inference_form(_FOLD.value):
             fn = tf.function(lambda z: g(z))
             fn(z).numpy()  # trace and warm up
         peak = peak_macs / min(conv_peak.seconds(peak_fn) for _ in range(3))

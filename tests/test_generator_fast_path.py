@@ -32,7 +32,7 @@ def z_of(seeds, dim=32):
 
 
 def run(g, z, fold, **kw):
-    with modulated.weight_folding(fold):
+    with modulated.inference_form(fold):
         out = g(z, return_rgb_list=True, return_features=True, **kw)
     return [out["image"].numpy()] + [t.numpy() for t in out["rgb_list"]] + [t.numpy() for t in out["features"]]
 
@@ -71,7 +71,7 @@ def test_inference_form_with_explicit_noise_mixing_and_offsets(generator):
 def test_traced_with_unknown_batch_as_the_serving_graph(generator):
     """The SavedModel traces with an unknown batch size: the per-sample loop then runs in the graph."""
     z = z_of(range(SEEDS))
-    with modulated.weight_folding(True):
+    with modulated.inference_form(True):
         fn = tf.function(lambda z: generator(z, randomize_noise=False),
                          input_signature=[tf.TensorSpec([None, 32], tf.float32)])
         images = [fn(z).numpy(), fn(z[:1]).numpy()]
@@ -90,15 +90,53 @@ def test_inference_form_only_without_a_tape(generator, monkeypatch):
         generator(z)
     assert len(calls) == len(generator.synthesis.convs) + 1 + len(generator.synthesis.to_rgbs) + 1
     calls.clear()
-    with modulated.weight_folding(False):
+    with modulated.inference_form(False):
         generator(z)
-    assert calls, "weight_folding(False) did not switch folding off"
+    assert calls, "inference_form(False) did not switch the inference form off"
+
+
+def _conv_filters_depend_on_z(graph):
+    """Names of the conv ops whose filter input depends on the graph's z placeholder."""
+    found = []
+    for op in graph.get_operations():
+        if op.type not in ("Conv2D", "Conv2DBackpropInput", "BatchMatMulV2", "BatchMatMulV3"):
+            continue
+        filt = op.inputs[1]
+        seen, stack = set(), [filt.op]
+        while stack:
+            node = stack.pop()
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.type == "Placeholder" and node.outputs[0].dtype == tf.float32 and node.outputs[0].shape.rank == 2:
+                found.append(op.name)
+                break
+            stack.extend(t.op for t in node.inputs)
+    return found
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_weight_folding_off_keeps_constant_conv_weights(generator, batch):
+    """weight_folding(False) (TFLite's XNNPACK wants constant weights): no conv or matmul weight depends
+    on z, the rest of the inference form stays, and the result is the same function."""
+    z = z_of(range(batch))
+    with modulated.weight_folding(False):
+        fn = tf.function(lambda z: generator(z, randomize_noise=False))
+        graph = fn.get_concrete_function(tf.TensorSpec([batch, 32], tf.float32)).graph
+        got = fn(z).numpy()
+    assert not _conv_filters_depend_on_z(graph)
+    assert "LeakyRelu" in {op.type for op in graph.get_operations()}, "the inference form was switched off"
+    with modulated.weight_folding(True):
+        folded_graph = tf.function(lambda z: generator(z, randomize_noise=False)).get_concrete_function(
+            tf.TensorSpec([batch, 32], tf.float32)).graph
+    assert _conv_filters_depend_on_z(folded_graph), "the check cannot see folded weights"
+    assert_same([got], run(generator, z, False, randomize_noise=False)[:1])
 
 
 def test_gradients_flow_through_the_inference_form(generator):
     """A function traced without a tape and differentiated later still has the right gradients."""
     w = tf.constant(np.random.default_rng(2).standard_normal((2, 32)).astype(np.float32))
-    with modulated.weight_folding(True):
+    with modulated.inference_form(True):
         fast = tf.function(lambda w: generator(w, input_is_latent=True, randomize_noise=False))
         fast(w)  # traced outside any tape: the inference form
 

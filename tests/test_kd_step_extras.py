@@ -345,3 +345,24 @@ def test_two_replicas_equal_one_device_with_the_mask_on(tmp_path):
 
 if __name__ == "__main__":
     main()
+
+
+def test_the_training_step_runs_the_training_form_everywhere(monkeypatch):
+    """D's fakes and the teacher are computed without a tape, yet the step uses the unfused form (the
+    reference's) throughout: the inference form is an inference-only speed-up, not a training choice."""
+    from tf_distill.layers import modulated  # pylint: disable=import-outside-toplevel
+
+    calls = []
+    fused = modulated.ModulatedConv2D.call_inference
+    monkeypatch.setattr(modulated.ModulatedConv2D, "call_inference",
+                        lambda self, *a, **kw: calls.append(self.name) or fused(self, *a, **kw))
+    config = tiny_config(batch=4)
+    config.train.update(dict(gan=True, path_reg=2.0))
+    teacher, g, g_ema, d = build(config)
+    step = TrainStep(tf.distribute.get_strategy(), g, g_ema, d, config, teacher, lpips=toy_lpips)
+    real = tf.random.stateless_uniform([4, 16, 16, 3], [0, 1], -1.0, 1.0)
+    assert step.flags_for(0) == (True, True, True)
+    step.train_step(real)
+    assert not calls, f"the training step ran the inference form in {sorted(set(calls))}"
+    g(np.zeros((1, 8), np.float32))  # outside the step, inference still uses it
+    assert calls

@@ -10,9 +10,11 @@ Quantization: ``None`` (float32), ``"float16"`` (weights stored as float16) or
 Built for LiteRT's XNNPACK delegate (applied by default to float models), which runs the ops it
 supports with constant weights as one fast partition; any other op splits the graph and runs in
 slower builtin kernels between partitions. So the graph is traced with constant conv weights
-(``weight_folding(False)``: per-sample weights would leave every conv to the builtin kernel,
-about 2x slower) and each select-form leaky ReLU of ``ops.fused_bias_act`` (``x > 0 ? x : alpha x``,
-a select for training's sake) becomes one LEAKY_RELU, the same function (``_leaky_relu_ops``):
+(``weight_folding(False)``: the inference form of layers/modulated.py without its per-sample
+weights, which would leave every conv to the builtin kernel, about 2x slower; the demodulation
+and gain still share one multiply, the bias is one add, the skip upsampling is polyphase) and
+each select-form leaky ReLU of ``ops.fused_bias_act`` (``x > 0 ? x : alpha x``, a select for
+training's sake) becomes one LEAKY_RELU, the same function (``_leaky_relu_ops``):
 3 XNNPACK partitions instead of 24. float16 stores weights as float16; XNNPACK unpacks them to
 float32 at load on CPUs without native float16 arithmetic (x86 without AVX512-FP16), so it runs
 at float32 speed there.

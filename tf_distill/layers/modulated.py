@@ -5,13 +5,14 @@ identical non-fused form is used (rosinality ``fused=False``): scale the input c
 the style, convolve with the shared weight, scale the output channels by the demodulation
 coefficient. It runs on CPU and GPU alike (grouped and grouped-transposed convs do not).
 
-At inference (``folding()``: no gradient tape records, folding not switched off) the layers run
+At inference (``inference()``: no gradient tape records, the form not switched off) the layers run
 ``call_inference``, the same function to float32 round-off in fewer passes over the activations:
 for a batch of one, where the weight is smaller than the input (the high-resolution layers),
 style, demodulation and activation gain are folded into the conv weight; elsewhere the
 demodulation and the gain share one multiply; the bias is a BiasAdd (fused with the conv) and
 the leaky ReLU one op. ``SynthesisNetwork`` runs the folding blocks of a larger batch one sample
-at a time. Training graphs (a tape is recording) keep the unfused form above, unchanged.
+at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the rest of the
+form. Training graphs (a tape is recording) keep the unfused form above, unchanged.
 """
 
 import contextlib
@@ -35,25 +36,45 @@ except ImportError:  # pragma: no cover
     def _tape_recording():
         return True
 
+_INFERENCE = contextvars.ContextVar("tf_distill_inference_form", default=True)
 _FOLDING = contextvars.ContextVar("tf_distill_weight_folding", default=True)
 
 
 @contextlib.contextmanager
-def weight_folding(enabled):
-    """Layers called (or traced) inside fold styles into weights at inference only if ``enabled``.
-
-    Off is for targets that want constant conv weights (e.g. TFLite's XNNPACK delegate).
-    """
-    token = _FOLDING.set(bool(enabled))
+def _scoped(var, enabled):
+    token = var.set(bool(enabled))
     try:
         yield
     finally:
-        _FOLDING.reset(token)
+        var.reset(token)
+
+
+def inference_form(enabled):
+    """Layers called (or traced) inside use the inference form without a tape only if ``enabled``.
+
+    Off gives the training graph's unfused form everywhere (benches and tests compare the two).
+    """
+    return _scoped(_INFERENCE, enabled)
+
+
+def weight_folding(enabled):
+    """Layers called (or traced) inside fold styles into per-sample conv weights only if ``enabled``.
+
+    Off is for targets that want constant conv weights (e.g. TFLite's XNNPACK delegate): the rest of
+    the inference form (demodulation and gain in one multiply, fused bias, one leaky ReLU op,
+    polyphase skip upsampling, separable blur) stays.
+    """
+    return _scoped(_FOLDING, enabled)
+
+
+def inference():
+    """True when the layers run ``call_inference``: the inference form is on and no gradient tape records."""
+    return _INFERENCE.get() and not _tape_recording()
 
 
 def folding():
-    """True when the inference (weight-folding) form is used: enabled and no gradient tape records."""
-    return _FOLDING.get() and not _tape_recording()
+    """True when the inference form also folds styles into per-sample weights (and synthesis runs per sample)."""
+    return inference() and _FOLDING.get()
 
 
 def _single(x):
@@ -140,23 +161,26 @@ class ModulatedConv2D(keras.layers.Layer):
     def call_inference(self, x, style, gain=1.0, bias=None):
         """``call(x, style) * gain + bias``, the same function to float32 round-off, in fewer passes.
 
-        A 1x1 conv (ToRGB) is a batched matmul with per-sample weights ``w * s * d * gain``; a batch
-        of one whose layer ``folds`` convolves with that weight (no pass over the activations);
-        otherwise the input is scaled by s and the output by ``d * gain`` in one multiply.
+        When ``folding()``, a 1x1 conv (ToRGB) is a batched matmul with per-sample weights
+        ``w * s * d * gain``, and a batch of one whose layer ``folds`` convolves with that weight (no
+        pass over the activations); otherwise the input is scaled by s and the output by ``d * gain``
+        in one multiply, around a conv with the constant weight.
         The bias is one BiasAdd, fused with the conv by Grappler when no blur follows.
         """
         s = self.modulation(style)  # [B, in]
         w = self.weight * self.scale
         d = self._demod(s, w) if self.demodulate else tf.ones_like(s[:, :1])  # [B, out] or [B, 1]
-        if self.kernel_size == 1 and not (self.upsample or self.downsample):
+        if folding() and self.kernel_size == 1 and not (self.upsample or self.downsample):
             # A 1x1 conv is a matmul: any batch takes its own [in, out] weight (BatchMatMul), no pass over x.
             n, height, width, c = (size if size is not None else tf.shape(x)[i] for i, size in enumerate(x.shape))
             weights = w[0, 0] * (s[:, :, None] * (d * gain)[:, None, :])  # [B, in, out]
             y = tf.reshape(tf.matmul(tf.reshape(x, [n, -1, c]), weights), [n, height, width, self.filters])
-        elif _single(x) and x.shape[1] is not None and self.folds(x.shape[1]):
+        elif folding() and _single(x) and x.shape[1] is not None and self.folds(x.shape[1]):
             y = self._conv(x, w * (tf.reshape(s, [1, 1, -1, 1]) * (d[0] * gain)))
         else:
-            y = self._conv(x * s[:, None, None, :], w) * (d * gain)[:, None, None, :]
+            y = self._conv(x * s[:, None, None, :], w)
+            if self.demodulate or gain != 1.0:
+                y = y * (d * gain)[:, None, None, :]
         if self.upsample:  # self._blur is setup_kernel(blur_kernel, 4): the same filter, as two 1-D passes
             y = filter2d_separable(y, self.blur_kernel, gain=4.0, pad=self._blur_pad, impl=self.impl)
         return y if bias is None else tf.nn.bias_add(y, bias)
@@ -202,7 +226,7 @@ class StyledConv(keras.layers.Layer):
         self.activate.build(out_shape)
 
     def call(self, x, style, noise):
-        if folding():  # lrelu(v) * g == lrelu(v * g) for g > 0: the gain goes into the conv's scaling
+        if inference():  # lrelu(v) * g == lrelu(v * g) for g > 0: the gain goes into the conv's scaling
             y = self.conv.call_inference(x, style, gain=LRELU_GAIN, bias=self.activate.bias * LRELU_GAIN)
             with tf.name_scope("noise"):
                 y = y + noise * (self.noise.weight * LRELU_GAIN)
@@ -233,7 +257,7 @@ class ToRGB(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(3,), initializer="zeros")
 
     def call(self, x, style, skip=None):
-        if folding():  # a matmul per sample, and the skip upsampled without zero insertion
+        if inference():  # a matmul per sample (when folding), and the skip upsampled without zero insertion
             out = self.conv.call_inference(x, style, bias=self.bias)
             if skip is not None:
                 out = out + upsample2d_polyphase(skip, self._up_kernel, self._up_pad)

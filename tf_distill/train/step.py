@@ -17,6 +17,7 @@ result on one device or on several replicas, and a resumed run continues exactly
 import tensorflow as tf
 
 from tf_distill.losses.distill import kd_loss, sample_offsets
+from tf_distill.layers.modulated import inference_form
 from tf_distill.losses.gan import d_logistic_loss, g_logistic_loss, path_length_penalty, path_lengths, r1_penalty
 from tf_distill.models.latent_directions import latent_directions
 from tf_distill.train.config_check import uses_content_mask
@@ -235,7 +236,8 @@ class TrainStep:
             @tf.function
             def step_fn(real):
                 inputs = self._sample(do_pl)
-                logs = self.strategy.run(self._replica_step, args=(real, inputs, do_gan, do_r1, do_pl))
+                with inference_form(False):  # D's fakes too: one form (the reference's) for the whole step
+                    logs = self.strategy.run(self._replica_step, args=(real, inputs, do_gan, do_r1, do_pl))
                 logs = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in logs.items()}
                 ema_update(self.g_ema, self.g, self.cfg.ema_decay)
                 self.step.assign_add(1)
