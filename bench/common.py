@@ -11,7 +11,7 @@ from absl import flags
 
 from tf_distill.errors import UserError
 
-IMPLS = ("auto", "ref", "custom")
+IMPLS = ("auto", "ref", "custom")  # tf_distill.ops.IMPLS, which imports TensorFlow (tested equal)
 
 
 def define_impl():

@@ -90,3 +90,16 @@ def test_ops_bench_smallest_configuration(tmp_path):
         assert sum(line.split()[0] == case and line.split()[1] == "8" for line in out.splitlines() if line) \
             == (1 if case == "tf.negative" else 2) * 2, (case, out)
     assert "ref/custom (wall, chain 1)" in out and "ref/custom (cpu, chain 2)" in out
+
+
+def test_the_impl_flag_offers_the_library_choices():
+    """bench/common.py names the choices itself (its flags are defined before TensorFlow loads, and
+    importing tf_distill.ops loads it): they must stay the library's."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.remove(str(BENCH))
+    from tf_distill import ops  # pylint: disable=import-outside-toplevel
+
+    assert common.IMPLS == ops.IMPLS
