@@ -9,9 +9,11 @@ D (logistic loss, lazy R1), G (logistic loss, weighted KD sum) and lazy path len
 
 All randomness of a step (z, mixing indices, offsets, noise maps) is drawn on the host from
 one checkpointed ``tf.random.Generator`` for the *global* batch, and each replica takes its
-rows. Per-sample-set quantities (relation matrices, D's minibatch stddev) are computed per group
-of ``group_size`` samples, the reference's per-GPU batch (spec E.9). So a step gives the same
-result on one device or on several replicas, and a resumed run continues exactly.
+rows; gradient sums are added in a fixed order (train/determinism.py). Per-sample-set quantities
+(relation matrices, D's minibatch stddev) are computed per group of ``group_size`` samples, the
+reference's per-GPU batch (spec E.9). So a step gives the same result on one device or on several
+replicas, a resumed run continues exactly, and two runs of the same config on one machine end
+bit-identical.
 """
 
 import tensorflow as tf
@@ -21,6 +23,7 @@ from tf_distill.layers.modulated import inference_form
 from tf_distill.losses.gan import d_logistic_loss, g_logistic_loss, path_length_penalty, path_lengths, r1_penalty
 from tf_distill.models.latent_directions import latent_directions
 from tf_distill.train.config_check import uses_content_mask
+from tf_distill.train.determinism import deterministic_gradient_sums
 from tf_distill.train.optim import TorchAdam, ema_update, lazy_regularization
 
 
@@ -41,6 +44,7 @@ class TrainStep:
     """
 
     def __init__(self, strategy, g, g_ema, d, config, teacher=None, lpips=None, seed=0, content_mask_fn=None):
+        deterministic_gradient_sums()  # a run reproduces bit for bit (train/determinism.py)
         self.strategy, self.g, self.g_ema, self.d, self.teacher = strategy, g, g_ema, d, teacher
         self.cfg, self.kd = config.train, config.kd
         self.distill = teacher is not None
