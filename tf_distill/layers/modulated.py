@@ -30,7 +30,7 @@ DEMOD_EPS = 1e-8
 LRELU_ALPHA = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 
-try:  # TF has no public "is a tape recording?"; without it, folding is simply never used.
+try:  # TF has no public "is a tape recording?"; without it, the inference form is simply never used.
     from tensorflow.python.eager.record import could_possibly_record as _tape_recording
 except ImportError:  # pragma: no cover
     def _tape_recording():
