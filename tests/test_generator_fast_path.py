@@ -11,7 +11,8 @@ from tf_distill.models import Generator
 from tf_distill.ops.upfirdn2d import filter2d_separable, setup_kernel, upfirdn2d_ref, upsample2d_polyphase
 
 # 32 px, 16-channel blocks from 16 px on: 9 * 16 < 16^2, so blocks 2.. run per sample and fold.
-CHANNELS = [32, 32, 24, 24, 16, 16, 12, 12]
+# The 20- and 12-channel layers are widened to 24 and 16 in the inference form (CHANNEL_ALIGN 8).
+CHANNELS = [32, 32, 20, 20, 16, 16, 12, 12]
 SEEDS = 16
 RTOL = 1e-5  # of the largest output magnitude: float32 round-off of differently ordered sums
 
@@ -113,6 +114,24 @@ def _conv_filters_depend_on_z(graph):
                 break
             stack.extend(t.op for t in node.inputs)
     return found
+
+
+def _conv_widths(fn, batch):
+    graph = fn.get_concrete_function(tf.TensorSpec([batch, 32], tf.float32)).graph
+    return sorted({op.outputs[0].shape[-1] for op in graph.get_operations()
+                   if op.type in ("Conv2D", "Conv2DBackpropInput") and "to_rgb" not in op.name})  # not the skips
+
+
+@pytest.mark.parametrize("folding, batch", [(True, 1), (False, 3)])
+def test_inference_form_widens_pruned_layers_to_aligned_channels(generator, folding, batch):
+    """Every conv of the inference form writes a multiple of CHANNEL_ALIGN channels (20 -> 24, 12 -> 16:
+    the widths CPU convs run fastest at); the training form keeps the model's own widths."""
+    assert modulated.CHANNEL_ALIGN == 8 and [modulated.aligned(c) for c in (12, 16, 20)] == [16, 16, 24]
+    with modulated.weight_folding(folding):
+        widths = _conv_widths(tf.function(lambda z: generator(z, randomize_noise=False)), batch)
+    assert widths == [16, 24, 32]
+    with modulated.inference_form(False):
+        assert _conv_widths(tf.function(lambda z: generator(z, randomize_noise=False)), batch) == [12, 16, 20, 32]
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -141,7 +141,8 @@ class SynthesisNetwork(keras.layers.Layer):
                 i = 2 * k - 1
                 out = self.convs[2 * k - 2](out, latent[:, i], noise[i])
                 out = self.convs[2 * k - 1](out, latent[:, i + 1], noise[i + 1])
-                features.append(out)
+                width = self.channels[2 * k + 1]
+                features.append(out if out.shape[-1] == width else out[..., :width])  # drop inference widening
                 skip = self.to_rgbs[k - 1](out, latent[:, i + 2], skip)
             rgb_list.append(skip)
         return out, skip, rgb_list, features
