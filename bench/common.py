@@ -7,6 +7,8 @@ meaning and bound in every script. Run as ``python bench/<name>.py``, this folde
 ``sys.path``, so the scripts ``import common``.
 """
 
+import time
+
 from absl import flags
 
 from tf_distill.errors import UserError
@@ -85,3 +87,28 @@ def check_impl(impl):
     """Fails early, with one line, for ``--impl=custom`` on a machine without the custom op library."""
     if impl == "custom":
         require_custom_ops("--impl=custom")
+
+
+def timed_in_turns(calls, repeats, min_seconds=0.5):
+    """{name: [seconds per call]} of the zero-argument ``calls``, timed in turns so that a change in the
+    machine's load hits every model alike.
+
+    Each repeat runs every call in turn: one untimed call first (the steady state a server of that
+    one model sees: the model that ran before leaves its caches and freed memory behind), then as
+    many timed calls in a row as fill ``min_seconds`` (a short call timed once is mostly noise).
+    """
+    counts = {}
+    for name, fn in calls.items():
+        fn()  # the first call builds the executor
+        start = time.perf_counter()
+        fn()
+        counts[name] = max(1, round(min_seconds / (time.perf_counter() - start)))
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            fn()
+            start = time.perf_counter()
+            for _ in range(counts[name]):
+                fn()
+            times[name].append((time.perf_counter() - start) / counts[name])
+    return times

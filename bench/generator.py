@@ -6,11 +6,10 @@
 
 Random weights and random noise (the speed does not depend on the values). Both models and a
 512-channel 3x3 conv (the machine's conv peak, bench/conv_peak.py) are run in turn inside each
-repeat, so machine load affects them alike; rates are of the medians. Efficiency is MACs/s, MACs
+repeat (common.timed_in_turns: an untimed call, then timed calls filling 0.5 s), so machine load
+affects them alike; rates are of the medians. Efficiency is MACs/s, MACs
 counted as tf_distill.model_stats counts them (the paper's FLOPs).
 """
-
-import time
 
 from absl import app, flags
 
@@ -49,12 +48,7 @@ def compare_impl(batch, repeats):
         g.set_weights(weights)
         fns[impl] = tf.function(lambda z, g=g: g(z))
         fns[impl](z).numpy()
-    times = {impl: [] for impl in fns}
-    for _ in range(repeats):
-        for impl, fn in fns.items():
-            start = time.perf_counter()
-            fn(z).numpy()
-            times[impl].append(time.perf_counter() - start)
+    times = common.timed_in_turns({impl: (lambda fn=fn: fn(z).numpy()) for impl, fn in fns.items()}, repeats)
     med = {impl: float(np.median(t)) for impl, t in times.items()}
     for impl, m in med.items():
         print(f"teacher 256 px forward, {impl:<6} ops: {m * 1000:9.1f} ms/batch ({batch / m:.2f} images/s)")
@@ -62,14 +56,10 @@ def compare_impl(batch, repeats):
 
 
 def interleaved(fns, repeats):
-    """{name: median seconds} of the zero-argument ``fns``, each run once per repeat in turn."""
+    """{name: median seconds per call} of the zero-argument ``fns``, timed in turns (common.timed_in_turns)."""
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(conv_peak.seconds(fn))
-    return {name: float(np.median(t)) for name, t in times.items()}
+    return {name: float(np.median(t)) for name, t in common.timed_in_turns(fns, repeats).items()}
 
 
 def generator_fn(g, batch, fold):

@@ -4,7 +4,8 @@
 
 Builds the paper's teacher and 0.7-pruned student (configs/paper_models.py) with random weights,
 exports both with tf-distill-export's code, and prints per model and batch (1 and 8) the latency
-p50/p99 and images/s of the SavedModel's ``from_seeds`` signature, the student/teacher
+p50/p99 and images/s (of the median) of the SavedModel's ``from_seeds`` signature, all timed in
+turns with the 3x3-conv peak in the same loop (``common.timed_in_turns``), the student/teacher
 throughput ratio, the export sizes, and for the TFLite student (float32, float16, dynamic int8,
 run with LiteRT and its XNNPACK delegate) size, batch-1 latency, max / mean abs pixel error
 against the student SavedModel on seeds 0..7, and images/s over the SavedModel student's at batch
@@ -36,22 +37,12 @@ def dir_size(path):
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def time_calls(fn, reps):
-    fn()  # warm-up (first call builds the executor)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def summarize(times, batch):
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     t = np.asarray(times)
     return {"batch": batch, "p50_ms": float(np.percentile(t, 50) * 1e3), "p99_ms": float(np.percentile(t, 99) * 1e3),
-            "images_per_s": float(batch / t.mean())}
+            "images_per_s": float(batch / np.median(t))}
 
 
 def main(argv):
@@ -80,7 +71,8 @@ def bench(work):
     px = int(_SIZE.value)
     keras.utils.set_random_seed(0)
     results = {"device": "CPU", "threads": os.cpu_count(), "tensorflow": tf.__version__, "models": {}}
-    generators = {}
+    generators, calls = {}, {}
+    psi = tf.constant(1.0)
     for role in ("teacher", "student"):
         g = Generator(**paper_models.MODELS[f"ffhq{px}_{role}"]().to_dict())
         g.build()
@@ -89,19 +81,20 @@ def bench(work):
         path = savedmodel.export_saved_model(g, work / role, version=1, w_avg_samples=1024)
         export_s = time.perf_counter() - t0
         sig = tf.saved_model.load(str(path)).signatures["from_seeds"]
-        rows = []
         for batch in (1, 8):
             seeds = tf.range(batch, dtype=tf.int64)
-            psi = tf.constant(1.0)
-            rows.append(summarize(time_calls(lambda: sig(seeds=seeds, truncation_psi=psi), _REPEATS.value), batch))
-        macs = generator_flops(g)  # per image, counted as tf_distill.model_stats does
-        for row in rows:
-            row["macs_per_s"] = macs * row["images_per_s"]
+            calls[role, batch] = (lambda sig, seeds: lambda: sig(seeds=seeds, truncation_psi=psi))(sig, seeds)
         results["models"][role] = {"params": int(g.count_params()), "saved_model_bytes": dir_size(path),
-                                   "export_s": export_s, "macs_per_image": macs, "saved_model": rows}
-        print(json.dumps({role: results["models"][role]}), flush=True)
-    peak_fn, peak_macs = conv_peak.peak_conv()
-    peak = peak_macs / float(np.median([conv_peak.seconds(peak_fn) for _ in range(_REPEATS.value)]))
+                                   "export_s": export_s, "macs_per_image": generator_flops(g)}
+    calls["peak"], peak_macs = conv_peak.peak_conv()
+    times = common.timed_in_turns(calls, _REPEATS.value)
+    peak = peak_macs / float(np.median(times.pop("peak")))
+    for role in ("teacher", "student"):
+        report = results["models"][role]
+        report["saved_model"] = [summarize(times[role, batch], batch) for batch in (1, 8)]
+        for row in report["saved_model"]:
+            row["macs_per_s"] = report["macs_per_image"] * row["images_per_s"]
+        print(json.dumps({role: report}), flush=True)
     results["peak_3x3_conv_macs_per_s"] = peak
     for i, batch in enumerate((1, 8)):
         student, teacher = (results["models"][role]["saved_model"][i] for role in ("student", "teacher"))
@@ -138,14 +131,7 @@ def bench_tflite(generator, work, reps):
         reports[name] = {"bytes": size, **tflite.compare(out, reference, z)}
         runner = tflite.interpreter(out).get_signature_runner()
         calls[name] = (lambda r: lambda: r(z=z[:1], truncation_psi=np.float32(1.0)))(runner)
-    times = {name: [] for name in calls}
-    for fn in calls.values():
-        fn()  # warm-up
-    for _ in range(reps):  # in turns, so that a change in the machine's load hits every model alike
-        for name, fn in calls.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    times = common.timed_in_turns(calls, reps)
     saved = summarize(times.pop("saved_model"), 1)
     results = {"saved_model_batch1": saved}
     for name, report in reports.items():

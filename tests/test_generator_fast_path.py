@@ -134,6 +134,17 @@ def test_inference_form_widens_pruned_layers_to_aligned_channels(generator, fold
         assert _conv_widths(tf.function(lambda z: generator(z, randomize_noise=False)), batch) == [12, 16, 20, 32]
 
 
+def test_channel_widening_off_keeps_the_model_widths(generator):
+    """channel_widening(False) (TFLite: XNNPACK runs any width as fast) keeps the inference form at the
+    model's own widths, the same function."""
+    z = z_of(range(3))
+    with modulated.weight_folding(False), modulated.channel_widening(False):
+        fn = tf.function(lambda z: generator(z, randomize_noise=False))
+        assert _conv_widths(fn, 3) == [12, 16, 20, 32]
+        got = fn(z).numpy()
+    assert_same([got], run(generator, z, False, randomize_noise=False)[:1])
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_weight_folding_off_keeps_constant_conv_weights(generator, batch):
     """weight_folding(False) (TFLite's XNNPACK wants constant weights): no conv or matmul weight depends

@@ -17,6 +17,7 @@ from test_export import PSI, ROOT, SIZE, STYLE_DIM, subprocess_env, tiny_generat
 from tf_distill.errors import UserError
 from tf_distill.export import savedmodel, tflite
 from tf_distill.images import to_uint8
+from tf_distill.models import Generator
 
 SEEDS = np.arange(16, dtype=np.int64)
 # Max / mean abs pixel error (0-255) against the SavedModel. float32: round-off flips a rounding
@@ -110,6 +111,28 @@ def test_graph_runs_in_xnnpack(exported, converted):
         filters = [const for name, const in ops
                    if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED")]
         assert len(filters) > 2 * len(g.synthesis.convs) and all(filters), ops
+
+
+def test_pruned_widths_are_not_widened(tmp_path):
+    """The TFLite graph keeps a pruned model's own conv widths (6 and 5 here, not the multiples of 8 the
+    TensorFlow inference form widens to: XNNPACK would only do more work) and matches the generator."""
+    g = Generator(SIZE, style_dim=STYLE_DIM, n_mlp=2, channels=[8, 8, 6, 6, 5, 5])
+    g.build()
+    path, _ = tflite.convert(g, np.zeros([STYLE_DIM], np.float32), tmp_path / "pruned.tflite")
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    ops = [graph.Operators(i) for i in range(graph.OperatorsLength())]
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    widths = set()
+    for op in ops:
+        code = model.OperatorCodes(op.OpcodeIndex())
+        if names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())] in ("CONV_2D", "TRANSPOSE_CONV"):
+            widths.add(int(graph.Tensors(op.Outputs(0)).ShapeAsNumpy()[-1]))
+    assert {6, 5} <= widths and widths <= {8, 6, 5, 3, 12}, widths  # 3, 12: ToRGB and the skip's four phases
+    z = savedmodel.z_from_seeds(SEEDS, STYLE_DIM).numpy()
+    want = to_uint8(g(tf.tile(g.mapping(z)[:, None], [1, g.n_latent, 1]), input_is_latent=True,
+                      randomize_noise=False).numpy())
+    assert np.abs(tflite.run_tflite(path, z, 1.0).astype(int) - want.astype(int)).max() <= 1
 
 
 def test_leaky_relu_rewrite_is_exact_and_selective():

@@ -11,9 +11,11 @@ for a batch of one, where the weight is smaller than the input (the high-resolut
 style, demodulation and activation gain are folded into the conv weight; elsewhere the
 demodulation and the gain share one multiply; the bias is a BiasAdd (fused with the conv) and
 the leaky ReLU one op; a StyledConv's output is widened with zero-weight channels to a multiple
-of ``CHANNEL_ALIGN`` (pruned widths like 39 or 77 run slower). ``SynthesisNetwork`` runs the
-folding blocks of a larger batch one sample at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the rest of the
-form. Training graphs (a tape is recording) keep the unfused form above, unchanged.
+of ``CHANNEL_ALIGN`` (TensorFlow's CPU convs run pruned widths like 39 or 77 slower;
+``channel_widening(False)`` keeps the model's widths). ``SynthesisNetwork`` runs the
+folding blocks of a larger batch one sample at a time. ``weight_folding(False)`` keeps the conv
+weights constant (TFLite) and the rest of the form. Training graphs (a tape is recording) keep
+the unfused form above, unchanged.
 """
 
 import contextlib
@@ -42,6 +44,7 @@ except ImportError:  # pragma: no cover
 
 _INFERENCE = contextvars.ContextVar("tf_distill_inference_form", default=True)
 _FOLDING = contextvars.ContextVar("tf_distill_weight_folding", default=True)
+_WIDENING = contextvars.ContextVar("tf_distill_channel_widening", default=True)
 
 
 @contextlib.contextmanager
@@ -71,6 +74,16 @@ def weight_folding(enabled):
     return _scoped(_FOLDING, enabled)
 
 
+def channel_widening(enabled):
+    """StyledConvs called (or traced) inside widen their inference-form output to ``aligned(filters)``
+    channels only if ``enabled``.
+
+    Off is for runtimes whose convs take any width at full speed (TFLite's XNNPACK: widening costs it
+    the extra multiply-accumulates); TensorFlow's CPU convs want it on.
+    """
+    return _scoped(_WIDENING, enabled)
+
+
 def inference():
     """True when the layers run ``call_inference``: the inference form is on and no gradient tape records."""
     return _INFERENCE.get() and not _tape_recording()
@@ -86,12 +99,12 @@ def aligned(channels):
     return -(-int(channels) // CHANNEL_ALIGN) * CHANNEL_ALIGN
 
 
-def _pad_last(t, size, value=0.0):
-    """``t`` with its last axis padded with ``value`` to ``size`` (``t`` itself when already that size)."""
+def _pad_last(t, size):
+    """``t`` with its last axis padded with zeros to ``size`` (``t`` itself when already that size)."""
     extra = size - t.shape[-1]
     if extra == 0:
         return t
-    return tf.pad(t, [[0, 0]] * (t.shape.rank - 1) + [[0, extra]], constant_values=value)
+    return tf.pad(t, [[0, 0]] * (t.shape.rank - 1) + [[0, extra]])
 
 
 def _single(x):
@@ -193,7 +206,7 @@ class ModulatedConv2D(keras.layers.Layer):
         if (in_width, out_width) != (self.in_channels, self.filters):  # zero weights for the extra channels
             w = tf.pad(w, [[0, 0], [0, 0], [0, in_width - self.in_channels], [0, out_width - self.filters]])
             s = _pad_last(s, in_width)
-            d = _pad_last(d, out_width, 1.0) if self.demodulate else d
+            d = _pad_last(d, out_width) if self.demodulate else d
             bias = None if bias is None else _pad_last(bias, out_width)
         if folding() and self.kernel_size == 1 and not (self.upsample or self.downsample):
             # A 1x1 conv is a matmul: any batch takes its own [in, out] weight (BatchMatMul), no pass over x.
@@ -254,7 +267,7 @@ class StyledConv(keras.layers.Layer):
         if inference():  # lrelu(v) * g == lrelu(v * g) for g > 0: the gain goes into the conv's scaling
             # The output is widened to aligned(filters) channels; the next layers give the extra ones zero weight.
             y = self.conv.call_inference(x, style, gain=LRELU_GAIN, bias=self.activate.bias * LRELU_GAIN,
-                                         out_channels=aligned(self.filters))
+                                         out_channels=aligned(self.filters) if _WIDENING.get() else None)
             with tf.name_scope("noise"):
                 y = y + noise * (self.noise.weight * LRELU_GAIN)
             with tf.name_scope("activate"):
