@@ -7,8 +7,8 @@
 Random weights and random noise (the speed does not depend on the values). Both models and a
 512-channel 3x3 conv (the machine's conv peak, bench/conv_peak.py) are run in turn inside each
 repeat (common.timed_in_turns: an untimed call, then timed calls filling 0.5 s), so machine load
-affects them alike; rates are of the medians. Efficiency is MACs/s, MACs
-counted as tf_distill.model_stats counts them (the paper's FLOPs).
+affects them alike; rates are of the medians. Efficiency is MACs/s, MACs counted as
+tf_distill.model_stats counts them (the paper's FLOPs).
 """
 
 from absl import app, flags

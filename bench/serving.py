@@ -4,8 +4,9 @@
 
 Builds the paper's teacher and 0.7-pruned student (configs/paper_models.py) with random weights,
 exports both with tf-distill-export's code, and prints per model and batch (1 and 8) the latency
-p50/p99 and images/s (of the median) of the SavedModel's ``from_seeds`` signature, all timed in
-turns with the 3x3-conv peak in the same loop (``common.timed_in_turns``), the student/teacher
+p50/p99 (over the repeats, each the mean call of its turn) and images/s (of the median) of the
+SavedModel's ``from_seeds`` signature, all timed in turns with the 3x3-conv peak in the same loop
+(``common.timed_in_turns``), the student/teacher
 throughput ratio, the export sizes, and for the TFLite student (float32, float16, dynamic int8,
 run with LiteRT and its XNNPACK delegate) size, batch-1 latency, max / mean abs pixel error
 against the student SavedModel on seeds 0..7, and images/s over the SavedModel student's at batch

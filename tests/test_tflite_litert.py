@@ -41,7 +41,8 @@ def converted(exported, tmp_path_factory):
 
 
 def graph_ops(path):
-    """[(op name, whether its input 1 is a constant)] of the model's first subgraph, in order.
+    """[(op name, whether its input 1 is a constant, last dim of its output 0)] of the model's first subgraph,
+    in order.
 
     Input 1 is the filter of CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED; a
     float16 model's constant filters pass through a DEQUANTIZE of a constant.
@@ -63,7 +64,11 @@ def graph_ops(path):
             return name(op) == "DEQUANTIZE" and constant(op.Inputs(0))
         return model.Buffers(graph.Tensors(t).Buffer()).DataLength() > 0
 
-    return [(name(op), op.InputsLength() > 1 and constant(op.Inputs(1))) for op in ops]
+    def width(op):
+        shape = graph.Tensors(op.Outputs(0)).ShapeAsNumpy() if op.OutputsLength() else 0
+        return int(shape[-1]) if getattr(shape, "size", 0) else None
+
+    return [(name(op), op.InputsLength() > 1 and constant(op.Inputs(1)), width(op)) for op in ops]
 
 
 @pytest.mark.parametrize("quantize", [None, "float16"])
@@ -105,10 +110,10 @@ def test_graph_runs_in_xnnpack(exported, converted):
     n_lrelu = g.n_mlp + 1 + len(g.synthesis.convs)  # mapping layers, conv1, the other StyledConvs
     for path in converted.values():
         ops = graph_ops(path)
-        names = [name for name, _ in ops]
+        names = [name for name, _, _ in ops]
         assert "GREATER" not in names and "SELECT" not in names, sorted(set(names))
         assert names.count("LEAKY_RELU") == n_lrelu, sorted(set(names))
-        filters = [const for name, const in ops
+        filters = [const for name, const, _ in ops
                    if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED")]
         assert len(filters) > 2 * len(g.synthesis.convs) and all(filters), ops
 
@@ -119,15 +124,7 @@ def test_pruned_widths_are_not_widened(tmp_path):
     g = Generator(SIZE, style_dim=STYLE_DIM, n_mlp=2, channels=[8, 8, 6, 6, 5, 5])
     g.build()
     path, _ = tflite.convert(g, np.zeros([STYLE_DIM], np.float32), tmp_path / "pruned.tflite")
-    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
-    graph = model.Subgraphs(0)
-    ops = [graph.Operators(i) for i in range(graph.OperatorsLength())]
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    widths = set()
-    for op in ops:
-        code = model.OperatorCodes(op.OpcodeIndex())
-        if names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())] in ("CONV_2D", "TRANSPOSE_CONV"):
-            widths.add(int(graph.Tensors(op.Outputs(0)).ShapeAsNumpy()[-1]))
+    widths = {width for name, _, width in graph_ops(path) if name in ("CONV_2D", "TRANSPOSE_CONV")}
     assert {6, 5} <= widths and widths <= {8, 6, 5, 3, 12}, widths  # 3, 12: ToRGB and the skip's four phases
     z = savedmodel.z_from_seeds(SEEDS, STYLE_DIM).numpy()
     want = to_uint8(g(tf.tile(g.mapping(z)[:, None], [1, g.n_latent, 1]), input_is_latent=True,
