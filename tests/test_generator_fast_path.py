@@ -180,6 +180,55 @@ def test_gradients_flow_through_the_inference_form(generator):
     np.testing.assert_allclose(grads(fast), slow, atol=1e-4 * np.max(np.abs(slow)))
 
 
+def transposed_conv_numpy(x, w):
+    """VALID stride-2 transposed conv by scattering: out[2m + i, 2n + j] += x[m, n] @ w[i, j] (the reference's)."""
+    b, h, _, _ = x.shape
+    k = w.shape[0]
+    out = np.zeros((b, 2 * h + k - 2, 2 * h + k - 2, w.shape[3]))
+    for i in range(k):
+        for j in range(k):
+            out[:, i:i + 2 * h:2, j:j + 2 * h:2] += np.einsum("bhwc,cd->bhwd", x.astype(np.float64), w[i, j])
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_phase_kernel_is_the_transposed_conv(k):
+    """One stride-1 conv to the four output phases + depth_to_space = the transposed conv (then zero rows)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
+    w = rng.standard_normal((k, k, 3, 4)).astype(np.float32)
+    j = (k + 1) // 2
+    padded = tf.pad(x, [[0, 0], [j - 1, j - 1], [j - 1, j - 1], [0, 0]])
+    got = tf.nn.depth_to_space(tf.nn.conv2d(padded, modulated.phase_kernel(tf.constant(w)), 1, "VALID"), 2).numpy()
+    want = transposed_conv_numpy(x, w)
+    n = want.shape[1]
+    assert got.shape[1] == n + 2 * j - k and not got[:, n:].any() and not got[:, :, n:].any()
+    np.testing.assert_allclose(got[:, :n, :n], want, atol=1e-5 * np.max(np.abs(want)))
+
+
+@pytest.mark.parametrize("form", ["inference", "unfused"])
+def test_phase_upsampling_is_the_same_generator(generator, form):
+    """With ``phase_upsampling`` (TFLite's form) the generator is the same function, and it has the same
+    gradients, in the inference form (batch 1 and 3) and the training form."""
+    z = z_of(range(4))
+    for chunk in (z[:1], z[1:]):
+        want = run(generator, chunk, form == "inference", randomize_noise=False)
+        with modulated.phase_upsampling(True):
+            assert_same(run(generator, chunk, form == "inference", randomize_noise=False), want)
+    if form == "unfused":
+        w = tf.constant(z[:2])
+
+        def grads():
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                loss = tf.reduce_sum(generator(w, input_is_latent=True, randomize_noise=False) ** 2)
+            return tape.gradient(loss, w).numpy()
+
+        want = grads()
+        with modulated.phase_upsampling(True):
+            np.testing.assert_allclose(grads(), want, atol=1e-4 * np.max(np.abs(want)))
+
+
 @pytest.mark.parametrize("kshape, pad, size", [("fir", (2, 1), 8), ((4, 4), (2, 1), 5), ((3, 3), (1, 1), 6),
                                                ((2, 2), (0, 1), 4), ((5, 5), (3, 3), 7), ((6, 6), (1, 0), 5)])
 def test_polyphase_upsample_equals_upfirdn2d(kshape, pad, size):

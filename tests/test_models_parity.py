@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from conftest import load_npz, nchw, nhwc, state_dict_of
 from tf_distill.convert import rosinality
+from tf_distill.layers import modulated
 from tf_distill.losses.gan import path_lengths, r1_penalty
 
 ATOL = 1e-4
@@ -36,6 +37,14 @@ def test_mapping(case):
 def test_case_a_single_latent(case):
     data, g, noise = case
     image = g(data["inputs/z1"], noise=[n[:B] for n in noise])
+    np.testing.assert_allclose(nchw(image), data["case_a/image"], atol=ATOL)
+
+
+def test_case_a_with_phase_upsampling(case):
+    """TFLite's form of the upsampling convs (one conv to the four phases) against the fixtures too."""
+    data, g, noise = case
+    with modulated.phase_upsampling(True):
+        image = g(data["inputs/z1"], noise=[n[:B] for n in noise])
     np.testing.assert_allclose(nchw(image), data["case_a/image"], atol=ATOL)
 
 

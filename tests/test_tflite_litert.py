@@ -105,13 +105,17 @@ def test_signature_is_unchanged(exported, converted, tmp_path):
 def test_graph_runs_in_xnnpack(exported, converted):
     """XNNPACK runs neither GREATER nor SELECT (the select-form leaky ReLU: each split the graph) nor
     convs whose weights are computed per call (the folded form): every leaky ReLU is one LEAKY_RELU
-    and every conv / dense filter a constant."""
+    and every conv / dense filter a constant. No TRANSPOSE_CONV (slow there): each upsampling conv is
+    a CONV_2D to its four phases and a DEPTH_TO_SPACE."""
     g = exported[0]
     n_lrelu = g.n_mlp + 1 + len(g.synthesis.convs)  # mapping layers, conv1, the other StyledConvs
     for path in converted.values():
         ops = graph_ops(path)
         names = [name for name, _, _ in ops]
         assert "GREATER" not in names and "SELECT" not in names, sorted(set(names))
+        assert "TRANSPOSE_CONV" not in names, sorted(set(names))
+        n_up = sum(conv.upsample for conv in g.synthesis.convs)
+        assert names.count("DEPTH_TO_SPACE") == 2 * n_up, sorted(set(names))  # each upsampling conv and skip
         assert names.count("LEAKY_RELU") == n_lrelu, sorted(set(names))
         filters = [const for name, const, _ in ops
                    if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED")]
@@ -124,8 +128,9 @@ def test_pruned_widths_are_not_widened(tmp_path):
     g = Generator(SIZE, style_dim=STYLE_DIM, n_mlp=2, channels=[8, 8, 6, 6, 5, 5])
     g.build()
     path, _ = tflite.convert(g, np.zeros([STYLE_DIM], np.float32), tmp_path / "pruned.tflite")
-    widths = {width for name, _, width in graph_ops(path) if name in ("CONV_2D", "TRANSPOSE_CONV")}
-    assert {6, 5} <= widths and widths <= {8, 6, 5, 3, 12}, widths  # 3, 12: ToRGB and the skip's four phases
+    widths = {width for name, _, width in graph_ops(path) if name == "CONV_2D"}
+    # 3, 12: ToRGB and the skip's four phases; 4 * c: an upsampling conv's four phases
+    assert {6, 5} <= widths and widths <= {3, 12} | {m * c for c in (8, 6, 5) for m in (1, 4)}, widths
     z = savedmodel.z_from_seeds(SEEDS, STYLE_DIM).numpy()
     want = to_uint8(g(tf.tile(g.mapping(z)[:, None], [1, g.n_latent, 1]), input_is_latent=True,
                       randomize_noise=False).numpy())

@@ -14,7 +14,11 @@ slower builtin kernels between partitions. So the graph is traced with constant 
 weights, which would leave every conv to the builtin kernel, about 2x slower, and without its
 channel widening, ``channel_widening(False)``: XNNPACK runs the pruned widths as fast, so the
 zero channels would only add work, 93 vs 90 ms a batch-1 image here; the demodulation
-and gain still share one multiply, the bias is one add, the skip upsampling is polyphase) and
+and gain still share one multiply, the bias is one add, the skip upsampling is polyphase), with
+each upsampling conv as one conv to its four output phases plus a DEPTH_TO_SPACE
+(``phase_upsampling(True)``: TFLite's TRANSPOSE_CONV runs at about 21 GMAC/s here against its
+CONV_2D's 88, so the phase conv's 1.8x multiply-accumulates still take half the time; 68 vs 96 ms
+a batch-1 float16 image) and
 each select-form leaky ReLU of ``ops.fused_bias_act`` (``x > 0 ? x : alpha x``, a select for
 training's sake) becomes one LEAKY_RELU, the same function (``_leaky_relu_ops``):
 3 XNNPACK partitions instead of 24. float16 stores weights as float16; XNNPACK unpacks them to
@@ -33,7 +37,7 @@ import tensorflow as tf
 from tf_distill import ops
 from tf_distill.errors import UserError
 from tf_distill.export import savedmodel
-from tf_distill.layers.modulated import channel_widening, weight_folding
+from tf_distill.layers.modulated import channel_widening, phase_upsampling, weight_folding
 from tf_distill.outputs import write_file_atomic
 
 QUANTIZE = (None, "float16", "dynamic_int8")
@@ -154,7 +158,7 @@ def convert(generator, w_avg, path, quantize=None, batch=1, allow_flex=False):
         raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}.")
     if int(batch) < 1:
         raise ValueError(f"batch must be >= 1, got {batch}.")
-    with ops.implementation("ref"), weight_folding(False), channel_widening(False):
+    with ops.implementation("ref"), weight_folding(False), channel_widening(False), phase_upsampling(True):
         serving = savedmodel.GeneratorServing(generator, w_avg)
         module = _TFLiteModule(serving, int(batch))
         concrete = _tflite_function(module.generate.get_concrete_function())

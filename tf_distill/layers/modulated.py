@@ -14,8 +14,9 @@ the leaky ReLU one op; a StyledConv's output is widened with zero-weight channel
 of ``CHANNEL_ALIGN`` (TensorFlow's CPU convs run pruned widths like 39 or 77 slower;
 ``channel_widening(False)`` keeps the model's widths). ``SynthesisNetwork`` runs the
 folding blocks of a larger batch one sample at a time. ``weight_folding(False)`` keeps the conv
-weights constant (TFLite) and the rest of the form. Training graphs (a tape is recording) keep
-the unfused form above, unchanged.
+weights constant (TFLite) and the rest of the form. ``phase_upsampling(True)`` runs each upsampling
+conv as one conv to its four output phases (TFLite, whose transposed conv is slow), in any form.
+Training graphs (a tape is recording) keep the unfused form above, unchanged.
 """
 
 import contextlib
@@ -45,6 +46,7 @@ except ImportError:  # pragma: no cover
 _INFERENCE = contextvars.ContextVar("tf_distill_inference_form", default=True)
 _FOLDING = contextvars.ContextVar("tf_distill_weight_folding", default=True)
 _WIDENING = contextvars.ContextVar("tf_distill_channel_widening", default=True)
+_PHASES = contextvars.ContextVar("tf_distill_phase_upsampling", default=False)
 
 
 @contextlib.contextmanager
@@ -82,6 +84,35 @@ def channel_widening(enabled):
     the extra multiply-accumulates); TensorFlow's CPU convs want it on.
     """
     return _scoped(_WIDENING, enabled)
+
+
+def phase_upsampling(enabled):
+    """Upsampling convs called (or traced) inside run as one conv to the four output phases plus a
+    depth_to_space, instead of a transposed conv, only if ``enabled`` (any form, any batch).
+
+    The same function to float32 round-off, with ((k+1)//2)^2 * 4 instead of k^2 multiply-accumulates per
+    input pixel (1.8x for k = 3). For runtimes whose transposed conv is far slower than their conv:
+    TFLite's TRANSPOSE_CONV runs at about a quarter of its CONV_2D's rate here, so TFLite wants it on;
+    TensorFlow's CPU transposed conv does not, so it is off by default.
+    """
+    return _scoped(_PHASES, enabled)
+
+
+def phase_kernel(w):
+    """The stride-2 transposed conv ``w`` [k, k, in, out] as a stride-1 conv kernel [j, j, in, 4 * out], j = (k+1)//2.
+
+    VALID transposed conv writes out[2m + a] from x[m - i] through tap a + 2i. Over ``x`` padded by j - 1,
+    window row r is x[m - (j-1-r)], so phase a takes tap a + 2(j-1-r) there (zero past the kernel's end).
+    The phases are laid out (a, b, out), the order depth_to_space(…, 2) interleaves.
+    """
+    k = int(w.shape[0])
+    j = (k + 1) // 2
+    zero = tf.zeros_like(w[0, 0])
+    tap = lambda a, r: a + 2 * (j - 1 - r)  # noqa: E731
+    return tf.stack([tf.stack([
+        tf.concat([w[tap(a, r), tap(b, c)] if max(tap(a, r), tap(b, c)) < k else zero
+                   for a in (0, 1) for b in (0, 1)], axis=-1)
+        for c in range(j)]) for r in range(j)])
 
 
 def inference():
@@ -158,8 +189,22 @@ class ModulatedConv2D(keras.layers.Layer):
         w_sq = tf.reduce_sum(tf.square(w), axis=[0, 1])  # [in, out]
         return tf.math.rsqrt(tf.matmul(tf.square(s), w_sq) + DEMOD_EPS)
 
+    def _upsample_blur_pad(self):
+        """The upsampling blur's pad for ``_conv``'s output: the phase form's 2j - k extra zero rows (1 for odd k)
+        at the end are taken off the end pad (a crop where that goes below zero)."""
+        p0, p1 = self._blur_pad
+        return (p0, p1 - (2 * ((self.kernel_size + 1) // 2) - self.kernel_size)) if _PHASES.get() else (p0, p1)
+
     def _conv(self, x, w):
-        """The conv (transposed, strided or same-size) of ``x`` with ``w`` [k, k, in, out], before any blur."""
+        """The conv (transposed, strided or same-size) of ``x`` with ``w`` [k, k, in, out], before any blur.
+
+        Under ``phase_upsampling`` the transposed conv's output may end in extra all-zero rows and columns
+        at its end, which ``_upsample_blur_pad`` accounts for.
+        """
+        if self.upsample and _PHASES.get():
+            j = (self.kernel_size + 1) // 2
+            x = tf.pad(x, [[0, 0], [j - 1, j - 1], [j - 1, j - 1], [0, 0]])
+            return tf.nn.depth_to_space(tf.nn.conv2d(x, phase_kernel(w), strides=1, padding="VALID"), 2)
         if self.upsample:
             shape = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(x.shape)]  # static where known
             k = self.kernel_size
@@ -180,7 +225,7 @@ class ModulatedConv2D(keras.layers.Layer):
         if self.demodulate:
             y = y * self._demod(s, w)[:, None, None, :]
         if self.upsample:
-            y = upfirdn2d(y, self._blur, pad=self._blur_pad, impl=self.impl)
+            y = upfirdn2d(y, self._blur, pad=self._upsample_blur_pad(), impl=self.impl)
         return y
 
     def folds(self, in_size):
@@ -220,7 +265,7 @@ class ModulatedConv2D(keras.layers.Layer):
             if self.demodulate or gain != 1.0:
                 y = y * (d * gain)[:, None, None, :]
         if self.upsample:  # self._blur is setup_kernel(blur_kernel, 4): the same filter, as two 1-D passes
-            y = filter2d_separable(y, self.blur_kernel, gain=4.0, pad=self._blur_pad, impl=self.impl)
+            y = filter2d_separable(y, self.blur_kernel, gain=4.0, pad=self._upsample_blur_pad(), impl=self.impl)
         return y if bias is None else tf.nn.bias_add(y, bias)
 
     def get_config(self):
