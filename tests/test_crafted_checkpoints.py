@@ -367,3 +367,49 @@ def test_saved_generator_and_discriminator_load_back(tmp_path):
         key = "d" if model is d else "g_ema"
         for a, b in zip(model.weights, loaded[key].weights, strict=True):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+# ---------------------------------------------------------------- the architecture alone (generator_config)
+
+
+def _no_model_building(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("generator_config built a model")
+
+    monkeypatch.setattr(rosinality, "build_from_state_dict", refuse)
+    monkeypatch.setattr(checkpoints.keras.models, "load_model", refuse)
+
+
+def test_generator_config_is_the_loaded_generators_without_building_it(tmp_path, tiny_keras, monkeypatch):
+    d = Discriminator(8, channels=[4, 4])
+    d.build()
+    checkpoints.save_models(tmp_path / "g_and_d", g=tiny_generator(), d=d)  # no g_ema: falls back to g
+    sources = [fixture_path("teacher32_zip.pt"), fixture_path("teacher32_legacy.pt"), fixture_path("student32_zip.pt"),
+               tiny_keras, tmp_path / "g_and_d"]
+    generators = [checkpoints.load_generator(path) for path in sources]
+    _no_model_building(monkeypatch)
+    for path, g in zip(sources, generators):
+        config = checkpoints.generator_config(path)
+        as_built = {key: getattr(g, key) for key in config}
+        assert config == {key: list(v) if isinstance(v, tuple) else v for key, v in as_built.items()}, path
+        assert Generator(**config).channels == g.channels
+
+
+def test_generator_config_refuses_what_load_generator_refuses(tmp_path, tiny_keras, monkeypatch):
+    d = Discriminator(8, channels=[4, 4])
+    d.build()
+    checkpoints.save_models(tmp_path / "only_d", d=d)
+    d.save(tmp_path / "d.keras")
+    crafted = [zero_element_generator(tmp_path / "zero_style.pt", 10, 512, 100_000),
+               claiming_storage_generator(tmp_path / "claiming.pt"),
+               keras_with_config(tmp_path / "style16000.keras", tiny_keras, style_dim=16000, n_mlp=8),
+               keras_with_config(tmp_path / "wide.keras", tiny_keras, style_dim=2048, n_mlp=8),
+               tmp_path / "only_d", tmp_path / "d.keras", tmp_path / "missing.pt"]
+    for path in crafted:
+        with pytest.raises((UserError, FileNotFoundError)) as loading:
+            checkpoints.load_generator(path)
+        with monkeypatch.context() as patched:
+            _no_model_building(patched)
+            with pytest.raises(type(loading.value)) as reading:
+                checkpoints.generator_config(path)
+        assert str(reading.value) == str(loading.value) and "\n" not in str(reading.value), path

@@ -50,6 +50,18 @@ def read_rosinality(path, lr_mlp=0.01):
     Every network's architecture is derived and checked against all its tensors, the bounds and
     the memory limit before the first model is built.
     """
+    ckpt, plans = _rosinality_plans(path, lr_mlp)
+    style_dims = {config["style_dim"] for cls, config in plans.values() if cls is Generator}
+    latent_avg = _checked_latent_avg(ckpt["latent_avg"], style_dims, path) if "latent_avg" in ckpt else None
+    models = {key: _with_context(f"{path} [{key}]", rosinality.build_from_state_dict, cls, config, ckpt[key])
+              for key, (cls, config) in plans.items()}
+    if latent_avg is not None:
+        models["latent_avg"] = latent_avg
+    return models
+
+
+def _rosinality_plans(path, lr_mlp):
+    """(checkpoint dict, {network key: (class, checked constructor config)}) of a rosinality ``.pt``."""
     try:
         ckpt = load_torch_checkpoint(path)
     except CheckpointError as err:
@@ -70,13 +82,7 @@ def read_rosinality(path, lr_mlp=0.01):
         cls, check = ((Discriminator, rosinality.checked_discriminator_config) if key == "d" else
                       (Generator, lambda sd: rosinality.checked_generator_config(sd, lr_mlp=lr_mlp)))
         plans[key] = (cls, _with_context(f"{path} [{key}]", check, ckpt[key]))
-    style_dims = {config["style_dim"] for cls, config in plans.values() if cls is Generator}
-    latent_avg = _checked_latent_avg(ckpt["latent_avg"], style_dims, path) if "latent_avg" in ckpt else None
-    models = {key: _with_context(f"{path} [{key}]", rosinality.build_from_state_dict, cls, config, ckpt[key])
-              for key, (cls, config) in plans.items()}
-    if latent_avg is not None:
-        models["latent_avg"] = latent_avg
-    return models
+    return ckpt, plans
 
 
 def _checked_latent_avg(value, style_dims, where):
@@ -143,11 +149,26 @@ def _load_latent_avg(path, models):
 def load_keras(path):
     """The Generator or Discriminator of a ``.keras`` archive.
 
-    Its ``config.json`` is read and checked first (class, bounds, memory limit, and a weights
-    record large enough for the parameters it declares), so a crafted archive is refused before
-    Keras builds anything; every failure is a one-line ModelFileError or ArchitectureError.
+    Its ``config.json`` is read and checked first (``_checked_keras_config``), so a crafted archive
+    is refused before Keras builds anything; every failure is a one-line ModelFileError or
+    ArchitectureError.
     """
     path = Path(path)
+    cls, _ = _checked_keras_config(path)
+    try:
+        model = keras.models.load_model(path)
+    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise ModelFileError(f"{path}: cannot load the .keras archive ({type(err).__name__}: {reason}) "
+                             f"({_KERAS_FIX}).") from err
+    if not isinstance(model, cls):
+        raise ModelFileError(f"{path}: loaded a {type(model).__name__}, not a {cls.__name__} ({_KERAS_FIX}).")
+    return model
+
+
+def _checked_keras_config(path):
+    """(class, checked constructor config) of a ``.keras`` archive, from its ``config.json`` alone: the class,
+    the bounds, the memory limit, and a weights record large enough for the parameters it declares."""
     with open(path, "rb") as fh:  # a missing or unreadable file stays an OSError
         try:
             with zipfile.ZipFile(fh) as zf:
@@ -169,22 +190,15 @@ def load_keras(path):
         raise ModelFileError(f"{path}: holds a {str(name)[:60]!r} model, not a tf-distill Generator or "
                              f"Discriminator ({_KERAS_FIX}).")
     cls, check_config, shapes_of = _KERAS_CLASSES[name]
-    params, _ = shapes_of(_with_context(path, check_config, config["config"]))
+    checked = _with_context(path, check_config, config["config"])
+    params, _ = shapes_of(checked)
     _with_context(path, architecture.check_memory, params, f"its {name}")
     need = 2 * architecture.parameter_count(params)  # at least 16 bits per parameter
     most = weights.compress_size * (1 if weights.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO)
     if weights.compress_size > archive_size or most < need:
         raise ModelFileError(f"{path}: its weights record cannot hold the {architecture.parameter_count(params):,} "
                              f"parameters its config declares; the archive is truncated or crafted ({_KERAS_FIX}).")
-    try:
-        model = keras.models.load_model(path)
-    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as err:
-        reason = " ".join(str(err).split())[:300]
-        raise ModelFileError(f"{path}: cannot load the .keras archive ({type(err).__name__}: {reason}) "
-                             f"({_KERAS_FIX}).") from err
-    if not isinstance(model, cls):
-        raise ModelFileError(f"{path}: loaded a {type(model).__name__}, not a {name} ({_KERAS_FIX}).")
-    return model
+    return cls, checked
 
 
 def load_any(path, lr_mlp=0.01):
@@ -203,7 +217,37 @@ def load_any(path, lr_mlp=0.01):
 def load_generator(path, which="g_ema", lr_mlp=0.01):
     """The generator ``which`` (default the EMA generator, falling back to ``g``) of any supported checkpoint."""
     models = load_any(path, lr_mlp=lr_mlp)
+    return models[_generator_key(path, which, {k: type(m) for k, m in models.items()})]
+
+
+def generator_config(path, which="g_ema", lr_mlp=0.01):
+    """The checked constructor config of the generator ``load_generator`` returns, without building it.
+
+    For a run that needs the teacher's architecture before it builds its models (the student a
+    distillation config derives), so the teacher is built once, inside the run's strategy. Refuses
+    what ``load_generator`` refuses, in the same words (the weights of a ``.pt`` are read and checked
+    against the architecture; those of a ``.keras`` are read only when it is loaded).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist (check the path).")
+    if path.is_dir():
+        found = {k: path / f"{k}.keras" for k in NETWORKS if (path / f"{k}.keras").exists()}
+        if not found:
+            raise FileNotFoundError(f"{path} holds no g_ema.keras, g.keras or d.keras; convert a checkpoint with "
+                                    "tf-distill-convert first.")
+        plans = {k: _checked_keras_config(f) for k, f in found.items()}
+    elif path.suffix == ".keras":
+        cls, config = _checked_keras_config(path)
+        plans = {"g_ema" if cls is Generator else "d": (cls, config)}
+    else:
+        plans = _rosinality_plans(path, lr_mlp)[1]
+    return plans[_generator_key(path, which, {k: cls for k, (cls, _) in plans.items()})][1]
+
+
+def _generator_key(path, which, classes):
+    """The key of ``which``, else of ``g``, when it is a Generator in ``classes`` ({key: class})."""
     for key in (which, "g"):
-        if isinstance(models.get(key), Generator):
-            return models[key]
-    raise ModelFileError(f"{path} holds no generator (found {sorted(models)}); give a checkpoint with g_ema or g.")
+        if classes.get(key) is Generator:
+            return key
+    raise ModelFileError(f"{path} holds no generator (found {sorted(classes)}); give a checkpoint with g_ema or g.")

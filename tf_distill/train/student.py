@@ -47,9 +47,9 @@ def resolve_student(config):
     if not Path(config.teacher).exists():
         raise UserError(f"config.teacher {config.teacher!r} does not exist (give the path of a .pt, .keras or "
                         "converted checkpoint directory)")
-    teacher = checkpoints.load_generator(config.teacher)
-    derived = {key: getattr(teacher, key) for key in FROM_TEACHER}
-    derived["channels"] = _student_channels(student, teacher.channels)
+    teacher = checkpoints.generator_config(config.teacher)  # the architecture only: the run builds the teacher
+    derived = {key: teacher[key] for key in FROM_TEACHER}
+    derived["channels"] = _student_channels(student, teacher["channels"])
     for key, value in derived.items():
         have = config.generator[key]
         if have is not None and have != value:
@@ -58,7 +58,7 @@ def resolve_student(config):
                             "channels are --config.student.prune_ratio or --config.student.channels)")
         config.generator[key] = value
     if config.kd.mimic_layers is None:
-        blocks = int(math.log2(teacher.size)) - 2  # block m has resolution 2^(m+2)
+        blocks = int(math.log2(teacher["size"])) - 2  # block m has resolution 2^(m+2)
         config.kd.mimic_layers = [m for m in (blocks - 2, blocks - 1, blocks) if m >= 1]
     return config
 
