@@ -66,7 +66,7 @@ def generator_fn(g, batch, fold):
     """A zero-argument function running ``g`` on a fixed z batch (traced and warmed up here)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from tf_distill.layers.modulated import inference_form  # pylint: disable=import-outside-toplevel
+    from tf_distill.layers.forms import inference_form  # pylint: disable=import-outside-toplevel
 
     z = tf.random.normal([batch, g.style_dim])
     with inference_form(fold):

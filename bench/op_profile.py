@@ -114,7 +114,7 @@ def main(argv):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from tf_distill.configs.paper_models import MODELS  # pylint: disable=import-outside-toplevel
-    from tf_distill.layers.modulated import inference_form  # pylint: disable=import-outside-toplevel
+    from tf_distill.layers.forms import inference_form  # pylint: disable=import-outside-toplevel
     from tf_distill.models import Generator  # pylint: disable=import-outside-toplevel
 
     g = Generator(**MODELS[_MODEL.value]().to_dict(), impl=_IMPL.value)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_distill.layers import modulated
+from tf_distill.layers import EqualDense, forms, modulated
 from tf_distill.models import Generator
 from tf_distill.ops.upfirdn2d import filter2d_separable, setup_kernel, upfirdn2d_ref, upsample2d_polyphase
 
@@ -33,7 +33,7 @@ def z_of(seeds, dim=32):
 
 
 def run(g, z, fold, **kw):
-    with modulated.inference_form(fold):
+    with forms.inference_form(fold):
         out = g(z, return_rgb_list=True, return_features=True, **kw)
     return [out["image"].numpy()] + [t.numpy() for t in out["rgb_list"]] + [t.numpy() for t in out["features"]]
 
@@ -72,7 +72,7 @@ def test_inference_form_with_explicit_noise_mixing_and_offsets(generator):
 def test_traced_with_unknown_batch_as_the_serving_graph(generator):
     """The SavedModel traces with an unknown batch size: the per-sample loop then runs in the graph."""
     z = z_of(range(SEEDS))
-    with modulated.inference_form(True):
+    with forms.inference_form(True):
         fn = tf.function(lambda z: generator(z, randomize_noise=False),
                          input_signature=[tf.TensorSpec([None, 32], tf.float32)])
         images = [fn(z).numpy(), fn(z[:1]).numpy()]
@@ -91,7 +91,7 @@ def test_inference_form_only_without_a_tape(generator, monkeypatch):
         generator(z)
     assert len(calls) == len(generator.synthesis.convs) + 1 + len(generator.synthesis.to_rgbs) + 1
     calls.clear()
-    with modulated.inference_form(False):
+    with forms.inference_form(False):
         generator(z)
     assert calls, "inference_form(False) did not switch the inference form off"
 
@@ -130,7 +130,7 @@ def test_inference_form_widens_pruned_layers_to_aligned_channels(generator, fold
     with modulated.weight_folding(folding):
         widths = _conv_widths(tf.function(lambda z: generator(z, randomize_noise=False)), batch)
     assert widths == [16, 24, 32]
-    with modulated.inference_form(False):
+    with forms.inference_form(False):
         assert _conv_widths(tf.function(lambda z: generator(z, randomize_noise=False)), batch) == [12, 16, 20, 32]
 
 
@@ -166,7 +166,7 @@ def test_weight_folding_off_keeps_constant_conv_weights(generator, batch):
 def test_gradients_flow_through_the_inference_form(generator):
     """A function traced without a tape and differentiated later still has the right gradients."""
     w = tf.constant(np.random.default_rng(2).standard_normal((2, 32)).astype(np.float32))
-    with modulated.inference_form(True):
+    with forms.inference_form(True):
         fast = tf.function(lambda w: generator(w, input_is_latent=True, randomize_noise=False))
         fast(w)  # traced outside any tape: the inference form
 
@@ -178,6 +178,21 @@ def test_gradients_flow_through_the_inference_form(generator):
 
     slow = grads(lambda w: generator(w, input_is_latent=True, randomize_noise=False))
     np.testing.assert_allclose(grads(fast), slow, atol=1e-4 * np.max(np.abs(slow)))
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_dense_inference_form_is_one_leaky_relu(use_bias):
+    """A mapping layer's inference form is the reference's fused bias + leaky ReLU * sqrt(2), as one
+    LeakyRelu op (no Greater / Select, which TFLite's XNNPACK would not run)."""
+    layer = EqualDense(24, lr_mul=0.01, bias_init=0.3, activation="lrelu", use_bias=use_bias, impl="ref")
+    x = np.random.default_rng(6).standard_normal((5, 16)).astype(np.float32)
+    layer.build(x.shape)
+    traced = tf.function(layer).get_concrete_function(tf.TensorSpec(x.shape, tf.float32))
+    kinds = [op.type for op in traced.graph.get_operations()]
+    assert kinds.count("LeakyRelu") == 1 and "Select" not in kinds and "SelectV2" not in kinds, kinds
+    with forms.inference_form(False):
+        want = layer(x).numpy()
+    np.testing.assert_allclose(traced(tf.constant(x)).numpy(), want, atol=1e-6 * np.max(np.abs(want)))
 
 
 def transposed_conv_numpy(x, w):

@@ -9,21 +9,21 @@ Quantization: ``None`` (float32), ``"float16"`` (weights stored as float16) or
 
 Built for LiteRT's XNNPACK delegate (applied by default to float models), which runs the ops it
 supports with constant weights as one fast partition; any other op splits the graph and runs in
-slower builtin kernels between partitions. So the graph is traced with constant conv weights
-(``weight_folding(False)``: the inference form of layers/modulated.py without its per-sample
-weights, which would leave every conv to the builtin kernel, about 2x slower, and without its
-channel widening, ``channel_widening(False)``: XNNPACK runs the pruned widths as fast, so the
-zero channels would only add work, 93 vs 90 ms a batch-1 image here; the demodulation
-and gain still share one multiply, the bias is one add, the skip upsampling is polyphase), with
-each upsampling conv as one conv to its four output phases plus a DEPTH_TO_SPACE
-(``phase_upsampling(True)``: TFLite's TRANSPOSE_CONV runs at about 21 GMAC/s here against its
-CONV_2D's 88, so the phase conv's 1.8x multiply-accumulates still take half the time; 68 vs 96 ms
-a batch-1 float16 image) and
-each select-form leaky ReLU of ``ops.fused_bias_act`` (``x > 0 ? x : alpha x``, a select for
-training's sake) becomes one LEAKY_RELU, the same function (``_leaky_relu_ops``):
-3 XNNPACK partitions instead of 24. float16 stores weights as float16; XNNPACK unpacks them to
-float32 at load on CPUs without native float16 arithmetic (x86 without AVX512-FP16), so it runs
-at float32 speed there.
+slower builtin kernels between partitions. So the graph is traced in the inference form of
+layers/modulated.py (every leaky ReLU one LEAKY_RELU, not the training form's select, which
+XNNPACK does not run; the demodulation and gain share one multiply, the bias is one add, the skip
+upsampling is polyphase) with three changes:
+- constant conv weights (``weight_folding(False)``): per-sample weights would leave every conv to
+  the builtin kernel, about 2x slower;
+- no channel widening (``channel_widening(False)``): XNNPACK runs the pruned widths as fast, so the
+  zero channels would only add work (93 vs 90 ms a batch-1 image here);
+- each upsampling conv as one conv to its four output phases plus a DEPTH_TO_SPACE
+  (``phase_upsampling(True)``): TFLite's TRANSPOSE_CONV runs at about 21 GMAC/s here against its
+  CONV_2D's 88, so the phase conv's 1.8x multiply-accumulates still take half the time (68 vs
+  96 ms a batch-1 float16 image).
+That leaves 3 XNNPACK partitions (the truncation select and the uint8 cast stay outside, on tiny
+tensors). float16 stores weights as float16; XNNPACK unpacks them to float32 at load on CPUs
+without native float16 arithmetic (x86 without AVX512-FP16), so it runs at float32 speed there.
 
 Models run with LiteRT (``ai-edge-litert``, ``interpreter``); ``tf.lite.Interpreter`` is deprecated.
 """
@@ -81,73 +81,6 @@ class _TFLiteModule(tf.Module):
         self.generate = generate
 
 
-def _scalar_const(nodes, name):
-    """The value of the scalar Const node ``name`` (input names may carry ``:0``), else None."""
-    node = nodes.get(name.split(":")[0])
-    if node is None or node.op != "Const":
-        return None
-    value = tf.make_ndarray(node.attr["value"].tensor)
-    return float(value) if value.size == 1 else None
-
-
-def _leaky_relu_ops(graph_def):
-    """Replaces each ``Select(Greater(x, 0), x, Mul(x, alpha))`` (0 < alpha < 1) by ``LeakyRelu(x, alpha)``.
-
-    Both compute ``x > 0 ? x : alpha x`` exactly, but TFLite's XNNPACK delegate runs no GREATER /
-    SELECT. The node keeps its name, so its consumers are unchanged; the unused Greater and Mul are
-    pruned by the converter. Returns the number of nodes replaced (``graph_def`` is changed in place).
-    """
-    nodes = {n.name: n for n in graph_def.node}
-    replaced = 0
-    for node in graph_def.node:
-        if node.op not in ("Select", "SelectV2") or len(node.input) != 3:
-            continue
-        x = node.input[1]
-        cond, other = nodes.get(node.input[0].split(":")[0]), nodes.get(node.input[2].split(":")[0])
-        if cond is None or other is None or cond.op != "Greater" or other.op != "Mul":
-            continue
-        if list(cond.input) != [x, cond.input[1]] or _scalar_const(nodes, cond.input[1]) != 0.0:
-            continue
-        factors = list(other.input)
-        if len(factors) != 2 or x not in factors:
-            continue
-        factors.remove(x)
-        alpha = _scalar_const(nodes, factors[0])
-        if alpha is None or not 0.0 < alpha < 1.0:
-            continue
-        dtype = node.attr["T"].type
-        node.op = "LeakyRelu"
-        del node.input[:]
-        node.input.append(x)
-        node.attr.clear()
-        node.attr["T"].type = dtype
-        node.attr["alpha"].f = alpha
-        replaced += 1
-    return replaced
-
-
-def _tflite_function(concrete):
-    """``concrete`` with its variables frozen and the leaky ReLUs rewritten (``_leaky_relu_ops``).
-
-    Returns a tf.function with ``concrete``'s input and output names (the model's signature).
-    """
-    from tensorflow.python.framework import convert_to_constants  # pylint: disable=import-outside-toplevel
-
-    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
-    graph_def = frozen.graph.as_graph_def()
-    _leaky_relu_ops(graph_def)
-    wrapped = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
-    get = wrapped.graph.get_tensor_by_name
-    pruned = wrapped.prune([get(t.name) for t in frozen.inputs], [get(t.name) for t in frozen.outputs])
-    keys = sorted(concrete.structured_outputs)  # frozen.outputs: the output dict flattened, in sorted key order
-
-    @tf.function(input_signature=tf.nest.flatten(concrete.structured_input_signature))
-    def generate(*args):
-        return dict(zip(keys, pruned(*args)))
-
-    return generate.get_concrete_function()
-
-
 def convert(generator, w_avg, path, quantize=None, batch=1, allow_flex=False):
     """Writes the TFLite flatbuffer to ``path``; returns (path, size in bytes).
 
@@ -161,9 +94,8 @@ def convert(generator, w_avg, path, quantize=None, batch=1, allow_flex=False):
     with ops.implementation("ref"), weight_folding(False), channel_widening(False), phase_upsampling(True):
         serving = savedmodel.GeneratorServing(generator, w_avg)
         module = _TFLiteModule(serving, int(batch))
-        concrete = _tflite_function(module.generate.get_concrete_function())
         # With a trackable object the converter goes through a SavedModel, which keeps the output names.
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf.Module())
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([module.generate.get_concrete_function()], module)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
             [tf.lite.OpsSet.SELECT_TF_OPS] if allow_flex else [])
         if quantize is not None:

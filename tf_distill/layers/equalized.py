@@ -15,9 +15,12 @@ import math
 import keras
 import tensorflow as tf
 
+from tf_distill.layers.forms import inference
 from tf_distill.ops import choice, fused_bias_act, setup_kernel, upfirdn2d
 
 PACKAGE = "tf_distill"
+LRELU_ALPHA = 0.2
+LRELU_GAIN = math.sqrt(2.0)
 
 
 def impl_name(impl):
@@ -51,6 +54,13 @@ class EqualDense(keras.layers.Layer):
                      if self.use_bias else None)
 
     def call(self, x):
+        if self.activation == "lrelu" and inference():
+            # lrelu(v) * g == lrelu(v * g) for g > 0: the gain goes into the weight and bias, and the
+            # activation is one LeakyRelu op (TFLite's LEAKY_RELU, which XNNPACK runs; the reference's
+            # select form is kept for training, see ops/fused_bias_act.py).
+            y = tf.matmul(x, self.weight * (self.scale * LRELU_GAIN))
+            y = y if self.bias is None else y + self.bias * (self.lr_mul * LRELU_GAIN)
+            return tf.nn.leaky_relu(y, LRELU_ALPHA)
         y = tf.matmul(x, self.weight * self.scale)
         bias = self.bias * self.lr_mul if self.bias is not None else None
         if self.activation == "lrelu":

@@ -19,51 +19,25 @@ conv as one conv to its four output phases (TFLite, whose transposed conv is slo
 Training graphs (a tape is recording) keep the unfused form above, unchanged.
 """
 
-import contextlib
 import contextvars
 import math
 
 import keras
 import tensorflow as tf
 
-from tf_distill.layers.equalized import PACKAGE, EqualDense, FusedLeakyReLU, impl_name
+from tf_distill.layers.equalized import LRELU_ALPHA, LRELU_GAIN, PACKAGE, EqualDense, FusedLeakyReLU, impl_name
+from tf_distill.layers.forms import inference, scoped
 from tf_distill.ops import setup_kernel, upfirdn2d
 from tf_distill.ops.upfirdn2d import filter2d_separable, upsample2d_polyphase
 
 DEMOD_EPS = 1e-8
-LRELU_ALPHA = 0.2
-LRELU_GAIN = math.sqrt(2.0)
 # The inference form widens a StyledConv's output to a multiple of this many channels with zero weights:
 # TensorFlow's CPU convs run 1.1-1.3x faster at 40/80/160 channels than at the pruned 39/77/154.
 CHANNEL_ALIGN = 8
 
-try:  # TF has no public "is a tape recording?"; without it, the inference form is simply never used.
-    from tensorflow.python.eager.record import could_possibly_record as _tape_recording
-except ImportError:  # pragma: no cover
-    def _tape_recording():
-        return True
-
-_INFERENCE = contextvars.ContextVar("tf_distill_inference_form", default=True)
 _FOLDING = contextvars.ContextVar("tf_distill_weight_folding", default=True)
 _WIDENING = contextvars.ContextVar("tf_distill_channel_widening", default=True)
 _PHASES = contextvars.ContextVar("tf_distill_phase_upsampling", default=False)
-
-
-@contextlib.contextmanager
-def _scoped(var, enabled):
-    token = var.set(bool(enabled))
-    try:
-        yield
-    finally:
-        var.reset(token)
-
-
-def inference_form(enabled):
-    """Layers called (or traced) inside use the inference form without a tape only if ``enabled``.
-
-    Off gives the training graph's unfused form everywhere (benches and tests compare the two).
-    """
-    return _scoped(_INFERENCE, enabled)
 
 
 def weight_folding(enabled):
@@ -73,7 +47,7 @@ def weight_folding(enabled):
     the inference form (demodulation and gain in one multiply, fused bias, one leaky ReLU op,
     polyphase skip upsampling, separable blur) stays.
     """
-    return _scoped(_FOLDING, enabled)
+    return scoped(_FOLDING, enabled)
 
 
 def channel_widening(enabled):
@@ -83,7 +57,7 @@ def channel_widening(enabled):
     Off is for runtimes whose convs take any width at full speed (TFLite's XNNPACK: widening costs it
     the extra multiply-accumulates); TensorFlow's CPU convs want it on.
     """
-    return _scoped(_WIDENING, enabled)
+    return scoped(_WIDENING, enabled)
 
 
 def phase_upsampling(enabled):
@@ -95,7 +69,7 @@ def phase_upsampling(enabled):
     TFLite's TRANSPOSE_CONV runs at about a quarter of its CONV_2D's rate here, so TFLite wants it on;
     TensorFlow's CPU transposed conv does not, so it is off by default.
     """
-    return _scoped(_PHASES, enabled)
+    return scoped(_PHASES, enabled)
 
 
 def phase_kernel(w):
@@ -113,11 +87,6 @@ def phase_kernel(w):
         tf.concat([w[tap(a, r), tap(b, c)] if max(tap(a, r), tap(b, c)) < k else zero
                    for a in (0, 1) for b in (0, 1)], axis=-1)
         for c in range(j)]) for r in range(j)])
-
-
-def inference():
-    """True when the layers run ``call_inference``: the inference form is on and no gradient tape records."""
-    return _INFERENCE.get() and not _tape_recording()
 
 
 def folding():

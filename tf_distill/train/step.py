@@ -18,7 +18,7 @@ bit-identical.
 
 import tensorflow as tf
 
-from tf_distill.layers.modulated import inference_form
+from tf_distill.layers.forms import inference_form
 from tf_distill.losses.distill import kd_loss, sample_offsets
 from tf_distill.losses.gan import d_logistic_loss, g_logistic_loss, path_length_penalty, path_lengths, r1_penalty
 from tf_distill.models.latent_directions import latent_directions
