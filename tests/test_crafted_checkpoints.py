@@ -400,11 +400,18 @@ def test_generator_config_refuses_what_load_generator_refuses(tmp_path, tiny_ker
     d.build()
     checkpoints.save_models(tmp_path / "only_d", d=d)
     d.save(tmp_path / "d.keras")
+    checkpoints.save_models(tmp_path / "bad_latent", g_ema=tiny_generator(), latent_avg=np.zeros(5))
+    checkpoints.save_models(tmp_path / "only_latent", latent_avg=np.zeros(8))
+    save_torch_checkpoint({"d": rosinality.state_dict(d), "latent_avg": np.zeros(8, np.float32)},
+                          tmp_path / "d_and_latent.pt")
+    save_torch_checkpoint({"g_ema": rosinality.state_dict(tiny_generator()), "latent_avg": np.zeros(5, np.float32)},
+                          tmp_path / "bad_latent.pt")
     crafted = [zero_element_generator(tmp_path / "zero_style.pt", 10, 512, 100_000),
                claiming_storage_generator(tmp_path / "claiming.pt"),
                keras_with_config(tmp_path / "style16000.keras", tiny_keras, style_dim=16000, n_mlp=8),
                keras_with_config(tmp_path / "wide.keras", tiny_keras, style_dim=2048, n_mlp=8),
-               tmp_path / "only_d", tmp_path / "d.keras", tmp_path / "missing.pt"]
+               tmp_path / "only_d", tmp_path / "d.keras", tmp_path / "missing.pt", tmp_path / "bad_latent",
+               tmp_path / "only_latent", tmp_path / "d_and_latent.pt", tmp_path / "bad_latent.pt"]
     for path in crafted:
         with pytest.raises((UserError, FileNotFoundError)) as loading:
             checkpoints.load_generator(path)

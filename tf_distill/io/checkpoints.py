@@ -50,9 +50,7 @@ def read_rosinality(path, lr_mlp=0.01):
     Every network's architecture is derived and checked against all its tensors, the bounds and
     the memory limit before the first model is built.
     """
-    ckpt, plans = _rosinality_plans(path, lr_mlp)
-    style_dims = {config["style_dim"] for cls, config in plans.values() if cls is Generator}
-    latent_avg = _checked_latent_avg(ckpt["latent_avg"], style_dims, path) if "latent_avg" in ckpt else None
+    ckpt, plans, latent_avg = _rosinality_plans(path, lr_mlp)
     models = {key: _with_context(f"{path} [{key}]", rosinality.build_from_state_dict, cls, config, ckpt[key])
               for key, (cls, config) in plans.items()}
     if latent_avg is not None:
@@ -61,7 +59,8 @@ def read_rosinality(path, lr_mlp=0.01):
 
 
 def _rosinality_plans(path, lr_mlp):
-    """(checkpoint dict, {network key: (class, checked constructor config)}) of a rosinality ``.pt``."""
+    """(checkpoint dict, {network key: (class, checked constructor config)}, checked latent_avg or None)
+    of a rosinality ``.pt``."""
     try:
         ckpt = load_torch_checkpoint(path)
     except CheckpointError as err:
@@ -82,7 +81,14 @@ def _rosinality_plans(path, lr_mlp):
         cls, check = ((Discriminator, rosinality.checked_discriminator_config) if key == "d" else
                       (Generator, lambda sd: rosinality.checked_generator_config(sd, lr_mlp=lr_mlp)))
         plans[key] = (cls, _with_context(f"{path} [{key}]", check, ckpt[key]))
-    return ckpt, plans
+    latent_avg = (_checked_latent_avg(ckpt["latent_avg"], _style_dims(plans), path) if "latent_avg" in ckpt
+                  else None)
+    return ckpt, plans, latent_avg
+
+
+def _style_dims(plans):
+    """The style_dims of the generators among ``plans`` ({key: (class, config)})."""
+    return {config["style_dim"] for cls, config in plans.values() if cls is Generator}
 
 
 def _checked_latent_avg(value, style_dims, where):
@@ -127,22 +133,30 @@ def save_models(directory, **models):
 
 def load_models(directory):
     """Reads every network of our checkpoint directory."""
-    directory = Path(directory)
-    models = {k: load_keras(directory / f"{k}.keras") for k in NETWORKS if (directory / f"{k}.keras").exists()}
-    if (directory / "latent_avg.npy").exists():
-        models["latent_avg"] = _load_latent_avg(directory / "latent_avg.npy", models)
-    if not models:
-        raise FileNotFoundError(f"{directory} holds no g_ema.keras, g.keras or d.keras; convert a checkpoint with "
-                                "tf-distill-convert first.")
+    files = _checkpoint_files(directory)
+    models = {k: load_keras(f) for k, f in files.items() if k != "latent_avg"}
+    if "latent_avg" in files:
+        style_dims = {m.style_dim for m in models.values() if isinstance(m, Generator)}
+        models["latent_avg"] = _load_latent_avg(files["latent_avg"], style_dims)
     return models
 
 
-def _load_latent_avg(path, models):
+def _checkpoint_files(directory):
+    """{network key or "latent_avg": path} of the files our checkpoint directory holds (FileNotFoundError if none)."""
+    directory = Path(directory)
+    files = {**{k: directory / f"{k}.keras" for k in NETWORKS}, "latent_avg": directory / "latent_avg.npy"}
+    found = {k: f for k, f in files.items() if f.exists()}
+    if not found:
+        raise FileNotFoundError(f"{directory} holds no g_ema.keras, g.keras or d.keras; convert a checkpoint with "
+                                "tf-distill-convert first.")
+    return found
+
+
+def _load_latent_avg(path, style_dims):
     try:
         value = np.load(path, mmap_mode="r", allow_pickle=False)  # maps, so a crafted header allocates nothing
     except (ValueError, EOFError) as err:
         raise ModelFileError(f"{path}: not a readable .npy array ({err}) ({_KERAS_FIX}).") from None
-    style_dims = {m.style_dim for m in models.values() if isinstance(m, Generator)}
     return _checked_latent_avg(value, style_dims, path)
 
 
@@ -225,24 +239,27 @@ def generator_config(path, which="g_ema", lr_mlp=0.01):
 
     For a run that needs the teacher's architecture before it builds its models (the student a
     distillation config derives), so the teacher is built once, inside the run's strategy. Refuses
-    what ``load_generator`` refuses, in the same words (the weights of a ``.pt`` are read and checked
-    against the architecture; those of a ``.keras`` are read only when it is loaded).
+    what ``load_generator`` refuses, in the same words, with one exception: the weights of a ``.keras``
+    are read only when it is loaded (those of a ``.pt`` are read and checked against the architecture).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Checkpoint {path} does not exist (check the path).")
+    latent_avg = None
     if path.is_dir():
-        found = {k: path / f"{k}.keras" for k in NETWORKS if (path / f"{k}.keras").exists()}
-        if not found:
-            raise FileNotFoundError(f"{path} holds no g_ema.keras, g.keras or d.keras; convert a checkpoint with "
-                                    "tf-distill-convert first.")
-        plans = {k: _checked_keras_config(f) for k, f in found.items()}
+        files = _checkpoint_files(path)
+        plans = {k: _checked_keras_config(f) for k, f in files.items() if k != "latent_avg"}
+        if "latent_avg" in files:
+            latent_avg = _load_latent_avg(files["latent_avg"], _style_dims(plans))
     elif path.suffix == ".keras":
         cls, config = _checked_keras_config(path)
         plans = {"g_ema" if cls is Generator else "d": (cls, config)}
     else:
-        plans = _rosinality_plans(path, lr_mlp)[1]
-    return plans[_generator_key(path, which, {k: cls for k, (cls, _) in plans.items()})][1]
+        _, plans, latent_avg = _rosinality_plans(path, lr_mlp)
+    classes = {k: cls for k, (cls, _) in plans.items()}
+    if latent_avg is not None:  # named in the "holds no generator" message, as load_generator names it
+        classes["latent_avg"] = type(latent_avg)
+    return plans[_generator_key(path, which, classes)][1]
 
 
 def _generator_key(path, which, classes):
