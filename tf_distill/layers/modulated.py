@@ -72,6 +72,21 @@ def phase_upsampling(enabled):
     return scoped(_PHASES, enabled)
 
 
+def transposed_conv_as_phases(x, w):
+    """The VALID stride-2 transposed conv of ``x`` with ``w`` [k, k, in, out] (rows 0 .. 2H+k-3), followed by
+    ``phase_extra_rows(k)`` all-zero rows and columns: one stride-1 conv to the four output phases
+    (``phase_kernel``) over ``x`` padded by j - 1 = (k+1)//2 - 1, then depth_to_space."""
+    j = (int(w.shape[0]) + 1) // 2
+    x = tf.pad(x, [[0, 0], [j - 1, j - 1], [j - 1, j - 1], [0, 0]])
+    return tf.nn.depth_to_space(tf.nn.conv2d(x, phase_kernel(w), strides=1, padding="VALID"), 2)
+
+
+def phase_extra_rows(k):
+    """How many all-zero rows and columns end ``transposed_conv_as_phases``' output for a k x k kernel
+    (1 if k is odd)."""
+    return 2 * ((k + 1) // 2) - k
+
+
 def phase_kernel(w):
     """The stride-2 transposed conv ``w`` [k, k, in, out] as a stride-1 conv kernel [j, j, in, 4 * out], j = (k+1)//2.
 
@@ -159,21 +174,19 @@ class ModulatedConv2D(keras.layers.Layer):
         return tf.math.rsqrt(tf.matmul(tf.square(s), w_sq) + DEMOD_EPS)
 
     def _upsample_blur_pad(self):
-        """The upsampling blur's pad for ``_conv``'s output: the phase form's 2j - k extra zero rows (1 for odd k)
-        at the end are taken off the end pad (a crop where that goes below zero)."""
+        """The upsampling blur's pad for ``_conv``'s output: the phase form's extra zero rows at the end
+        (``phase_extra_rows``) are taken off the end pad (a crop where that goes below zero)."""
         p0, p1 = self._blur_pad
-        return (p0, p1 - (2 * ((self.kernel_size + 1) // 2) - self.kernel_size)) if _PHASES.get() else (p0, p1)
+        return (p0, p1 - phase_extra_rows(self.kernel_size)) if _PHASES.get() else (p0, p1)
 
     def _conv(self, x, w):
         """The conv (transposed, strided or same-size) of ``x`` with ``w`` [k, k, in, out], before any blur.
 
-        Under ``phase_upsampling`` the transposed conv's output may end in extra all-zero rows and columns
-        at its end, which ``_upsample_blur_pad`` accounts for.
+        Under ``phase_upsampling`` the transposed conv's output may end in extra all-zero rows and columns,
+        which ``_upsample_blur_pad`` accounts for.
         """
         if self.upsample and _PHASES.get():
-            j = (self.kernel_size + 1) // 2
-            x = tf.pad(x, [[0, 0], [j - 1, j - 1], [j - 1, j - 1], [0, 0]])
-            return tf.nn.depth_to_space(tf.nn.conv2d(x, phase_kernel(w), strides=1, padding="VALID"), 2)
+            return transposed_conv_as_phases(x, w)
         if self.upsample:
             shape = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(x.shape)]  # static where known
             k = self.kernel_size
