@@ -10,11 +10,13 @@ tf.sysconfig in configure.py; everything else is here.
 # Sources, relative to custom_ops/ (the includes are rooted at the repository root:
 # "custom_ops/cc/...").
 OP_SRCS = [
+    "cc/ops/conv3x3_op.cc",
     "cc/ops/fused_bias_act_op.cc",
     "cc/ops/upfirdn2d_op.cc",
 ]
 
 KERNEL_SRCS = [
+    "cc/kernels/conv3x3_kernels.cc",
     "cc/kernels/cpu_isa.cc",
     "cc/kernels/fused_bias_act_kernels.cc",
     "cc/kernels/upfirdn2d_kernels.cc",
@@ -29,6 +31,7 @@ CUDA_SRCS = [
 ]
 
 HDRS = [
+    "cc/kernels/conv3x3.h",
     "cc/kernels/cpu_isa.h",
     "cc/kernels/fused_bias_act.h",
     "cc/kernels/gpu_launch.h",

@@ -8,6 +8,7 @@ the loader caches its result per process).
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,8 @@ import tensorflow as tf
 
 from tf_distill.ops import _loader, choice, fused_bias_act, setup_kernel, upfirdn2d
 from tf_distill.ops.fused_bias_act import fused_bias_act_custom, fused_bias_act_ref
+from tf_distill.ops import conv3x3
+from tf_distill.ops.conv3x3 import conv3x3_ref, direct_conv_wins
 from tf_distill.ops.upfirdn2d import upfirdn2d_custom, upfirdn2d_ref
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -264,6 +267,68 @@ def test_every_cpu_instruction_set_matches_reference(isa):
          "-k", "matches_reference and not every_cpu"],
         cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and " passed" in result.stdout, result.stdout[-6000:] + result.stderr[-3000:]
+
+
+# (x shape, out channels): 3 + 2 vector chunks with pixel tails (40), 1 chunk (8), 2 + 2 (32), one pixel,
+# widths narrower than a tile, and 12 output channels (not a multiple of 8: the plain loops).
+CONV3X3_CASES = [((2, 7, 9, 5), 48), ((1, 6, 13, 40), 40), ((2, 5, 4, 3), 8), ((3, 3, 20, 24), 32),
+                 ((1, 1, 1, 16), 16), ((1, 2, 3, 8), 24), ((2, 4, 5, 7), 12)]
+
+
+@requires_library
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("shape, out", CONV3X3_CASES)
+def test_conv3x3_matches_reference(shape, out, transposed):
+    """The compiled direct conv (called as the op, whatever the width) against TensorFlow's conv, with gradients."""
+    rng = np.random.default_rng(sum(shape) + out)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((3, 3, shape[-1], out)).astype(np.float32)
+    size = [2 * d + 1 for d in shape[1:3]] if transposed else list(shape[1:3])
+    cot = rng.standard_normal([shape[0]] + size + [out]).astype(np.float32)
+    got, got_grads = _vjp(lambda a, b: conv3x3._conv3x3_op(a, b, transposed), [x, w], cot)
+    want, want_grads = _vjp(lambda a, b: conv3x3_ref(a, b, transposed), [x, w], cot)
+    _assert_close(got, want, what="conv3x3")
+    for name, a, b in zip(("dx", "dw"), got_grads, want_grads):
+        _assert_close(a, b, what=f"conv3x3 {name}")
+
+
+@requires_library
+def test_conv3x3_takes_only_the_shapes_where_it_is_faster():
+    """impl="custom" puts the compiled conv in the graph only for the widths it was measured faster on
+    (``direct_conv_wins``), AVX2 CPUs and processes without a GPU; the reference never does."""
+    vector_cpu = _loader.cpu_isa() in ("avx2", "avx512") and not tf.config.list_logical_devices("GPU")
+    assert direct_conv_wins(40, 40, False) == vector_cpu and direct_conv_wins(80, 40, True) == vector_cpu
+    assert direct_conv_wins(256, 128, True) == vector_cpu
+    assert not direct_conv_wins(80, 80, False) and not direct_conv_wins(512, 256, True)
+    assert not direct_conv_wins(40, 39, False) and not direct_conv_wins(None, 40, False)
+
+    def op_types(c, k, transposed, impl):
+        fn = tf.function(lambda t, w: conv3x3.conv3x3(t, w, transposed, impl=impl))
+        graph = fn.get_concrete_function(tf.TensorSpec((1, 6, 6, c)), tf.TensorSpec((3, 3, c, k))).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert ("TfDistill>Conv3x3" in op_types(40, 40, False, "custom")) == vector_cpu
+    assert ("TfDistill>Conv3x3" in op_types(80, 40, True, "custom")) == vector_cpu
+    assert "TfDistill>Conv3x3" not in op_types(80, 80, False, "custom")
+    assert "TfDistill>Conv3x3" not in op_types(40, 40, False, "ref")
+    x = np.random.default_rng(6).standard_normal((1, 5, 6, 80)).astype(np.float32)
+    w = np.random.default_rng(7).standard_normal((3, 3, 80, 80)).astype(np.float32)
+    _assert_close(conv3x3.conv3x3(x, w, True, impl="custom"), conv3x3_ref(x, w, True), what="wide transposed")
+
+
+@requires_library
+@pytest.mark.parametrize("x_shape, w_shape, message", [
+    ((1, 4, 4, 8), (3, 3, 4, 8), "other input channels than the weight"),
+    ((1, 4, 4, 8), (5, 5, 8, 8), "weight [3, 3, in, out]"),
+    ((4, 4, 8), (3, 3, 8, 8), "rank 4 (NHWC)"),
+])
+def test_conv3x3_bad_inputs_raise_readable_errors(x_shape, w_shape, message):
+    x, w = tf.zeros(x_shape), tf.zeros(w_shape)
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=re.escape(message)):
+        conv3x3._conv3x3_op(x, w, False)
+    fn = tf.function(lambda a, b: conv3x3._conv3x3_op(a, b, False))  # unknown shapes: the kernel's own check
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+        fn.get_concrete_function(tf.TensorSpec(None), tf.TensorSpec(None))(x, w)
 
 
 @requires_library

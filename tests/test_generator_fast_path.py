@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tf_distill.layers import EqualDense, forms, modulated
 from tf_distill.models import Generator
+from tf_distill.ops.conv3x3 import direct_conv_wins
 from tf_distill.ops.upfirdn2d import filter2d_separable, setup_kernel, upfirdn2d_ref, upsample2d_polyphase
 
 # 32 px, 16-channel blocks from 16 px on: 9 * 16 < 16^2, so blocks 2.. run per sample and fold.
@@ -280,5 +281,14 @@ def test_inference_form_with_the_compiled_ops(generator):
     g = Generator(32, style_dim=32, n_mlp=2, channels=CHANNELS, impl="auto")
     g.build()
     g.set_weights(generator.get_weights())
-    z = z_of(range(3))
-    assert_same(run(g, z, True, randomize_noise=False), run(generator, z, False, randomize_noise=False))
+    for batch in (1, 3):  # folded weights (batch 1) and scaled activations
+        z = z_of(range(batch))
+        assert_same(run(g, z, True, randomize_noise=False), run(generator, z, False, randomize_noise=False))
+    if direct_conv_wins(32, 32, False):  # where the compiled 3x3 conv is the faster one, the form runs it
+        with forms.inference_form(True):
+            graph = tf.function(lambda z: g(z, randomize_noise=False)).get_concrete_function(
+                tf.TensorSpec([1, 32], tf.float32)).graph
+        op_types = {op.type for op in graph.get_operations()}
+        for fn in graph._functions.values():  # pylint: disable=protected-access
+            op_types |= {node.op for node in fn.definition.node_def}
+        assert "TfDistill>Conv3x3" in op_types, sorted(op_types)

@@ -38,9 +38,9 @@ def test_generator_same_images_features_and_path_lengths():
         return out["image"].numpy(), [f.numpy() for f in out["features"]], pl.numpy()
 
     ref, custom = _with_impl("ref", run), _with_impl("custom", run)
-    np.testing.assert_allclose(custom[0], ref[0], atol=1e-5)
-    for a, b in zip(custom[1], ref[1]):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    # float32 round-off of differently ordered sums, relative to the largest magnitude (images reach about 4)
+    for a, b in zip([custom[0]] + custom[1], [ref[0]] + ref[1]):
+        np.testing.assert_allclose(a, b, atol=1e-5 * max(1.0, float(np.max(np.abs(b)))))
     np.testing.assert_allclose(custom[2], ref[2], rtol=1e-5)
 
 

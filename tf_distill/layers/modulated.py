@@ -12,7 +12,8 @@ style, demodulation and activation gain are folded into the conv weight; elsewhe
 demodulation and the gain share one multiply; the bias is a BiasAdd (fused with the conv) and
 the leaky ReLU one op; a StyledConv's output is widened with zero-weight channels to a multiple
 of ``CHANNEL_ALIGN`` (TensorFlow's CPU convs run pruned widths like 39 or 77 slower;
-``channel_widening(False)`` keeps the model's widths). ``SynthesisNetwork`` runs the
+``channel_widening(False)`` keeps the model's widths). Its 3x3 convs go through ``ops.conv3x3``, which runs the
+compiled direct conv for the narrow layers where that is faster than TensorFlow's CPU conv. ``SynthesisNetwork`` runs the
 folding blocks of a larger batch one sample at a time. ``weight_folding(False)`` keeps the conv
 weights constant (TFLite) and the rest of the form. ``phase_upsampling(True)`` runs each upsampling
 conv as one conv to its four output phases (TFLite, whose transposed conv is slow), in any form.
@@ -28,6 +29,7 @@ import tensorflow as tf
 from tf_distill.layers.equalized import LRELU_ALPHA, LRELU_GAIN, PACKAGE, EqualDense, FusedLeakyReLU, impl_name
 from tf_distill.layers.forms import inference, scoped
 from tf_distill.ops import setup_kernel, upfirdn2d
+from tf_distill.ops.conv3x3 import conv3x3, transposed_conv2d
 from tf_distill.ops.upfirdn2d import filter2d_separable, upsample2d_polyphase
 
 DEMOD_EPS = 1e-8
@@ -179,26 +181,24 @@ class ModulatedConv2D(keras.layers.Layer):
         p0, p1 = self._blur_pad
         return (p0, p1 - phase_extra_rows(self.kernel_size)) if _PHASES.get() else (p0, p1)
 
-    def _conv(self, x, w):
+    def _conv(self, x, w, direct=False):
         """The conv (transposed, strided or same-size) of ``x`` with ``w`` [k, k, in, out], before any blur.
 
-        Under ``phase_upsampling`` the transposed conv's output may end in extra all-zero rows and columns,
-        which ``_upsample_blur_pad`` accounts for.
+        ``direct`` (the inference form) lets a 3x3 conv run the compiled direct conv where that is faster
+        (``ops.conv3x3``). Under ``phase_upsampling`` the transposed conv's output may end in extra all-zero
+        rows and columns, which ``_upsample_blur_pad`` accounts for.
         """
+        k = self.kernel_size
         if self.upsample and _PHASES.get():
             return transposed_conv_as_phases(x, w)
-        if self.upsample:
-            shape = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(x.shape)]  # static where known
-            k = self.kernel_size
-            out_shape = tf.stack([shape[0], shape[1] * 2 + k - 2, shape[2] * 2 + k - 2, w.shape[-1]])
-            # PyTorch conv_transpose2d scatters out[2y+ky, 2x+kx] += x[y, x] * W[ky, kx] (no flip), and so
-            # does tf.nn.conv2d_transpose with the filter laid out [k, k, out, in].
-            return tf.nn.conv2d_transpose(x, tf.transpose(w, [0, 1, 3, 2]), out_shape, strides=2, padding="VALID")
         if self.downsample:
             x = upfirdn2d(x, self._blur, pad=self._blur_pad, impl=self.impl)
             return tf.nn.conv2d(x, w, strides=2, padding="VALID")
-        p = self.kernel_size // 2
-        return tf.nn.conv2d(x, w, strides=1, padding=[[0, 0], [p, p], [p, p], [0, 0]])
+        if direct and k == 3:
+            return conv3x3(x, w, transposed=self.upsample, impl=self.impl)
+        if self.upsample:
+            return transposed_conv2d(x, w)
+        return tf.nn.conv2d(x, w, strides=1, padding=[[0, 0], [k // 2, k // 2], [k // 2, k // 2], [0, 0]])
 
     def call(self, x, style):
         s = self.modulation(style)  # [B, in]
@@ -241,9 +241,9 @@ class ModulatedConv2D(keras.layers.Layer):
             weights = w[0, 0] * (s[:, :, None] * (d * gain)[:, None, :])  # [B, in, out]
             y = tf.reshape(tf.matmul(tf.reshape(x, [n, -1, c]), weights), [n, height, width, out_width])
         elif folding() and _single(x) and x.shape[1] is not None and self.folds(x.shape[1]):
-            y = self._conv(x, w * (tf.reshape(s, [1, 1, -1, 1]) * (d[0] * gain)))
+            y = self._conv(x, w * (tf.reshape(s, [1, 1, -1, 1]) * (d[0] * gain)), direct=True)
         else:
-            y = self._conv(x * s[:, None, None, :], w)
+            y = self._conv(x * s[:, None, None, :], w, direct=True)
             if self.demodulate or gain != 1.0:
                 y = y * (d * gain)[:, None, None, :]
         if self.upsample:  # self._blur is setup_kernel(blur_kernel, 4): the same filter, as two 1-D passes

@@ -1,0 +1,40 @@
+// conv3x3: the 3x3 convs of the generator's high-resolution layers at inference, as direct
+// convolutions on the CPU. NHWC input x [n, h, w, c], weight [3, 3, c, k] (HWIO, the layout
+// tf.nn.conv2d takes), float32, accumulation in float.
+//
+//   transposed = false: out[y, x] = sum x[y + i - 1, x + j - 1] * w[i, j] (stride 1, zero pad 1),
+//                       output [n, h, w, k] (tf.nn.conv2d, padding SAME).
+//   transposed = true:  out[2y + i, 2x + j] += x[y, x] * w[i, j] (stride 2, no padding), output
+//                       [n, 2h + 1, 2w + 1, k] (PyTorch conv_transpose2d(stride=2), which is
+//                       tf.nn.conv2d_transpose with the filter transposed to [3, 3, k, c]).
+//
+// Why: TensorFlow's CPU convs (oneDNN) run the student's pruned shapes (about 40 channels at
+// 256 px) at 60-80% of their 512-channel rate, and the transposed conv goes through a column
+// buffer. A register-blocked direct conv (a few pixels x up to 24 output channels of
+// accumulators) reaches their large-conv rate on these shapes. No gradient: the training
+// graph keeps TensorFlow's convs. No CUDA kernel: on GPUs cuDNN is the right choice.
+#ifndef TF_DISTILL_CUSTOM_OPS_KERNELS_CONV3X3_H_
+#define TF_DISTILL_CUSTOM_OPS_KERNELS_CONV3X3_H_
+
+#include <cstdint>
+
+#include "custom_ops/cc/kernels/parallel.h"
+
+namespace tf_distill {
+
+struct Conv3x3Params {
+  // The caller checks that every element count fits in int32.
+  int n, in_h, in_w, c, k;
+  bool transposed;
+  int out_h, out_w;  // in_h, in_w, or 2 * in + 1 when transposed
+};
+
+inline int64_t Conv3x3OutputSize(int64_t in, bool transposed) { return transposed ? 2 * in + 1 : in; }
+
+// Vectorized for AVX2 + FMA (picked at run time, cpu_isa.h) when k is a multiple of 8, else
+// plain loops; sharded over output rows by `runner`.
+void Conv3x3Cpu(const CpuRunner& runner, const Conv3x3Params& p, const float* x, const float* w, float* y);
+
+}  // namespace tf_distill
+
+#endif  // TF_DISTILL_CUSTOM_OPS_KERNELS_CONV3X3_H_

@@ -1,0 +1,244 @@
+// The CPU kernel of conv3x3 (conv3x3.h): direct convolution, register-blocked for AVX2 + FMA,
+// multithreaded through a CpuRunner, no TensorFlow header.
+//
+// An output row is cut into runs of output columns that read the same taps (the borders read
+// fewer), and a run into tiles of P pixels x NV vectors of 8 output channels whose sums stay
+// in registers while the taps and input channels stream past: per input channel, NV weight
+// vectors are loaded once and each of the P input values is broadcast once, for P * NV FMAs.
+#include "custom_ops/cc/kernels/conv3x3.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
+#include "custom_ops/cc/kernels/cpu_isa.h"
+
+namespace tf_distill {
+
+namespace {
+
+constexpr int kMaxTaps = 9;
+
+// The taps of one output row: input rows and kernel rows.
+int RowTaps(const Conv3x3Params& p, int oy, int* in_row, int* k_row) {
+  int n = 0;
+  for (int i = 0; i < 3; ++i) {
+    int iy;
+    if (p.transposed) {
+      if (oy < i || (oy - i) % 2 != 0) continue;
+      iy = (oy - i) / 2;
+    } else {
+      iy = oy + i - 1;
+    }
+    if (iy < 0 || iy >= p.in_h) continue;
+    in_row[n] = iy;
+    k_row[n] = i;
+    ++n;
+  }
+  return n;
+}
+
+// Output columns come in phases (one for the stride-1 conv, two for the transposed one): in phase
+// b, output column step * j + b reads input column j + ColumnOffset(kw) through kernel column kw.
+struct ColumnPhase {
+  int b, count, step;
+  int kw[3], dx[3], taps;  // the kernel columns of this phase and their input offsets
+};
+
+std::vector<ColumnPhase> ColumnPhases(const Conv3x3Params& p) {
+  std::vector<ColumnPhase> phases;
+  if (!p.transposed) {
+    phases.push_back({0, p.in_w, 1, {0, 1, 2}, {-1, 0, 1}, 3});
+  } else {  // out = 2 * xi + kw: phase b takes the kw of its parity, xi = j - (kw - b) / 2
+    phases.push_back({0, p.in_w + 1, 2, {0, 2, 0}, {0, -1, 0}, 2});
+    phases.push_back({1, p.in_w, 2, {1, 0, 0}, {0, 0, 0}, 1});
+  }
+  return phases;
+}
+
+// Which of a phase's kernel columns read a real input column at j (bit t for tap t).
+int ColumnMask(const ColumnPhase& ph, int in_w, int j) {
+  int mask = 0;
+  for (int t = 0; t < ph.taps; ++t) {
+    const int xi = j + ph.dx[t];
+    if (xi >= 0 && xi < in_w) mask |= 1 << t;
+  }
+  return mask;
+}
+
+// Everything one output row needs: the tap lists of each tile are built from these.
+struct RowContext {
+  const Conv3x3Params* p;
+  const float* x_img;  // this sample's input
+  const float* w;
+  float* out_row;
+  int rows, in_row[3], k_row[3];
+};
+
+// Pointers for the taps of a tile starting at phase column j: (input pixel, weight tap at oc0).
+int TileTaps(const RowContext& r, const ColumnPhase& ph, int mask, int j, int oc0, const float** xs,
+             const float** ws) {
+  const Conv3x3Params& p = *r.p;
+  int n = 0;
+  for (int a = 0; a < r.rows; ++a) {
+    for (int t = 0; t < ph.taps; ++t) {
+      if (!(mask >> t & 1)) continue;
+      xs[n] = r.x_img + (static_cast<int64_t>(r.in_row[a]) * p.in_w + j + ph.dx[t]) * p.c;
+      ws[n] = r.w + static_cast<int64_t>(r.k_row[a] * 3 + ph.kw[t]) * p.c * p.k + oc0;
+      ++n;
+    }
+  }
+  return n;
+}
+
+// Plain loops, any k: the kernel for CPUs without AVX2 and the oracle of nothing (the tests
+// compare every path with TensorFlow's convs).
+void RowScalar(const RowContext& r) {
+  const Conv3x3Params& p = *r.p;
+  const float* xs[kMaxTaps];
+  const float* ws[kMaxTaps];
+  for (const ColumnPhase& ph : ColumnPhases(p)) {
+    for (int j = 0; j < ph.count; ++j) {
+      const int n = TileTaps(r, ph, ColumnMask(ph, p.in_w, j), j, 0, xs, ws);
+      float* out = r.out_row + static_cast<int64_t>(ph.step * j + ph.b) * p.k;
+      for (int o = 0; o < p.k; ++o) out[o] = 0.0f;
+      for (int t = 0; t < n; ++t) {
+        for (int i = 0; i < p.c; ++i) {
+          const float v = xs[t][i];
+          const float* wr = ws[t] + static_cast<int64_t>(i) * p.k;
+          for (int o = 0; o < p.k; ++o) out[o] += v * wr[o];
+        }
+      }
+    }
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+// P output pixels x NV * 8 output channels. xs[t]: the tile's first input pixel for tap t (the
+// others follow at stride c); ws[t]: that tap's weights at the tile's first output channel.
+template <int NV, int P>
+__attribute__((target("avx2,fma"))) void TileAvx2(const float* const* xs, const float* const* ws, int taps, int c,
+                                                  int k, float* out, int64_t out_stride) {
+  __m256 acc[P * NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < P * NV; ++i) acc[i] = _mm256_setzero_ps();
+  for (int t = 0; t < taps; ++t) {
+    const float* xp = xs[t];
+    const float* wp = ws[t];
+    for (int i = 0; i < c; ++i, wp += k) {
+      __m256 wv[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        wv[v] = _mm256_loadu_ps(wp + 8 * v);
+        asm("" : "+x"(wv[v]));  // keep the weights in registers: GCC would otherwise reload them per FMA
+      }
+#pragma GCC unroll 16
+      for (int q = 0; q < P; ++q) {
+        const __m256 xv = _mm256_broadcast_ss(xp + q * c + i);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[q * NV + v] = _mm256_fmadd_ps(xv, wv[v], acc[q * NV + v]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int q = 0; q < P; ++q) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(out + q * out_stride + 8 * v, acc[q * NV + v]);
+  }
+}
+
+// Tiles of P (then P / 2, then 1) pixels over phase columns [j0, j1), all reading the taps `mask`.
+template <int NV, int P>
+__attribute__((target("avx2,fma"))) void RunAvx2(const RowContext& r, const ColumnPhase& ph, int mask, int j0,
+                                                 int j1, int oc0) {
+  const Conv3x3Params& p = *r.p;
+  const float* xs[kMaxTaps];
+  const float* ws[kMaxTaps];
+  const int64_t out_stride = static_cast<int64_t>(ph.step) * p.k;
+  int j = j0;
+  const auto tile = [&](auto fn, int width) {
+    const int n = TileTaps(r, ph, mask, j, oc0, xs, ws);
+    fn(xs, ws, n, p.c, p.k, r.out_row + static_cast<int64_t>(ph.step * j + ph.b) * p.k + oc0, out_stride);
+    j += width;
+  };
+  while (j + P <= j1) tile(TileAvx2<NV, P>, P);
+  if (P >= 4 && j + P / 2 <= j1) tile(TileAvx2<NV, (P >= 4 ? P / 2 : 1)>, P / 2);
+  while (j < j1) tile(TileAvx2<NV, 1>, 1);
+}
+
+// Register budget (16 ymm): P * NV accumulators + NV weights + 1 broadcast.
+template <int NV>
+void RunChunk(const RowContext& r, const ColumnPhase& ph, int mask, int j0, int j1, int oc0);
+template <>
+void RunChunk<3>(const RowContext& r, const ColumnPhase& ph, int mask, int j0, int j1, int oc0) {
+  RunAvx2<3, 4>(r, ph, mask, j0, j1, oc0);
+}
+template <>
+void RunChunk<2>(const RowContext& r, const ColumnPhase& ph, int mask, int j0, int j1, int oc0) {
+  RunAvx2<2, 6>(r, ph, mask, j0, j1, oc0);
+}
+template <>
+void RunChunk<1>(const RowContext& r, const ColumnPhase& ph, int mask, int j0, int j1, int oc0) {
+  RunAvx2<1, 12>(r, ph, mask, j0, j1, oc0);
+}
+
+// k (a multiple of 8) in chunks of 3 vectors where possible, 2 or 1 at the end (5 = 3 + 2, 4 = 2 + 2).
+void RowAvx2(const RowContext& r) {
+  const Conv3x3Params& p = *r.p;
+  const std::vector<ColumnPhase> phases = ColumnPhases(p);
+  int oc0 = 0;
+  for (int vecs = p.k / 8; vecs > 0;) {
+    const int nv = vecs == 1 ? 1 : (vecs == 2 || vecs == 4) ? 2 : 3;
+    for (const ColumnPhase& ph : phases) {
+      int j0 = 0;
+      while (j0 < ph.count) {  // runs of columns with the same taps
+        const int mask = ColumnMask(ph, p.in_w, j0);
+        int j1 = j0 + 1;
+        while (j1 < ph.count && ColumnMask(ph, p.in_w, j1) == mask) ++j1;
+        if (nv == 3) RunChunk<3>(r, ph, mask, j0, j1, oc0);
+        if (nv == 2) RunChunk<2>(r, ph, mask, j0, j1, oc0);
+        if (nv == 1) RunChunk<1>(r, ph, mask, j0, j1, oc0);
+        j0 = j1;
+      }
+    }
+    oc0 += 8 * nv;
+    vecs -= nv;
+  }
+}
+
+#endif  // __x86_64__ && __GNUC__
+
+void Rows(const Conv3x3Params& p, const float* x, const float* w, float* y, int64_t begin, int64_t end) {
+  for (int64_t row = begin; row < end; ++row) {
+    const int img = static_cast<int>(row / p.out_h), oy = static_cast<int>(row % p.out_h);
+    RowContext r;
+    r.p = &p;
+    r.x_img = x + static_cast<int64_t>(img) * p.in_h * p.in_w * p.c;
+    r.w = w;
+    r.out_row = y + row * p.out_w * p.k;
+    r.rows = RowTaps(p, oy, r.in_row, r.k_row);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (UseAvx2() && p.k % 8 == 0) {
+      RowAvx2(r);
+      continue;
+    }
+#endif
+    RowScalar(r);
+  }
+}
+
+}  // namespace
+
+void Conv3x3Cpu(const CpuRunner& runner, const Conv3x3Params& p, const float* x, const float* w, float* y) {
+  const int64_t rows = static_cast<int64_t>(p.n) * p.out_h;
+  const double macs = static_cast<double>(p.out_w) * p.k * p.c * (p.transposed ? 2.25 : 9.0);
+  const CpuCost cost{3.0 * p.in_w * p.c * sizeof(float), static_cast<double>(p.out_w) * p.k * sizeof(float), macs / 8};
+  runner.ParallelFor(rows, cost, 1, [&](int64_t begin, int64_t end) { Rows(p, x, w, y, begin, end); });
+}
+
+}  // namespace tf_distill

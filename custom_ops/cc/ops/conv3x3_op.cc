@@ -1,0 +1,128 @@
+// TfDistill>Conv3x3: registration, shape function, and the CPU op kernel, which validates the
+// inputs, allocates the output and calls the TensorFlow-free kernel (conv3x3.h).
+#define EIGEN_USE_THREADS
+
+#include <cstdint>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "custom_ops/cc/kernels/conv3x3.h"
+#include "custom_ops/cc/ops/device.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+
+namespace tf_distill {
+
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+namespace {
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+absl::Status Conv3x3Shape(InferenceContext* c) {
+  bool transposed;
+  TF_RETURN_IF_ERROR(c->GetAttr("transposed", &transposed));
+  ShapeHandle x, w;
+  if (!c->WithRank(c->input(0), 4, &x).ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("conv3x3 expects x of rank 4 (NHWC), got shape ", c->DebugString(c->input(0)), "."));
+  }
+  if (!c->WithRank(c->input(1), 4, &w).ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("conv3x3 expects a weight [3, 3, in, out], got shape ", c->DebugString(c->input(1)), "."));
+  }
+  for (int i = 0; i < 2; ++i) {
+    if (c->ValueKnown(c->Dim(w, i)) && c->Value(c->Dim(w, i)) != 3) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("conv3x3 expects a weight [3, 3, in, out], got shape ", c->DebugString(w), "."));
+    }
+  }
+  DimensionHandle channels;
+  if (!c->Merge(c->Dim(x, 3), c->Dim(w, 2), &channels).ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("conv3x3: x ", c->DebugString(x), " has other input channels than the weight ",
+                                                   c->DebugString(w), "."));
+  }
+  DimensionHandle out_h = c->Dim(x, 1), out_w = c->Dim(x, 2);
+  if (transposed) {
+    TF_RETURN_IF_ERROR(c->Multiply(out_h, 2, &out_h));
+    TF_RETURN_IF_ERROR(c->Add(out_h, 1, &out_h));
+    TF_RETURN_IF_ERROR(c->Multiply(out_w, 2, &out_w));
+    TF_RETURN_IF_ERROR(c->Add(out_w, 1, &out_w));
+  }
+  c->set_output(0, c->MakeShape({c->Dim(x, 0), out_h, out_w, c->Dim(w, 3)}));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+REGISTER_OP("TfDistill>Conv3x3")
+    .Input("x: float")
+    .Input("weight: float")
+    .Output("y: float")
+    .Attr("transposed: bool = false")
+    .SetShapeFn(Conv3x3Shape)
+    .Doc(R"doc(
+3x3 conv of NHWC `x` with `weight` [3, 3, in, out] (HWIO), CPU only, no gradient (inference).
+transposed=false: stride 1, zero pad 1 (tf.nn.conv2d padding SAME), output [n, h, w, out].
+transposed=true: stride-2 transposed conv without padding, out[2y+i, 2x+j] += x[y, x] w[i, j],
+output [n, 2h+1, 2w+1, out] (PyTorch conv_transpose2d(stride=2)).
+)doc");
+
+class Conv3x3Op : public tensorflow::OpKernel {
+ public:
+  explicit Conv3x3Op(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("transposed", &transposed_));
+  }
+
+  void Compute(tensorflow::OpKernelContext* ctx) override {
+    const tensorflow::Tensor& x = ctx->input(0);
+    const tensorflow::Tensor& w = ctx->input(1);
+    OP_REQUIRES(ctx, x.dims() == 4,
+                absl::InvalidArgumentError(
+                    absl::StrCat("conv3x3 expects x of rank 4 (NHWC), got shape ", x.shape().DebugString(), ".")));
+    OP_REQUIRES(ctx, w.dims() == 4 && w.dim_size(0) == 3 && w.dim_size(1) == 3,
+                absl::InvalidArgumentError(absl::StrCat("conv3x3 expects a weight [3, 3, in, out], got shape ",
+                                                        w.shape().DebugString(), ".")));
+    OP_REQUIRES(ctx, w.dim_size(2) == x.dim_size(3),
+                absl::InvalidArgumentError(absl::StrCat("conv3x3: x ", x.shape().DebugString(),
+                                                        " has other input channels than the weight ",
+                                                        w.shape().DebugString(), ".")));
+    const int64_t n = x.dim_size(0), in_h = x.dim_size(1), in_w = x.dim_size(2), c = x.dim_size(3);
+    const int64_t k = w.dim_size(3);
+    const int64_t out_h = Conv3x3OutputSize(in_h, transposed_), out_w = Conv3x3OutputSize(in_w, transposed_);
+    OP_REQUIRES(ctx, x.NumElements() <= kInt32Max && w.NumElements() <= kInt32Max && n * out_h * out_w * k <= kInt32Max,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "conv3x3 supports tensors of at most 2^31-1 elements (int32 indexing); input ",
+                    x.shape().DebugString(), ", weight ", w.shape().DebugString(), ". Split the batch.")));
+    tensorflow::Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({n, out_h, out_w, k}), &y));
+    if (y->NumElements() == 0) return;
+    if (x.NumElements() == 0 || w.NumElements() == 0) {  // an empty sum
+      y->flat<float>().setZero();
+      return;
+    }
+    Conv3x3Params p;
+    p.n = static_cast<int>(n);
+    p.in_h = static_cast<int>(in_h);
+    p.in_w = static_cast<int>(in_w);
+    p.c = static_cast<int>(c);
+    p.k = static_cast<int>(k);
+    p.transposed = transposed_;
+    p.out_h = static_cast<int>(out_h);
+    p.out_w = static_cast<int>(out_w);
+    Conv3x3Cpu(EigenCpuRunner(ctx->eigen_cpu_device()), p, x.flat<float>().data(), w.flat<float>().data(),
+               y->flat<float>().data());
+  }
+
+ private:
+  bool transposed_ = false;
+};
+
+REGISTER_KERNEL_BUILDER(Name("TfDistill>Conv3x3").Device(tensorflow::DEVICE_CPU), Conv3x3Op);
+
+}  // namespace tf_distill

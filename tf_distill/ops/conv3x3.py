@@ -1,0 +1,118 @@
+"""conv3x3: the 3x3 convs of the generator's inference form, TensorFlow's or the compiled direct conv.
+
+``transposed=False`` is ``tf.nn.conv2d(x, w, 1, "SAME")``; ``transposed=True`` is the stride-2
+transposed conv without padding that StyleGAN2's upsampling conv runs (PyTorch
+``conv_transpose2d(x, w, stride=2)``: ``out[2y + i, 2x + j] += x[y, x] w[i, j]``, output
+``2H + 1``), which TensorFlow spells ``tf.nn.conv2d_transpose`` with the filter transposed.
+``w`` is ``[3, 3, in, out]`` in both.
+
+Why a compiled kernel: TensorFlow's CPU convs run the pruned student's shapes below their large-
+conv rate (about 40 channels at 256 px: 63 GMAC/s where a 512-channel conv gets 80 on a 2-core
+AVX2 machine), and its transposed conv goes through a column buffer (80 -> 40 channels into
+256 px: 25-29 GMAC/s). The direct conv (``custom_ops/cc/kernels/conv3x3_kernels.cc``) runs them
+at 84-85. For wide layers oneDNN is faster, so the compiled kernel takes only the shapes where
+it was measured faster (``direct_conv_wins``), float32, output widths that are multiples of 8,
+CPUs with AVX2, and processes that see no GPU (where cuDNN is the right choice); everything else
+runs TensorFlow's conv, whichever ``impl`` is asked for. Its gradient is TensorFlow's conv
+gradients, so the op is safe under a tape, but training graphs do not use it.
+"""
+
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+from tf_distill.ops import _loader, choice
+
+# Largest in * out channel products for which the direct conv beat TensorFlow's CPU conv at
+# batch 1 (2-core AVX2): stride 1 up to 64 x 64 (80 x 80: 75 vs 80 GMAC/s), transposed up to
+# 256 x 128 (61 vs 47; 512 x 256: 49 vs 64).
+DIRECT_MAX_CHANNEL_PRODUCT = {False: 64 * 64, True: 256 * 128}
+
+
+def conv3x3(x, w, transposed=False, impl=None):
+    """The 3x3 conv (``transposed``: the stride-2 transposed conv) of NHWC ``x`` with ``w`` [3, 3, in, out]."""
+    if choice.resolve(impl, "conv3x3", _self_check) == "custom":
+        return conv3x3_custom(x, w, transposed)
+    return conv3x3_ref(x, w, transposed)
+
+
+def conv3x3_ref(x, w, transposed=False):
+    """TensorFlow's conv: the reference."""
+    return transposed_conv2d(x, w) if transposed else tf.nn.conv2d(x, w, strides=1, padding="SAME")
+
+
+def transposed_conv2d(x, w):
+    """The stride-2 transposed conv without padding of NHWC ``x`` with ``w`` [k, k, in, out] (any k), in
+    TensorFlow's ops: output ``2H + k - 2``."""
+    shape = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(x.shape)]  # static where known
+    k = int(w.shape[0])
+    out_shape = tf.stack([shape[0], shape[1] * 2 + k - 2, shape[2] * 2 + k - 2, w.shape[-1]])
+    # PyTorch conv_transpose2d scatters out[2y+ky, 2x+kx] += x[y, x] * W[ky, kx] (no flip), and so does
+    # tf.nn.conv2d_transpose with the filter laid out [k, k, out, in].
+    return tf.nn.conv2d_transpose(x, tf.transpose(w, [0, 1, 3, 2]), out_shape, strides=2, padding="VALID")
+
+
+def conv3x3_custom(x, w, transposed=False):
+    """The compiled direct conv where it is the faster one (see the module docstring), else the reference."""
+    x, w = tf.convert_to_tensor(x), tf.convert_to_tensor(w)
+    if x.dtype == tf.float32 and w.shape.rank == 4 and direct_conv_wins(w.shape[2], w.shape[3], transposed):
+        return _conv3x3_op(x, w, transposed)
+    return conv3x3_ref(x, w, transposed)
+
+
+def direct_conv_wins(in_channels, out_channels, transposed):
+    """Whether the compiled kernel is the faster conv for these widths on this process's devices."""
+    if in_channels is None or out_channels is None or out_channels % 8:
+        return False
+    return (in_channels * out_channels <= DIRECT_MAX_CHANNEL_PRODUCT[bool(transposed)]
+            and _vector_cpu_only())
+
+
+@functools.lru_cache(maxsize=None)
+def _vector_cpu_only():
+    """No GPU in this process, and the library's CPU kernels are vectorized (AVX2 or better)."""
+    return not tf.config.list_logical_devices("GPU") and _loader.cpu_isa() in ("avx2", "avx512")
+
+
+def _conv3x3_op(x, w, transposed):
+    return _loader.require_library().tf_distill_conv3x3(x, w, transposed=bool(transposed))
+
+
+@_loader.register_gradient("TfDistill>Conv3x3")
+def _conv3x3_grad(op, dy):
+    """TensorFlow's conv gradients (the direct conv is a forward kernel only)."""
+    x, w = op.inputs
+    if not op.get_attr("transposed"):
+        dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy,
+                                            strides=[1, 1, 1, 1], padding="SAME")
+        dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=dy,
+                                             strides=[1, 1, 1, 1], padding="SAME")
+        return [dx, dw]
+    # y is the input gradient of a VALID stride-2 conv with filter w^T [3, 3, out, in], taken at x.
+    w_t = tf.transpose(w, [0, 1, 3, 2])
+    dx = tf.nn.conv2d(dy, w_t, strides=2, padding="VALID")
+    dw_t = tf.raw_ops.Conv2DBackpropFilter(input=dy, filter_sizes=tf.shape(w_t), out_backprop=x,
+                                           strides=[1, 2, 2, 1], padding="VALID")
+    return [dx, tf.transpose(dw_t, [0, 1, 3, 2])]
+
+
+# (x shape, out channels, transposed): vector chunks of 3, 2 and 1 x 8 channels with their pixel
+# tails, the plain-loop path (12 channels), and 1-pixel images.
+_SELF_CHECK_CASES = (((2, 7, 9, 5), 48, False), ((1, 6, 11, 40), 40, True), ((2, 5, 4, 3), 8, True),
+                     ((1, 1, 1, 16), 16, False), ((1, 4, 5, 7), 12, True))
+
+
+def _self_check():
+    """(max relative error, worst case) of the compiled kernel against the reference (see ``choice``)."""
+    rng = np.random.default_rng(0)
+
+    def cases():
+        for shape, out, transposed in _SELF_CHECK_CASES:
+            x = rng.standard_normal(shape).astype(np.float32)
+            w = rng.standard_normal((3, 3, shape[-1], out)).astype(np.float32)
+            yield (f"x {list(shape)}, weight {list(w.shape)}, transposed {transposed}",
+                   lambda a, b, t=transposed: _conv3x3_op(a, b, t),
+                   lambda a, b, t=transposed: conv3x3_ref(a, b, t), [x, w])
+
+    return choice.worst_case(cases())
