@@ -53,6 +53,9 @@ def classify(name, op_type):
             return "bias-act", None
         if op_type in _CONV_TYPES:
             return "conv", layer
+        if op_type.endswith("Conv3x3"):  # the compiled direct conv (ops.conv3x3): the even convs_j upsample
+            upsampling = layer != "conv1" and int(layer.split("_")[1]) % 2 == 0
+            return ("transposed conv" if upsampling else "conv"), layer
         if op_type in ("Conv2DBackpropInput", "_MklNativeConv2DBackpropInput"):
             return "transposed conv", layer
         if op_type.endswith(("DepthwiseConv2dNative", "UpFirDn2d", "Pad")):

@@ -294,26 +294,30 @@ def test_conv3x3_matches_reference(shape, out, transposed):
 
 @requires_library
 def test_conv3x3_takes_only_the_shapes_where_it_is_faster():
-    """impl="custom" puts the compiled conv in the graph only for the widths it was measured faster on
-    (``direct_conv_wins``), AVX2 CPUs and processes without a GPU; the reference never does."""
+    """impl="custom" puts the compiled conv in the graph only for inputs at least DIRECT_MIN_WIDTH wide
+    (``direct_conv_wins``), output widths that are multiples of 8, AVX2 CPUs and processes without a GPU;
+    the reference never does."""
     vector_cpu = _loader.cpu_isa() in ("avx2", "avx512") and not tf.config.list_logical_devices("GPU")
-    assert direct_conv_wins(40, 40, False) == vector_cpu and direct_conv_wins(80, 40, True) == vector_cpu
-    assert direct_conv_wins(256, 128, True) == vector_cpu
-    assert not direct_conv_wins(80, 80, False) and not direct_conv_wins(512, 256, True)
-    assert not direct_conv_wins(40, 39, False) and not direct_conv_wins(None, 40, False)
+    wide = conv3x3.DIRECT_MIN_WIDTH
+    assert direct_conv_wins(wide, 40) == vector_cpu and direct_conv_wins(4 * wide, 512) == vector_cpu
+    assert not direct_conv_wins(wide - 1, 40) and not direct_conv_wins(wide, 39)
+    assert not direct_conv_wins(None, 40) and not direct_conv_wins(wide, None)
 
-    def op_types(c, k, transposed, impl):
+    def op_types(width, c, k, transposed, impl):
         fn = tf.function(lambda t, w: conv3x3.conv3x3(t, w, transposed, impl=impl))
-        graph = fn.get_concrete_function(tf.TensorSpec((1, 6, 6, c)), tf.TensorSpec((3, 3, c, k))).graph
+        graph = fn.get_concrete_function(tf.TensorSpec((1, 6, width, c)), tf.TensorSpec((3, 3, c, k))).graph
         return {op.type for op in graph.get_operations()}
 
-    assert ("TfDistill>Conv3x3" in op_types(40, 40, False, "custom")) == vector_cpu
-    assert ("TfDistill>Conv3x3" in op_types(80, 40, True, "custom")) == vector_cpu
-    assert "TfDistill>Conv3x3" not in op_types(80, 80, False, "custom")
-    assert "TfDistill>Conv3x3" not in op_types(40, 40, False, "ref")
-    x = np.random.default_rng(6).standard_normal((1, 5, 6, 80)).astype(np.float32)
-    w = np.random.default_rng(7).standard_normal((3, 3, 80, 80)).astype(np.float32)
-    _assert_close(conv3x3.conv3x3(x, w, True, impl="custom"), conv3x3_ref(x, w, True), what="wide transposed")
+    assert ("TfDistill>Conv3x3" in op_types(wide, 16, 40, False, "custom")) == vector_cpu
+    assert ("TfDistill>Conv3x3" in op_types(wide, 80, 40, True, "custom")) == vector_cpu
+    assert "TfDistill>Conv3x3" not in op_types(wide - 1, 16, 40, True, "custom")
+    assert "TfDistill>Conv3x3" not in op_types(wide, 16, 40, False, "ref")
+    rng = np.random.default_rng(6)
+    for width, transposed in ((wide, True), (wide - 1, False)):  # the compiled conv, then TensorFlow's
+        x = rng.standard_normal((1, 3, width, 16)).astype(np.float32)
+        w = rng.standard_normal((3, 3, 16, 24)).astype(np.float32)
+        _assert_close(conv3x3.conv3x3(x, w, transposed, impl="custom"), conv3x3_ref(x, w, transposed),
+                      what=f"{width} px, transposed {transposed}")
 
 
 @requires_library

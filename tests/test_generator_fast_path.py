@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tf_distill.layers import EqualDense, forms, modulated
 from tf_distill.models import Generator
-from tf_distill.ops.conv3x3 import direct_conv_wins
+from tf_distill.ops import conv3x3
 from tf_distill.ops.upfirdn2d import filter2d_separable, setup_kernel, upfirdn2d_ref, upsample2d_polyphase
 
 # 32 px, 16-channel blocks from 16 px on: 9 * 16 < 16^2, so blocks 2.. run per sample and fold.
@@ -276,15 +276,17 @@ def test_separable_filter_equals_upfirdn2d(impl, taps, gain, pad):
     np.testing.assert_allclose(got, want, atol=1e-6 * np.max(np.abs(want)))
 
 
-def test_inference_form_with_the_compiled_ops(generator):
-    """impl="auto" (the custom kernels where built): the inference form still equals the unfused reference."""
+def test_inference_form_with_the_compiled_ops(generator, monkeypatch):
+    """impl="auto" (the custom kernels where built): the inference form still equals the unfused reference,
+    with the compiled direct conv on every layer (its minimum width lowered to this 32 px model's)."""
+    monkeypatch.setattr(conv3x3, "DIRECT_MIN_WIDTH", 4)
     g = Generator(32, style_dim=32, n_mlp=2, channels=CHANNELS, impl="auto")
     g.build()
     g.set_weights(generator.get_weights())
     for batch in (1, 3):  # folded weights (batch 1) and scaled activations
         z = z_of(range(batch))
         assert_same(run(g, z, True, randomize_noise=False), run(generator, z, False, randomize_noise=False))
-    if direct_conv_wins(32, 32, False):  # where the compiled 3x3 conv is the faster one, the form runs it
+    if conv3x3.direct_conv_wins(4, 16):  # where the compiled 3x3 conv is the faster one, the form runs it
         with forms.inference_form(True):
             graph = tf.function(lambda z: g(z, randomize_noise=False)).get_concrete_function(
                 tf.TensorSpec([1, 32], tf.float32)).graph

@@ -6,7 +6,9 @@ import tensorflow as tf
 
 from conftest import load_npz, nchw, nhwc, state_dict_of
 from tf_distill.convert import rosinality
+from tf_distill import ops
 from tf_distill.layers import modulated
+from tf_distill.ops import conv3x3
 from tf_distill.losses.gan import path_lengths, r1_penalty
 
 ATOL = 1e-4
@@ -45,6 +47,20 @@ def test_case_a_with_phase_upsampling(case):
     data, g, noise = case
     with modulated.phase_upsampling(True):
         image = g(data["inputs/z1"], noise=[n[:B] for n in noise])
+    np.testing.assert_allclose(nchw(image), data["case_a/image"], atol=ATOL)
+
+
+def test_case_a_with_the_direct_conv(case, monkeypatch):
+    """The compiled direct 3x3 conv (ops.conv3x3, on every layer here) against the fixtures too."""
+    if not conv3x3.direct_conv_wins(conv3x3.DIRECT_MIN_WIDTH, 8):
+        pytest.skip("the compiled direct conv does not run here (no custom op library, no AVX2, or a GPU)")
+    monkeypatch.setattr(conv3x3, "DIRECT_MIN_WIDTH", 4)
+    data, g, noise = case
+    with ops.implementation("custom"):
+        fn = tf.function(lambda z: g(z, noise=[n[:B] for n in noise]))
+        graph = fn.get_concrete_function(tf.TensorSpec([B, g.style_dim])).graph
+        image = fn(data["inputs/z1"])
+    assert "TfDistill>Conv3x3" in {op.type for op in graph.get_operations()}
     np.testing.assert_allclose(nchw(image), data["case_a/image"], atol=ATOL)
 
 

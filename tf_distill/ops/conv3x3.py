@@ -6,15 +6,15 @@ transposed conv without padding that StyleGAN2's upsampling conv runs (PyTorch
 ``2H + 1``), which TensorFlow spells ``tf.nn.conv2d_transpose`` with the filter transposed.
 ``w`` is ``[3, 3, in, out]`` in both.
 
-Why a compiled kernel: TensorFlow's CPU convs run the pruned student's shapes below their large-
-conv rate (about 40 channels at 256 px: 63 GMAC/s where a 512-channel conv gets 80 on a 2-core
-AVX2 machine), and its transposed conv goes through a column buffer (80 -> 40 channels into
-256 px: 25-29 GMAC/s). The direct conv (``custom_ops/cc/kernels/conv3x3_kernels.cc``) runs them
-at 84-85. For wide layers oneDNN is faster, so the compiled kernel takes only the shapes where
-it was measured faster (``direct_conv_wins``), float32, output widths that are multiples of 8,
-CPUs with AVX2, and processes that see no GPU (where cuDNN is the right choice); everything else
-runs TensorFlow's conv, whichever ``impl`` is asked for. Its gradient is TensorFlow's conv
-gradients, so the op is safe under a tape, but training graphs do not use it.
+Why a compiled kernel: TensorFlow's CPU convs run the generators' high-resolution layers below
+their large-conv rate (the student's 40 channels at 256 px: 63 GMAC/s where a 512-channel conv gets
+80 on a 2-core AVX2 machine), and its transposed conv goes through a column buffer (80 -> 40
+channels into 256 px: 28 GMAC/s). The direct conv (``custom_ops/cc/kernels/conv3x3_kernels.cc``)
+runs every such layer at 85-95. On small images oneDNN is faster, so the compiled kernel takes only
+inputs at least ``DIRECT_MIN_WIDTH`` wide (``direct_conv_wins``), float32, output widths that are
+multiples of 8, CPUs with AVX2, and processes that see no GPU (where cuDNN is the right choice);
+everything else runs TensorFlow's conv, whichever ``impl`` is asked for. Its gradient is
+TensorFlow's conv gradients, so the op is safe under a tape, but training graphs do not use it.
 """
 
 import functools
@@ -24,10 +24,11 @@ import tensorflow as tf
 
 from tf_distill.ops import _loader, choice
 
-# Largest in * out channel products for which the direct conv beat TensorFlow's CPU conv at
-# batch 1 (2-core AVX2): stride 1 up to 64 x 64 (80 x 80: 75 vs 80 GMAC/s), transposed up to
-# 256 x 128 (61 vs 47; 512 x 256: 49 vs 64).
-DIRECT_MAX_CHANNEL_PRODUCT = {False: 64 * 64, True: 256 * 128}
+# Smallest input width (pixels) at which the direct conv beat TensorFlow's CPU conv, best of several
+# runs at batch 1 on 2 AVX2 cores, for every width of the paper's teacher and student: from 64 px
+# on it runs at 85-95 GMAC/s against TensorFlow's 28-88 (the transposed convs 28-68); at 32 px and
+# below, where a row holds few tiles, TensorFlow's conv is faster (160 channels at 32 px: 45 vs 77).
+DIRECT_MIN_WIDTH = 64
 
 
 def conv3x3(x, w, transposed=False, impl=None):
@@ -56,17 +57,17 @@ def transposed_conv2d(x, w):
 def conv3x3_custom(x, w, transposed=False):
     """The compiled direct conv where it is the faster one (see the module docstring), else the reference."""
     x, w = tf.convert_to_tensor(x), tf.convert_to_tensor(w)
-    if x.dtype == tf.float32 and w.shape.rank == 4 and direct_conv_wins(w.shape[2], w.shape[3], transposed):
+    if x.dtype == tf.float32 and x.shape.rank == 4 and w.shape.rank == 4 and direct_conv_wins(x.shape[2], w.shape[3]):
         return _conv3x3_op(x, w, transposed)
     return conv3x3_ref(x, w, transposed)
 
 
-def direct_conv_wins(in_channels, out_channels, transposed):
-    """Whether the compiled kernel is the faster conv for these widths on this process's devices."""
-    if in_channels is None or out_channels is None or out_channels % 8:
+def direct_conv_wins(width, out_channels):
+    """Whether the compiled kernel is the faster conv for inputs ``width`` pixels wide (static; None: unknown)
+    and ``out_channels`` outputs on this process's devices."""
+    if width is None or out_channels is None or out_channels % 8:
         return False
-    return (in_channels * out_channels <= DIRECT_MAX_CHANNEL_PRODUCT[bool(transposed)]
-            and _vector_cpu_only())
+    return width >= DIRECT_MIN_WIDTH and _vector_cpu_only()
 
 
 @functools.lru_cache(maxsize=None)

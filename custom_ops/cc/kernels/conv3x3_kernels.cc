@@ -76,19 +76,21 @@ struct RowContext {
   const float* x_img;  // this sample's input
   const float* w;
   float* out_row;
+  const float* packed;  // the AVX2 path's weights, chunk by chunk (PackWeights)
   int rows, in_row[3], k_row[3];
 };
 
-// Pointers for the taps of a tile starting at phase column j: (input pixel, weight tap at oc0).
-int TileTaps(const RowContext& r, const ColumnPhase& ph, int mask, int j, int oc0, const float** xs,
-             const float** ws) {
+// Pointers for the taps of a tile starting at phase column j: (input pixel, weight tap). A tap's
+// weights start at w + tap * c * ldw, ldw floats per input channel.
+int TileTaps(const RowContext& r, const ColumnPhase& ph, int mask, int j, const float* w, int64_t ldw,
+             const float** xs, const float** ws) {
   const Conv3x3Params& p = *r.p;
   int n = 0;
   for (int a = 0; a < r.rows; ++a) {
     for (int t = 0; t < ph.taps; ++t) {
       if (!(mask >> t & 1)) continue;
       xs[n] = r.x_img + (static_cast<int64_t>(r.in_row[a]) * p.in_w + j + ph.dx[t]) * p.c;
-      ws[n] = r.w + static_cast<int64_t>(r.k_row[a] * 3 + ph.kw[t]) * p.c * p.k + oc0;
+      ws[n] = w + static_cast<int64_t>(r.k_row[a] * 3 + ph.kw[t]) * p.c * ldw;
       ++n;
     }
   }
@@ -103,7 +105,7 @@ void RowScalar(const RowContext& r) {
   const float* ws[kMaxTaps];
   for (const ColumnPhase& ph : ColumnPhases(p)) {
     for (int j = 0; j < ph.count; ++j) {
-      const int n = TileTaps(r, ph, ColumnMask(ph, p.in_w, j), j, 0, xs, ws);
+      const int n = TileTaps(r, ph, ColumnMask(ph, p.in_w, j), j, r.w, p.k, xs, ws);
       float* out = r.out_row + static_cast<int64_t>(ph.step * j + ph.b) * p.k;
       for (int o = 0; o < p.k; ++o) out[o] = 0.0f;
       for (int t = 0; t < n; ++t) {
@@ -117,20 +119,42 @@ void RowScalar(const RowContext& r) {
   }
 }
 
+// Output channels (k a multiple of 8) go in chunks of 3 vectors of 8 where possible, 2 or 1 at the end
+// (5 = 3 + 2, 4 = 2 + 2): the vectors of the next chunk when `vecs` remain.
+int ChunkVectors(int vecs) { return vecs == 1 ? 1 : (vecs == 2 || vecs == 4) ? 2 : 3; }
+
+// The weights [3, 3, c, k] regrouped chunk by chunk, each chunk [3 * 3, c, 8 * nv] at 9 * c * oc0, so
+// that a tile streams through contiguous weights (whole cache lines) instead of strided slices.
+std::vector<float> PackWeights(const Conv3x3Params& p, const float* w) {
+  std::vector<float> packed(static_cast<size_t>(9) * p.c * p.k);
+  int oc0 = 0;
+  for (int vecs = p.k / 8; vecs > 0;) {
+    const int width = 8 * ChunkVectors(vecs);
+    float* dst = packed.data() + static_cast<int64_t>(9) * p.c * oc0;
+    for (int64_t row = 0; row < int64_t{9} * p.c; ++row, dst += width) {
+      const float* src = w + row * p.k + oc0;
+      for (int o = 0; o < width; ++o) dst[o] = src[o];
+    }
+    oc0 += width;
+    vecs -= width / 8;
+  }
+  return packed;
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 
 // P output pixels x NV * 8 output channels. xs[t]: the tile's first input pixel for tap t (the
 // others follow at stride c); ws[t]: that tap's weights at the tile's first output channel.
 template <int NV, int P>
 __attribute__((target("avx2,fma"))) void TileAvx2(const float* const* xs, const float* const* ws, int taps, int c,
-                                                  int k, float* out, int64_t out_stride) {
+                                                  int ldw, float* out, int64_t out_stride) {
   __m256 acc[P * NV];
 #pragma GCC unroll 32
   for (int i = 0; i < P * NV; ++i) acc[i] = _mm256_setzero_ps();
   for (int t = 0; t < taps; ++t) {
     const float* xp = xs[t];
     const float* wp = ws[t];
-    for (int i = 0; i < c; ++i, wp += k) {
+    for (int i = 0; i < c; ++i, wp += ldw) {
       __m256 wv[NV];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
@@ -161,9 +185,10 @@ __attribute__((target("avx2,fma"))) void RunAvx2(const RowContext& r, const Colu
   const float* ws[kMaxTaps];
   const int64_t out_stride = static_cast<int64_t>(ph.step) * p.k;
   int j = j0;
+  const float* chunk = r.packed + static_cast<int64_t>(9) * p.c * oc0;  // [9, c, 8 * NV] (PackWeights)
   const auto tile = [&](auto fn, int width) {
-    const int n = TileTaps(r, ph, mask, j, oc0, xs, ws);
-    fn(xs, ws, n, p.c, p.k, r.out_row + static_cast<int64_t>(ph.step * j + ph.b) * p.k + oc0, out_stride);
+    const int n = TileTaps(r, ph, mask, j, chunk, 8 * NV, xs, ws);
+    fn(xs, ws, n, p.c, 8 * NV, r.out_row + static_cast<int64_t>(ph.step * j + ph.b) * p.k + oc0, out_stride);
     j += width;
   };
   while (j + P <= j1) tile(TileAvx2<NV, P>, P);
@@ -187,13 +212,12 @@ void RunChunk<1>(const RowContext& r, const ColumnPhase& ph, int mask, int j0, i
   RunAvx2<1, 12>(r, ph, mask, j0, j1, oc0);
 }
 
-// k (a multiple of 8) in chunks of 3 vectors where possible, 2 or 1 at the end (5 = 3 + 2, 4 = 2 + 2).
 void RowAvx2(const RowContext& r) {
   const Conv3x3Params& p = *r.p;
   const std::vector<ColumnPhase> phases = ColumnPhases(p);
   int oc0 = 0;
   for (int vecs = p.k / 8; vecs > 0;) {
-    const int nv = vecs == 1 ? 1 : (vecs == 2 || vecs == 4) ? 2 : 3;
+    const int nv = ChunkVectors(vecs);
     for (const ColumnPhase& ph : phases) {
       int j0 = 0;
       while (j0 < ph.count) {  // runs of columns with the same taps
@@ -213,13 +237,15 @@ void RowAvx2(const RowContext& r) {
 
 #endif  // __x86_64__ && __GNUC__
 
-void Rows(const Conv3x3Params& p, const float* x, const float* w, float* y, int64_t begin, int64_t end) {
+void Rows(const Conv3x3Params& p, const float* x, const float* w, const float* packed, float* y, int64_t begin,
+          int64_t end) {
   for (int64_t row = begin; row < end; ++row) {
     const int img = static_cast<int>(row / p.out_h), oy = static_cast<int>(row % p.out_h);
     RowContext r;
     r.p = &p;
     r.x_img = x + static_cast<int64_t>(img) * p.in_h * p.in_w * p.c;
     r.w = w;
+    r.packed = packed;
     r.out_row = y + row * p.out_w * p.k;
     r.rows = RowTaps(p, oy, r.in_row, r.k_row);
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -238,7 +264,9 @@ void Conv3x3Cpu(const CpuRunner& runner, const Conv3x3Params& p, const float* x,
   const int64_t rows = static_cast<int64_t>(p.n) * p.out_h;
   const double macs = static_cast<double>(p.out_w) * p.k * p.c * (p.transposed ? 2.25 : 9.0);
   const CpuCost cost{3.0 * p.in_w * p.c * sizeof(float), static_cast<double>(p.out_w) * p.k * sizeof(float), macs / 8};
-  runner.ParallelFor(rows, cost, 1, [&](int64_t begin, int64_t end) { Rows(p, x, w, y, begin, end); });
+  const bool vectorized = UseAvx2() && p.k % 8 == 0;
+  const std::vector<float> packed = vectorized ? PackWeights(p, w) : std::vector<float>();
+  runner.ParallelFor(rows, cost, 1, [&](int64_t begin, int64_t end) { Rows(p, x, w, packed.data(), y, begin, end); });
 }
 
 }  // namespace tf_distill
