@@ -276,20 +276,58 @@ CONV3X3_CASES = [((2, 7, 9, 5), 48), ((1, 6, 13, 40), 40), ((2, 5, 4, 3), 8), ((
 
 
 @requires_library
+@pytest.mark.parametrize("epilogue", ["none", "bias, shared noise, lrelu", "per-sample noise", "lrelu only"])
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("shape, out", CONV3X3_CASES)
-def test_conv3x3_matches_reference(shape, out, transposed):
-    """The compiled direct conv (called as the op, whatever the width) against TensorFlow's conv, with gradients."""
+def test_conv3x3_matches_reference(shape, out, transposed, epilogue):
+    """The compiled direct conv (called as the op, whatever the width) and its epilogue against TensorFlow's
+    conv and ``epilogue_ref``, with the gradients of every input."""
     rng = np.random.default_rng(sum(shape) + out)
     x = rng.standard_normal(shape).astype(np.float32)
     w = rng.standard_normal((3, 3, shape[-1], out)).astype(np.float32)
     size = [2 * d + 1 for d in shape[1:3]] if transposed else list(shape[1:3])
+    inputs, names = [x, w], ["dx", "dw"]
+    if epilogue != "none":
+        noise_batch = shape[0] if epilogue == "per-sample noise" else 1
+        inputs += [rng.standard_normal(out).astype(np.float32),
+                   rng.standard_normal([noise_batch] + size + [1]).astype(np.float32), np.float32([0.6])]
+        names += ["dbias", "dnoise", "dstrength"]
+
+    def run(conv):
+        def fn(*args):
+            if len(args) == 2:
+                return conv(*args, transposed)
+            a, b, bias, noise, strength = args
+            if epilogue == "lrelu only":
+                return conv(a, b, transposed, activation="lrelu", alpha=0.3)
+            return conv(a, b, transposed, bias=bias if epilogue != "per-sample noise" else None, noise=noise,
+                        noise_strength=strength, activation="lrelu" if "lrelu" in epilogue else "linear", alpha=0.2)
+        return fn
+
     cot = rng.standard_normal([shape[0]] + size + [out]).astype(np.float32)
-    got, got_grads = _vjp(lambda a, b: conv3x3._conv3x3_op(a, b, transposed), [x, w], cot)
-    want, want_grads = _vjp(lambda a, b: conv3x3_ref(a, b, transposed), [x, w], cot)
+    got, got_grads = _vjp(run(conv3x3._conv3x3_op), inputs, cot)
+    want, want_grads = _vjp(run(conv3x3_ref), inputs, cot)
     _assert_close(got, want, what="conv3x3")
-    for name, a, b in zip(("dx", "dw"), got_grads, want_grads):
+    for name, a, b in zip(names, got_grads, want_grads):
+        if b is None:  # an input the epilogue does not use
+            assert a is None or not np.any(a), name
+            continue
         _assert_close(a, b, what=f"conv3x3 {name}")
+
+
+@requires_library
+@pytest.mark.parametrize("bias, noise, strength, message", [
+    ((7,), None, (), "a bias [8] or an empty one"),
+    (None, (1, 4, 5, 1), (), "noise [1 or 2, 4, 4, 1]"),
+    (None, (3, 4, 4, 1), (), "noise [1 or 2, 4, 4, 1]"),
+    (None, None, (2,), "one noise_strength value"),
+])
+def test_conv3x3_epilogue_bad_inputs(bias, noise, strength, message):
+    x, w = tf.zeros((2, 4, 4, 8)), tf.zeros((3, 3, 8, 8))
+    empty = tf.zeros([0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+        _loader.require_library().tf_distill_conv3x3(x, w, empty if bias is None else tf.zeros(bias),
+                                                    empty if noise is None else tf.zeros(noise), tf.zeros(strength))
 
 
 @requires_library

@@ -29,7 +29,7 @@ import tensorflow as tf
 from tf_distill.layers.equalized import LRELU_ALPHA, LRELU_GAIN, PACKAGE, EqualDense, FusedLeakyReLU, impl_name
 from tf_distill.layers.forms import inference, scoped
 from tf_distill.ops import setup_kernel, upfirdn2d
-from tf_distill.ops.conv3x3 import conv3x3, transposed_conv2d
+from tf_distill.ops.conv3x3 import conv3x3, epilogue_ref, transposed_conv2d
 from tf_distill.ops.upfirdn2d import filter2d_separable, upsample2d_polyphase
 
 DEMOD_EPS = 1e-8
@@ -215,14 +215,17 @@ class ModulatedConv2D(keras.layers.Layer):
         k*k*in*out weight elements to write against in_size^2*in input elements to rescale."""
         return self.kernel_size ** 2 * self.filters < in_size ** 2
 
-    def call_inference(self, x, style, gain=1.0, bias=None, out_channels=None):
-        """``call(x, style) * gain + bias``, the same function to float32 round-off, in fewer passes.
+    def call_inference(self, x, style, gain=1.0, bias=None, out_channels=None, noise=None, noise_strength=None,
+                       activation="linear"):
+        """``act(call(x, style) * gain + bias + noise * noise_strength)`` (``ops.conv3x3.epilogue_ref``; act:
+        "linear" or a leaky ReLU of slope LRELU_ALPHA), the same function to float32 round-off, in fewer passes.
 
         When ``folding()``, a 1x1 conv (ToRGB) is a batched matmul with per-sample weights
         ``w * s * d * gain``, and a batch of one whose layer ``folds`` convolves with that weight (no
         pass over the activations); otherwise the input is scaled by s and the output by ``d * gain``
         in one multiply, around a conv with the constant weight.
-        The bias is one BiasAdd, fused with the conv by Grappler when no blur follows.
+        The bias is one BiasAdd, fused with the conv by Grappler when no blur follows; where a folded 3x3 conv
+        runs the compiled direct conv, bias, noise and activation are applied as it stores its sums.
         ``x`` may carry extra zero-weighted channels (a widened previous layer), and ``out_channels``
         widens the output the same way: the extra weights are zero, so the real channels are unchanged.
         """
@@ -235,20 +238,24 @@ class ModulatedConv2D(keras.layers.Layer):
             s = _pad_last(s, in_width)
             d = _pad_last(d, out_width) if self.demodulate else d
             bias = None if bias is None else _pad_last(bias, out_width)
+        epilogue = dict(bias=bias, noise=noise, noise_strength=noise_strength, activation=activation, alpha=LRELU_ALPHA)
         if folding() and self.kernel_size == 1 and not (self.upsample or self.downsample):
             # A 1x1 conv is a matmul: any batch takes its own [in, out] weight (BatchMatMul), no pass over x.
             n, height, width, c = (size if size is not None else tf.shape(x)[i] for i, size in enumerate(x.shape))
             weights = w[0, 0] * (s[:, :, None] * (d * gain)[:, None, :])  # [B, in, out]
             y = tf.reshape(tf.matmul(tf.reshape(x, [n, -1, c]), weights), [n, height, width, out_width])
         elif folding() and _single(x) and x.shape[1] is not None and self.folds(x.shape[1]):
-            y = self._conv(x, w * (tf.reshape(s, [1, 1, -1, 1]) * (d[0] * gain)), direct=True)
+            folded = w * (tf.reshape(s, [1, 1, -1, 1]) * (d[0] * gain))
+            if self.kernel_size == 3 and not (self.upsample or self.downsample):
+                return conv3x3(x, folded, impl=self.impl, **epilogue)
+            y = self._conv(x, folded, direct=True)
         else:
             y = self._conv(x * s[:, None, None, :], w, direct=True)
             if self.demodulate or gain != 1.0:
                 y = y * (d * gain)[:, None, None, :]
         if self.upsample:  # self._blur is setup_kernel(blur_kernel, 4): the same filter, as two 1-D passes
             y = filter2d_separable(y, self.blur_kernel, gain=4.0, pad=self._upsample_blur_pad(), impl=self.impl)
-        return y if bias is None else tf.nn.bias_add(y, bias)
+        return epilogue_ref(y, **epilogue)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
@@ -293,12 +300,10 @@ class StyledConv(keras.layers.Layer):
     def call(self, x, style, noise):
         if inference():  # lrelu(v) * g == lrelu(v * g) for g > 0: the gain goes into the conv's scaling
             # The output is widened to aligned(filters) channels; the next layers give the extra ones zero weight.
-            y = self.conv.call_inference(x, style, gain=LRELU_GAIN, bias=self.activate.bias * LRELU_GAIN,
-                                         out_channels=aligned(self.filters) if _WIDENING.get() else None)
-            with tf.name_scope("noise"):
-                y = y + noise * (self.noise.weight * LRELU_GAIN)
-            with tf.name_scope("activate"):
-                return tf.nn.leaky_relu(y, LRELU_ALPHA)
+            return self.conv.call_inference(x, style, gain=LRELU_GAIN, bias=self.activate.bias * LRELU_GAIN,
+                                            out_channels=aligned(self.filters) if _WIDENING.get() else None,
+                                            noise=noise, noise_strength=self.noise.weight * LRELU_GAIN,
+                                            activation="lrelu")
         return self.activate(self.noise(self.conv(x, style), noise))
 
     def get_config(self):

@@ -31,16 +31,35 @@ from tf_distill.ops import _loader, choice
 DIRECT_MIN_WIDTH = 64
 
 
-def conv3x3(x, w, transposed=False, impl=None):
-    """The 3x3 conv (``transposed``: the stride-2 transposed conv) of NHWC ``x`` with ``w`` [3, 3, in, out]."""
+def conv3x3(x, w, transposed=False, impl=None, **epilogue):
+    """The 3x3 conv (``transposed``: the stride-2 transposed conv) of NHWC ``x`` with ``w`` [3, 3, in, out],
+    followed by ``epilogue_ref(…, **epilogue)`` (bias, noise, activation), which the compiled kernel applies
+    as it stores its sums."""
     if choice.resolve(impl, "conv3x3", _self_check) == "custom":
-        return conv3x3_custom(x, w, transposed)
-    return conv3x3_ref(x, w, transposed)
+        return conv3x3_custom(x, w, transposed, **epilogue)
+    return conv3x3_ref(x, w, transposed, **epilogue)
 
 
-def conv3x3_ref(x, w, transposed=False):
-    """TensorFlow's conv: the reference."""
-    return transposed_conv2d(x, w) if transposed else tf.nn.conv2d(x, w, strides=1, padding="SAME")
+def conv3x3_ref(x, w, transposed=False, **epilogue):
+    """TensorFlow's conv and ``epilogue_ref``: the reference."""
+    y = transposed_conv2d(x, w) if transposed else tf.nn.conv2d(x, w, strides=1, padding="SAME")
+    return epilogue_ref(y, **epilogue)
+
+
+def epilogue_ref(y, bias=None, noise=None, noise_strength=None, activation="linear", alpha=0.2):
+    """What StyleGAN2 does after a conv, in TensorFlow's ops: ``act(y + bias + noise * noise_strength)``, each
+    part optional (``noise`` [B or 1, H, W, 1]; ``activation`` "linear" or "lrelu" with slope ``alpha``)."""
+    if bias is not None:
+        y = tf.nn.bias_add(y, bias)
+    if noise is not None:
+        with tf.name_scope("noise"):
+            y = y + noise * noise_strength
+    if activation == "lrelu":
+        with tf.name_scope("activate"):
+            y = tf.nn.leaky_relu(y, alpha)
+    elif activation != "linear":
+        raise ValueError(f"activation must be 'linear' or 'lrelu', got {activation!r}.")
+    return y
 
 
 def transposed_conv2d(x, w):
@@ -54,12 +73,12 @@ def transposed_conv2d(x, w):
     return tf.nn.conv2d_transpose(x, tf.transpose(w, [0, 1, 3, 2]), out_shape, strides=2, padding="VALID")
 
 
-def conv3x3_custom(x, w, transposed=False):
+def conv3x3_custom(x, w, transposed=False, **epilogue):
     """The compiled direct conv where it is the faster one (see the module docstring), else the reference."""
     x, w = tf.convert_to_tensor(x), tf.convert_to_tensor(w)
     if x.dtype == tf.float32 and x.shape.rank == 4 and w.shape.rank == 4 and direct_conv_wins(x.shape[2], w.shape[3]):
-        return _conv3x3_op(x, w, transposed)
-    return conv3x3_ref(x, w, transposed)
+        return _conv3x3_op(x, w, transposed, **epilogue)
+    return conv3x3_ref(x, w, transposed, **epilogue)
 
 
 def direct_conv_wins(width, out_channels):
@@ -76,32 +95,50 @@ def _vector_cpu_only():
     return not tf.config.list_logical_devices("GPU") and _loader.cpu_isa() in ("avx2", "avx512")
 
 
-def _conv3x3_op(x, w, transposed):
-    return _loader.require_library().tf_distill_conv3x3(x, w, transposed=bool(transposed))
+_NONE = np.zeros([0], np.float32)  # an absent bias or noise
+
+
+def _conv3x3_op(x, w, transposed, bias=None, noise=None, noise_strength=None, activation="linear", alpha=0.2):
+    return _loader.require_library().tf_distill_conv3x3(
+        x, w, _NONE if bias is None else bias, _NONE if noise is None else noise,
+        tf.reshape(0.0 if noise_strength is None else noise_strength, []), transposed=bool(transposed),
+        activation=activation, alpha=float(alpha))
 
 
 @_loader.register_gradient("TfDistill>Conv3x3")
 def _conv3x3_grad(op, dy):
-    """TensorFlow's conv gradients (the direct conv is a forward kernel only)."""
-    x, w = op.inputs
-    if not op.get_attr("transposed"):
+    """TensorFlow's conv gradients (the direct conv is a forward kernel only); with an epilogue, those of
+    ``conv3x3_ref`` with it, through a recomputed forward."""
+    x, w, bias, noise, strength = op.inputs
+    transposed, activation = op.get_attr("transposed"), op.get_attr("activation").decode()
+    if bias.shape.num_elements() != 0 or noise.shape.num_elements() != 0 or activation != "linear":
+        inputs = [x, w, bias, noise, strength]
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = conv3x3_ref(x, w, transposed, bias=bias if bias.shape.num_elements() else None,
+                            noise=noise if noise.shape.num_elements() else None, noise_strength=strength,
+                            activation=activation, alpha=op.get_attr("alpha"))
+        return tape.gradient(y, inputs, output_gradients=dy)
+    if not transposed:
         dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy,
                                             strides=[1, 1, 1, 1], padding="SAME")
         dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=dy,
                                              strides=[1, 1, 1, 1], padding="SAME")
-        return [dx, dw]
+        return [dx, dw, None, None, None]
     # y is the input gradient of a VALID stride-2 conv with filter w^T [3, 3, out, in], taken at x.
     w_t = tf.transpose(w, [0, 1, 3, 2])
     dx = tf.nn.conv2d(dy, w_t, strides=2, padding="VALID")
     dw_t = tf.raw_ops.Conv2DBackpropFilter(input=dy, filter_sizes=tf.shape(w_t), out_backprop=x,
                                            strides=[1, 2, 2, 1], padding="VALID")
-    return [dx, tf.transpose(dw_t, [0, 1, 3, 2])]
+    return [dx, tf.transpose(dw_t, [0, 1, 3, 2]), None, None, None]
 
 
-# (x shape, out channels, transposed): vector chunks of 3, 2 and 1 x 8 channels with their pixel
-# tails, the plain-loop path (12 channels), and 1-pixel images.
-_SELF_CHECK_CASES = (((2, 7, 9, 5), 48, False), ((1, 6, 11, 40), 40, True), ((2, 5, 4, 3), 8, True),
-                     ((1, 1, 1, 16), 16, False), ((1, 4, 5, 7), 12, True))
+# (x shape, out channels, transposed, epilogue): vector chunks of 3, 2 and 1 x 8 channels with their
+# pixel tails, the plain-loop path (12 channels), 1-pixel images, and the epilogue (bias, noise shared
+# by the batch or per sample, leaky ReLU).
+_SELF_CHECK_CASES = (((2, 7, 9, 5), 48, False, False), ((1, 6, 11, 40), 40, True, False),
+                     ((2, 5, 4, 3), 8, True, False), ((1, 1, 1, 16), 16, False, False), ((1, 4, 5, 7), 12, True, False),
+                     ((2, 6, 7, 16), 40, False, True), ((1, 3, 4, 5), 12, True, True))
 
 
 def _self_check():
@@ -109,11 +146,21 @@ def _self_check():
     rng = np.random.default_rng(0)
 
     def cases():
-        for shape, out, transposed in _SELF_CHECK_CASES:
+        for shape, out, transposed, epilogue in _SELF_CHECK_CASES:
             x = rng.standard_normal(shape).astype(np.float32)
             w = rng.standard_normal((3, 3, shape[-1], out)).astype(np.float32)
-            yield (f"x {list(shape)}, weight {list(w.shape)}, transposed {transposed}",
-                   lambda a, b, t=transposed: _conv3x3_op(a, b, t),
-                   lambda a, b, t=transposed: conv3x3_ref(a, b, t), [x, w])
+            size = [2 * d + 1 for d in shape[1:3]] if transposed else list(shape[1:3])
+            extra = ([rng.standard_normal(out).astype(np.float32),
+                      rng.standard_normal([shape[0] if transposed else 1] + size + [1]).astype(np.float32),
+                      np.float32([0.7])] if epilogue else [])
+
+            def run(conv, *args, t=transposed):
+                if len(args) == 2:
+                    return conv(*args, t)
+                a, b, bias, noise, strength = args
+                return conv(a, b, t, bias=bias, noise=noise, noise_strength=strength, activation="lrelu", alpha=0.2)
+
+            yield (f"x {list(shape)}, weight {list(w.shape)}, transposed {transposed}, epilogue {epilogue}",
+                   functools.partial(run, _conv3x3_op), functools.partial(run, conv3x3_ref), [x, w] + extra)
 
     return choice.worst_case(cases())

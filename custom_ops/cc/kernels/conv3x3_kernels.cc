@@ -5,6 +5,7 @@
 // fewer), and a run into tiles of P pixels x NV vectors of 8 output channels whose sums stay
 // in registers while the taps and input channels stream past: per input channel, NV weight
 // vectors are loaded once and each of the P input values is broadcast once, for P * NV FMAs.
+// The epilogue (bias, noise, leaky ReLU) is applied to the sums in registers before they are stored.
 #include "custom_ops/cc/kernels/conv3x3.h"
 
 #include <algorithm>
@@ -77,8 +78,16 @@ struct RowContext {
   const float* w;
   float* out_row;
   const float* packed;  // the AVX2 path's weights, chunk by chunk (PackWeights)
+  const float* noise_row;  // this output row of the epilogue's noise, or nullptr
   int rows, in_row[3], k_row[3];
 };
+
+// The epilogue (conv3x3.h) of one output value of channel o at output column col.
+inline float EpilogueValue(const Conv3x3Params& p, const float* noise_row, int col, int o, float v) {
+  if (p.bias != nullptr) v += p.bias[o];
+  if (noise_row != nullptr) v += p.noise_strength * noise_row[col];
+  return p.lrelu && !(v > 0.0f) ? v * p.alpha : v;
+}
 
 // Pointers for the taps of a tile starting at phase column j: (input pixel, weight tap). A tap's
 // weights start at w + tap * c * ldw, ldw floats per input channel.
@@ -115,6 +124,7 @@ void RowScalar(const RowContext& r) {
           for (int o = 0; o < p.k; ++o) out[o] += v * wr[o];
         }
       }
+      for (int o = 0; o < p.k; ++o) out[o] = EpilogueValue(p, r.noise_row, ph.step * j + ph.b, o, out[o]);
     }
   }
 }
@@ -145,9 +155,19 @@ std::vector<float> PackWeights(const Conv3x3Params& p, const float* w) {
 
 // P output pixels x NV * 8 output channels. xs[t]: the tile's first input pixel for tap t (the
 // others follow at stride c); ws[t]: that tap's weights at the tile's first output channel.
+// The epilogue of a tile: bias at its first output channel, noise at its first pixel (nullptr: none).
+struct TileEpilogue {
+  const float* bias;
+  const float* noise;
+  int noise_step;
+  float strength;
+  bool lrelu;
+  float alpha;
+};
+
 template <int NV, int P>
 __attribute__((target("avx2,fma"))) void TileAvx2(const float* const* xs, const float* const* ws, int taps, int c,
-                                                  int ldw, float* out, int64_t out_stride) {
+                                                  int ldw, float* out, int64_t out_stride, const TileEpilogue& e) {
   __m256 acc[P * NV];
 #pragma GCC unroll 32
   for (int i = 0; i < P * NV; ++i) acc[i] = _mm256_setzero_ps();
@@ -169,6 +189,29 @@ __attribute__((target("avx2,fma"))) void TileAvx2(const float* const* xs, const 
       }
     }
   }
+  if (e.bias != nullptr) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      const __m256 b = _mm256_loadu_ps(e.bias + 8 * v);
+#pragma GCC unroll 16
+      for (int q = 0; q < P; ++q) acc[q * NV + v] = _mm256_add_ps(acc[q * NV + v], b);
+    }
+  }
+  if (e.noise != nullptr) {
+#pragma GCC unroll 16
+    for (int q = 0; q < P; ++q) {
+      const __m256 nz = _mm256_set1_ps(e.strength * e.noise[q * e.noise_step]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[q * NV + v] = _mm256_add_ps(acc[q * NV + v], nz);
+    }
+  }
+  if (e.lrelu) {  // v > 0 ? v : alpha * v
+    const __m256 alpha = _mm256_set1_ps(e.alpha), zero = _mm256_setzero_ps();
+#pragma GCC unroll 32
+    for (int i = 0; i < P * NV; ++i) {
+      acc[i] = _mm256_blendv_ps(_mm256_mul_ps(acc[i], alpha), acc[i], _mm256_cmp_ps(acc[i], zero, _CMP_GT_OQ));
+    }
+  }
 #pragma GCC unroll 16
   for (int q = 0; q < P; ++q) {
 #pragma GCC unroll 8
@@ -186,9 +229,12 @@ __attribute__((target("avx2,fma"))) void RunAvx2(const RowContext& r, const Colu
   const int64_t out_stride = static_cast<int64_t>(ph.step) * p.k;
   int j = j0;
   const float* chunk = r.packed + static_cast<int64_t>(9) * p.c * oc0;  // [9, c, 8 * NV] (PackWeights)
+  TileEpilogue e{p.bias == nullptr ? nullptr : p.bias + oc0, nullptr, ph.step, p.noise_strength, p.lrelu, p.alpha};
   const auto tile = [&](auto fn, int width) {
     const int n = TileTaps(r, ph, mask, j, chunk, 8 * NV, xs, ws);
-    fn(xs, ws, n, p.c, 8 * NV, r.out_row + static_cast<int64_t>(ph.step * j + ph.b) * p.k + oc0, out_stride);
+    const int col = ph.step * j + ph.b;
+    e.noise = r.noise_row == nullptr ? nullptr : r.noise_row + col;
+    fn(xs, ws, n, p.c, 8 * NV, r.out_row + static_cast<int64_t>(col) * p.k + oc0, out_stride, e);
     j += width;
   };
   while (j + P <= j1) tile(TileAvx2<NV, P>, P);
@@ -246,6 +292,8 @@ void Rows(const Conv3x3Params& p, const float* x, const float* w, const float* p
     r.x_img = x + static_cast<int64_t>(img) * p.in_h * p.in_w * p.c;
     r.w = w;
     r.packed = packed;
+    r.noise_row = p.noise == nullptr ? nullptr
+                                     : p.noise + (static_cast<int64_t>(p.noise_n == 1 ? 0 : img) * p.out_h + oy) * p.out_w;
     r.out_row = y + row * p.out_w * p.k;
     r.rows = RowTaps(p, oy, r.in_row, r.k_row);
 #if defined(__x86_64__) && defined(__GNUC__)

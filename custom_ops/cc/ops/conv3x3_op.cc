@@ -63,20 +63,31 @@ absl::Status Conv3x3Shape(InferenceContext* c) {
 REGISTER_OP("TfDistill>Conv3x3")
     .Input("x: float")
     .Input("weight: float")
+    .Input("bias: float")
+    .Input("noise: float")
+    .Input("noise_strength: float")
     .Output("y: float")
     .Attr("transposed: bool = false")
+    .Attr("activation: {'linear', 'lrelu'} = 'linear'")
+    .Attr("alpha: float = 0.2")
     .SetShapeFn(Conv3x3Shape)
     .Doc(R"doc(
 3x3 conv of NHWC `x` with `weight` [3, 3, in, out] (HWIO), CPU only, no gradient (inference).
 transposed=false: stride 1, zero pad 1 (tf.nn.conv2d padding SAME), output [n, h, w, out].
 transposed=true: stride-2 transposed conv without padding, out[2y+i, 2x+j] += x[y, x] w[i, j],
 output [n, 2h+1, 2w+1, out] (PyTorch conv_transpose2d(stride=2)).
+Then, as the sums are stored: + bias [out] (empty: none), + noise_strength (a scalar) * noise
+[1 or n, out_h, out_w, 1] (empty: none), and the activation (lrelu: slope `alpha` below zero).
 )doc");
 
 class Conv3x3Op : public tensorflow::OpKernel {
  public:
   explicit Conv3x3Op(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("transposed", &transposed_));
+    std::string activation;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("alpha", &alpha_));
+    lrelu_ = activation == "lrelu";
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
@@ -99,10 +110,25 @@ class Conv3x3Op : public tensorflow::OpKernel {
                 absl::InvalidArgumentError(absl::StrCat(
                     "conv3x3 supports tensors of at most 2^31-1 elements (int32 indexing); input ",
                     x.shape().DebugString(), ", weight ", w.shape().DebugString(), ". Split the batch.")));
+    const tensorflow::Tensor& bias = ctx->input(2);
+    const tensorflow::Tensor& noise = ctx->input(3);
+    const tensorflow::Tensor& strength = ctx->input(4);
+    OP_REQUIRES(ctx, bias.NumElements() == 0 || (bias.dims() == 1 && bias.dim_size(0) == k),
+                absl::InvalidArgumentError(absl::StrCat("conv3x3 expects a bias [", k, "] or an empty one, got shape ",
+                                                        bias.shape().DebugString(), ".")));
+    const bool has_noise = noise.NumElements() > 0;
+    OP_REQUIRES(ctx, !has_noise || (noise.dims() == 4 && (noise.dim_size(0) == 1 || noise.dim_size(0) == n) &&
+                                    noise.dim_size(1) == out_h && noise.dim_size(2) == out_w && noise.dim_size(3) == 1),
+                absl::InvalidArgumentError(absl::StrCat("conv3x3 expects noise [1 or ", n, ", ", out_h, ", ", out_w,
+                                                        ", 1] or an empty one, got shape ",
+                                                        noise.shape().DebugString(), ".")));
+    OP_REQUIRES(ctx, strength.NumElements() == 1,
+                absl::InvalidArgumentError(absl::StrCat("conv3x3 expects one noise_strength value, got shape ",
+                                                        strength.shape().DebugString(), ".")));
     tensorflow::Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({n, out_h, out_w, k}), &y));
     if (y->NumElements() == 0) return;
-    if (x.NumElements() == 0 || w.NumElements() == 0) {  // an empty sum
+    if (w.NumElements() == 0 && bias.NumElements() == 0 && !has_noise) {  // an empty sum, nothing added
       y->flat<float>().setZero();
       return;
     }
@@ -115,12 +141,20 @@ class Conv3x3Op : public tensorflow::OpKernel {
     p.transposed = transposed_;
     p.out_h = static_cast<int>(out_h);
     p.out_w = static_cast<int>(out_w);
+    p.bias = bias.NumElements() > 0 ? bias.flat<float>().data() : nullptr;
+    p.noise = has_noise ? noise.flat<float>().data() : nullptr;
+    p.noise_n = has_noise ? static_cast<int>(noise.dim_size(0)) : 1;
+    p.noise_strength = strength.flat<float>()(0);
+    p.lrelu = lrelu_;
+    p.alpha = alpha_;
     Conv3x3Cpu(EigenCpuRunner(ctx->eigen_cpu_device()), p, x.flat<float>().data(), w.flat<float>().data(),
                y->flat<float>().data());
   }
 
  private:
   bool transposed_ = false;
+  bool lrelu_ = false;
+  float alpha_ = 0.2f;
 };
 
 REGISTER_KERNEL_BUILDER(Name("TfDistill>Conv3x3").Device(tensorflow::DEVICE_CPU), Conv3x3Op);
