@@ -3,6 +3,7 @@
     .venv/bin/python bench/generator.py [--batch=4] [--repeats=5] [--impl=auto|ref|custom] [--nofold]
     .venv/bin/python bench/generator.py --compare_impl    # the teacher with reference vs custom ops
     .venv/bin/python bench/generator.py --compare_fold    # both models, folded vs unfused inference form
+    .venv/bin/python bench/generator.py --compare_conv    # both models, compiled direct conv vs TensorFlow's convs
 
 Random weights and random noise (the speed does not depend on the values). Both models and a
 512-channel 3x3 conv (the machine's conv peak, bench/conv_peak.py) are run in turn inside each
@@ -27,6 +28,8 @@ _FOLD = flags.DEFINE_bool("fold", True, "Run the inference form (layers/modulate
                           "--nofold times the unfused form.")
 _COMPARE_FOLD = flags.DEFINE_bool("compare_fold", False, "Instead: each model with the folded and the unfused "
                                   "inference form, side by side.")
+_COMPARE_CONV = flags.DEFINE_bool("compare_conv", False, "Instead: each model with the compiled direct 3x3 conv "
+                                  "(ops.conv3x3, the default) and with TensorFlow's convs everywhere, side by side.")
 
 
 def compare_impl(batch, repeats):
@@ -62,16 +65,26 @@ def interleaved(fns, repeats):
     return {name: float(np.median(t)) for name, t in common.timed_in_turns(fns, repeats).items()}
 
 
-def generator_fn(g, batch, fold):
-    """A zero-argument function running ``g`` on a fixed z batch (traced and warmed up here)."""
+def generator_fn(g, batch, fold, direct_conv=True):
+    """A zero-argument function running ``g`` on a fixed z batch (traced and warmed up here).
+
+    ``direct_conv=False`` traces it with ops.conv3x3's minimum width for the compiled conv out of reach,
+    so that every conv is TensorFlow's (the choice is made while tracing).
+    """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from tf_distill.layers.forms import inference_form  # pylint: disable=import-outside-toplevel
+    from tf_distill.ops import conv3x3  # pylint: disable=import-outside-toplevel
 
     z = tf.random.normal([batch, g.style_dim])
-    with inference_form(fold):
-        fn = tf.function(lambda z: g(z))
-        fn(z).numpy()  # trace (with the folding choice) and warm up
+    min_width = conv3x3.DIRECT_MIN_WIDTH
+    try:
+        conv3x3.DIRECT_MIN_WIDTH = min_width if direct_conv else float("inf")
+        with inference_form(fold):
+            fn = tf.function(lambda z: g(z))
+            fn(z).numpy()  # trace (with the folding and conv choices) and warm up
+    finally:
+        conv3x3.DIRECT_MIN_WIDTH = min_width
     return lambda: fn(z).numpy()
 
 
@@ -124,6 +137,17 @@ def main(argv):
                 **{name: medians[f"{name} {form}"] for name in models}, "peak 3x3 conv": medians["peak 3x3 conv"]})))
         for name in models:
             print(f"{name}: folded/unfused speed-up {medians[f'{name} unfused'] / medians[f'{name} folded']:.2f}x")
+        return None
+    if _COMPARE_CONV.value:
+        fns = {f"{name} {conv}": generator_fn(g, batch, _FOLD.value, direct) for name, g in models.items()
+               for conv, direct in (("tf conv", False), ("direct conv", True))}
+        medians = interleaved({**fns, "peak 3x3 conv": peak_fn}, repeats)
+        for conv in ("tf conv", "direct conv"):
+            print(f"--- {conv}")
+            print("\n".join(efficiency_lines(flops, batch, {
+                **{name: medians[f"{name} {conv}"] for name in models}, "peak 3x3 conv": medians["peak 3x3 conv"]})))
+        for name in models:
+            print(f"{name}: direct/tf conv speed-up {medians[f'{name} tf conv'] / medians[f'{name} direct conv']:.2f}x")
         return None
     fns = {name: generator_fn(g, batch, _FOLD.value) for name, g in models.items()}
     print("\n".join(efficiency_lines(flops, batch, interleaved({**fns, "peak 3x3 conv": peak_fn}, repeats))))
