@@ -13,8 +13,11 @@ channels into 256 px: 28 GMAC/s). The direct conv (``custom_ops/cc/kernels/conv3
 runs every such layer at 85-95. On small images oneDNN is faster, so the compiled kernel takes only
 inputs at least ``DIRECT_MIN_WIDTH`` wide (``direct_conv_wins``), float32, output widths that are
 multiples of 8, CPUs with AVX2, and processes that see no GPU (where cuDNN is the right choice);
-everything else runs TensorFlow's conv, whichever ``impl`` is asked for. Its gradient is
-TensorFlow's conv gradients, so the op is safe under a tape, but training graphs do not use it.
+everything else runs TensorFlow's conv, whichever ``impl`` is asked for. The op also takes
+StyleGAN2's epilogue (``epilogue_ref``: bias, noise, leaky ReLU) and applies it to its sums in
+registers, which saves three passes over a large activation. Its gradients are TensorFlow's (conv
+gradients, and those of the reference epilogue), so the op is safe under a tape, but training graphs
+do not use it.
 """
 
 import functools
