@@ -105,6 +105,21 @@ def efficiency_lines(flops, batch, medians, peak_name="peak 3x3 conv"):
     return lines
 
 
+def compare(models, flops, batch, repeats, peak_fn, what, variants):
+    """Both models in each of ``variants`` ({label: generator_fn keyword arguments}), timed side by side:
+    prints each variant's efficiency report, then each model's speed-up of the second variant over the first."""
+    fns = {f"{name} {label}": generator_fn(g, batch, **kwargs) for name, g in models.items()
+           for label, kwargs in variants.items()}
+    medians = interleaved({**fns, "peak 3x3 conv": peak_fn}, repeats)
+    for label in variants:
+        print(f"--- {what}: {label}")
+        print("\n".join(efficiency_lines(flops, batch, {
+            **{name: medians[f"{name} {label}"] for name in models}, "peak 3x3 conv": medians["peak 3x3 conv"]})))
+    base, new = list(variants)
+    for name in models:
+        print(f"{name}: {new}/{base} speed-up {medians[f'{name} {base}'] / medians[f'{name} {new}']:.2f}x")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -128,27 +143,12 @@ def main(argv):
           f"{repeats} repeats, median; impl {_IMPL.value}")
     peak_fn, _ = conv_peak.peak_conv()
     if _COMPARE_FOLD.value:
-        fns = {f"{name} {form}": generator_fn(g, batch, fold) for name, g in models.items()
-               for form, fold in (("unfused", False), ("folded", True))}
-        medians = interleaved({**fns, "peak 3x3 conv": peak_fn}, repeats)
-        for form in ("unfused", "folded"):
-            print(f"--- {form} inference form")
-            print("\n".join(efficiency_lines(flops, batch, {
-                **{name: medians[f"{name} {form}"] for name in models}, "peak 3x3 conv": medians["peak 3x3 conv"]})))
-        for name in models:
-            print(f"{name}: folded/unfused speed-up {medians[f'{name} unfused'] / medians[f'{name} folded']:.2f}x")
-        return None
+        return compare(models, flops, batch, repeats, peak_fn, "inference form",
+                       {"unfused": dict(fold=False), "folded": dict(fold=True)})
     if _COMPARE_CONV.value:
-        fns = {f"{name} {conv}": generator_fn(g, batch, _FOLD.value, direct) for name, g in models.items()
-               for conv, direct in (("tf conv", False), ("direct conv", True))}
-        medians = interleaved({**fns, "peak 3x3 conv": peak_fn}, repeats)
-        for conv in ("tf conv", "direct conv"):
-            print(f"--- {conv}")
-            print("\n".join(efficiency_lines(flops, batch, {
-                **{name: medians[f"{name} {conv}"] for name in models}, "peak 3x3 conv": medians["peak 3x3 conv"]})))
-        for name in models:
-            print(f"{name}: direct/tf conv speed-up {medians[f'{name} tf conv'] / medians[f'{name} direct conv']:.2f}x")
-        return None
+        return compare(models, flops, batch, repeats, peak_fn, "3x3 convs",
+                       {"tf conv": dict(fold=_FOLD.value, direct_conv=False),
+                        "direct conv": dict(fold=_FOLD.value, direct_conv=True)})
     fns = {name: generator_fn(g, batch, _FOLD.value) for name, g in models.items()}
     print("\n".join(efficiency_lines(flops, batch, interleaved({**fns, "peak 3x3 conv": peak_fn}, repeats))))
     return None
