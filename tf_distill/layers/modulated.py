@@ -15,8 +15,8 @@ of ``CHANNEL_ALIGN`` (TensorFlow's CPU convs run pruned widths like 39 or 77 slo
 ``channel_widening(False)`` keeps the model's widths); its 3x3 convs go through ``ops.conv3x3``,
 which runs the compiled direct conv where that is faster than TensorFlow's CPU conv (from 64 px
 on) and there also adds the bias and noise and applies the leaky ReLU of a folded same-size conv
-as it stores its sums. ``SynthesisNetwork`` runs the folding blocks of a larger batch one sample at a time. ``weight_folding(False)`` keeps the conv
-weights constant (TFLite) and the rest of the form. ``phase_upsampling(True)`` runs each upsampling
+as it stores its sums. ``SynthesisNetwork`` runs the folding blocks of a larger batch one sample
+at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the rest of the form. ``phase_upsampling(True)`` runs each upsampling
 conv as one conv to its four output phases (TFLite, whose transposed conv is slow), in any form.
 Training graphs (a tape is recording) keep the unfused form above, unchanged.
 """
