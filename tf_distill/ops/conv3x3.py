@@ -30,7 +30,8 @@ from tf_distill.ops import _loader, choice
 # Smallest input width (pixels) at which the direct conv beat TensorFlow's CPU conv, best of several
 # runs at batch 1 on 2 AVX2 cores, for every width of the paper's teacher and student: from 64 px
 # on it runs at 85-95 GMAC/s against TensorFlow's 28-88 (the transposed convs 28-68); at 32 px and
-# below, where a row holds few tiles, TensorFlow's conv is faster (160 channels at 32 px: 45 vs 77).
+# below, where a row holds few tiles, it is mostly slower (the student's 160 channels at 32 px: 45 vs
+# 77), though not always (the teacher's 512 -> 512 transposed conv from 32 px: 78 vs 63).
 DIRECT_MIN_WIDTH = 64
 
 
