@@ -16,8 +16,9 @@ of ``CHANNEL_ALIGN`` (TensorFlow's CPU convs run pruned widths like 39 or 77 slo
 which runs the compiled direct conv where that is faster than TensorFlow's CPU conv (from 64 px
 on) and there also adds the bias and noise and applies the leaky ReLU of a folded same-size conv
 as it stores its sums. ``SynthesisNetwork`` runs the folding blocks of a larger batch one sample
-at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the rest of the form. ``phase_upsampling(True)`` runs each upsampling
-conv as one conv to its four output phases (TFLite, whose transposed conv is slow), in any form.
+at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the rest of the
+form. ``phase_upsampling(True)`` runs each upsampling conv as one conv to its four output phases
+(TFLite, whose transposed conv is slow), in any form.
 Training graphs (a tape is recording) keep the unfused form above, unchanged.
 """
 

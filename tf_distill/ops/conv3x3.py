@@ -115,13 +115,13 @@ def _conv3x3_grad(op, dy):
     ``conv3x3_ref`` with it, through a recomputed forward."""
     x, w, bias, noise, strength = op.inputs
     transposed, activation = op.get_attr("transposed"), op.get_attr("activation").decode()
-    if bias.shape.num_elements() != 0 or noise.shape.num_elements() != 0 or activation != "linear":
+    has_bias, has_noise = bias.shape.num_elements() != 0, noise.shape.num_elements() != 0  # empty: absent
+    if has_bias or has_noise or activation != "linear":
         inputs = [x, w, bias, noise, strength]
         with tf.GradientTape() as tape:
             tape.watch(inputs)
-            y = conv3x3_ref(x, w, transposed, bias=bias if bias.shape.num_elements() else None,
-                            noise=noise if noise.shape.num_elements() else None, noise_strength=strength,
-                            activation=activation, alpha=op.get_attr("alpha"))
+            y = conv3x3_ref(x, w, transposed, bias=bias if has_bias else None, noise=noise if has_noise else None,
+                            noise_strength=strength, activation=activation, alpha=op.get_attr("alpha"))
         return tape.gradient(y, inputs, output_gradients=dy)
     if not transposed:
         dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy,

@@ -11,8 +11,8 @@
 // Why: TensorFlow's CPU convs (oneDNN) run the student's pruned shapes (about 40 channels at
 // 256 px) at 60-80% of their 512-channel rate, and the transposed conv goes through a column
 // buffer. A register-blocked direct conv (a few pixels x up to 24 output channels of
-// accumulators) reaches their large-conv rate on these shapes. No gradient: the training
-// graph keeps TensorFlow's convs. No CUDA kernel: on GPUs cuDNN is the right choice.
+// accumulators) reaches their large-conv rate on these shapes. Forward only: the op's gradients
+// are TensorFlow's (tf_distill/ops/conv3x3.py). No CUDA kernel: on GPUs cuDNN is the right choice.
 #ifndef TF_DISTILL_CUSTOM_OPS_KERNELS_CONV3X3_H_
 #define TF_DISTILL_CUSTOM_OPS_KERNELS_CONV3X3_H_
 

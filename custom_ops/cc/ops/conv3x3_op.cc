@@ -72,7 +72,8 @@ REGISTER_OP("TfDistill>Conv3x3")
     .Attr("alpha: float = 0.2")
     .SetShapeFn(Conv3x3Shape)
     .Doc(R"doc(
-3x3 conv of NHWC `x` with `weight` [3, 3, in, out] (HWIO), CPU only, no gradient (inference).
+3x3 conv of NHWC `x` with `weight` [3, 3, in, out] (HWIO), CPU only; its gradients are registered
+in Python as TensorFlow's (tf_distill/ops/conv3x3.py).
 transposed=false: stride 1, zero pad 1 (tf.nn.conv2d padding SAME), output [n, h, w, out].
 transposed=true: stride-2 transposed conv without padding, out[2y+i, 2x+j] += x[y, x] w[i, j],
 output [n, 2h+1, 2w+1, out] (PyTorch conv_transpose2d(stride=2)).
