@@ -10,10 +10,12 @@ Why a compiled kernel: TensorFlow's CPU convs run the generators' high-resolutio
 their large-conv rate (the student's 40 channels at 256 px: 63 GMAC/s where a 512-channel conv gets
 80 on a 2-core AVX2 machine), and its transposed conv goes through a column buffer (80 -> 40
 channels into 256 px: 28 GMAC/s). The direct conv (``custom_ops/cc/kernels/conv3x3_kernels.cc``)
-runs every such layer at 85-95. On small images oneDNN is faster, so the compiled kernel takes only
-inputs at least ``DIRECT_MIN_WIDTH`` wide (``direct_conv_wins``), float32, output widths that are
-multiples of 8, CPUs with AVX2, and processes that see no GPU (where cuDNN is the right choice);
-everything else runs TensorFlow's conv, whichever ``impl`` is asked for. The op also takes
+runs every such layer at 85-95. On small images TensorFlow's conv is faster, and where TensorFlow runs
+its convs with oneDNN (its default on CPUs with AVX-512 VNNI or BF16) so are its convs to more than
+``ONEDNN_MAX_OUT_CHANNELS`` channels. So the compiled kernel takes only inputs at least ``DIRECT_MIN_WIDTH``
+wide, those output widths (``direct_conv_wins``), multiples of 8, float32, CPUs with AVX2, and
+processes that see no GPU (where cuDNN is the right choice); everything else runs TensorFlow's conv,
+whichever ``impl`` is asked for. The op also takes
 StyleGAN2's epilogue (``epilogue_ref``: bias, noise, leaky ReLU) and applies it to its sums in
 registers, which saves three passes over a large activation. Its gradients are TensorFlow's (conv
 gradients, and those of the reference epilogue), so the op is safe under a tape, but training graphs
@@ -33,6 +35,12 @@ from tf_distill.ops import _loader, choice
 # below, where a row holds few tiles, it is mostly slower (the student's 160 channels at 32 px: 45 vs
 # 77), though not always (the teacher's 512 -> 512 transposed conv from 32 px: 78 vs 63).
 DIRECT_MIN_WIDTH = 64
+# Most output channels at which the direct conv beat oneDNN's, in-process A/B at batch 1 on 2 AVX-512
+# cores (Zen 4, oneDNN on), with the epilogue where the model has one: 40 channels at 256 px 1.24x, 80 -> 40
+# transposed 1.24x, 80 channels at 128 px 1.03x, 160 -> 80 transposed 1.04x; 160 channels at 64 px
+# 0.91x, and the teacher's 128-512 channel layers 0.88-1.01x. With TensorFlow's own (Eigen) convs on
+# the same machine the direct conv won at every width from 64 px on but 512 (0.94x).
+ONEDNN_MAX_OUT_CHANNELS = 80
 
 
 def conv3x3(x, w, transposed=False, impl=None, **epilogue):
@@ -90,6 +98,8 @@ def direct_conv_wins(width, out_channels):
     and ``out_channels`` outputs on this process's devices."""
     if width is None or out_channels is None or out_channels % 8:
         return False
+    if _onednn_convs() and out_channels > ONEDNN_MAX_OUT_CHANNELS:
+        return False
     return width >= DIRECT_MIN_WIDTH and _vector_cpu_only()
 
 
@@ -97,6 +107,15 @@ def direct_conv_wins(width, out_channels):
 def _vector_cpu_only():
     """No GPU in this process, and the library's CPU kernels are vectorized (AVX2 or better)."""
     return not tf.config.list_logical_devices("GPU") and _loader.cpu_isa() in ("avx2", "avx512")
+
+
+@functools.lru_cache(maxsize=None)
+def _onednn_convs():
+    """Whether TensorFlow runs its CPU convs with oneDNN in this process (TF_ENABLE_ONEDNN_OPTS, or by default
+    on CPUs with AVX-512 VNNI / BF16 or AMX)."""
+    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
+
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 _NONE = np.zeros([0], np.float32)  # an absent bias or noise
