@@ -208,8 +208,8 @@ def transposed_conv_numpy(x, w):
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
-def test_phase_kernel_is_the_transposed_conv(k):
-    """One stride-1 conv to the four output phases + depth_to_space = the transposed conv (then zero rows)."""
+def test_phase_convs_are_the_transposed_conv(k):
+    """A stride-1 conv per output phase + concat + depth_to_space = the transposed conv (then zero rows)."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
     w = rng.standard_normal((k, k, 3, 4)).astype(np.float32)

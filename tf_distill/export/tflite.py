@@ -17,10 +17,11 @@ upsampling is polyphase) with three changes:
   the builtin kernel, about 2x slower;
 - no channel widening (``channel_widening(False)``): XNNPACK runs the pruned widths as fast, so the
   zero channels would only add work (93 vs 90 ms a batch-1 image here);
-- each upsampling conv as one conv to its four output phases plus a DEPTH_TO_SPACE
-  (``phase_upsampling(True)``): TFLite's TRANSPOSE_CONV runs at about 21 GMAC/s here against its
-  CONV_2D's 88, so the phase conv's 1.8x multiply-accumulates still take half the time (68 vs
-  96 ms a batch-1 float16 image).
+- each upsampling conv as one CONV_2D per output phase (2x2, 2x1, 1x2 and 1x1 kernels: the 3x3
+  kernel's 9 taps), a CONCATENATION and a DEPTH_TO_SPACE (``phase_upsampling(True)``): TFLite's
+  TRANSPOSE_CONV runs at about 21 GMAC/s on an AVX2 machine against its CONV_2D's 88 (float16
+  student 74 vs 61 ms a batch-1 image on an AVX-512 one), and one CONV_2D to the four phases, which
+  pads the kernels to 2x2 (16 taps), was 1.08-1.09x slower than the four (66 vs 61 ms).
 That leaves 3 XNNPACK partitions (the truncation select and the uint8 cast stay outside, on tiny
 tensors). float16 stores weights as float16; XNNPACK unpacks them to float32 at load on CPUs
 without native float16 arithmetic (x86 without AVX512-FP16), so it runs at float32 speed there.

@@ -17,8 +17,8 @@ which runs the compiled direct conv where that is faster than TensorFlow's CPU c
 on) and there also adds the bias and noise and applies the leaky ReLU of a folded same-size conv
 as it stores its sums. ``SynthesisNetwork`` runs the folding blocks of a larger batch one sample
 at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the rest of the
-form. ``phase_upsampling(True)`` runs each upsampling conv as one conv to its four output phases
-(TFLite, whose transposed conv is slow), in any form.
+form. ``phase_upsampling(True)`` runs each upsampling conv as a stride-1 conv per output phase (TFLite,
+whose transposed conv is slow), in any form.
 Training graphs (a tape is recording) keep the unfused form above, unchanged.
 """
 
@@ -65,12 +65,12 @@ def channel_widening(enabled):
 
 
 def phase_upsampling(enabled):
-    """Upsampling convs called (or traced) inside run as one conv to the four output phases plus a
-    depth_to_space, instead of a transposed conv, only if ``enabled`` (any form, any batch).
+    """Upsampling convs called (or traced) inside run as one stride-1 conv per output phase, concatenated and
+    interleaved by depth_to_space, instead of a transposed conv, only if ``enabled`` (any form, any batch).
 
-    The same function to float32 round-off, with ((k+1)//2)^2 * 4 instead of k^2 multiply-accumulates per
-    input pixel (1.8x for k = 3). For runtimes whose transposed conv is far slower than their conv:
-    TFLite's TRANSPOSE_CONV runs at about a quarter of its CONV_2D's rate here, so TFLite wants it on;
+    The same function to float32 round-off and the same k^2 multiply-accumulates per input pixel, plus a
+    pass over the output (the concat). For runtimes whose transposed conv is far slower than their conv:
+    TFLite's TRANSPOSE_CONV runs at about a quarter of its CONV_2D's rate, so TFLite wants it on;
     TensorFlow's CPU transposed conv does not, so it is off by default.
     """
     return scoped(_PHASES, enabled)
@@ -78,11 +78,28 @@ def phase_upsampling(enabled):
 
 def transposed_conv_as_phases(x, w):
     """The VALID stride-2 transposed conv of ``x`` with ``w`` [k, k, in, out] (rows 0 .. 2H+k-3), followed by
-    ``phase_extra_rows(k)`` all-zero rows and columns: one stride-1 conv to the four output phases
-    (``phase_kernel``) over ``x`` padded by j - 1 = (k+1)//2 - 1, then depth_to_space."""
-    j = (int(w.shape[0]) + 1) // 2
+    ``phase_extra_rows(k)`` all-zero rows and columns: over ``x`` padded by j - 1 = (k+1)//2 - 1, output
+    phase (a, b) is one stride-1 VALID conv with the taps of that phase (``phase_taps``), the four are
+    concatenated in the order depth_to_space(…, 2) interleaves, and depth_to_space interleaves them.
+
+    A phase whose taps start at window row r0 (column c0) convolves the padded x from that row (column) on,
+    so every phase has H + j - 1 rows and columns and no zero taps (k = 3: 2x2, 2x1, 1x2 and 1x1 kernels,
+    9 taps in all where one conv to the four phases would take 16).
+    """
+    k = int(w.shape[0])
+    j = (k + 1) // 2
     x = tf.pad(x, [[0, 0], [j - 1, j - 1], [j - 1, j - 1], [0, 0]])
-    return tf.nn.depth_to_space(tf.nn.conv2d(x, phase_kernel(w), strides=1, padding="VALID"), 2)
+    phases = []
+    for a in (0, 1):
+        for b in (0, 1):
+            rows, cols = phase_taps(k, a), phase_taps(k, b)
+            if not rows or not cols:  # no tap lands on this phase (k = 1): zeros, of the first phase's shape
+                phases.append(tf.zeros_like(phases[0]))
+                continue
+            kernel = tf.stack([tf.stack([w[ty, tx] for _, tx in cols]) for _, ty in rows])
+            r0, c0 = rows[0][0], cols[0][0]
+            phases.append(tf.nn.conv2d(x[:, r0:, c0:, :], kernel, strides=1, padding="VALID"))
+    return tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
 
 
 def phase_extra_rows(k):
@@ -91,21 +108,15 @@ def phase_extra_rows(k):
     return 2 * ((k + 1) // 2) - k
 
 
-def phase_kernel(w):
-    """The stride-2 transposed conv ``w`` [k, k, in, out] as a stride-1 conv kernel [j, j, in, 4 * out], j = (k+1)//2.
+def phase_taps(k, a):
+    """[(window row r, kernel tap)] of output phase ``a`` of a stride-2 transposed conv with a k-tap kernel.
 
     VALID transposed conv writes out[2m + a] from x[m - i] through tap a + 2i. Over ``x`` padded by j - 1,
-    window row r is x[m - (j-1-r)], so phase a takes tap a + 2(j-1-r) there (zero past the kernel's end).
-    The phases are laid out (a, b, out), the order depth_to_space(…, 2) interleaves.
+    window row r is x[m - (j-1-r)], so phase a takes tap a + 2(j-1-r) there, for the rows where that tap
+    exists: a suffix of the window (r ascending).
     """
-    k = int(w.shape[0])
     j = (k + 1) // 2
-    zero = tf.zeros_like(w[0, 0])
-    tap = lambda a, r: a + 2 * (j - 1 - r)  # noqa: E731
-    return tf.stack([tf.stack([
-        tf.concat([w[tap(a, r), tap(b, c)] if max(tap(a, r), tap(b, c)) < k else zero
-                   for a in (0, 1) for b in (0, 1)], axis=-1)
-        for c in range(j)]) for r in range(j)])
+    return [(r, a + 2 * (j - 1 - r)) for r in range(j) if a + 2 * (j - 1 - r) < k]
 
 
 def folding():
