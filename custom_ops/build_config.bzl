@@ -38,6 +38,7 @@ HDRS = [
     "cc/kernels/half.h",
     "cc/kernels/parallel.h",
     "cc/kernels/upfirdn2d.h",
+    "cc/ops/checks.h",
     "cc/ops/device.h",
 ]
 

@@ -3,10 +3,10 @@
 #define EIGEN_USE_THREADS
 
 #include <cstdint>
-#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "custom_ops/cc/kernels/conv3x3.h"
+#include "custom_ops/cc/ops/checks.h"
 #include "custom_ops/cc/ops/device.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -22,30 +22,23 @@ using tensorflow::shape_inference::ShapeHandle;
 
 namespace {
 
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+constexpr char kWeight[] = "a weight [3, 3, in, out]";
 
 absl::Status Conv3x3Shape(InferenceContext* c) {
   bool transposed;
   TF_RETURN_IF_ERROR(c->GetAttr("transposed", &transposed));
   ShapeHandle x, w;
-  if (!c->WithRank(c->input(0), 4, &x).ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("conv3x3 expects x of rank 4 (NHWC), got shape ", c->DebugString(c->input(0)), "."));
-  }
-  if (!c->WithRank(c->input(1), 4, &w).ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("conv3x3 expects a weight [3, 3, in, out], got shape ", c->DebugString(c->input(1)), "."));
-  }
+  TF_RETURN_IF_ERROR(InputWithRank(c, 0, 4, "conv3x3", kNhwcX, &x));
+  TF_RETURN_IF_ERROR(InputWithRank(c, 1, 4, "conv3x3", kWeight, &w));
   for (int i = 0; i < 2; ++i) {
     if (c->ValueKnown(c->Dim(w, i)) && c->Value(c->Dim(w, i)) != 3) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("conv3x3 expects a weight [3, 3, in, out], got shape ", c->DebugString(w), "."));
+      return ShapeError("conv3x3", kWeight, c->DebugString(w));
     }
   }
   DimensionHandle channels;
   if (!c->Merge(c->Dim(x, 3), c->Dim(w, 2), &channels).ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("conv3x3: x ", c->DebugString(x), " has other input channels than the weight ",
-                                                   c->DebugString(w), "."));
+    return absl::InvalidArgumentError(absl::StrCat("conv3x3: x ", c->DebugString(x),
+                                                   " has other input channels than the weight ", c->DebugString(w), "."));
   }
   DimensionHandle out_h = c->Dim(x, 1), out_w = c->Dim(x, 2);
   if (transposed) {
@@ -94,12 +87,8 @@ class Conv3x3Op : public tensorflow::OpKernel {
   void Compute(tensorflow::OpKernelContext* ctx) override {
     const tensorflow::Tensor& x = ctx->input(0);
     const tensorflow::Tensor& w = ctx->input(1);
-    OP_REQUIRES(ctx, x.dims() == 4,
-                absl::InvalidArgumentError(
-                    absl::StrCat("conv3x3 expects x of rank 4 (NHWC), got shape ", x.shape().DebugString(), ".")));
-    OP_REQUIRES(ctx, w.dims() == 4 && w.dim_size(0) == 3 && w.dim_size(1) == 3,
-                absl::InvalidArgumentError(absl::StrCat("conv3x3 expects a weight [3, 3, in, out], got shape ",
-                                                        w.shape().DebugString(), ".")));
+    OP_REQUIRES(ctx, x.dims() == 4, ShapeError("conv3x3", kNhwcX, x));
+    OP_REQUIRES(ctx, w.dims() == 4 && w.dim_size(0) == 3 && w.dim_size(1) == 3, ShapeError("conv3x3", kWeight, w));
     OP_REQUIRES(ctx, w.dim_size(2) == x.dim_size(3),
                 absl::InvalidArgumentError(absl::StrCat("conv3x3: x ", x.shape().DebugString(),
                                                         " has other input channels than the weight ",
@@ -115,17 +104,13 @@ class Conv3x3Op : public tensorflow::OpKernel {
     const tensorflow::Tensor& noise = ctx->input(3);
     const tensorflow::Tensor& strength = ctx->input(4);
     OP_REQUIRES(ctx, bias.NumElements() == 0 || (bias.dims() == 1 && bias.dim_size(0) == k),
-                absl::InvalidArgumentError(absl::StrCat("conv3x3 expects a bias [", k, "] or an empty one, got shape ",
-                                                        bias.shape().DebugString(), ".")));
+                ShapeError("conv3x3", absl::StrCat("a bias [", k, "] or an empty one"), bias));
     const bool has_noise = noise.NumElements() > 0;
     OP_REQUIRES(ctx, !has_noise || (noise.dims() == 4 && (noise.dim_size(0) == 1 || noise.dim_size(0) == n) &&
                                     noise.dim_size(1) == out_h && noise.dim_size(2) == out_w && noise.dim_size(3) == 1),
-                absl::InvalidArgumentError(absl::StrCat("conv3x3 expects noise [1 or ", n, ", ", out_h, ", ", out_w,
-                                                        ", 1] or an empty one, got shape ",
-                                                        noise.shape().DebugString(), ".")));
-    OP_REQUIRES(ctx, strength.NumElements() == 1,
-                absl::InvalidArgumentError(absl::StrCat("conv3x3 expects one noise_strength value, got shape ",
-                                                        strength.shape().DebugString(), ".")));
+                ShapeError("conv3x3", absl::StrCat("noise [1 or ", n, ", ", out_h, ", ", out_w, ", 1] or an empty one"),
+                           noise));
+    OP_REQUIRES(ctx, strength.NumElements() == 1, ShapeError("conv3x3", "one noise_strength value", strength));
     tensorflow::Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({n, out_h, out_w, k}), &y));
     if (y->NumElements() == 0) return;

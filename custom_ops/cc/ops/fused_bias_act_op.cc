@@ -9,11 +9,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "custom_ops/cc/kernels/fused_bias_act.h"
+#include "custom_ops/cc/ops/checks.h"
 #include "custom_ops/cc/ops/device.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
@@ -31,16 +31,12 @@ using tensorflow::shape_inference::ShapeHandle;
 
 namespace {
 
+constexpr char kX[] = "x of rank >= 1 (bias on the last axis)";
+
 absl::Status FusedBiasActShape(InferenceContext* c) {
   ShapeHandle x = c->input(0), b;
-  if (c->RankKnown(x) && c->Rank(x) < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "fused_bias_act expects x of rank >= 1 (bias on the last axis), got shape ", c->DebugString(x), "."));
-  }
-  if (!c->WithRank(c->input(1), 1, &b).ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("fused_bias_act expects a 1-D bias, got shape ", c->DebugString(c->input(1)), "."));
-  }
+  if (c->RankKnown(x) && c->Rank(x) < 1) return ShapeError("fused_bias_act", kX, c->DebugString(x));
+  TF_RETURN_IF_ERROR(InputWithRank(c, 1, 1, "fused_bias_act", "a 1-D bias", &b));
   if (c->RankKnown(x) && c->ValueKnown(c->Dim(b, 0)) && c->ValueKnown(c->Dim(x, -1))) {
     const int64_t nb = c->Value(c->Dim(b, 0)), nc = c->Value(c->Dim(x, -1));
     if (nb != 0 && nb != nc) {
@@ -114,8 +110,6 @@ again (any order).
 
 namespace {
 
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-
 // Attributes shared by the forward and the gradient op.
 absl::Status ReadActAttrs(tensorflow::OpKernelConstruction* ctx, FusedBiasActParams* p) {
   std::string act;
@@ -162,10 +156,7 @@ class FusedBiasActOp : public tensorflow::OpKernel {
   void Compute(tensorflow::OpKernelContext* ctx) override {
     const tensorflow::Tensor& x = ctx->input(0);
     const tensorflow::Tensor& b = ctx->input(1);
-    OP_REQUIRES(ctx, x.dims() >= 1,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "fused_bias_act expects x of rank >= 1 (bias on the last axis), got shape ",
-                    x.shape().DebugString(), ".")));
+    OP_REQUIRES(ctx, x.dims() >= 1, ShapeError("fused_bias_act", kX, x));
     const int64_t channels = x.dim_size(x.dims() - 1);
     OP_REQUIRES(ctx, b.dims() == 1 && (b.dim_size(0) == 0 || b.dim_size(0) == channels),
                 absl::InvalidArgumentError(absl::StrCat(

@@ -7,11 +7,11 @@
 
 #include <cstdint>
 #include <cstdlib>
-#include <limits>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "custom_ops/cc/kernels/upfirdn2d.h"
+#include "custom_ops/cc/ops/checks.h"
 #include "custom_ops/cc/ops/device.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
@@ -29,7 +29,7 @@ using tensorflow::shape_inference::ShapeHandle;
 
 namespace {
 
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+constexpr char kKernel[] = "a 2-D FIR kernel [kh, kw]";
 
 // Output size along one axis when input and kernel sizes are known, else unknown.
 absl::Status OutputDim(InferenceContext* c, DimensionHandle in, DimensionHandle k, int up, int down, int pad0,
@@ -61,14 +61,8 @@ absl::Status UpFirDn2dShape(InferenceContext* c) {
         absl::StrCat("upfirdn2d needs up >= 1 and down >= 1, got up=", up, ", down=", down, "."));
   }
   ShapeHandle x, k;
-  if (!c->WithRank(c->input(0), 4, &x).ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("upfirdn2d expects x of rank 4 (NHWC), got shape ", c->DebugString(c->input(0)), "."));
-  }
-  if (!c->WithRank(c->input(1), 2, &k).ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("upfirdn2d expects a 2-D FIR kernel [kh, kw], got shape ", c->DebugString(c->input(1)), "."));
-  }
+  TF_RETURN_IF_ERROR(InputWithRank(c, 0, 4, "upfirdn2d", kNhwcX, &x));
+  TF_RETURN_IF_ERROR(InputWithRank(c, 1, 2, "upfirdn2d", kKernel, &k));
   for (int i = 0; i < 2; ++i) {
     if (c->ValueKnown(c->Dim(k, i)) && c->Value(c->Dim(k, i)) == 0) {
       return absl::InvalidArgumentError(
@@ -122,12 +116,8 @@ class UpFirDn2dOp : public tensorflow::OpKernel {
   void Compute(tensorflow::OpKernelContext* ctx) override {
     const tensorflow::Tensor& x = ctx->input(0);
     const tensorflow::Tensor& k = ctx->input(1);
-    OP_REQUIRES(ctx, x.dims() == 4,
-                absl::InvalidArgumentError(absl::StrCat("upfirdn2d expects x of rank 4 (NHWC), got shape ",
-                                                        x.shape().DebugString(), ".")));
-    OP_REQUIRES(ctx, k.dims() == 2,
-                absl::InvalidArgumentError(absl::StrCat("upfirdn2d expects a 2-D FIR kernel [kh, kw], got shape ",
-                                                        k.shape().DebugString(), ".")));
+    OP_REQUIRES(ctx, x.dims() == 4, ShapeError("upfirdn2d", kNhwcX, x));
+    OP_REQUIRES(ctx, k.dims() == 2, ShapeError("upfirdn2d", kKernel, k));
     OP_REQUIRES(ctx, k.NumElements() > 0,
                 absl::InvalidArgumentError(absl::StrCat("upfirdn2d needs a non-empty FIR kernel, got shape ",
                                                         k.shape().DebugString(), ".")));
