@@ -38,7 +38,8 @@ absl::Status Conv3x3Shape(InferenceContext* c) {
   DimensionHandle channels;
   if (!c->Merge(c->Dim(x, 3), c->Dim(w, 2), &channels).ok()) {
     return absl::InvalidArgumentError(absl::StrCat("conv3x3: x ", c->DebugString(x),
-                                                   " has other input channels than the weight ", c->DebugString(w), "."));
+                                                   " has other input channels than the weight ",
+                                                   c->DebugString(w), "."));
   }
   DimensionHandle out_h = c->Dim(x, 1), out_w = c->Dim(x, 2);
   if (transposed) {
