@@ -12,14 +12,13 @@ their large-conv rate (the student's 40 channels at 256 px: 63 GMAC/s where a 51
 channels into 256 px: 28 GMAC/s). The direct conv (``custom_ops/cc/kernels/conv3x3_kernels.cc``)
 runs every such layer at 85-95. On small images TensorFlow's conv is faster, and where TensorFlow runs
 its convs with oneDNN (its default on CPUs with AVX-512 VNNI or BF16) so are its convs to more than
-``ONEDNN_MAX_OUT_CHANNELS`` channels. So the compiled kernel takes only inputs at least ``DIRECT_MIN_WIDTH``
-wide, those output widths (``direct_conv_wins``), multiples of 8, float32, CPUs with AVX2, and
-processes that see no GPU (where cuDNN is the right choice); everything else runs TensorFlow's conv,
-whichever ``impl`` is asked for. The op also takes
-StyleGAN2's epilogue (``epilogue_ref``: bias, noise, leaky ReLU) and applies it to its sums in
-registers, which saves three passes over a large activation. Its gradients are TensorFlow's (conv
-gradients, and those of the reference epilogue), so the op is safe under a tape, but training graphs
-do not use it.
+``ONEDNN_MAX_OUT_CHANNELS`` channels. So the compiled kernel takes only inputs at least
+``DIRECT_MIN_WIDTH`` wide, those output widths (``direct_conv_wins``), multiples of 8, float32, CPUs
+with AVX2, and processes that see no GPU (where cuDNN is the right choice); everything else runs
+TensorFlow's conv, whichever ``impl`` is asked for. The op also takes StyleGAN2's epilogue
+(``epilogue_ref``: bias, noise, leaky ReLU) and applies it to its sums in registers, which saves
+three passes over a large activation. Its gradients are TensorFlow's (conv gradients, and those of
+the reference epilogue), so the op is safe under a tape, but training graphs do not use it.
 """
 
 import functools
@@ -113,9 +112,12 @@ def _vector_cpu_only():
 def _onednn_convs():
     """Whether TensorFlow runs its CPU convs with oneDNN in this process (TF_ENABLE_ONEDNN_OPTS, or by default
     on CPUs with AVX-512 VNNI / BF16 or AMX)."""
-    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
+    try:  # TensorFlow's own test helper reads it so (test_util.IsMklEnabled); not a public API
+        from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
 
-    return bool(_pywrap_util_port.IsMklEnabled())
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):  # a TensorFlow without it: keep the rule measured without oneDNN
+        return False
 
 
 _NONE = np.zeros([0], np.float32)  # an absent bias or noise
