@@ -33,6 +33,11 @@ namespace {
 
 constexpr char kX[] = "x of rank >= 1 (bias on the last axis)";
 
+// What the bias must be for an x of shape `x_shape` with `channels` on its last axis.
+std::string ExpectedBias(int64_t channels, absl::string_view x_shape) {
+  return absl::StrCat("a bias of shape [", channels, "] (the last axis of x ", x_shape, ") or [0] for no bias");
+}
+
 absl::Status FusedBiasActShape(InferenceContext* c) {
   ShapeHandle x = c->input(0), b;
   if (c->RankKnown(x) && c->Rank(x) < 1) return ShapeError("fused_bias_act", kX, c->DebugString(x));
@@ -40,9 +45,7 @@ absl::Status FusedBiasActShape(InferenceContext* c) {
   if (c->RankKnown(x) && c->ValueKnown(c->Dim(b, 0)) && c->ValueKnown(c->Dim(x, -1))) {
     const int64_t nb = c->Value(c->Dim(b, 0)), nc = c->Value(c->Dim(x, -1));
     if (nb != 0 && nb != nc) {
-      return absl::InvalidArgumentError(absl::StrCat("fused_bias_act expects a bias of shape [", nc,
-                                                     "] (the last axis of x ", c->DebugString(x),
-                                                     ") or [0] for no bias, got shape ", c->DebugString(b), "."));
+      return ShapeError("fused_bias_act", ExpectedBias(nc, c->DebugString(x)), c->DebugString(b));
     }
   }
   c->set_output(0, x);
@@ -159,9 +162,7 @@ class FusedBiasActOp : public tensorflow::OpKernel {
     OP_REQUIRES(ctx, x.dims() >= 1, ShapeError("fused_bias_act", kX, x));
     const int64_t channels = x.dim_size(x.dims() - 1);
     OP_REQUIRES(ctx, b.dims() == 1 && (b.dim_size(0) == 0 || b.dim_size(0) == channels),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "fused_bias_act expects a bias of shape [", channels, "] (the last axis of x ",
-                    x.shape().DebugString(), ") or [0] for no bias, got shape ", b.shape().DebugString(), ".")));
+                ShapeError("fused_bias_act", ExpectedBias(channels, x.shape().DebugString()), b));
     OP_REQUIRES_OK(ctx, CheckSize(x, "x"));
     tensorflow::Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &y));
