@@ -12,6 +12,7 @@ tf.sysconfig in configure.py; everything else is here.
 OP_SRCS = [
     "cc/ops/conv3x3_op.cc",
     "cc/ops/fused_bias_act_op.cc",
+    "cc/ops/to_rgb_op.cc",
     "cc/ops/upfirdn2d_op.cc",
 ]
 
@@ -19,6 +20,7 @@ KERNEL_SRCS = [
     "cc/kernels/conv3x3_kernels.cc",
     "cc/kernels/cpu_isa.cc",
     "cc/kernels/fused_bias_act_kernels.cc",
+    "cc/kernels/to_rgb_kernels.cc",
     "cc/kernels/upfirdn2d_kernels.cc",
 ]
 
@@ -37,6 +39,7 @@ HDRS = [
     "cc/kernels/gpu_launch.h",
     "cc/kernels/half.h",
     "cc/kernels/parallel.h",
+    "cc/kernels/to_rgb.h",
     "cc/kernels/upfirdn2d.h",
     "cc/ops/checks.h",
     "cc/ops/device.h",

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tf_distill.ops import _loader, choice, fused_bias_act, setup_kernel, upfirdn2d
 from tf_distill.ops.fused_bias_act import fused_bias_act_custom, fused_bias_act_ref
-from tf_distill.ops import conv3x3
+from tf_distill.ops import conv3x3, to_rgb
 from tf_distill.ops.conv3x3 import conv3x3_ref, direct_conv_wins
 from tf_distill.ops.upfirdn2d import upfirdn2d_custom, upfirdn2d_ref
 
@@ -366,6 +366,82 @@ def test_conv3x3_takes_only_the_shapes_where_it_is_faster():
         w = rng.standard_normal((3, 3, 16, 24)).astype(np.float32)
         _assert_close(conv3x3.conv3x3(x, w, transposed, impl="custom"), conv3x3_ref(x, w, transposed),
                       what=f"{width} px, transposed {transposed}")
+
+
+# (x shape, outputs, bias, skip taps and pads or None): the vector path for 1-4 outputs with StyleGAN2's
+# 4-tap upsampling (student-like 40 channels, one-pixel skip), other kernels and pads (3 taps, 1 tap, a
+# crop-free pad of 1), no bias or no skip, and the plain loops (12 channels, 5 outputs).
+TO_RGB_CASES = [((2, 8, 6, 40), 3, True, ((1, 3, 3, 1), (2, 1))), ((1, 2, 2, 16), 1, True, ((1, 3, 3, 1), (2, 1))),
+                ((2, 6, 4, 8), 4, False, ((1, 2, 1), (1, 1))), ((1, 4, 8, 24), 2, True, ((1,), (0, 0))),
+                ((3, 5, 7, 16), 3, True, None), ((1, 6, 6, 12), 5, True, ((1, 3, 3, 1), (2, 1))),
+                ((2, 4, 4, 8), 3, False, None)]
+
+
+@requires_library
+@pytest.mark.parametrize("shape, out, bias, skip", TO_RGB_CASES)
+def test_to_rgb_matches_numpy_and_reference(shape, out, bias, skip):
+    """The compiled ToRGB against NumPy's per-sample matmul + bias + the reference upfirdn2d of the skip, and its
+    gradients against those of ``to_rgb_ref``."""
+    rng = np.random.default_rng(sum(shape) + out)
+    n, h, w, c = shape
+    x = rng.standard_normal(shape).astype(np.float32)
+    weight = rng.standard_normal((n, c, out)).astype(np.float32)
+    b = rng.standard_normal(out).astype(np.float32) if bias else None
+    taps, pad = skip if skip else ((1, 3, 3, 1), (2, 1))
+    low = [(d + 1 - sum(pad) + len(taps) - 2) // 2 for d in (h, w)]
+    sk = rng.standard_normal((n, *low, out)).astype(np.float32) if skip else None
+    want = np.einsum("nhwc,nco->nhwo", x.astype(np.float64), weight.astype(np.float64))
+    if bias:
+        want = want + b
+    if skip:
+        want = want + upfirdn2d_ref(sk, setup_kernel(taps, 4.0), up=2, pad=pad).numpy()
+    got = to_rgb._to_rgb_op(x, weight, b, sk, taps, pad)  # pylint: disable=protected-access
+    _assert_close(got, want, what="to_rgb")
+    present = [v for v in (x, weight, b, sk) if v is not None]
+
+    def run(fn):
+        def call(*args):
+            it = iter(args)
+            a, wt, bb, s = (next(it) if v is not None else None for v in (x, weight, b, sk))
+            return fn(a, wt, bb, s, taps, pad)
+        return call
+
+    cot = rng.standard_normal((n, h, w, out)).astype(np.float32)
+    _, got_grads = _vjp(run(to_rgb._to_rgb_op), present, cot)  # pylint: disable=protected-access
+    _, want_grads = _vjp(run(to_rgb.to_rgb_ref), present, cot)
+    for name, a, e in zip(["dx", "dweight", "dbias or dskip", "dskip"], got_grads, want_grads):
+        _assert_close(a, e, what=f"to_rgb {name}")
+
+
+@requires_library
+@pytest.mark.parametrize("weight, bias, skip, message", [
+    ((2, 8, 3), None, None, "a weight [n, c, k] (one [c, k] per sample of x) for x [2,4,4,16]"),
+    ((1, 16, 3), None, None, "a weight [n, c, k]"),
+    ((2, 16, 3), (4,), None, "a bias [3] or an empty one"),
+    ((2, 16, 3), None, (2, 3, 2, 3), "brings to 4 x 4"),
+    ((2, 16, 3), None, (2, 2, 2, 4), "a skip [2, h', w', 3]"),
+])
+def test_to_rgb_bad_inputs(weight, bias, skip, message):
+    """Shapes that do not fit give the op's one-line message (from the shape function or the kernel)."""
+    x = tf.zeros((2, 4, 4, 16))
+    empty = tf.zeros([0])
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=re.escape(message)):
+        _loader.require_library().tf_distill_to_rgb(
+            x, tf.zeros(weight), empty if bias is None else tf.zeros(bias), empty if skip is None else tf.zeros(skip),
+            to_rgb.upsampling_factor((1, 3, 3, 1)), pad0=2, pad1=1)
+
+
+def test_to_rgb_runs_the_compiled_kernel_only_on_vector_cpus():
+    """``impl`` custom takes the op where the CPU kernels are vectorized and no GPU is visible; ``ref`` never."""
+    x, weight = tf.zeros((1, 4, 4, 8)), tf.zeros((1, 8, 3))
+
+    def op_types(impl):
+        graph = tf.function(lambda a, b: to_rgb.to_rgb(a, b, impl=impl)).get_concrete_function(x, weight).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "TfDistill>ToRgb" not in op_types("ref")
+    if _loader.custom_ops_library() is not None:
+        assert ("TfDistill>ToRgb" in op_types("custom")) == _loader.vector_cpu_only()
 
 
 @requires_library

@@ -15,7 +15,8 @@ of ``CHANNEL_ALIGN`` (TensorFlow's CPU convs run pruned widths like 39 or 77 slo
 ``channel_widening(False)`` keeps the model's widths); its 3x3 convs go through ``ops.conv3x3``,
 which runs the compiled direct conv where that is faster than TensorFlow's CPU conv (from 64 px
 on) and there also adds the bias and noise and applies the leaky ReLU of a folded same-size conv
-as it stores its sums. ``SynthesisNetwork`` runs the folding blocks of a larger batch one sample
+as it stores its sums; ToRGB runs its per-sample matmul, bias and skip upsampling as one op
+(``ops.to_rgb``, compiled on CPUs). ``SynthesisNetwork`` runs the folding blocks of a larger batch one sample
 at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the rest of the
 form. ``phase_upsampling(True)`` runs each upsampling conv as a stride-1 conv per output phase (TFLite,
 whose transposed conv is slow), in any form.
@@ -32,6 +33,7 @@ from tf_distill.layers.equalized import LRELU_ALPHA, LRELU_GAIN, PACKAGE, EqualD
 from tf_distill.layers.forms import inference, scoped
 from tf_distill.ops import setup_kernel, upfirdn2d
 from tf_distill.ops.conv3x3 import conv3x3, epilogue_ref, transposed_conv2d
+from tf_distill.ops.to_rgb import to_rgb
 from tf_distill.ops.upfirdn2d import filter2d_separable, upsample2d_polyphase
 
 DEMOD_EPS = 1e-8
@@ -228,12 +230,37 @@ class ModulatedConv2D(keras.layers.Layer):
         k*k*in*out weight elements to write against in_size^2*in input elements to rescale."""
         return self.kernel_size ** 2 * self.filters < in_size ** 2
 
+    def _widened(self, in_width, style, out_width, bias=None):
+        """(w [k, k, in_width, out_width], s [B, in_width], d [B, out_width] or [B, 1], bias [out_width] or None):
+        the scaled weight, style and demodulation, with zero weights for extra input and output channels (a
+        widened previous layer, ``out_channels``), so the real channels are unchanged."""
+        s = self.modulation(style)  # [B, in]
+        w = self.weight * self.scale
+        d = self._demod(s, w) if self.demodulate else tf.ones_like(s[:, :1])  # [B, out] or [B, 1]
+        if (in_width, out_width) != (self.in_channels, self.filters):
+            w = tf.pad(w, [[0, 0], [0, 0], [0, in_width - self.in_channels], [0, out_width - self.filters]])
+            s = _pad_last(s, in_width)
+            d = _pad_last(d, out_width) if self.demodulate else d
+            bias = None if bias is None else _pad_last(bias, out_width)
+        return w, s, d, bias
+
+    @staticmethod
+    def _pointwise(w, s, d, gain=1.0):
+        """The per-sample weights [B, in, out] of a 1x1 conv: ``w * s * d * gain``."""
+        return w[0, 0] * (s[:, :, None] * (d * gain)[:, None, :])
+
+    def folded_pointwise(self, x, style):
+        """The per-sample [B, in, out] weights of this 1x1 conv for ``x`` (which may carry extra zero-weighted
+        channels): what ``call_inference`` multiplies ``x`` by when ``folding()``."""
+        w, s, d, _ = self._widened(x.shape[-1], style, self.filters)
+        return self._pointwise(w, s, d)
+
     def call_inference(self, x, style, gain=1.0, bias=None, out_channels=None, noise=None, noise_strength=None,
                        activation="linear"):
         """``act(call(x, style) * gain + bias + noise * noise_strength)`` (``ops.conv3x3.epilogue_ref``; act:
         "linear" or a leaky ReLU of slope LRELU_ALPHA), the same function to float32 round-off, in fewer passes.
 
-        When ``folding()``, a 1x1 conv (ToRGB) is a batched matmul with per-sample weights
+        When ``folding()``, a 1x1 conv (ToRGB) is a per-sample matmul (``ops.to_rgb``) with weights
         ``w * s * d * gain``, and a batch of one whose layer ``folds`` convolves with that weight (no
         pass over the activations); otherwise the input is scaled by s and the output by ``d * gain``
         in one multiply, around a conv with the constant weight.
@@ -242,21 +269,12 @@ class ModulatedConv2D(keras.layers.Layer):
         ``x`` may carry extra zero-weighted channels (a widened previous layer), and ``out_channels``
         widens the output the same way: the extra weights are zero, so the real channels are unchanged.
         """
-        s = self.modulation(style)  # [B, in]
-        w = self.weight * self.scale
-        d = self._demod(s, w) if self.demodulate else tf.ones_like(s[:, :1])  # [B, out] or [B, 1]
-        in_width, out_width = x.shape[-1], out_channels or self.filters
-        if (in_width, out_width) != (self.in_channels, self.filters):  # zero weights for the extra channels
-            w = tf.pad(w, [[0, 0], [0, 0], [0, in_width - self.in_channels], [0, out_width - self.filters]])
-            s = _pad_last(s, in_width)
-            d = _pad_last(d, out_width) if self.demodulate else d
-            bias = None if bias is None else _pad_last(bias, out_width)
+        out_width = out_channels or self.filters
+        w, s, d, bias = self._widened(x.shape[-1], style, out_width, bias)
         epilogue = dict(bias=bias, noise=noise, noise_strength=noise_strength, activation=activation, alpha=LRELU_ALPHA)
         if folding() and self.kernel_size == 1 and not (self.upsample or self.downsample):
-            # A 1x1 conv is a matmul: any batch takes its own [in, out] weight (BatchMatMul), no pass over x.
-            n, height, width, c = (size if size is not None else tf.shape(x)[i] for i, size in enumerate(x.shape))
-            weights = w[0, 0] * (s[:, :, None] * (d * gain)[:, None, :])  # [B, in, out]
-            y = tf.reshape(tf.matmul(tf.reshape(x, [n, -1, c]), weights), [n, height, width, out_width])
+            # A 1x1 conv is a matmul: any batch takes its own [in, out] weight, no pass over x.
+            y = to_rgb(x, self._pointwise(w, s, d, gain), impl=self.impl)
         elif folding() and _single(x) and x.shape[1] is not None and self.folds(x.shape[1]):
             folded = w * (tf.reshape(s, [1, 1, -1, 1]) * (d[0] * gain))
             if self.kernel_size == 3 and not (self.upsample or self.downsample):
@@ -343,6 +361,9 @@ class ToRGB(keras.layers.Layer):
 
     def call(self, x, style, skip=None):
         if inference():  # a matmul per sample (when folding), and the skip upsampled without zero insertion
+            if folding():  # one op: the per-sample matmul, the bias and the upsampled skip
+                return to_rgb(x, self.conv.folded_pointwise(x, style), bias=self.bias, skip=skip,
+                              skip_taps=self.blur_kernel, skip_pad=self._up_pad, impl=self.impl)
             out = self.conv.call_inference(x, style, bias=self.bias)
             if skip is not None:
                 out = out + upsample2d_polyphase(skip, self._up_kernel, self._up_pad)

@@ -1,4 +1,5 @@
-"""StyleGAN2 ops: upfirdn2d, fused bias + activation, and the inference form's 3x3 convs (``conv3x3``).
+"""StyleGAN2 ops: upfirdn2d, fused bias + activation, and the inference form's 3x3 convs (``conv3x3``) and
+ToRGB (``to_rgb``).
 
 Each op runs either its plain-TF reference (the oracle every faster kernel is tested against)
 or the compiled custom kernel. Which one: ``impl=`` on the op, layer or model, else the

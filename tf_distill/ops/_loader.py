@@ -10,6 +10,7 @@ warning says why. Build the libraries with ``custom_ops/build.sh`` (Bazel) or, w
 """
 
 import ctypes
+import functools
 import os
 import pathlib
 import threading
@@ -131,3 +132,12 @@ def cpu_isa():
     function = ctypes.CDLL(str(path)).TfDistillCpuIsa  # the handle of the already loaded library
     function.restype = ctypes.c_char_p
     return function().decode()
+
+
+@functools.lru_cache(maxsize=None)
+def vector_cpu_only():
+    """No GPU in this process, and the library's CPU kernels are vectorized (AVX2 or better): where the
+    CPU-only kernels (conv3x3, to_rgb) are the faster choice."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    return not tf.config.list_logical_devices("GPU") and cpu_isa() in ("avx2", "avx512")

@@ -99,13 +99,7 @@ def direct_conv_wins(width, out_channels):
         return False
     if _onednn_convs() and out_channels > ONEDNN_MAX_OUT_CHANNELS:
         return False
-    return width >= DIRECT_MIN_WIDTH and _vector_cpu_only()
-
-
-@functools.lru_cache(maxsize=None)
-def _vector_cpu_only():
-    """No GPU in this process, and the library's CPU kernels are vectorized (AVX2 or better)."""
-    return not tf.config.list_logical_devices("GPU") and _loader.cpu_isa() in ("avx2", "avx512")
+    return width >= DIRECT_MIN_WIDTH and _loader.vector_cpu_only()
 
 
 @functools.lru_cache(maxsize=None)

@@ -89,17 +89,26 @@ inline float EpilogueValue(const Conv3x3Params& p, const float* noise_row, int c
   return p.lrelu && !(v > 0.0f) ? v * p.alpha : v;
 }
 
-// Pointers for the taps of a tile starting at phase column j: (input pixel, weight tap). A tap's
-// weights start at w + tap * c * ldw, ldw floats per input channel.
+// Pointers for the taps of a tile starting at phase column j: (input pixel, weight tap, input
+// channels to read). A tap's weights start at w + tap * c * ldw, ldw floats per input channel. Taps
+// whose inputs and weights both continue the previous tap's (neighbouring columns of one kernel row)
+// are merged into one longer run, so that a tile's inner loop runs fewer, longer passes.
 int TileTaps(const RowContext& r, const ColumnPhase& ph, int mask, int j, const float* w, int64_t ldw,
-             const float** xs, const float** ws) {
+             const float** xs, const float** ws, int* lens) {
   const Conv3x3Params& p = *r.p;
   int n = 0;
   for (int a = 0; a < r.rows; ++a) {
     for (int t = 0; t < ph.taps; ++t) {
       if (!(mask >> t & 1)) continue;
-      xs[n] = r.x_img + (static_cast<int64_t>(r.in_row[a]) * p.in_w + j + ph.dx[t]) * p.c;
-      ws[n] = w + static_cast<int64_t>(r.k_row[a] * 3 + ph.kw[t]) * p.c * ldw;
+      const float* x = r.x_img + (static_cast<int64_t>(r.in_row[a]) * p.in_w + j + ph.dx[t]) * p.c;
+      const float* wt = w + static_cast<int64_t>(r.k_row[a] * 3 + ph.kw[t]) * p.c * ldw;
+      if (n > 0 && x == xs[n - 1] + lens[n - 1] && wt == ws[n - 1] + lens[n - 1] * ldw) {
+        lens[n - 1] += p.c;
+        continue;
+      }
+      xs[n] = x;
+      ws[n] = wt;
+      lens[n] = p.c;
       ++n;
     }
   }
@@ -112,13 +121,14 @@ void RowScalar(const RowContext& r) {
   const Conv3x3Params& p = *r.p;
   const float* xs[kMaxTaps];
   const float* ws[kMaxTaps];
+  int lens[kMaxTaps];
   for (const ColumnPhase& ph : ColumnPhases(p)) {
     for (int j = 0; j < ph.count; ++j) {
-      const int n = TileTaps(r, ph, ColumnMask(ph, p.in_w, j), j, r.w, p.k, xs, ws);
+      const int n = TileTaps(r, ph, ColumnMask(ph, p.in_w, j), j, r.w, p.k, xs, ws, lens);
       float* out = r.out_row + static_cast<int64_t>(ph.step * j + ph.b) * p.k;
       for (int o = 0; o < p.k; ++o) out[o] = 0.0f;
       for (int t = 0; t < n; ++t) {
-        for (int i = 0; i < p.c; ++i) {
+        for (int i = 0; i < lens[t]; ++i) {
           const float v = xs[t][i];
           const float* wr = ws[t] + static_cast<int64_t>(i) * p.k;
           for (int o = 0; o < p.k; ++o) out[o] += v * wr[o];
@@ -166,15 +176,16 @@ struct TileEpilogue {
 };
 
 template <int NV, int P>
-__attribute__((target("avx2,fma"))) void TileAvx2(const float* const* xs, const float* const* ws, int taps, int c,
-                                                  int ldw, float* out, int64_t out_stride, const TileEpilogue& e) {
+__attribute__((target("avx2,fma"))) void TileAvx2(const float* const* xs, const float* const* ws, const int* lens,
+                                                  int taps, int64_t x_offset, int c, int ldw, float* out,
+                                                  int64_t out_stride, const TileEpilogue& e) {
   __m256 acc[P * NV];
 #pragma GCC unroll 32
   for (int i = 0; i < P * NV; ++i) acc[i] = _mm256_setzero_ps();
   for (int t = 0; t < taps; ++t) {
-    const float* xp = xs[t];
+    const float* xp = xs[t] + x_offset;
     const float* wp = ws[t];
-    for (int i = 0; i < c; ++i, wp += ldw) {
+    for (int i = 0; i < lens[t]; ++i, wp += ldw) {
       __m256 wv[NV];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
@@ -226,15 +237,17 @@ __attribute__((target("avx2,fma"))) void RunAvx2(const RowContext& r, const Colu
   const Conv3x3Params& p = *r.p;
   const float* xs[kMaxTaps];
   const float* ws[kMaxTaps];
+  int lens[kMaxTaps];
   const int64_t out_stride = static_cast<int64_t>(ph.step) * p.k;
   int j = j0;
   const float* chunk = r.packed + static_cast<int64_t>(9) * p.c * oc0;  // [9, c, 8 * NV] (PackWeights)
   TileEpilogue e{p.bias == nullptr ? nullptr : p.bias + oc0, nullptr, ph.step, p.noise_strength, p.lrelu, p.alpha};
+  // Every tile of the run reads the same taps, shifted by its first column: one tap list for the run.
+  const int n = TileTaps(r, ph, mask, j0, chunk, 8 * NV, xs, ws, lens);
   const auto tile = [&](auto fn, int width) {
-    const int n = TileTaps(r, ph, mask, j, chunk, 8 * NV, xs, ws);
     const int col = ph.step * j + ph.b;
     e.noise = r.noise_row == nullptr ? nullptr : r.noise_row + col;
-    fn(xs, ws, n, p.c, 8 * NV, r.out_row + static_cast<int64_t>(col) * p.k + oc0, out_stride, e);
+    fn(xs, ws, lens, n, static_cast<int64_t>(j - j0) * p.c, p.c, 8 * NV, r.out_row + static_cast<int64_t>(col) * p.k + oc0, out_stride, e);
     j += width;
   };
   while (j + P <= j1) tile(TileAvx2<NV, P>, P);

@@ -16,31 +16,6 @@ namespace tf_distill {
 
 namespace {
 
-// For every output coordinate along one axis, the taps that hit real input samples:
-// input index and kernel index (the kernel flip of the true convolution is applied here).
-struct AxisTaps {
-  std::vector<int> begin;  // out + 1 offsets into `in` / `k`
-  std::vector<int> in;
-  std::vector<int> k;
-};
-
-AxisTaps MakeAxisTaps(int out, int in, int ksize, int up, int down, int pad0) {
-  AxisTaps t;
-  t.begin.resize(out + 1);
-  for (int o = 0; o < out; ++o) {
-    t.begin[o] = static_cast<int>(t.in.size());
-    const int v0 = o * down - pad0;
-    for (int tap = UpFirDnFirstTap(o, down, up, pad0); tap < ksize; tap += up) {
-      const int i = (v0 + tap) / up;
-      if (i >= in) break;
-      t.in.push_back(i);
-      t.k.push_back(ksize - 1 - tap);
-    }
-  }
-  t.begin[out] = static_cast<int>(t.in.size());
-  return t;
-}
-
 struct SeparableKernel {  // k = ky kx^T (see FactorSeparable)
   std::vector<float> ky, kx;
 };
