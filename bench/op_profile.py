@@ -58,7 +58,7 @@ def classify(name, op_type):
             return ("transposed conv" if upsampling else "conv"), layer
         if op_type in ("Conv2DBackpropInput", "_MklNativeConv2DBackpropInput"):
             return "transposed conv", layer
-        if op_type.endswith(("DepthwiseConv2dNative", "UpFirDn2d", "Pad")):
+        if op_type.endswith(("DepthwiseConv2dNative", "UpFirDn2d", "UpFirDn2dEpilogue", "Pad")):
             return "upfirdn2d blurs", None
         if op_type in _COPY_TYPES:
             return "copies/transposes/loop", None

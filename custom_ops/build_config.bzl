@@ -35,6 +35,7 @@ CUDA_SRCS = [
 HDRS = [
     "cc/kernels/conv3x3.h",
     "cc/kernels/cpu_isa.h",
+    "cc/kernels/epilogue.h",
     "cc/kernels/fused_bias_act.h",
     "cc/kernels/gpu_launch.h",
     "cc/kernels/half.h",

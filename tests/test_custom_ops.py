@@ -6,6 +6,7 @@ run in subprocesses (logical devices must be configured before TensorFlow initia
 the loader caches its result per process).
 """
 
+import importlib
 import os
 import pathlib
 import re
@@ -24,6 +25,7 @@ from tf_distill.ops.fused_bias_act import fused_bias_act_custom, fused_bias_act_
 from tf_distill.ops import conv3x3, to_rgb
 from tf_distill.ops.conv3x3 import conv3x3_ref, direct_conv_wins
 from tf_distill.ops.upfirdn2d import upfirdn2d_custom, upfirdn2d_ref
+upfirdn2d_module = importlib.import_module("tf_distill.ops.upfirdn2d")  # the package exports the function as upfirdn2d
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = FIXTURES / "ops_reference.npz"
@@ -366,6 +368,57 @@ def test_conv3x3_takes_only_the_shapes_where_it_is_faster():
         w = rng.standard_normal((3, 3, 16, 24)).astype(np.float32)
         _assert_close(conv3x3.conv3x3(x, w, transposed, impl="custom"), conv3x3_ref(x, w, transposed),
                       what=f"{width} px, transposed {transposed}")
+
+
+# (x shape, pad, bias, noise batch or None, activation): the upsampling blur of every student width (40 =
+# 5 vectors of 8, 80 and 160 take AVX-512's 16 lanes), a crop (negative pad), 12 channels (a scalar tail),
+# noise shared or per sample, each part alone, and nothing (the plain blur).
+UPFIRDN2D_EPILOGUE_CASES = [((1, 9, 9, 40), (1, 1), True, 1, "lrelu"), ((2, 7, 5, 80), (1, 1), True, 2, "lrelu"),
+                            ((1, 5, 6, 160), (2, 1), False, 1, "linear"), ((2, 8, 8, 12), (1, 0), True, None, "lrelu"),
+                            ((1, 6, 7, 8), (2, -1), False, None, "lrelu"), ((1, 4, 4, 16), (1, 1), False, None, "linear")]
+
+
+@requires_library
+@pytest.mark.parametrize("shape, pad, bias, noise_n, activation", UPFIRDN2D_EPILOGUE_CASES)
+def test_upfirdn2d_epilogue_matches_reference(shape, pad, bias, noise_n, activation):
+    """The blur with the compiled epilogue against upfirdn2d_ref + epilogue_ref (values and every gradient), and
+    ``filter2d_separable`` with an epilogue (which takes it on vector CPUs) against the same."""
+    rng = np.random.default_rng(sum(shape) + pad[0])
+    n, h, w, c = shape
+    kernel = setup_kernel([1, 3, 3, 1], gain=4.0)
+    out = [d + pad[0] + pad[1] - 3 for d in (h, w)]
+    x = rng.standard_normal(shape).astype(np.float32)
+    extra = dict(bias=rng.standard_normal(c).astype(np.float32) if bias else None,
+                 noise=rng.standard_normal([noise_n] + out + [1]).astype(np.float32) if noise_n else None,
+                 noise_strength=np.float32(0.4) if noise_n else None)
+    names = [k for k, v in extra.items() if v is not None]
+
+    def run(fn):
+        def call(a, *values):
+            return fn(a, kernel, pad, activation=activation, alpha=0.2, **dict(zip(names, values)))
+        return call
+
+    inputs = [x] + [extra[k] for k in names]
+    cot = rng.standard_normal([n] + out + [c]).astype(np.float32)
+    got, got_grads = _vjp(run(upfirdn2d_module._upfirdn2d_epilogue_op), inputs, cot)  # pylint: disable=protected-access
+    want, want_grads = _vjp(run(upfirdn2d_module._upfirdn2d_epilogue_ref), inputs, cot)  # pylint: disable=protected-access
+    _assert_close(got, want, what="upfirdn2d epilogue")
+    for name, a, b in zip(["dx"] + names, got_grads, want_grads):
+        _assert_close(a, b, what=f"upfirdn2d epilogue d{name}")
+    both = upfirdn2d_module.filter2d_separable(x, [1, 3, 3, 1], gain=4.0, pad=pad, impl="custom", activation=activation,
+                                               alpha=0.2, **extra)
+    _assert_close(both, want, what="filter2d_separable with an epilogue")
+
+
+@requires_library
+def test_upfirdn2d_epilogue_bad_inputs():
+    """The epilogue's inputs are checked as conv3x3's are (one shared check), with the op's name."""
+    op = _loader.require_library().tf_distill_up_fir_dn2d_epilogue
+    x, k, empty = tf.zeros((2, 5, 5, 8)), tf.constant(setup_kernel([1, 3, 3, 1], gain=4.0)), tf.zeros([0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape("upfirdn2d expects a bias [8] or an empty one")):
+        op(x, k, tf.zeros([7]), empty, tf.zeros([]), pad_y0=1, pad_y1=1, pad_x0=1, pad_x1=1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape("noise [1 or 2, 4, 4, 1]")):
+        op(x, k, empty, tf.zeros([1, 5, 5, 1]), tf.zeros([]), pad_y0=1, pad_y1=1, pad_x0=1, pad_x1=1)
 
 
 # (x shape, outputs, bias, skip taps and pads or None): the vector path for 1-4 outputs with StyleGAN2's

@@ -32,7 +32,8 @@ import tensorflow as tf
 from tf_distill.layers.equalized import LRELU_ALPHA, LRELU_GAIN, PACKAGE, EqualDense, FusedLeakyReLU, impl_name
 from tf_distill.layers.forms import inference, scoped
 from tf_distill.ops import setup_kernel, upfirdn2d
-from tf_distill.ops.conv3x3 import conv3x3, epilogue_ref, transposed_conv2d
+from tf_distill.ops.conv3x3 import conv3x3, transposed_conv2d
+from tf_distill.ops.epilogue import epilogue_ref
 from tf_distill.ops.to_rgb import to_rgb
 from tf_distill.ops.upfirdn2d import filter2d_separable, upsample2d_polyphase
 
@@ -257,7 +258,7 @@ class ModulatedConv2D(keras.layers.Layer):
 
     def call_inference(self, x, style, gain=1.0, bias=None, out_channels=None, noise=None, noise_strength=None,
                        activation="linear"):
-        """``act(call(x, style) * gain + bias + noise * noise_strength)`` (``ops.conv3x3.epilogue_ref``; act:
+        """``act(call(x, style) * gain + bias + noise * noise_strength)`` (``ops.epilogue.epilogue_ref``; act:
         "linear" or a leaky ReLU of slope LRELU_ALPHA), the same function to float32 round-off, in fewer passes.
 
         When ``folding()``, a 1x1 conv (ToRGB) is a per-sample matmul (``ops.to_rgb``) with weights
@@ -284,8 +285,9 @@ class ModulatedConv2D(keras.layers.Layer):
             y = self._conv(x * s[:, None, None, :], w, direct=True)
             if self.demodulate or gain != 1.0:
                 y = y * (d * gain)[:, None, None, :]
-        if self.upsample:  # self._blur is setup_kernel(blur_kernel, 4): the same filter, as two 1-D passes
-            y = filter2d_separable(y, self.blur_kernel, gain=4.0, pad=self._upsample_blur_pad(), impl=self.impl)
+        if self.upsample:  # self._blur is setup_kernel(blur_kernel, 4): the same filter, with the epilogue
+            return filter2d_separable(y, self.blur_kernel, gain=4.0, pad=self._upsample_blur_pad(), impl=self.impl,
+                                      **epilogue)
         return epilogue_ref(y, **epilogue)
 
     def get_config(self):

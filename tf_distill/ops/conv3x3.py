@@ -16,7 +16,7 @@ its convs with oneDNN (its default on CPUs with AVX-512 VNNI or BF16) so are its
 ``DIRECT_MIN_WIDTH`` wide, those output widths (``direct_conv_wins``), multiples of 8, float32, CPUs
 with AVX2, and processes that see no GPU (where cuDNN is the right choice); everything else runs
 TensorFlow's conv, whichever ``impl`` is asked for. The op also takes StyleGAN2's epilogue
-(``epilogue_ref``: bias, noise, leaky ReLU) and applies it to its sums in registers, which saves
+(``ops.epilogue``: bias, noise, leaky ReLU) and applies it to its sums in registers, which saves
 three passes over a large activation. Its gradients are TensorFlow's (conv gradients, and those of
 the reference epilogue), so the op is safe under a tape, but training graphs do not use it.
 """
@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_distill.ops import _loader, choice
+from tf_distill.ops.epilogue import epilogue_grad, epilogue_op_inputs, epilogue_ref
 
 # Smallest input width (pixels) at which the direct conv beat TensorFlow's CPU conv, best of several
 # runs at batch 1 on 2 AVX2 cores, for every width of the paper's teacher and student: from 64 px
@@ -55,22 +56,6 @@ def conv3x3_ref(x, w, transposed=False, **epilogue):
     """TensorFlow's conv and ``epilogue_ref``: the reference."""
     y = transposed_conv2d(x, w) if transposed else tf.nn.conv2d(x, w, strides=1, padding="SAME")
     return epilogue_ref(y, **epilogue)
-
-
-def epilogue_ref(y, bias=None, noise=None, noise_strength=None, activation="linear", alpha=0.2):
-    """What StyleGAN2 does after a conv, in TensorFlow's ops: ``act(y + bias + noise * noise_strength)``, each
-    part optional (``noise`` [B or 1, H, W, 1]; ``activation`` "linear" or "lrelu" with slope ``alpha``)."""
-    if bias is not None:
-        y = tf.nn.bias_add(y, bias)
-    if noise is not None:
-        with tf.name_scope("noise"):
-            y = y + noise * noise_strength
-    if activation == "lrelu":
-        with tf.name_scope("activate"):
-            y = tf.nn.leaky_relu(y, alpha)
-    elif activation != "linear":
-        raise ValueError(f"activation must be 'linear' or 'lrelu', got {activation!r}.")
-    return y
 
 
 def transposed_conv2d(x, w):
@@ -114,30 +99,19 @@ def _onednn_convs():
         return False
 
 
-_NONE = np.zeros([0], np.float32)  # an absent bias or noise
-
-
-def _conv3x3_op(x, w, transposed, bias=None, noise=None, noise_strength=None, activation="linear", alpha=0.2):
-    return _loader.require_library().tf_distill_conv3x3(
-        x, w, _NONE if bias is None else bias, _NONE if noise is None else noise,
-        tf.reshape(0.0 if noise_strength is None else noise_strength, []), transposed=bool(transposed),
-        activation=activation, alpha=float(alpha))
+def _conv3x3_op(x, w, transposed, **epilogue):
+    inputs, attrs = epilogue_op_inputs(**epilogue)
+    return _loader.require_library().tf_distill_conv3x3(x, w, *inputs, transposed=bool(transposed), **attrs)
 
 
 @_loader.register_gradient("TfDistill>Conv3x3")
 def _conv3x3_grad(op, dy):
     """TensorFlow's conv gradients (the direct conv is a forward kernel only); with an epilogue, those of
     ``conv3x3_ref`` with it, through a recomputed forward."""
-    x, w, bias, noise, strength = op.inputs
+    x, w, bias, noise, _ = op.inputs
     transposed, activation = op.get_attr("transposed"), op.get_attr("activation").decode()
-    has_bias, has_noise = bias.shape.num_elements() != 0, noise.shape.num_elements() != 0  # empty: absent
-    if has_bias or has_noise or activation != "linear":
-        inputs = [x, w, bias, noise, strength]
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            y = conv3x3_ref(x, w, transposed, bias=bias if has_bias else None, noise=noise if has_noise else None,
-                            noise_strength=strength, activation=activation, alpha=op.get_attr("alpha"))
-        return tape.gradient(y, inputs, output_gradients=dy)
+    if bias.shape.num_elements() != 0 or noise.shape.num_elements() != 0 or activation != "linear":
+        return epilogue_grad(op, dy, lambda a, b, **e: conv3x3_ref(a, b, transposed, **e), 2)
     if not transposed:
         dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy,
                                             strides=[1, 1, 1, 1], padding="SAME")

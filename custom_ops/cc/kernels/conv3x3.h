@@ -18,6 +18,7 @@
 
 #include <cstdint>
 
+#include "custom_ops/cc/kernels/epilogue.h"
 #include "custom_ops/cc/kernels/parallel.h"
 
 namespace tf_distill {
@@ -27,16 +28,9 @@ struct Conv3x3Params {
   int n, in_h, in_w, c, k;
   bool transposed;
   int out_h, out_w;  // in_h, in_w, or 2 * in + 1 when transposed
-  // Optional epilogue applied as the sums are stored (StyleGAN2's noise, bias and activation, without
-  // passes of their own): y = act(conv + bias[o] + noise_strength * noise[pixel]), act = leaky ReLU
-  // with slope `alpha` when `lrelu`, else none. bias: [k] or nullptr; noise: [noise_n, out_h, out_w]
-  // or nullptr, noise_n 1 (every sample) or n.
-  const float* bias = nullptr;
-  const float* noise = nullptr;
-  int noise_n = 1;
-  float noise_strength = 0.0f;
-  bool lrelu = false;
-  float alpha = 0.0f;
+  // Applied as the sums are stored (StyleGAN2's noise, bias and activation, without passes of their
+  // own): bias [k], noise [noise_n, out_h, out_w].
+  Epilogue epilogue;
 };
 
 inline int64_t Conv3x3OutputSize(int64_t in, bool transposed) { return transposed ? 2 * in + 1 : in; }

@@ -82,13 +82,6 @@ struct RowContext {
   int rows, in_row[3], k_row[3];
 };
 
-// The epilogue (conv3x3.h) of one output value of channel o at output column col.
-inline float EpilogueValue(const Conv3x3Params& p, const float* noise_row, int col, int o, float v) {
-  if (p.bias != nullptr) v += p.bias[o];
-  if (noise_row != nullptr) v += p.noise_strength * noise_row[col];
-  return p.lrelu && !(v > 0.0f) ? v * p.alpha : v;
-}
-
 // Pointers for the taps of a tile starting at phase column j: (input pixel, weight tap, input
 // channels to read). A tap's weights start at w + tap * c * ldw, ldw floats per input channel. Taps
 // whose inputs and weights both continue the previous tap's (neighbouring columns of one kernel row)
@@ -134,7 +127,7 @@ void RowScalar(const RowContext& r) {
           for (int o = 0; o < p.k; ++o) out[o] += v * wr[o];
         }
       }
-      for (int o = 0; o < p.k; ++o) out[o] = EpilogueValue(p, r.noise_row, ph.step * j + ph.b, o, out[o]);
+      for (int o = 0; o < p.k; ++o) out[o] = p.epilogue.Value(r.noise_row, ph.step * j + ph.b, o, out[o]);
     }
   }
 }
@@ -241,7 +234,8 @@ __attribute__((target("avx2,fma"))) void RunAvx2(const RowContext& r, const Colu
   const int64_t out_stride = static_cast<int64_t>(ph.step) * p.k;
   int j = j0;
   const float* chunk = r.packed + static_cast<int64_t>(9) * p.c * oc0;  // [9, c, 8 * NV] (PackWeights)
-  TileEpilogue e{p.bias == nullptr ? nullptr : p.bias + oc0, nullptr, ph.step, p.noise_strength, p.lrelu, p.alpha};
+  const Epilogue& pe = p.epilogue;
+  TileEpilogue e{pe.bias == nullptr ? nullptr : pe.bias + oc0, nullptr, ph.step, pe.noise_strength, pe.lrelu, pe.alpha};
   // Every tile of the run reads the same taps, shifted by its first column: one tap list for the run.
   const int n = TileTaps(r, ph, mask, j0, chunk, 8 * NV, xs, ws, lens);
   const auto tile = [&](auto fn, int width) {
@@ -305,8 +299,7 @@ void Rows(const Conv3x3Params& p, const float* x, const float* w, const float* p
     r.x_img = x + static_cast<int64_t>(img) * p.in_h * p.in_w * p.c;
     r.w = w;
     r.packed = packed;
-    r.noise_row = p.noise == nullptr ? nullptr
-                                     : p.noise + (static_cast<int64_t>(p.noise_n == 1 ? 0 : img) * p.out_h + oy) * p.out_w;
+    r.noise_row = p.epilogue.NoiseRow(img, oy, p.out_h, p.out_w);
     r.out_row = y + row * p.out_w * p.k;
     r.rows = RowTaps(p, oy, r.in_row, r.k_row);
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "custom_ops/cc/kernels/epilogue.h"
 #include "custom_ops/cc/kernels/half.h"
 #include "custom_ops/cc/kernels/parallel.h"
 
@@ -30,6 +31,9 @@ struct UpFirDn2dParams {
   int kh, kw;
   int up, down;
   int pad_y0, pad_x0;  // pads before; the pads after only shape the output size
+  // Applied to the output (CPU, float only: the op that sets it has no other kernel), a few rows at a time
+  // right after they are written, instead of in passes of their own. bias [c], noise [noise_n, out_h, out_w].
+  Epilogue epilogue;
 };
 
 // Floor division (Python's //) for a positive divisor.

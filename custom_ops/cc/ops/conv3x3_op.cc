@@ -101,25 +101,15 @@ class Conv3x3Op : public tensorflow::OpKernel {
                 absl::InvalidArgumentError(absl::StrCat(
                     "conv3x3 supports tensors of at most 2^31-1 elements (int32 indexing); input ",
                     x.shape().DebugString(), ", weight ", w.shape().DebugString(), ". Split the batch.")));
-    const tensorflow::Tensor& bias = ctx->input(2);
-    const tensorflow::Tensor& noise = ctx->input(3);
-    const tensorflow::Tensor& strength = ctx->input(4);
-    OP_REQUIRES(ctx, bias.NumElements() == 0 || (bias.dims() == 1 && bias.dim_size(0) == k),
-                ShapeError("conv3x3", absl::StrCat("a bias [", k, "] or an empty one"), bias));
-    const bool has_noise = noise.NumElements() > 0;
-    OP_REQUIRES(ctx, !has_noise || (noise.dims() == 4 && (noise.dim_size(0) == 1 || noise.dim_size(0) == n) &&
-                                    noise.dim_size(1) == out_h && noise.dim_size(2) == out_w && noise.dim_size(3) == 1),
-                ShapeError("conv3x3", absl::StrCat("noise [1 or ", n, ", ", out_h, ", ", out_w, ", 1] or an empty one"),
-                           noise));
-    OP_REQUIRES(ctx, strength.NumElements() == 1, ShapeError("conv3x3", "one noise_strength value", strength));
+    Conv3x3Params p;
+    OP_REQUIRES_OK(ctx, ReadEpilogue(ctx, 2, "conv3x3", n, out_h, out_w, k, lrelu_, alpha_, &p.epilogue));
     tensorflow::Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({n, out_h, out_w, k}), &y));
     if (y->NumElements() == 0) return;
-    if (w.NumElements() == 0 && bias.NumElements() == 0 && !has_noise) {  // an empty sum, nothing added
+    if (w.NumElements() == 0 && p.epilogue.bias == nullptr && p.epilogue.noise == nullptr) {  // an empty sum
       y->flat<float>().setZero();
       return;
     }
-    Conv3x3Params p;
     p.n = static_cast<int>(n);
     p.in_h = static_cast<int>(in_h);
     p.in_w = static_cast<int>(in_w);
@@ -128,12 +118,6 @@ class Conv3x3Op : public tensorflow::OpKernel {
     p.transposed = transposed_;
     p.out_h = static_cast<int>(out_h);
     p.out_w = static_cast<int>(out_w);
-    p.bias = bias.NumElements() > 0 ? bias.flat<float>().data() : nullptr;
-    p.noise = has_noise ? noise.flat<float>().data() : nullptr;
-    p.noise_n = has_noise ? static_cast<int>(noise.dim_size(0)) : 1;
-    p.noise_strength = strength.flat<float>()(0);
-    p.lrelu = lrelu_;
-    p.alpha = alpha_;
     Conv3x3Cpu(EigenCpuRunner(ctx->eigen_cpu_device()), p, x.flat<float>().data(), w.flat<float>().data(),
                y->flat<float>().data());
   }

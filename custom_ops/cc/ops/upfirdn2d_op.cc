@@ -98,69 +98,86 @@ upfirdn2d on NHWC: zero-insertion upsampling by `up`, padding (negative pads cro
 Its gradient is the same op with the flipped kernel and up/down swapped.
 )doc");
 
-template <typename Device, typename T>
-class UpFirDn2dOp : public tensorflow::OpKernel {
- public:
-  explicit UpFirDn2dOp(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("up", &up_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("down", &down_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_y0", &pad_y0_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_y1", &pad_y1_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_x0", &pad_x0_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_x1", &pad_x1_));
-    OP_REQUIRES(ctx, up_ >= 1 && down_ >= 1,
-                absl::InvalidArgumentError(absl::StrCat("upfirdn2d needs up >= 1 and down >= 1, got up=", up_,
-                                                        ", down=", down_, ".")));
+// The attributes both ops share, read and checked at construction.
+struct UpFirDn2dAttrs {
+  int up = 1, down = 1, pad_y0 = 0, pad_y1 = 0, pad_x0 = 0, pad_x1 = 0;
+
+  explicit UpFirDn2dAttrs(tensorflow::OpKernelConstruction* ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("up", &up));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("down", &down));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_y0", &pad_y0));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_y1", &pad_y1));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_x0", &pad_x0));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_x1", &pad_x1));
+    OP_REQUIRES(ctx, up >= 1 && down >= 1,
+                absl::InvalidArgumentError(absl::StrCat("upfirdn2d needs up >= 1 and down >= 1, got up=", up,
+                                                        ", down=", down, ".")));
   }
 
-  void Compute(tensorflow::OpKernelContext* ctx) override {
-    const tensorflow::Tensor& x = ctx->input(0);
-    const tensorflow::Tensor& k = ctx->input(1);
-    OP_REQUIRES(ctx, x.dims() == 4, ShapeError("upfirdn2d", kNhwcX, x));
-    OP_REQUIRES(ctx, k.dims() == 2, ShapeError("upfirdn2d", kKernel, k));
-    OP_REQUIRES(ctx, k.NumElements() > 0,
-                absl::InvalidArgumentError(absl::StrCat("upfirdn2d needs a non-empty FIR kernel, got shape ",
-                                                        k.shape().DebugString(), ".")));
+  // Checks x and the kernel k against these attributes; fills the kernel's params (all but the
+  // epilogue) and the output shape.
+  absl::Status Setup(const tensorflow::Tensor& x, const tensorflow::Tensor& k, UpFirDn2dParams* p,
+                     tensorflow::TensorShape* out) const {
+    if (x.dims() != 4) return ShapeError("upfirdn2d", kNhwcX, x);
+    if (k.dims() != 2) return ShapeError("upfirdn2d", kKernel, k);
+    if (k.NumElements() == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("upfirdn2d needs a non-empty FIR kernel, got shape ", k.shape().DebugString(), "."));
+    }
     const int64_t n = x.dim_size(0), in_h = x.dim_size(1), in_w = x.dim_size(2), c = x.dim_size(3);
     const int64_t kh = k.dim_size(0), kw = k.dim_size(1);
     // Every intermediate coordinate is bounded by in*up + |pad0| + |pad1| + k; keep it in int32.
-    const int64_t span_h = in_h * up_ + std::abs(pad_y0_) + std::abs(pad_y1_) + kh;
-    const int64_t span_w = in_w * up_ + std::abs(pad_x0_) + std::abs(pad_x1_) + kw;
-    OP_REQUIRES(ctx, span_h <= kInt32Max && span_w <= kInt32Max && kh * kw <= kInt32Max,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "upfirdn2d sizes overflow int32: input ", x.shape().DebugString(), ", up ", up_, ", pads (",
-                    pad_y0_, ", ", pad_y1_, ", ", pad_x0_, ", ", pad_x1_, "), kernel ", k.shape().DebugString(), ".")));
-    const int64_t out_h = UpFirDn2dOutputSize(in_h, kh, up_, down_, pad_y0_, pad_y1_);
-    const int64_t out_w = UpFirDn2dOutputSize(in_w, kw, up_, down_, pad_x0_, pad_x1_);
-    OP_REQUIRES(ctx, out_h >= 1 && out_w >= 1,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "upfirdn2d output would be ", out_h, "x", out_w, " (input ", x.shape().DebugString(), ", up ", up_,
-                    ", down ", down_, ", pad y (", pad_y0_, ", ", pad_y1_, "), pad x (", pad_x0_, ", ", pad_x1_,
-                    "), kernel ", k.shape().DebugString(), "); enlarge the input or the padding.")));
-    OP_REQUIRES(ctx, x.NumElements() <= kInt32Max && n * out_h * out_w * c <= kInt32Max,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "upfirdn2d supports tensors of at most 2^31-1 elements (int32 indexing); input ",
-                    x.shape().DebugString(), ", output [", n, ",", out_h, ",", out_w, ",", c,
-                    "]. Split the batch.")));
-    tensorflow::Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({n, out_h, out_w, c}), &y));
-    if (y->NumElements() == 0) return;
+    const int64_t span_h = in_h * up + std::abs(pad_y0) + std::abs(pad_y1) + kh;
+    const int64_t span_w = in_w * up + std::abs(pad_x0) + std::abs(pad_x1) + kw;
+    if (span_h > kInt32Max || span_w > kInt32Max || kh * kw > kInt32Max) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "upfirdn2d sizes overflow int32: input ", x.shape().DebugString(), ", up ", up, ", pads (", pad_y0, ", ",
+          pad_y1, ", ", pad_x0, ", ", pad_x1, "), kernel ", k.shape().DebugString(), "."));
+    }
+    const int64_t out_h = UpFirDn2dOutputSize(in_h, kh, up, down, pad_y0, pad_y1);
+    const int64_t out_w = UpFirDn2dOutputSize(in_w, kw, up, down, pad_x0, pad_x1);
+    if (out_h < 1 || out_w < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "upfirdn2d output would be ", out_h, "x", out_w, " (input ", x.shape().DebugString(), ", up ", up,
+          ", down ", down, ", pad y (", pad_y0, ", ", pad_y1, "), pad x (", pad_x0, ", ", pad_x1, "), kernel ",
+          k.shape().DebugString(), "); enlarge the input or the padding."));
+    }
+    if (x.NumElements() > kInt32Max || n * out_h * out_w * c > kInt32Max) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "upfirdn2d supports tensors of at most 2^31-1 elements (int32 indexing); input ", x.shape().DebugString(),
+          ", output [", n, ",", out_h, ",", out_w, ",", c, "]. Split the batch."));
+    }
+    p->n = static_cast<int>(n);
+    p->in_h = static_cast<int>(in_h);
+    p->in_w = static_cast<int>(in_w);
+    p->c = static_cast<int>(c);
+    p->out_h = static_cast<int>(out_h);
+    p->out_w = static_cast<int>(out_w);
+    p->kh = static_cast<int>(kh);
+    p->kw = static_cast<int>(kw);
+    p->up = up;
+    p->down = down;
+    p->pad_y0 = pad_y0;
+    p->pad_x0 = pad_x0;
+    *out = tensorflow::TensorShape({n, out_h, out_w, c});
+    return absl::OkStatus();
+  }
+};
 
+template <typename Device, typename T>
+class UpFirDn2dOp : public tensorflow::OpKernel {
+ public:
+  explicit UpFirDn2dOp(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx), attrs_(ctx) {}
+
+  void Compute(tensorflow::OpKernelContext* ctx) override {
     UpFirDn2dParams p;
-    p.n = static_cast<int>(n);
-    p.in_h = static_cast<int>(in_h);
-    p.in_w = static_cast<int>(in_w);
-    p.c = static_cast<int>(c);
-    p.out_h = static_cast<int>(out_h);
-    p.out_w = static_cast<int>(out_w);
-    p.kh = static_cast<int>(kh);
-    p.kw = static_cast<int>(kw);
-    p.up = up_;
-    p.down = down_;
-    p.pad_y0 = pad_y0_;
-    p.pad_x0 = pad_x0_;
-    const std::string err = Run(ctx, static_cast<const Device*>(nullptr), p, KernelData<T>(x), KernelData<T>(k),
-                                KernelData<T>(y));
+    tensorflow::TensorShape out_shape;
+    OP_REQUIRES_OK(ctx, attrs_.Setup(ctx->input(0), ctx->input(1), &p, &out_shape));
+    tensorflow::Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &y));
+    if (y->NumElements() == 0) return;
+    const std::string err = Run(ctx, static_cast<const Device*>(nullptr), p, KernelData<T>(ctx->input(0)),
+                                KernelData<T>(ctx->input(1)), KernelData<T>(y));
     OP_REQUIRES(ctx, err.empty(), absl::InternalError(absl::StrCat("upfirdn2d: ", err)));
   }
 
@@ -179,7 +196,7 @@ class UpFirDn2dOp : public tensorflow::OpKernel {
   }
 #endif
 
-  int up_ = 1, down_ = 1, pad_y0_ = 0, pad_y1_ = 0, pad_x0_ = 0, pad_x1_ = 0;
+  UpFirDn2dAttrs attrs_;
 };
 
 #define TF_DISTILL_REGISTER_CPU(T)                                                              \
@@ -197,5 +214,58 @@ TF_DISTILL_REGISTER_GPU(float);
 TF_DISTILL_REGISTER_GPU(Eigen::half);
 #undef TF_DISTILL_REGISTER_GPU
 #endif  // GOOGLE_CUDA
+
+REGISTER_OP("TfDistill>UpFirDn2dEpilogue")
+    .Input("x: float")
+    .Input("kernel: float")
+    .Input("bias: float")
+    .Input("noise: float")
+    .Input("noise_strength: float")
+    .Output("y: float")
+    .Attr("up: int = 1")
+    .Attr("down: int = 1")
+    .Attr("pad_y0: int = 0")
+    .Attr("pad_y1: int = 0")
+    .Attr("pad_x0: int = 0")
+    .Attr("pad_x1: int = 0")
+    .Attr("activation: {'linear', 'lrelu'} = 'linear'")
+    .Attr("alpha: float = 0.2")
+    .SetShapeFn(UpFirDn2dShape)
+    .Doc(R"doc(
+upfirdn2d (as TfDistill>UpFirDn2d), then StyleGAN2's epilogue on its output: + bias [c] (empty: none),
++ noise_strength (a scalar) * noise [1 or n, out_h, out_w, 1] (empty: none), and the activation (lrelu:
+slope `alpha` below zero), applied to a few rows at a time as they are written instead of in passes
+of their own. CPU, float32 only; its gradients are registered in Python as those of the reference
+(tf_distill/ops/upfirdn2d.py).
+)doc");
+
+class UpFirDn2dEpilogueOp : public tensorflow::OpKernel {
+ public:
+  explicit UpFirDn2dEpilogueOp(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx), attrs_(ctx) {
+    std::string activation;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("alpha", &alpha_));
+    lrelu_ = activation == "lrelu";
+  }
+
+  void Compute(tensorflow::OpKernelContext* ctx) override {
+    UpFirDn2dParams p;
+    tensorflow::TensorShape out_shape;
+    OP_REQUIRES_OK(ctx, attrs_.Setup(ctx->input(0), ctx->input(1), &p, &out_shape));
+    OP_REQUIRES_OK(ctx, ReadEpilogue(ctx, 2, "upfirdn2d", p.n, p.out_h, p.out_w, p.c, lrelu_, alpha_, &p.epilogue));
+    tensorflow::Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &y));
+    if (y->NumElements() == 0) return;
+    UpFirDn2dCpu(EigenCpuRunner(ctx->eigen_cpu_device()), p, ctx->input(0).flat<float>().data(),
+                 ctx->input(1).flat<float>().data(), y->flat<float>().data());
+  }
+
+ private:
+  UpFirDn2dAttrs attrs_;
+  bool lrelu_ = false;
+  float alpha_ = 0.2f;
+};
+
+REGISTER_KERNEL_BUILDER(Name("TfDistill>UpFirDn2dEpilogue").Device(tensorflow::DEVICE_CPU), UpFirDn2dEpilogueOp);
 
 }  // namespace tf_distill
