@@ -34,6 +34,7 @@ CUDA_SRCS = [
 
 HDRS = [
     "cc/kernels/conv3x3.h",
+    "cc/kernels/conv3x3_tiles.inc",
     "cc/kernels/cpu_isa.h",
     "cc/kernels/epilogue.h",
     "cc/kernels/fused_bias_act.h",

@@ -271,10 +271,12 @@ def test_every_cpu_instruction_set_matches_reference(isa):
     assert result.returncode == 0 and " passed" in result.stdout, result.stdout[-6000:] + result.stderr[-3000:]
 
 
-# (x shape, out channels): 3 + 2 vector chunks with pixel tails (40), 1 chunk (8), 2 + 2 (32), one pixel,
+# (x shape, out channels): vector chunks of 3 + 2 with 16 registers, one of 5 with 32 (40, with pixel tails),
+# 1 chunk (8), 2 + 2 or 4 (32), 3 + 3 (48), 5 + 5 (80), 4 + 5 + 5 + 2 with 32 registers (128), one pixel,
 # widths narrower than a tile, and 12 output channels (not a multiple of 8: the plain loops).
 CONV3X3_CASES = [((2, 7, 9, 5), 48), ((1, 6, 13, 40), 40), ((2, 5, 4, 3), 8), ((3, 3, 20, 24), 32),
-                 ((1, 1, 1, 16), 16), ((1, 2, 3, 8), 24), ((2, 4, 5, 7), 12)]
+                 ((1, 1, 1, 16), 16), ((1, 2, 3, 8), 24), ((2, 4, 5, 7), 12), ((1, 3, 11, 16), 80),
+                 ((1, 2, 27, 8), 128)]
 
 
 @requires_library

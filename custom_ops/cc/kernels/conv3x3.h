@@ -35,7 +35,7 @@ struct Conv3x3Params {
 
 inline int64_t Conv3x3OutputSize(int64_t in, bool transposed) { return transposed ? 2 * in + 1 : in; }
 
-// Vectorized for AVX2 + FMA (picked at run time, cpu_isa.h) when k is a multiple of 8, else
+// Vectorized for AVX2 + FMA or AVX-512VL (picked at run time, cpu_isa.h) when k is a multiple of 8, else
 // plain loops; sharded over output rows by `runner`.
 void Conv3x3Cpu(const CpuRunner& runner, const Conv3x3Params& p, const float* x, const float* w, float* y);
 
