@@ -423,6 +423,25 @@ def test_upfirdn2d_epilogue_bad_inputs():
         op(x, k, empty, tf.zeros([1, 5, 5, 1]), tf.zeros([]), pad_y0=1, pad_y1=1, pad_x0=1, pad_x1=1)
 
 
+@requires_library
+def test_self_checks_print_no_tensorflow_log_lines():
+    """The self-checks run in users' processes (the first time an op resolves to its kernel), so they must not
+    print TensorFlow's C++ log lines (a kernel gradient of the reference upfirdn2d once did, through oneDNN)."""
+    result = _run_python("""
+        import importlib
+        from tf_distill import cli
+        cli.import_tensorflow()
+        for module, check in [("conv3x3", "_self_check"), ("to_rgb", "_self_check"), ("upfirdn2d", "_self_check"),
+                              ("upfirdn2d", "_self_check_epilogue"), ("fused_bias_act", "_self_check")]:
+            error, case = getattr(importlib.import_module("tf_distill.ops." + module), check)()
+            assert error < 1e-4, (module, check, error, case)
+        print("CHECKED")
+    """)
+    assert "CHECKED" in result.stdout, result.stdout + result.stderr[-3000:]
+    log_lines = [line for line in result.stderr.splitlines() if re.match(r"^[EWIF]\d{4} ", line)]
+    assert not log_lines, "\n".join(log_lines)
+
+
 # (x shape, outputs, bias, skip taps and pads or None): the vector path for 1-4 outputs with StyleGAN2's
 # 4-tap upsampling (student-like 40 channels, one-pixel skip), other kernels and pads (3 taps, 1 tap, a
 # crop-free pad of 1), no bias or no skip, and the plain loops (12 channels, 5 outputs).

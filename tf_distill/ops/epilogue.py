@@ -35,16 +35,20 @@ def epilogue_op_inputs(bias=None, noise=None, noise_strength=None, activation="l
             dict(activation=activation, alpha=float(alpha)))
 
 
-def epilogue_grad(op, dy, forward_ref, n_main):
+def epilogue_grad(op, dy, forward_ref, n_main, constant=()):
     """Gradients of a compiled op whose first ``n_main`` inputs feed ``forward_ref(*main, **epilogue)`` and whose
     next three are the epilogue's (``epilogue_op_inputs``): those of the reference, through a recomputed forward
-    (the compiled kernels are forward only)."""
+    (the compiled kernels are forward only). Inputs at the indices ``constant`` (e.g. a FIR kernel) are passed
+    as their static values and get no gradient."""
     inputs = list(op.inputs)
     bias, noise, strength = inputs[n_main:n_main + 3]
     has_bias, has_noise = bias.shape.num_elements() != 0, noise.shape.num_elements() != 0  # empty: absent
+    main = [tf.get_static_value(t) if i in constant else t for i, t in enumerate(inputs[:n_main])]
+    watched = [t for i, t in enumerate(inputs) if i not in constant]
     with tf.GradientTape() as tape:
-        tape.watch(inputs)
-        y = forward_ref(*inputs[:n_main], bias=bias if has_bias else None, noise=noise if has_noise else None,
+        tape.watch(watched)
+        y = forward_ref(*main, bias=bias if has_bias else None, noise=noise if has_noise else None,
                         noise_strength=strength, activation=op.get_attr("activation").decode(),
                         alpha=op.get_attr("alpha"))
-    return tape.gradient(y, inputs, output_gradients=dy)
+    grads = iter(tape.gradient(y, watched, output_gradients=dy))
+    return [None if i in constant else next(grads) for i in range(len(inputs))]

@@ -285,9 +285,9 @@ def _upfirdn2d_epilogue_ref(x, kernel, pad, **epilogue):
 @_loader.register_gradient("TfDistill>UpFirDn2dEpilogue")
 def _upfirdn2d_epilogue_grad(op, dy):
     """Those of ``upfirdn2d_ref`` and ``epilogue_ref``, through a recomputed forward (up = down = 1, as
-    ``filter2d_separable`` calls it)."""
+    ``filter2d_separable`` calls it); none for the FIR kernel, a constant (as the upfirdn2d op's)."""
     pad = (op.get_attr("pad_y0"), op.get_attr("pad_y1"))
-    return epilogue_grad(op, dy, lambda x, k, **e: _upfirdn2d_epilogue_ref(x, k, pad, **e), 2)
+    return epilogue_grad(op, dy, lambda x, k, **e: _upfirdn2d_epilogue_ref(x, k, pad, **e), 2, constant=(1,))
 
 
 # (x shape, pad, bias, noise batch or None, activation): the student's blur pad (1, 1) over 8-, 16- and
@@ -307,7 +307,7 @@ def _self_check_epilogue():
             out = [d + pad[0] + pad[1] - 3 for d in (h, w)]
             arrays = [rng.standard_normal(shape).astype(np.float32)]
             arrays += [rng.standard_normal(c).astype(np.float32)] if bias else []
-            arrays += [rng.standard_normal([noise_n] + out + [1]).astype(np.float32), np.float32(0.7)] if noise_n else []
+            arrays += [rng.standard_normal([noise_n] + out + [1]).astype(np.float32), np.float32([0.7])] if noise_n else []
 
             def run(fn, x, *extra, b=bias, nz=noise_n, p=pad, a=activation):
                 extra = list(extra)
