@@ -1,17 +1,20 @@
 """Where a generator forward spends its CPU time: TensorFlow's profiler, op time grouped by kind.
 
     .venv/bin/python bench/op_profile.py [--model=ffhq256_student] [--batches=1,8] [--repeats=3] \
-        [--impl=auto|ref|custom] [--nofold]
+        [--impl=auto|ref|custom] [--nofold] [--serialize]
 
 Profiles ``--repeats`` calls of the traced forward (random weights and noise) per batch size and
 prints, per op kind, the op time per batch (summed over the profiler's TensorFlow op events, so
 ops running side by side both count; the wall time is printed next to it), then every conv
 layer's MACs/s and its fraction of the machine's 3x3-conv peak (bench/conv_peak.py, timed in the
-same run). Named op_profile, not profile: this folder is on sys.path and would shadow the stdlib.
+same run). ``--serialize`` runs one op at a time (one inter-op thread), so the op times add up to
+the wall time and show what each kind costs on its own. Named op_profile, not profile: this folder is on sys.path and would shadow the stdlib.
 """
 
 import collections
+import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -29,6 +32,8 @@ _IMPL = common.define_impl()
 _FOLD = flags.DEFINE_bool("fold", True, "Run the inference form (layers/modulated.py: styles folded into "
                           "conv weights, fewer passes); "
                           "--nofold profiles the unfused form.")
+_SERIALIZE = flags.DEFINE_bool("serialize", False, "One op at a time (one inter-op thread): op times add up to "
+                               "the wall time, none overlap.")
 
 KINDS = ("conv", "transposed conv", "upfirdn2d blurs", "modulation/demodulation", "noise", "bias-act",
          "ToRGB and skip upsampling", "copies/transposes/loop", "mapping", "other")
@@ -132,7 +137,8 @@ def main(argv):
         peak = peak_macs / min(conv_peak.seconds(peak_fn) for _ in range(3))
         totals, wall = op_times(lambda: fn(z).numpy(), _REPEATS.value)
         op_sum = sum(totals.values())
-        print(f"\n{_MODEL.value}, batch {batch}, impl {_IMPL.value}, fold {_FOLD.value}: "
+        print(f"\n{_MODEL.value}, batch {batch}, impl {_IMPL.value}, fold {_FOLD.value}"
+              f"{', serialized' if _SERIALIZE.value else ''}: "
               f"wall {wall * 1e3:.1f} ms/batch, op time {op_sum * 1e3:.1f} ms; 3x3-conv peak {peak / 1e9:.1f} GMAC/s")
         by_kind = collections.Counter()
         for (kind, _), t in totals.items():
@@ -150,6 +156,10 @@ def main(argv):
 
 
 def run():
+    # TensorFlow is initialised while the flags are parsed (cli.run), after which its inter-op pool is fixed,
+    # so --serialize takes effect through the variable its runtime reads when it creates the pool.
+    if any(arg in ("--serialize", "--serialize=true", "--serialize=True") for arg in sys.argv[1:]):
+        os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     cli.run(main)
 
 
