@@ -63,7 +63,7 @@ std::vector<ColumnPhase> ColumnPhases(const Conv3x3Params& p) {
   if (!p.transposed) {
     phases.push_back({0, p.in_w, 1, {0, 1, 2}, {-1, 0, 1}, 3});
   } else {  // out = 2 * xi + kw: phase b takes the kw of its parity, xi = j - (kw - b) / 2
-    phases.push_back({0, p.in_w + 1, 2, {0, 2, 0}, {0, -1, 0}, 2});
+    phases.push_back({0, p.in_w + 1, 2, {2, 0, 0}, {-1, 0, 0}, 2});  // input columns ascending
     phases.push_back({1, p.in_w, 2, {1, 0, 0}, {0, 0, 0}, 1});
   }
   return phases;
@@ -90,11 +90,17 @@ struct RowContext {
   int rows, in_row[3], k_row[3];
 };
 
+// Where kernel column kw sits among its row's three in the packed weights (PackWeights): in order for
+// the stride-1 conv; for the transposed one kw = 2, 0, 1, so that the even output columns' two taps
+// (kw 2 on input column j - 1, kw 0 on j) continue each other in weights as they do in the input and
+// merge into one pass.
+int PackedColumn(const Conv3x3Params& p, int kw) { return p.transposed ? (kw + 1) % 3 : kw; }
+
 // Pointers for the taps of a tile starting at phase column j: (input pixel, weight tap, input
 // channels to read). A tap's weights start at w + tap * c * ldw, ldw floats per input channel. Taps
-// whose inputs and weights both continue the previous tap's (neighbouring columns of one kernel row)
-// are merged into one longer run, so that a tile's inner loop runs fewer, longer passes.
-int TileTaps(const RowContext& r, const ColumnPhase& ph, int mask, int j, const float* w, int64_t ldw,
+// whose inputs and weights both continue the previous tap's (neighbouring columns of one kernel row;
+// `packed`: w is PackWeights' layout) are merged into one longer run, so that a tile's inner loop runs fewer, longer passes.
+int TileTaps(const RowContext& r, const ColumnPhase& ph, int mask, int j, const float* w, int64_t ldw, bool packed,
              const float** xs, const float** ws, int* lens) {
   const Conv3x3Params& p = *r.p;
   int n = 0;
@@ -102,7 +108,8 @@ int TileTaps(const RowContext& r, const ColumnPhase& ph, int mask, int j, const 
     for (int t = 0; t < ph.taps; ++t) {
       if (!(mask >> t & 1)) continue;
       const float* x = r.x_img + (static_cast<int64_t>(r.in_row[a]) * p.in_w + j + ph.dx[t]) * p.c;
-      const float* wt = w + static_cast<int64_t>(r.k_row[a] * 3 + ph.kw[t]) * p.c * ldw;
+      const int column = packed ? PackedColumn(p, ph.kw[t]) : ph.kw[t];
+      const float* wt = w + static_cast<int64_t>(r.k_row[a] * 3 + column) * p.c * ldw;
       if (n > 0 && x == xs[n - 1] + lens[n - 1] && wt == ws[n - 1] + lens[n - 1] * ldw) {
         lens[n - 1] += p.c;
         continue;
@@ -125,7 +132,7 @@ void RowScalar(const RowContext& r) {
   int lens[kMaxTaps];
   for (const ColumnPhase& ph : ColumnPhases(p)) {
     for (int j = 0; j < ph.count; ++j) {
-      const int n = TileTaps(r, ph, ColumnMask(ph, p.in_w, j), j, r.w, p.k, xs, ws, lens);
+      const int n = TileTaps(r, ph, ColumnMask(ph, p.in_w, j), j, r.w, p.k, false, xs, ws, lens);
       float* out = r.out_row + static_cast<int64_t>(ph.step * j + ph.b) * p.k;
       for (int o = 0; o < p.k; ++o) out[o] = 0.0f;
       for (int t = 0; t < n; ++t) {
@@ -149,17 +156,22 @@ int ChunkVectors(int vecs, bool wide) {
   return vecs == 1 ? 1 : (vecs == 2 || vecs == 4) ? 2 : 3;
 }
 
-// The weights [3, 3, c, k] regrouped chunk by chunk, each chunk [3 * 3, c, 8 * nv] at 9 * c * oc0, so
-// that a tile streams through contiguous weights (whole cache lines) instead of strided slices.
+// The weights [3, 3, c, k] regrouped chunk by chunk, each chunk [3 * 3, c, 8 * nv] at 9 * c * oc0 (the
+// columns of a kernel row in PackedColumn's order), so that a tile streams through contiguous weights
+// (whole cache lines) instead of strided slices.
 std::vector<float> PackWeights(const Conv3x3Params& p, const float* w, bool wide) {
   std::vector<float> packed(static_cast<size_t>(9) * p.c * p.k);
   int oc0 = 0;
   for (int vecs = p.k / 8; vecs > 0;) {
     const int width = 8 * ChunkVectors(vecs, wide);
     float* dst = packed.data() + static_cast<int64_t>(9) * p.c * oc0;
-    for (int64_t row = 0; row < int64_t{9} * p.c; ++row, dst += width) {
-      const float* src = w + row * p.k + oc0;
-      for (int o = 0; o < width; ++o) dst[o] = src[o];
+    for (int tap = 0; tap < 9; ++tap) {
+      const int kh = tap / 3, kw = tap % 3;
+      for (int i = 0; i < p.c; ++i) {
+        const float* src = w + (static_cast<int64_t>(tap) * p.c + i) * p.k + oc0;
+        float* out = dst + ((static_cast<int64_t>(kh) * 3 + PackedColumn(p, kw)) * p.c + i) * width;
+        for (int o = 0; o < width; ++o) out[o] = src[o];
+      }
     }
     oc0 += width;
     vecs -= width / 8;
