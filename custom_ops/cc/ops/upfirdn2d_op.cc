@@ -78,17 +78,21 @@ absl::Status UpFirDn2dShape(InferenceContext* c) {
 
 }  // namespace
 
+// The attributes both ops take (UpFirDn2dShape and UpFirDn2dAttrs read them), spliced into their
+// registrations.
+#define TF_DISTILL_UPFIRDN2D_ATTRS \
+  .Attr("up: int = 1")             \
+      .Attr("down: int = 1")       \
+      .Attr("pad_y0: int = 0")     \
+      .Attr("pad_y1: int = 0")     \
+      .Attr("pad_x0: int = 0")     \
+      .Attr("pad_x1: int = 0")
+
 REGISTER_OP("TfDistill>UpFirDn2d")
     .Input("x: T")
     .Input("kernel: T")
     .Output("y: T")
-    .Attr("T: {float, half}")
-    .Attr("up: int = 1")
-    .Attr("down: int = 1")
-    .Attr("pad_y0: int = 0")
-    .Attr("pad_y1: int = 0")
-    .Attr("pad_x0: int = 0")
-    .Attr("pad_x1: int = 0")
+    .Attr("T: {float, half}") TF_DISTILL_UPFIRDN2D_ATTRS
     .SetShapeFn(UpFirDn2dShape)
     .Doc(R"doc(
 upfirdn2d on NHWC: zero-insertion upsampling by `up`, padding (negative pads crop) by
@@ -221,13 +225,7 @@ REGISTER_OP("TfDistill>UpFirDn2dEpilogue")
     .Input("bias: float")
     .Input("noise: float")
     .Input("noise_strength: float")
-    .Output("y: float")
-    .Attr("up: int = 1")
-    .Attr("down: int = 1")
-    .Attr("pad_y0: int = 0")
-    .Attr("pad_y1: int = 0")
-    .Attr("pad_x0: int = 0")
-    .Attr("pad_x1: int = 0")
+    .Output("y: float") TF_DISTILL_UPFIRDN2D_ATTRS
     .Attr("activation: {'linear', 'lrelu'} = 'linear'")
     .Attr("alpha: float = 0.2")
     .SetShapeFn(UpFirDn2dShape)
