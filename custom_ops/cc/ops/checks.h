@@ -41,24 +41,30 @@ inline absl::Status InputWithRank(tensorflow::shape_inference::InferenceContext*
   return ShapeError(op, what, c->DebugString(c->input(i)));
 }
 
+// An optional bias of an op with k output channels: [k], or empty for none (*data nullptr).
+inline absl::Status ReadOptionalBias(const tensorflow::Tensor& bias, absl::string_view op, int64_t k,
+                                     const float** data) {
+  if (bias.NumElements() != 0 && !(bias.dims() == 1 && bias.dim_size(0) == k)) {
+    return ShapeError(op, absl::StrCat("a bias [", k, "] or an empty one"), bias);
+  }
+  *data = bias.NumElements() > 0 ? bias.flat<float>().data() : nullptr;
+  return absl::OkStatus();
+}
+
 // The epilogue inputs of an op with a [n, out_h, out_w, k] output: bias [k] or empty, noise
 // [1 or n, out_h, out_w, 1] or empty, noise_strength (one value), at inputs first, first + 1 and
 // first + 2, checked and read into `e` with the op's activation.
 inline absl::Status ReadEpilogue(tensorflow::OpKernelContext* ctx, int first, absl::string_view op, int64_t n,
                                  int64_t out_h, int64_t out_w, int64_t k, bool lrelu, float alpha, Epilogue* e) {
-  const tensorflow::Tensor& bias = ctx->input(first);
   const tensorflow::Tensor& noise = ctx->input(first + 1);
   const tensorflow::Tensor& strength = ctx->input(first + 2);
-  if (bias.NumElements() != 0 && !(bias.dims() == 1 && bias.dim_size(0) == k)) {
-    return ShapeError(op, absl::StrCat("a bias [", k, "] or an empty one"), bias);
-  }
+  TF_RETURN_IF_ERROR(ReadOptionalBias(ctx->input(first), op, k, &e->bias));
   const bool has_noise = noise.NumElements() > 0;
   if (has_noise && !(noise.dims() == 4 && (noise.dim_size(0) == 1 || noise.dim_size(0) == n) &&
                      noise.dim_size(1) == out_h && noise.dim_size(2) == out_w && noise.dim_size(3) == 1)) {
     return ShapeError(op, absl::StrCat("noise [1 or ", n, ", ", out_h, ", ", out_w, ", 1] or an empty one"), noise);
   }
   if (strength.NumElements() != 1) return ShapeError(op, "one noise_strength value", strength);
-  e->bias = bias.NumElements() > 0 ? bias.flat<float>().data() : nullptr;
   e->noise = has_noise ? noise.flat<float>().data() : nullptr;
   e->noise_n = has_noise ? static_cast<int>(noise.dim_size(0)) : 1;
   e->noise_strength = strength.flat<float>()(0);

@@ -66,7 +66,6 @@ class ToRgbOp : public tensorflow::OpKernel {
   void Compute(tensorflow::OpKernelContext* ctx) override {
     const tensorflow::Tensor& x = ctx->input(0);
     const tensorflow::Tensor& w = ctx->input(1);
-    const tensorflow::Tensor& bias = ctx->input(2);
     const tensorflow::Tensor& skip = ctx->input(3);
     const tensorflow::Tensor& kernel = ctx->input(4);
     OP_REQUIRES(ctx, x.dims() == 4, ShapeError("to_rgb", kNhwcX, x));
@@ -74,8 +73,8 @@ class ToRgbOp : public tensorflow::OpKernel {
     OP_REQUIRES(ctx, w.dims() == 3 && w.dim_size(0) == n && w.dim_size(1) == c,
                 ShapeError("to_rgb", absl::StrCat(kWeight, " for x ", x.shape().DebugString()), w));
     const int64_t k = w.dim_size(2);
-    OP_REQUIRES(ctx, bias.NumElements() == 0 || (bias.dims() == 1 && bias.dim_size(0) == k),
-                ShapeError("to_rgb", absl::StrCat("a bias [", k, "] or an empty one"), bias));
+    ToRgbParams p;
+    OP_REQUIRES_OK(ctx, ReadOptionalBias(ctx->input(2), "to_rgb", k, &p.bias));
     const bool has_skip = skip.NumElements() > 0;
     if (has_skip) {
       OP_REQUIRES(ctx, kernel.dims() == 1 && kernel.dim_size(0) > 0, ShapeError("to_rgb", "a skip_kernel [s]", kernel));
@@ -96,13 +95,11 @@ class ToRgbOp : public tensorflow::OpKernel {
     tensorflow::Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({n, h, width, k}), &y));
     if (y->NumElements() == 0) return;
-    ToRgbParams p;
     p.n = static_cast<int>(n);
     p.h = static_cast<int>(h);
     p.w = static_cast<int>(width);
     p.c = static_cast<int>(c);
     p.k = static_cast<int>(k);
-    p.bias = bias.NumElements() > 0 ? bias.flat<float>().data() : nullptr;
     if (has_skip) {
       p.skip = skip.flat<float>().data();
       p.skip_h = static_cast<int>(skip.dim_size(1));
