@@ -120,19 +120,60 @@ def _conv_filters_depend_on_z(graph):
 def _conv_widths(fn, batch):
     graph = fn.get_concrete_function(tf.TensorSpec([batch, 32], tf.float32)).graph
     return sorted({op.outputs[0].shape[-1] for op in graph.get_operations()
-                   if op.type in ("Conv2D", "Conv2DBackpropInput") and "to_rgb" not in op.name})  # not the skips
+                   if op.type in ("Conv2D", "Conv2DBackpropInput", "TfDistill>Conv3x3")
+                   and "to_rgb" not in op.name})  # not the skips
 
 
 @pytest.mark.parametrize("folding, batch", [(True, 1), (False, 3)])
-def test_inference_form_widens_pruned_layers_to_aligned_channels(generator, folding, batch):
-    """Every conv of the inference form writes a multiple of CHANNEL_ALIGN channels (20 -> 24, 12 -> 16:
-    the widths CPU convs run fastest at); the training form keeps the model's own widths."""
+def test_inference_form_widens_pruned_layers_for_tensorflows_own_convs(generator, folding, batch, monkeypatch):
+    """Where TensorFlow runs its CPU convs without oneDNN (Eigen) every conv of the inference form writes a
+    multiple of CHANNEL_ALIGN channels (20 -> 24, 12 -> 16: the widths those convs run fastest at); the
+    training form keeps the model's own widths."""
+    monkeypatch.setattr(conv3x3, "_onednn_convs", lambda: False)
     assert modulated.CHANNEL_ALIGN == 8 and [modulated.aligned(c) for c in (12, 16, 20)] == [16, 16, 24]
     with modulated.weight_folding(folding):
         widths = _conv_widths(tf.function(lambda z: generator(z, randomize_noise=False)), batch)
     assert widths == [16, 24, 32]
     with forms.inference_form(False):
         assert _conv_widths(tf.function(lambda z: generator(z, randomize_noise=False)), batch) == [12, 16, 20, 32]
+
+
+@pytest.mark.parametrize("folding, batch", [(True, 1), (False, 3)])
+def test_inference_form_keeps_pruned_widths_for_onednn_convs(generator, folding, batch, monkeypatch):
+    """oneDNN's convs run the pruned widths as fast, so where TensorFlow uses them (and no compiled direct conv
+    runs) the inference form keeps the model's widths, the same function."""
+    monkeypatch.setattr(conv3x3, "_onednn_convs", lambda: True)
+    monkeypatch.setattr(conv3x3._loader, "vector_cpu_only", lambda: True)
+    z = z_of(range(batch))
+    with modulated.weight_folding(folding):
+        fn = tf.function(lambda z: generator(z, randomize_noise=False))
+        assert _conv_widths(fn, batch) == [12, 16, 20, 32]
+        got = fn(z).numpy()
+    assert_same([got], run(generator, z, False, randomize_noise=False)[:1])
+
+
+@pytest.mark.skipif(not conv3x3._loader.vector_cpu_only(), reason="the compiled direct conv runs on vector CPUs only")
+def test_inference_form_widens_the_layers_the_direct_conv_runs(generator, monkeypatch):
+    """With oneDNN's convs, exactly the layers whose conv is the compiled direct conv (here those with inputs
+    from 16 px on) write aligned widths, and the result is the same."""
+    monkeypatch.setattr(conv3x3, "_onednn_convs", lambda: True)
+    monkeypatch.setattr(conv3x3, "DIRECT_MIN_WIDTH", 16)
+    g = Generator(32, style_dim=32, n_mlp=2, channels=CHANNELS, impl="custom")
+    g.build()
+    g.set_weights(generator.get_weights())
+    z = z_of(range(2))
+    for folding, batch in ((True, 1), (False, 2)):  # the graph of one sample, or of the whole batch
+        with modulated.weight_folding(folding):
+            fn = tf.function(lambda z: g(z, randomize_noise=False))
+            ops = fn.get_concrete_function(tf.TensorSpec([batch, 32], tf.float32)).graph.get_operations()
+            got = fn(z[:batch]).numpy()
+        direct = sorted({op.outputs[0].shape[-1] for op in ops if op.type == "TfDistill>Conv3x3"})
+        tf_convs = sorted({op.outputs[0].shape[-1] for op in ops
+                           if op.type in ("Conv2D", "Conv2DBackpropInput") and "to_rgb" not in op.name})
+        # The 12-channel convs from 16 px on run the direct conv, widened to 16; the 20-channel ones at 8 px
+        # stay TensorFlow's (oneDNN), unwidened.
+        assert direct == [16] and tf_convs == [16, 20, 32]
+        assert_same([got], run(generator, z[:batch], False, randomize_noise=False)[:1])
 
 
 def test_channel_widening_off_keeps_the_model_widths(generator):

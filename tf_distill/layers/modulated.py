@@ -11,8 +11,9 @@ for a batch of one, where the weight is smaller than the input (the high-resolut
 style, demodulation and activation gain are folded into the conv weight; elsewhere the
 demodulation and the gain share one multiply; the bias is a BiasAdd (fused with the conv) and
 the leaky ReLU one op; a StyledConv's output is widened with zero-weight channels to a multiple
-of ``CHANNEL_ALIGN`` (TensorFlow's CPU convs run pruned widths like 39 or 77 slower;
-``channel_widening(False)`` keeps the model's widths); its 3x3 convs go through ``ops.conv3x3``,
+of ``CHANNEL_ALIGN`` where its conv wants that (the compiled direct conv, and TensorFlow's own CPU
+convs, which run pruned widths like 39 or 77 slower; not oneDNN's: ``StyledConv.inference_width``;
+``channel_widening(False)`` keeps the model's widths everywhere); its 3x3 convs go through ``ops.conv3x3``,
 which runs the compiled direct conv where that is faster than TensorFlow's CPU conv (from 64 px
 on) and there also adds the bias and noise and applies the leaky ReLU of a folded same-size conv
 as it stores its sums; ToRGB runs its per-sample matmul, bias and skip upsampling as one op
@@ -32,14 +33,15 @@ import tensorflow as tf
 from tf_distill.layers.equalized import LRELU_ALPHA, LRELU_GAIN, PACKAGE, EqualDense, FusedLeakyReLU, impl_name
 from tf_distill.layers.forms import inference, scoped
 from tf_distill.ops import setup_kernel, upfirdn2d
-from tf_distill.ops.conv3x3 import conv3x3, transposed_conv2d
+from tf_distill.ops.conv3x3 import conv3x3, transposed_conv2d, wants_aligned_channels
 from tf_distill.ops.epilogue import epilogue_ref
 from tf_distill.ops.to_rgb import to_rgb
 from tf_distill.ops.upfirdn2d import filter2d_separable, upsample2d_polyphase
 
 DEMOD_EPS = 1e-8
-# The inference form widens a StyledConv's output to a multiple of this many channels with zero weights:
-# TensorFlow's CPU convs run 1.1-1.3x faster at 40/80/160 channels than at the pruned 39/77/154.
+# The inference form widens a StyledConv's output to a multiple of this many channels with zero weights where
+# its conv wants that (ops.conv3x3.wants_aligned_channels): the direct conv's vectors hold 8 channels, and
+# TensorFlow's Eigen CPU convs run 1.1-1.3x faster at 40/80/160 channels than at the pruned 39/77/154.
 CHANNEL_ALIGN = 8
 
 _FOLDING = contextvars.ContextVar("tf_distill_weight_folding", default=True)
@@ -332,12 +334,22 @@ class StyledConv(keras.layers.Layer):
 
     def call(self, x, style, noise):
         if inference():  # lrelu(v) * g == lrelu(v * g) for g > 0: the gain goes into the conv's scaling
-            # The output is widened to aligned(filters) channels; the next layers give the extra ones zero weight.
+            # The output may be widened to aligned(filters) channels; the next layers give the extra ones zero weight.
             return self.conv.call_inference(x, style, gain=LRELU_GAIN, bias=self.activate.bias * LRELU_GAIN,
-                                            out_channels=aligned(self.filters) if _WIDENING.get() else None,
+                                            out_channels=self.inference_width(x),
                                             noise=noise, noise_strength=self.noise.weight * LRELU_GAIN,
                                             activation="lrelu")
         return self.activate(self.noise(self.conv(x, style), noise))
+
+    def inference_width(self, x):
+        """The inference form's output width for input ``x``: ``aligned(filters)`` where the conv that runs wants
+        its channels aligned (``ops.conv3x3.wants_aligned_channels``: the direct conv, TensorFlow's non-oneDNN
+        convs) and ``channel_widening`` is on; else None (the model's own width)."""
+        width = aligned(self.filters)
+        if not _WIDENING.get() or width == self.filters:
+            return None
+        conv_width = x.shape[2] if self.kernel_size == 3 else None  # conv3x3's compiled kernel: 3x3 only
+        return width if wants_aligned_channels(conv_width, width, impl=self.impl) else None
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,

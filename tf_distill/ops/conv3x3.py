@@ -87,6 +87,21 @@ def direct_conv_wins(width, out_channels):
     return width >= DIRECT_MIN_WIDTH and _loader.vector_cpu_only()
 
 
+def wants_aligned_channels(width, out_channels, impl=None):
+    """Whether the 3x3 conv that ``conv3x3`` runs for inputs ``width`` pixels wide to ``out_channels`` outputs (a
+    multiple of 8) is faster with the layer's pruned widths padded to multiples of 8 (zero-weight channels).
+
+    The compiled direct conv needs them. TensorFlow's own (Eigen) CPU convs ran 1.1-1.3x faster at 40/80/160
+    channels than at the student's 39/77/154 on 2 AVX2 cores; oneDNN's run the pruned widths at the same
+    rate (2 AVX-512 cores, Zen 4, batch 1, the student's 3x3 and transposed convs from 16 to 256 px: the
+    widened ones took 0.99-1.09x as long, 1.04x on average), so there the extra channels are only extra
+    work. GPUs keep them.
+    """
+    if choice.resolve(impl, "conv3x3", _self_check) == "custom" and direct_conv_wins(width, out_channels):
+        return True
+    return not _onednn_convs() or not _loader.vector_cpu_only()
+
+
 @functools.lru_cache(maxsize=None)
 def _onednn_convs():
     """Whether TensorFlow runs its CPU convs with oneDNN in this process (TF_ENABLE_ONEDNN_OPTS, or by default
