@@ -334,9 +334,10 @@ def test_conv3x3_epilogue_bad_inputs(bias, noise, strength, message):
                                                     empty if noise is None else tf.zeros(noise), tf.zeros(strength))
 
 
-def test_conv3x3_knows_whether_tensorflow_convs_are_onednn():
-    """The width limit follows TF_ENABLE_ONEDNN_OPTS (TensorFlow's own switch), read in a fresh process."""
-    probe = "from tf_distill.ops import conv3x3; print('ONEDNN', conv3x3._onednn_convs())"
+def test_loader_knows_whether_tensorflow_convs_are_onednn():
+    """conv3x3's width limit and the blur's reference form follow TF_ENABLE_ONEDNN_OPTS (TensorFlow's own
+    switch), read in a fresh process."""
+    probe = "from tf_distill.ops import _loader; print('ONEDNN', _loader.onednn_convs())"
     for value, expected in (("0", False), ("1", True)):
         out = _run_python(probe, {"TF_ENABLE_ONEDNN_OPTS": value})
         assert f"ONEDNN {expected}" in out.stdout, out.stdout + out.stderr[-3000:]
@@ -349,7 +350,7 @@ def test_conv3x3_takes_only_the_shapes_where_it_is_faster():
     TensorFlow's convs are oneDNN's), AVX2 CPUs and processes without a GPU; the reference never does."""
     vector_cpu = _loader.cpu_isa() in ("avx2", "avx512") and not tf.config.list_logical_devices("GPU")
     wide, most = conv3x3.DIRECT_MIN_WIDTH, conv3x3.ONEDNN_MAX_OUT_CHANNELS
-    wider_too = vector_cpu and not conv3x3._onednn_convs()  # pylint: disable=protected-access
+    wider_too = vector_cpu and not _loader.onednn_convs()
     assert direct_conv_wins(wide, 40) == vector_cpu and direct_conv_wins(4 * wide, 512) == wider_too
     assert direct_conv_wins(wide, most) == vector_cpu and direct_conv_wins(wide, most + 8) == wider_too
     assert not direct_conv_wins(wide - 1, 40) and not direct_conv_wins(wide, 39)

@@ -129,7 +129,7 @@ def test_inference_form_widens_pruned_layers_for_tensorflows_own_convs(generator
     """Where TensorFlow runs its CPU convs without oneDNN (Eigen) every conv of the inference form writes a
     multiple of CHANNEL_ALIGN channels (20 -> 24, 12 -> 16: the widths those convs run fastest at); the
     training form keeps the model's own widths."""
-    monkeypatch.setattr(conv3x3, "_onednn_convs", lambda: False)
+    monkeypatch.setattr(conv3x3._loader, "onednn_convs", lambda: False)
     assert modulated.CHANNEL_ALIGN == 8 and [modulated.aligned(c) for c in (12, 16, 20)] == [16, 16, 24]
     with modulated.weight_folding(folding):
         widths = _conv_widths(tf.function(lambda z: generator(z, randomize_noise=False)), batch)
@@ -142,7 +142,7 @@ def test_inference_form_widens_pruned_layers_for_tensorflows_own_convs(generator
 def test_inference_form_keeps_pruned_widths_for_onednn_convs(generator, folding, batch, monkeypatch):
     """oneDNN's convs run the pruned widths as fast, so where TensorFlow uses them (and no compiled direct conv
     runs) the inference form keeps the model's widths, the same function."""
-    monkeypatch.setattr(conv3x3, "_onednn_convs", lambda: True)
+    monkeypatch.setattr(conv3x3._loader, "onednn_convs", lambda: True)
     monkeypatch.setattr(conv3x3._loader, "vector_cpu_only", lambda: True)
     z = z_of(range(batch))
     with modulated.weight_folding(folding):
@@ -156,7 +156,7 @@ def test_inference_form_keeps_pruned_widths_for_onednn_convs(generator, folding,
 def test_inference_form_widens_the_layers_the_direct_conv_runs(generator, monkeypatch):
     """With oneDNN's convs, exactly the layers whose conv is the compiled direct conv (here those with inputs
     from 16 px on) write aligned widths, and the result is the same."""
-    monkeypatch.setattr(conv3x3, "_onednn_convs", lambda: True)
+    monkeypatch.setattr(conv3x3._loader, "onednn_convs", lambda: True)
     monkeypatch.setattr(conv3x3, "DIRECT_MIN_WIDTH", 16)
     g = Generator(32, style_dim=32, n_mlp=2, channels=CHANNELS, impl="custom")
     g.build()
@@ -306,10 +306,13 @@ def test_polyphase_upsample_rejects_what_it_does_not_cover():
         upsample2d_polyphase(x, np.ones((4, 3), np.float32), (2, 1))
 
 
-@pytest.mark.parametrize("impl", ["ref", "auto"])
+@pytest.mark.parametrize("impl, onednn", [("ref", False), ("ref", True), ("auto", False)])
 @pytest.mark.parametrize("taps, gain, pad", [((1, 3, 3, 1), 4.0, (1, 1)), ((1, 2, 5), 1.0, (2, 0)),
                                              ((1, 3, 3, 1), 1.0, (-1, 2))])
-def test_separable_filter_equals_upfirdn2d(impl, taps, gain, pad):
+def test_separable_filter_equals_upfirdn2d(impl, onednn, taps, gain, pad, monkeypatch):
+    """Each form of the reference (two 1-D passes; one 2-D pass where the convs are oneDNN's) and the compiled
+    kernel."""
+    monkeypatch.setattr(conv3x3._loader, "onednn_convs", lambda: onednn)
     x = np.random.default_rng(4).standard_normal((2, 9, 9, 5)).astype(np.float32)
     want = upfirdn2d_ref(x, setup_kernel(taps, gain), pad=pad).numpy()
     got = filter2d_separable(x, taps, gain=gain, pad=pad, impl=impl).numpy()

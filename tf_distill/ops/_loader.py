@@ -141,3 +141,16 @@ def vector_cpu_only():
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     return not tf.config.list_logical_devices("GPU") and cpu_isa() in ("avx2", "avx512")
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_convs():
+    """Whether TensorFlow runs its CPU convs with oneDNN in this process (TF_ENABLE_ONEDNN_OPTS, or by default
+    on CPUs with AVX-512 VNNI / BF16 or AMX): which of TensorFlow's formulations is the faster one differs
+    (conv3x3's width rules, the blur's reference form in ops.upfirdn2d)."""
+    try:  # TensorFlow's own test helper reads it so (test_util.IsMklEnabled); not a public API
+        from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):  # a TensorFlow without it: keep the rules measured without oneDNN
+        return False

@@ -82,7 +82,7 @@ def direct_conv_wins(width, out_channels):
     and ``out_channels`` outputs on this process's devices."""
     if width is None or out_channels is None or out_channels % 8:
         return False
-    if _onednn_convs() and out_channels > ONEDNN_MAX_OUT_CHANNELS:
+    if _loader.onednn_convs() and out_channels > ONEDNN_MAX_OUT_CHANNELS:
         return False
     return width >= DIRECT_MIN_WIDTH and _loader.vector_cpu_only()
 
@@ -99,19 +99,7 @@ def wants_aligned_channels(width, out_channels, impl=None):
     """
     if choice.resolve(impl, "conv3x3", _self_check) == "custom" and direct_conv_wins(width, out_channels):
         return True
-    return not _onednn_convs() or not _loader.vector_cpu_only()
-
-
-@functools.lru_cache(maxsize=None)
-def _onednn_convs():
-    """Whether TensorFlow runs its CPU convs with oneDNN in this process (TF_ENABLE_ONEDNN_OPTS, or by default
-    on CPUs with AVX-512 VNNI / BF16 or AMX)."""
-    try:  # TensorFlow's own test helper reads it so (test_util.IsMklEnabled); not a public API
-        from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
-
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):  # a TensorFlow without it: keep the rule measured without oneDNN
-        return False
+    return not _loader.onednn_convs() or not _loader.vector_cpu_only()
 
 
 def _conv3x3_op(x, w, transposed, **epilogue):
