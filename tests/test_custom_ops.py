@@ -445,11 +445,13 @@ def test_self_checks_print_no_tensorflow_log_lines():
 
 # (x shape, outputs, bias, skip taps and pads or None): the vector path for 1-4 outputs with StyleGAN2's
 # 4-tap upsampling (student-like 40 channels, one-pixel skip), other kernels and pads (3 taps, 1 tap, a
-# crop-free pad of 1), no bias or no skip, and the plain loops (12 channels, 5 outputs).
+# crop-free pad of 1), no bias or no skip, widths that are no multiple of 8 (13, the pruned 154, 5: a masked
+# last load), and the plain loops (5 outputs).
 TO_RGB_CASES = [((2, 8, 6, 40), 3, True, ((1, 3, 3, 1), (2, 1))), ((1, 2, 2, 16), 1, True, ((1, 3, 3, 1), (2, 1))),
                 ((2, 6, 4, 8), 4, False, ((1, 2, 1), (1, 1))), ((1, 4, 8, 24), 2, True, ((1,), (0, 0))),
                 ((3, 5, 7, 16), 3, True, None), ((1, 6, 6, 12), 5, True, ((1, 3, 3, 1), (2, 1))),
-                ((2, 4, 4, 8), 3, False, None)]
+                ((2, 4, 4, 8), 3, False, None), ((2, 6, 10, 13), 3, True, ((1, 3, 3, 1), (2, 1))),
+                ((1, 4, 8, 154), 3, True, ((1, 3, 3, 1), (2, 1))), ((1, 4, 3, 5), 2, False, None)]
 
 
 @requires_library

@@ -2,8 +2,9 @@
 // for AVX2 + FMA, multithreaded through a CpuRunner, no TensorFlow header.
 //
 // Per pixel, the k <= 4 dot products over the channels run in k vector accumulators (the sample's
-// weight transposed to [k, c] once per call, so each output channel's weights are contiguous), and
-// three horizontal adds reduce them to k sums. The skip's separable 2x upsampling runs with
+// weight transposed to [k, c] once per call, so each output channel's weights are contiguous, each
+// row zero-padded to a multiple of 8), and three horizontal adds reduce them to k sums. A width that
+// is no multiple of 8 (the pruned 154 channels) ends in one masked load of its last channels. The skip's separable 2x upsampling runs with
 // upfirdn2d's tap tables: per output row its row taps are summed into a skip-width row, and per
 // pixel the (two, for the 4-tap StyleGAN kernel) column taps of that row are added to the sums.
 #include "custom_ops/cc/kernels/to_rgb.h"
@@ -27,7 +28,8 @@ constexpr int kMaxVectorK = 4;  // output channels the vector path takes (one 12
 struct RowArgs {
   const ToRgbParams* p;
   const float* x;
-  const float* weight_t;  // [n, k, c]: each sample's weight transposed
+  const float* weight_t;  // [n, k, c_padded]: each sample's weight transposed, rows zero-padded
+  int c_padded;           // c rounded up to a multiple of 8
   float* y;
   const AxisTaps* ty;  // skip taps, when there is a skip
   const AxisTaps* tx;
@@ -50,12 +52,12 @@ void VerticalSkipRow(const RowArgs& a, const float* skip_n, int i, float* tmp) {
 // vertically filtered skip row, or nullptr.
 void RowScalar(const RowArgs& a, int b, const float* x_row, const float* tmp, float* y_row) {
   const ToRgbParams& p = *a.p;
-  const float* wt = a.weight_t + static_cast<int64_t>(b) * p.k * p.c;
+  const float* wt = a.weight_t + static_cast<int64_t>(b) * p.k * a.c_padded;
   for (int j = 0; j < p.w; ++j) {
     float* out = y_row + static_cast<int64_t>(j) * p.k;
     const float* xp = x_row + static_cast<int64_t>(j) * p.c;
     for (int o = 0; o < p.k; ++o) {
-      const float* wo = wt + static_cast<int64_t>(o) * p.c;
+      const float* wo = wt + static_cast<int64_t>(o) * a.c_padded;
       float sum = p.bias != nullptr ? p.bias[o] : 0.0f;
       if (tmp != nullptr) {
         for (int t = a.tx->begin[j]; t < a.tx->begin[j + 1]; ++t) {
@@ -77,7 +79,12 @@ template <int K>
 __attribute__((target("avx2,fma"))) void RowAvx2(const RowArgs& a, int b, const float* x_row, const float* tmp,
                                                  float* y_row) {
   const ToRgbParams& p = *a.p;
-  const float* wt = a.weight_t + static_cast<int64_t>(b) * K * p.c;
+  const int ldw = a.c_padded;
+  const float* wt = a.weight_t + static_cast<int64_t>(b) * K * ldw;
+  const int full = p.c & ~7;  // channels in whole vectors; the rest in one masked load
+  alignas(32) int lanes[8];
+  for (int e = 0; e < 8; ++e) lanes[e] = e < p.c - full ? -1 : 0;
+  const __m256i tail = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
   float bias4[kMaxVectorK] = {0.0f, 0.0f, 0.0f, 0.0f};
   for (int o = 0; o < K && p.bias != nullptr; ++o) bias4[o] = p.bias[o];
   const __m128 bias = _mm_loadu_ps(bias4);
@@ -89,10 +96,15 @@ __attribute__((target("avx2,fma"))) void RowAvx2(const RowArgs& a, int b, const 
     __m256 acc[kMaxVectorK];
 #pragma GCC unroll 4
     for (int o = 0; o < kMaxVectorK; ++o) acc[o] = _mm256_setzero_ps();
-    for (int e = 0; e < p.c; e += 8) {
+    for (int e = 0; e < full; e += 8) {
       const __m256 xv = _mm256_loadu_ps(xp + e);
 #pragma GCC unroll 4
-      for (int o = 0; o < K; ++o) acc[o] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wt + o * p.c + e), acc[o]);
+      for (int o = 0; o < K; ++o) acc[o] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wt + o * ldw + e), acc[o]);
+    }
+    if (full < p.c) {  // the weights past c are zeros; x is not read past its pixel
+      const __m256 xv = _mm256_maskload_ps(xp + full, tail);
+#pragma GCC unroll 4
+      for (int o = 0; o < K; ++o) acc[o] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wt + o * ldw + full), acc[o]);
     }
     // [a0, a1, a2, a3] -> the four sums in one 128-bit vector.
     const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
@@ -129,7 +141,7 @@ void Rows(const RowArgs& a, int64_t begin, int64_t end) {
       skip_row = tmp.data();
     }
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (UseAvx2() && p.c % 8 == 0 && p.k <= kMaxVectorK) {
+    if (UseAvx2() && p.k <= kMaxVectorK) {
       switch (p.k) {
         case 1: RowAvx2<1>(a, b, x_row, skip_row, y_row); continue;
         case 2: RowAvx2<2>(a, b, x_row, skip_row, y_row); continue;
@@ -146,11 +158,12 @@ void Rows(const RowArgs& a, int64_t begin, int64_t end) {
 }  // namespace
 
 void ToRgbCpu(const CpuRunner& runner, const ToRgbParams& p, const float* x, const float* weight, float* y) {
-  std::vector<float> weight_t(static_cast<size_t>(p.n) * p.k * p.c);
+  const int c_padded = (p.c + 7) / 8 * 8;
+  std::vector<float> weight_t(static_cast<size_t>(p.n) * p.k * c_padded, 0.0f);
   for (int b = 0; b < p.n; ++b) {
     for (int i = 0; i < p.c; ++i) {
       for (int o = 0; o < p.k; ++o) {
-        weight_t[(static_cast<size_t>(b) * p.k + o) * p.c + i] = weight[(static_cast<size_t>(b) * p.c + i) * p.k + o];
+        weight_t[(static_cast<size_t>(b) * p.k + o) * c_padded + i] = weight[(static_cast<size_t>(b) * p.c + i) * p.k + o];
       }
     }
   }
@@ -159,7 +172,7 @@ void ToRgbCpu(const CpuRunner& runner, const ToRgbParams& p, const float* x, con
     ty = MakeAxisTaps(p.h, p.skip_h, p.kernel_size, 2, 1, p.pad0);
     tx = MakeAxisTaps(p.w, p.skip_w, p.kernel_size, 2, 1, p.pad0);
   }
-  const RowArgs a{&p, x, weight_t.data(), y, &ty, &tx};
+  const RowArgs a{&p, x, weight_t.data(), c_padded, y, &ty, &tx};
   const double per_row = static_cast<double>(p.w);
   const CpuCost cost{per_row * p.c * sizeof(float), per_row * p.k * sizeof(float), per_row * (p.c * p.k / 8.0 + 16)};
   runner.ParallelFor(static_cast<int64_t>(p.n) * p.h, cost, 1, [&a](int64_t begin, int64_t end) { Rows(a, begin, end); });
