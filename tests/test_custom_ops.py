@@ -320,6 +320,32 @@ def test_conv3x3_matches_reference(shape, out, transposed, epilogue):
 
 
 @requires_library
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("shape, out", [((3, 5, 9, 16), 40), ((2, 4, 6, 7), 16), ((2, 3, 4, 8), 12)])
+def test_conv3x3_per_sample_weights_match_a_conv_per_sample(shape, out, transposed):
+    """Weights [n, 3, 3, in, out] (a folded modulated conv): sample i convolved with weight i, as TensorFlow's
+    conv of each sample alone, with the epilogue (per-sample noise), on the vector tiles and the plain loops
+    (12 outputs), and the gradients of the reference."""
+    rng = np.random.default_rng(sum(shape) + out)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((shape[0], 3, 3, shape[-1], out)).astype(np.float32)
+    size = [2 * d + 1 for d in shape[1:3]] if transposed else list(shape[1:3])
+    bias = rng.standard_normal(out).astype(np.float32)
+    noise = rng.standard_normal([shape[0]] + size + [1]).astype(np.float32)
+    epilogue = dict(noise_strength=np.float32(0.6), activation="lrelu", alpha=0.2)
+    got = conv3x3._conv3x3_op(x, w, transposed, bias=bias, noise=noise, **epilogue).numpy()
+    for i in range(shape[0]):
+        want = conv3x3_ref(x[i:i + 1], w[i], transposed, bias=bias, noise=noise[i:i + 1], **epilogue).numpy()
+        _assert_close(got[i:i + 1], want, what=f"conv3x3 sample {i}")
+    cot = rng.standard_normal(got.shape).astype(np.float32)
+    _, got_grads = _vjp(lambda a, b: conv3x3._conv3x3_op(a, b, transposed, bias=bias, noise=noise, **epilogue),
+                        [x, w], cot)
+    _, want_grads = _vjp(lambda a, b: conv3x3_ref(a, b, transposed, bias=bias, noise=noise, **epilogue), [x, w], cot)
+    for name, a, b in zip(("dx", "dw"), got_grads, want_grads):
+        _assert_close(a, b, what=f"conv3x3 per-sample {name}")
+
+
+@requires_library
 @pytest.mark.parametrize("bias, noise, strength, message", [
     ((7,), None, (), "a bias [8] or an empty one"),
     (None, (1, 4, 5, 1), (), "noise [1 or 2, 4, 4, 1]"),
@@ -526,6 +552,8 @@ def test_to_rgb_runs_the_compiled_kernel_only_on_vector_cpus():
     ((1, 4, 4, 8), (3, 3, 4, 8), "other input channels than the weight"),
     ((1, 4, 4, 8), (5, 5, 8, 8), "weight [3, 3, in, out]"),
     ((4, 4, 8), (3, 3, 8, 8), "rank 4 (NHWC)"),
+    ((2, 4, 4, 8), (3, 3, 3, 8, 8), "for another batch than x"),
+    ((1, 4, 4, 8), (1, 1, 3, 3, 8, 8), "weight [3, 3, in, out]"),
 ])
 def test_conv3x3_bad_inputs_raise_readable_errors(x_shape, w_shape, message):
     x, w = tf.zeros(x_shape), tf.zeros(w_shape)

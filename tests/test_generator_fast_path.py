@@ -327,7 +327,7 @@ def test_inference_form_with_the_compiled_ops(generator, monkeypatch):
     g = Generator(32, style_dim=32, n_mlp=2, channels=CHANNELS, impl="auto")
     g.build()
     g.set_weights(generator.get_weights())
-    for batch in (1, 3):  # folded weights (batch 1) and scaled activations
+    for batch in (1, 3):  # folded weights (batch 1; batch 3: per-sample weights where the direct conv runs)
         z = z_of(range(batch))
         assert_same(run(g, z, True, randomize_noise=False), run(generator, z, False, randomize_noise=False))
     if conv3x3.direct_conv_wins(4, 16):  # where the compiled 3x3 conv is the faster one, the form runs it
@@ -338,3 +338,9 @@ def test_inference_form_with_the_compiled_ops(generator, monkeypatch):
         for fn in graph._functions.values():  # pylint: disable=protected-access
             op_types |= {node.op for node in fn.definition.node_def}
         assert "TfDistill>Conv3x3" in op_types, sorted(op_types)
+    if conv3x3.takes_per_sample_weights("auto"):  # a batch runs at once, the direct conv with a weight per sample
+        with forms.inference_form(True):
+            ops = tf.function(lambda z: g(z, randomize_noise=False)).get_concrete_function(
+                tf.TensorSpec([3, 32], tf.float32)).graph.get_operations()
+        assert not [op.type for op in ops if "While" in op.type]
+        assert [op for op in ops if op.type == "TfDistill>Conv3x3" and op.inputs[1].shape.rank == 5]

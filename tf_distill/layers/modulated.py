@@ -33,7 +33,7 @@ import tensorflow as tf
 from tf_distill.layers.equalized import LRELU_ALPHA, LRELU_GAIN, PACKAGE, EqualDense, FusedLeakyReLU, impl_name
 from tf_distill.layers.forms import inference, scoped
 from tf_distill.ops import setup_kernel, upfirdn2d
-from tf_distill.ops.conv3x3 import conv3x3, transposed_conv2d, wants_aligned_channels
+from tf_distill.ops.conv3x3 import conv3x3, runs_direct, transposed_conv2d, wants_aligned_channels
 from tf_distill.ops.epilogue import epilogue_ref
 from tf_distill.ops.to_rgb import to_rgb
 from tf_distill.ops.upfirdn2d import filter2d_separable, upsample2d_polyphase
@@ -233,6 +233,15 @@ class ModulatedConv2D(keras.layers.Layer):
         k*k*in*out weight elements to write against in_size^2*in input elements to rescale."""
         return self.kernel_size ** 2 * self.filters < in_size ** 2
 
+    def _folds_for(self, x, out_width):
+        """Whether ``call_inference`` folds the style into the conv weight for input ``x``: where the layer
+        ``folds``, for a batch of one, or for any batch whose conv is the compiled direct conv (which takes one
+        weight per sample, ``ops.conv3x3.runs_direct``)."""
+        if x.shape.rank != 4 or x.shape[1] is None or not self.folds(x.shape[1]):
+            return False
+        return _single(x) or (self.kernel_size == 3 and not self.downsample
+                              and runs_direct(x.shape[2], out_width, self.impl))
+
     def _widened(self, in_width, style, out_width, bias=None):
         """(w [k, k, in_width, out_width], s [B, in_width], d [B, out_width] or [B, 1], bias [out_width] or None):
         the scaled weight, style and demodulation, with zero weights for extra input and output channels (a
@@ -278,8 +287,11 @@ class ModulatedConv2D(keras.layers.Layer):
         if folding() and self.kernel_size == 1 and not (self.upsample or self.downsample):
             # A 1x1 conv is a matmul: any batch takes its own [in, out] weight, no pass over x.
             y = to_rgb(x, self._pointwise(w, s, d, gain), impl=self.impl)
-        elif folding() and _single(x) and x.shape[1] is not None and self.folds(x.shape[1]):
-            folded = w * (tf.reshape(s, [1, 1, -1, 1]) * (d[0] * gain))
+        elif folding() and self._folds_for(x, out_width):
+            if _single(x):
+                folded = w * (tf.reshape(s, [1, 1, -1, 1]) * (d[0] * gain))
+            else:  # one weight per sample, which the compiled direct conv takes: no per-sample loop
+                folded = w[None] * (s[:, None, None, :, None] * (d * gain)[:, None, None, None, :])
             if self.kernel_size == 3 and not (self.upsample or self.downsample):
                 return conv3x3(x, folded, impl=self.impl, **epilogue)
             y = self._conv(x, folded, direct=True)

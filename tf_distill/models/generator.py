@@ -16,6 +16,7 @@ import tensorflow as tf
 from tf_distill.layers import ConstantInput, MappingNetwork, StyledConv, ToRGB
 from tf_distill.layers.equalized import PACKAGE, impl_name
 from tf_distill.layers.modulated import folding
+from tf_distill.ops.conv3x3 import takes_per_sample_weights
 
 _BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
 
@@ -108,12 +109,15 @@ class SynthesisNetwork(keras.layers.Layer):
 
         ``image_only``: the lists may come back empty (the caller needs only the image). At inference
         (``layers.modulated.folding()``) the blocks from ``per_sample_from()`` on run one sample at a
-        time, so that their convs fold the style into the weight (see layers/modulated.py).
+        time, so that their convs fold the style into the weight (see layers/modulated.py), unless the
+        compiled direct conv runs in this process: it takes one folded weight per sample, so the whole
+        batch runs at once (the layers it does not run scale their activations instead).
         """
         batch = tf.shape(latent)[0]
         noise = self.resolve_noise(batch, noise, randomize_noise)
         rows = (lambda t: t) if rgb_rows is None else (lambda t: t[:rgb_rows])
-        first = self.per_sample_from() if folding() and latent.shape[0] != 1 else len(self.to_rgbs) + 1
+        per_sample = folding() and latent.shape[0] != 1 and not takes_per_sample_weights(self.impl)
+        first = self.per_sample_from() if per_sample else len(self.to_rgbs) + 1
         out, skip, rgb_list, features = self._blocks(latent, noise, 0, first)
         if first <= len(self.to_rgbs):
             skip, more_rgb, more_features = self._per_sample(latent, noise, first, out, skip, image_only)

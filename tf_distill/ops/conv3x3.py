@@ -44,17 +44,40 @@ ONEDNN_MAX_OUT_CHANNELS = 80
 
 
 def conv3x3(x, w, transposed=False, impl=None, **epilogue):
-    """The 3x3 conv (``transposed``: the stride-2 transposed conv) of NHWC ``x`` with ``w`` [3, 3, in, out],
-    followed by ``epilogue_ref(…, **epilogue)`` (bias, noise, activation), which the compiled kernel applies
-    as it stores its sums."""
+    """The 3x3 conv (``transposed``: the stride-2 transposed conv) of NHWC ``x`` with ``w`` [3, 3, in, out], or
+    of each sample with its own weight (``w`` [n, 3, 3, in, out]: a modulated conv's folded weights), followed
+    by ``epilogue_ref(…, **epilogue)`` (bias, noise, activation), which the compiled kernel applies as it
+    stores its sums."""
     if choice.resolve(impl, "conv3x3", _self_check) == "custom":
         return conv3x3_custom(x, w, transposed, **epilogue)
     return conv3x3_ref(x, w, transposed, **epilogue)
 
 
+def takes_per_sample_weights(impl=None):
+    """Whether ``conv3x3`` runs the compiled direct conv in this process with this ``impl`` (for the shapes
+    ``direct_conv_wins``), which convolves each sample with its own weight in one op: then a folded batch
+    needs no per-sample loop (models/generator.py). In-process A/B, batch 4, 2 AVX-512 cores: the student
+    1.05x against the loop, the teacher (none of whose layers the direct conv runs with oneDNN) unchanged."""
+    return choice.resolve(impl, "conv3x3", _self_check) == "custom" and _loader.vector_cpu_only()
+
+
+def runs_direct(width, out_channels, impl=None):
+    """Whether ``conv3x3`` runs the compiled direct conv for inputs ``width`` pixels wide to ``out_channels``
+    outputs with this ``impl`` (static; float32 inputs)."""
+    return choice.resolve(impl, "conv3x3", _self_check) == "custom" and direct_conv_wins(width, out_channels)
+
+
 def conv3x3_ref(x, w, transposed=False, **epilogue):
-    """TensorFlow's conv and ``epilogue_ref``: the reference."""
-    y = transposed_conv2d(x, w) if transposed else tf.nn.conv2d(x, w, strides=1, padding="SAME")
+    """TensorFlow's conv (one per sample for per-sample weights) and ``epilogue_ref``: the reference."""
+    def conv(t, kernel):
+        return transposed_conv2d(t, kernel) if transposed else tf.nn.conv2d(t, kernel, strides=1, padding="SAME")
+
+    w = tf.convert_to_tensor(w)
+    if w.shape.rank == 5:
+        y = tf.map_fn(lambda a: conv(a[0][None], a[1])[0], (tf.convert_to_tensor(x), w),
+                      fn_output_signature=tf.TensorSpec(None, w.dtype))
+    else:
+        y = conv(x, w)
     return epilogue_ref(y, **epilogue)
 
 
@@ -72,7 +95,8 @@ def transposed_conv2d(x, w):
 def conv3x3_custom(x, w, transposed=False, **epilogue):
     """The compiled direct conv where it is the faster one (see the module docstring), else the reference."""
     x, w = tf.convert_to_tensor(x), tf.convert_to_tensor(w)
-    if x.dtype == tf.float32 and x.shape.rank == 4 and w.shape.rank == 4 and direct_conv_wins(x.shape[2], w.shape[3]):
+    if x.dtype == tf.float32 and x.shape.rank == 4 and w.shape.rank in (4, 5) and direct_conv_wins(x.shape[2],
+                                                                                                   w.shape[-1]):
         return _conv3x3_op(x, w, transposed, **epilogue)
     return conv3x3_ref(x, w, transposed, **epilogue)
 
@@ -97,9 +121,7 @@ def wants_aligned_channels(width, out_channels, impl=None):
     widened ones took 0.99-1.09x as long, 1.04x on average), so there the extra channels are only extra
     work. GPUs keep them.
     """
-    if choice.resolve(impl, "conv3x3", _self_check) == "custom" and direct_conv_wins(width, out_channels):
-        return True
-    return not _loader.onednn_convs() or not _loader.vector_cpu_only()
+    return runs_direct(width, out_channels, impl) or not _loader.onednn_convs() or not _loader.vector_cpu_only()
 
 
 def _conv3x3_op(x, w, transposed, **epilogue):
@@ -110,10 +132,11 @@ def _conv3x3_op(x, w, transposed, **epilogue):
 @_loader.register_gradient("TfDistill>Conv3x3")
 def _conv3x3_grad(op, dy):
     """TensorFlow's conv gradients (the direct conv is a forward kernel only); with an epilogue, those of
-    ``conv3x3_ref`` with it, through a recomputed forward."""
+    ``conv3x3_ref`` with it (and with per-sample weights), through a recomputed forward."""
     x, w, bias, noise, _ = op.inputs
     transposed, activation = op.get_attr("transposed"), op.get_attr("activation").decode()
-    if bias.shape.num_elements() != 0 or noise.shape.num_elements() != 0 or activation != "linear":
+    if (bias.shape.num_elements() != 0 or noise.shape.num_elements() != 0 or activation != "linear"
+            or w.shape.rank == 5):
         return epilogue_grad(op, dy, lambda a, b, **e: conv3x3_ref(a, b, transposed, **e), 2)
     if not transposed:
         dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy,

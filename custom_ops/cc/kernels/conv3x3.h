@@ -1,6 +1,7 @@
 // conv3x3: the 3x3 convs of the generator's high-resolution layers at inference, as direct
 // convolutions on the CPU. NHWC input x [n, h, w, c], weight [3, 3, c, k] (HWIO, the layout
-// tf.nn.conv2d takes), float32, accumulation in float.
+// tf.nn.conv2d takes) or one per sample [n, 3, 3, c, k] (a modulated conv's folded weights, so that a
+// batch needs no per-sample loop), float32, accumulation in float.
 //
 //   transposed = false: out[y, x] = sum x[y + i - 1, x + j - 1] * w[i, j] (stride 1, zero pad 1),
 //                       output [n, h, w, k] (tf.nn.conv2d, padding SAME).
@@ -27,6 +28,7 @@ struct Conv3x3Params {
   // The caller checks that every element count fits in int32.
   int n, in_h, in_w, c, k;
   bool transposed;
+  bool per_sample_weights = false;  // the weight is [n, 3, 3, c, k]: sample i convolves with weight i
   int out_h, out_w;  // in_h, in_w, or 2 * in + 1 when transposed
   // Applied as the sums are stored (StyleGAN2's noise, bias and activation, without passes of their
   // own): bias [k], noise [noise_n, out_h, out_w].

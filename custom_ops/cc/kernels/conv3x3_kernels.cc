@@ -225,13 +225,14 @@ Path ChoosePath(const Conv3x3Params& p) {
 
 void Rows(const Conv3x3Params& p, Path path, const float* x, const float* w, const float* packed, float* y,
           int64_t begin, int64_t end) {
+  const int64_t w_stride = p.per_sample_weights ? int64_t{9} * p.c * p.k : 0;  // weights, packed or not
   for (int64_t row = begin; row < end; ++row) {
     const int img = static_cast<int>(row / p.out_h), oy = static_cast<int>(row % p.out_h);
     RowContext r;
     r.p = &p;
     r.x_img = x + static_cast<int64_t>(img) * p.in_h * p.in_w * p.c;
-    r.w = w;
-    r.packed = packed;
+    r.w = w + img * w_stride;
+    r.packed = packed + img * w_stride;
     r.noise_row = p.epilogue.NoiseRow(img, oy, p.out_h, p.out_w);
     r.out_row = y + row * p.out_w * p.k;
     r.rows = RowTaps(p, oy, r.in_row, r.k_row);
@@ -256,8 +257,14 @@ void Conv3x3Cpu(const CpuRunner& runner, const Conv3x3Params& p, const float* x,
   const double macs = static_cast<double>(p.out_w) * p.k * p.c * (p.transposed ? 2.25 : 9.0);
   const CpuCost cost{3.0 * p.in_w * p.c * sizeof(float), static_cast<double>(p.out_w) * p.k * sizeof(float), macs / 8};
   const Path path = ChoosePath(p);
-  const std::vector<float> packed =
-      path == Path::kScalar ? std::vector<float>() : PackWeights(p, w, path == Path::kAvx512Vl);
+  std::vector<float> packed;
+  if (path != Path::kScalar) {
+    const int64_t size = int64_t{9} * p.c * p.k;
+    for (int i = 0; i < (p.per_sample_weights ? p.n : 1); ++i) {
+      const std::vector<float> one = PackWeights(p, w + i * size, path == Path::kAvx512Vl);
+      packed.insert(packed.end(), one.begin(), one.end());
+    }
+  }
   runner.ParallelFor(rows, cost, 1,
                      [&](int64_t begin, int64_t end) { Rows(p, path, x, w, packed.data(), y, begin, end); });
 }

@@ -22,21 +22,32 @@ using tensorflow::shape_inference::ShapeHandle;
 
 namespace {
 
-constexpr char kWeight[] = "a weight [3, 3, in, out]";
+constexpr char kWeight[] = "a weight [3, 3, in, out] or one per sample [n, 3, 3, in, out]";
 
 absl::Status Conv3x3Shape(InferenceContext* c) {
   bool transposed;
   TF_RETURN_IF_ERROR(c->GetAttr("transposed", &transposed));
   ShapeHandle x, w;
   TF_RETURN_IF_ERROR(InputWithRank(c, 0, 4, "conv3x3", kNhwcX, &x));
-  TF_RETURN_IF_ERROR(InputWithRank(c, 1, 4, "conv3x3", kWeight, &w));
-  for (int i = 0; i < 2; ++i) {
+  w = c->input(1);
+  if (!c->RankKnown(w) || (c->Rank(w) != 4 && c->Rank(w) != 5)) {
+    if (c->RankKnown(w)) return ShapeError("conv3x3", kWeight, c->DebugString(w));
+    c->set_output(0, c->UnknownShapeOfRank(4));
+    return absl::OkStatus();
+  }
+  const int first = c->Rank(w) - 4;  // the kernel's first axis: 1 for per-sample weights
+  DimensionHandle batch = c->Dim(x, 0);
+  if (first == 1 && !c->Merge(c->Dim(x, 0), c->Dim(w, 0), &batch).ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("conv3x3: per-sample weights ", c->DebugString(w),
+                                                   " for another batch than x ", c->DebugString(x), "."));
+  }
+  for (int i = first; i < first + 2; ++i) {
     if (c->ValueKnown(c->Dim(w, i)) && c->Value(c->Dim(w, i)) != 3) {
       return ShapeError("conv3x3", kWeight, c->DebugString(w));
     }
   }
   DimensionHandle channels;
-  if (!c->Merge(c->Dim(x, 3), c->Dim(w, 2), &channels).ok()) {
+  if (!c->Merge(c->Dim(x, 3), c->Dim(w, first + 2), &channels).ok()) {
     return absl::InvalidArgumentError(absl::StrCat("conv3x3: x ", c->DebugString(x),
                                                    " has other input channels than the weight ",
                                                    c->DebugString(w), "."));
@@ -48,7 +59,7 @@ absl::Status Conv3x3Shape(InferenceContext* c) {
     TF_RETURN_IF_ERROR(c->Multiply(out_w, 2, &out_w));
     TF_RETURN_IF_ERROR(c->Add(out_w, 1, &out_w));
   }
-  c->set_output(0, c->MakeShape({c->Dim(x, 0), out_h, out_w, c->Dim(w, 3)}));
+  c->set_output(0, c->MakeShape({batch, out_h, out_w, c->Dim(w, first + 3)}));
   return absl::OkStatus();
 }
 
@@ -66,8 +77,8 @@ REGISTER_OP("TfDistill>Conv3x3")
     .Attr("alpha: float = 0.2")
     .SetShapeFn(Conv3x3Shape)
     .Doc(R"doc(
-3x3 conv of NHWC `x` with `weight` [3, 3, in, out] (HWIO), CPU only; its gradients are registered
-in Python as TensorFlow's (tf_distill/ops/conv3x3.py).
+3x3 conv of NHWC `x` with `weight` [3, 3, in, out] (HWIO), or sample i of x with weight[i] of
+[n, 3, 3, in, out], CPU only; its gradients are registered in Python (tf_distill/ops/conv3x3.py).
 transposed=false: stride 1, zero pad 1 (tf.nn.conv2d padding SAME), output [n, h, w, out].
 transposed=true: stride-2 transposed conv without padding, out[2y+i, 2x+j] += x[y, x] w[i, j],
 output [n, 2h+1, 2w+1, out] (PyTorch conv_transpose2d(stride=2)).
@@ -89,13 +100,18 @@ class Conv3x3Op : public tensorflow::OpKernel {
     const tensorflow::Tensor& x = ctx->input(0);
     const tensorflow::Tensor& w = ctx->input(1);
     OP_REQUIRES(ctx, x.dims() == 4, ShapeError("conv3x3", kNhwcX, x));
-    OP_REQUIRES(ctx, w.dims() == 4 && w.dim_size(0) == 3 && w.dim_size(1) == 3, ShapeError("conv3x3", kWeight, w));
-    OP_REQUIRES(ctx, w.dim_size(2) == x.dim_size(3),
+    const int first = w.dims() - 4;  // the kernel's first axis: 1 for per-sample weights
+    OP_REQUIRES(ctx, (first == 0 || first == 1) && w.dim_size(first) == 3 && w.dim_size(first + 1) == 3,
+                ShapeError("conv3x3", kWeight, w));
+    OP_REQUIRES(ctx, first == 0 || w.dim_size(0) == x.dim_size(0),
+                absl::InvalidArgumentError(absl::StrCat("conv3x3: per-sample weights ", w.shape().DebugString(),
+                                                        " for another batch than x ", x.shape().DebugString(), ".")));
+    OP_REQUIRES(ctx, w.dim_size(first + 2) == x.dim_size(3),
                 absl::InvalidArgumentError(absl::StrCat("conv3x3: x ", x.shape().DebugString(),
                                                         " has other input channels than the weight ",
                                                         w.shape().DebugString(), ".")));
     const int64_t n = x.dim_size(0), in_h = x.dim_size(1), in_w = x.dim_size(2), c = x.dim_size(3);
-    const int64_t k = w.dim_size(3);
+    const int64_t k = w.dim_size(first + 3);
     const int64_t out_h = Conv3x3OutputSize(in_h, transposed_), out_w = Conv3x3OutputSize(in_w, transposed_);
     OP_REQUIRES(ctx, x.NumElements() <= kInt32Max && w.NumElements() <= kInt32Max && n * out_h * out_w * k <= kInt32Max,
                 absl::InvalidArgumentError(absl::StrCat(
@@ -116,6 +132,7 @@ class Conv3x3Op : public tensorflow::OpKernel {
     p.c = static_cast<int>(c);
     p.k = static_cast<int>(k);
     p.transposed = transposed_;
+    p.per_sample_weights = first == 1;
     p.out_h = static_cast<int>(out_h);
     p.out_w = static_cast<int>(out_w);
     Conv3x3Cpu(EigenCpuRunner(ctx->eigen_cpu_device()), p, x.flat<float>().data(), w.flat<float>().data(),
