@@ -17,8 +17,9 @@ convs, which run pruned widths like 39 or 77 slower; not oneDNN's: ``StyledConv.
 which runs the compiled direct conv where that is faster than TensorFlow's CPU conv (from 64 px
 on) and there also adds the bias and noise and applies the leaky ReLU of a folded same-size conv
 as it stores its sums; ToRGB runs its per-sample matmul, bias and skip upsampling as one op
-(``ops.to_rgb``, compiled on CPUs). ``SynthesisNetwork`` runs the folding blocks of a larger batch one sample
-at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the rest of the
+(``ops.to_rgb``, compiled on CPUs). For a larger batch, the direct conv takes one folded weight per
+sample, so where it runs the batch runs at once; elsewhere ``SynthesisNetwork`` runs the folding blocks one
+sample at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the rest of the
 form. ``phase_upsampling(True)`` runs each upsampling conv as a stride-1 conv per output phase (TFLite,
 whose transposed conv is slow), in any form.
 Training graphs (a tape is recording) keep the unfused form above, unchanged.
@@ -273,9 +274,10 @@ class ModulatedConv2D(keras.layers.Layer):
         "linear" or a leaky ReLU of slope LRELU_ALPHA), the same function to float32 round-off, in fewer passes.
 
         When ``folding()``, a 1x1 conv (ToRGB) is a per-sample matmul (``ops.to_rgb``) with weights
-        ``w * s * d * gain``, and a batch of one whose layer ``folds`` convolves with that weight (no
-        pass over the activations); otherwise the input is scaled by s and the output by ``d * gain``
-        in one multiply, around a conv with the constant weight.
+        ``w * s * d * gain``, and where the layer ``folds`` a batch of one, or any batch the compiled direct
+        conv runs (one weight per sample), convolves with that weight (no pass over the activations);
+        otherwise the input is scaled by s and the output by ``d * gain`` in one multiply, around a conv with
+        the constant weight.
         The bias is one BiasAdd, fused with the conv by Grappler when no blur follows; where a folded 3x3 conv
         runs the compiled direct conv, bias, noise and activation are applied as it stores its sums.
         ``x`` may carry extra zero-weighted channels (a widened previous layer), and ``out_channels``
