@@ -531,7 +531,7 @@ def test_to_rgb_bad_inputs(weight, bias, skip, message):
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=re.escape(message)):
         _loader.require_library().tf_distill_to_rgb(
             x, tf.zeros(weight), empty if bias is None else tf.zeros(bias), empty if skip is None else tf.zeros(skip),
-            to_rgb.upsampling_factor((1, 3, 3, 1)), pad0=2, pad1=1)
+            upfirdn2d_module.separable_factor((1, 3, 3, 1), 4.0), pad0=2, pad1=1)
 
 
 def test_to_rgb_runs_the_compiled_kernel_only_on_vector_cpus():

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_distill.ops import _loader, choice
-from tf_distill.ops.upfirdn2d import setup_kernel, upsample2d_polyphase
+from tf_distill.ops.upfirdn2d import separable_factor, setup_kernel, upsample2d_polyphase
 
 
 def to_rgb(x, weight, bias=None, skip=None, skip_taps=(1, 3, 3, 1), skip_pad=(2, 1), impl=None):
@@ -53,23 +53,16 @@ def to_rgb_custom(x, weight, bias=None, skip=None, skip_taps=(1, 3, 3, 1), skip_
 _NONE = np.zeros([0], np.float32)  # an absent bias or skip
 
 
-def upsampling_factor(taps):
-    """The 1-D factor f of StyleGAN2's 2x upsampling kernel ``setup_kernel(taps, 4)`` = outer(f, f):
-    ``2 taps / sum(taps)``. It sums to 2, so ``setup_kernel(f, 4)`` is that kernel again."""
-    taps = np.asarray(taps, np.float64)
-    return (2.0 * taps / np.sum(taps)).astype(np.float32)
-
-
 def _to_rgb_op(x, weight, bias, skip, skip_taps, skip_pad):
     return _loader.require_library().tf_distill_to_rgb(
         x, weight, _NONE if bias is None else bias, _NONE if skip is None else skip,
-        _NONE if skip is None else upsampling_factor(skip_taps), pad0=int(skip_pad[0]), pad1=int(skip_pad[1]))
+        _NONE if skip is None else separable_factor(skip_taps, 4.0), pad0=int(skip_pad[0]), pad1=int(skip_pad[1]))
 
 
 @_loader.register_gradient("TfDistill>ToRgb")
 def _to_rgb_grad(op, dy):
     """Those of ``to_rgb_ref``, through a recomputed forward (the compiled kernel is forward only); the op's
-    kernel factor stands for the taps (``upsampling_factor``)."""
+    kernel factor stands for the taps (``separable_factor``)."""
     x, weight, bias, skip, factor = op.inputs
     has_bias, has_skip = bias.shape.num_elements() != 0, skip.shape.num_elements() != 0  # empty: absent
     inputs = [x, weight, bias, skip]

@@ -40,6 +40,13 @@ def setup_kernel(k, gain=1.0):
     return k.astype(np.float32)
 
 
+def separable_factor(taps, gain=1.0):
+    """The 1-D factor f of ``setup_kernel(taps, gain)`` = outer(f, f): ``taps / sum(taps) * sqrt(gain)`` (what the
+    compiled kernels take; StyleGAN2's 2x upsampling kernel, gain 4, has f = 2 taps / sum(taps))."""
+    taps = np.asarray(taps, np.float64)
+    return (taps / np.sum(taps) * np.sqrt(gain)).astype(np.float32)
+
+
 def _check_args(x, kernel, up, down, pad):
     if x.shape.rank is not None and x.shape.rank != 4:
         raise ValueError(f"upfirdn2d expects an NHWC tensor of rank 4, got shape {x.shape}.")
@@ -151,8 +158,7 @@ def _filter2d_separable_ref(x, taps, gain, pad, kernel):
         flipped = np.asarray(kernel, np.float32)[::-1, ::-1]  # flipped: a true convolution
         return tf.nn.depthwise_conv2d(x, tf.constant(np.tile(flipped[:, :, None, None], [1, 1, channels, 1]), x.dtype),
                                       strides=[1, 1, 1, 1], padding="VALID")
-    taps = np.asarray(taps, np.float64)
-    taps = (taps / np.sum(taps) * np.sqrt(gain))[::-1].astype(np.float32)  # flipped: a true convolution
+    taps = separable_factor(taps, gain)[::-1]  # flipped: a true convolution
     column = tf.constant(np.tile(taps[:, None, None, None], [1, 1, channels, 1]), x.dtype)
     x = tf.nn.depthwise_conv2d(x, column, strides=[1, 1, 1, 1], padding="VALID")
     return tf.nn.depthwise_conv2d(x, tf.transpose(column, [1, 0, 2, 3]), strides=[1, 1, 1, 1], padding="VALID")
