@@ -4,9 +4,10 @@
 // Per pixel, the k <= 4 dot products over the channels run in k vector accumulators (the sample's
 // weight transposed to [k, c] once per call, so each output channel's weights are contiguous, each
 // row zero-padded to a multiple of 8), and three horizontal adds reduce them to k sums. A width that
-// is no multiple of 8 (the pruned 154 channels) ends in one masked load of its last channels. The skip's separable 2x upsampling runs with
-// upfirdn2d's tap tables: per output row its row taps are summed into a skip-width row, and per
-// pixel the (two, for the 4-tap StyleGAN kernel) column taps of that row are added to the sums.
+// is no multiple of 8 (the pruned 154 channels) ends in one masked load of its last channels. The
+// skip's separable 2x upsampling runs with upfirdn2d's tap tables: per output row its row taps are
+// summed into a skip-width row, and per pixel the (two, for the 4-tap StyleGAN kernel) column taps of
+// that row are added to the sums.
 #include "custom_ops/cc/kernels/to_rgb.h"
 
 #include <cstdint>
@@ -163,7 +164,8 @@ void ToRgbCpu(const CpuRunner& runner, const ToRgbParams& p, const float* x, con
   for (int b = 0; b < p.n; ++b) {
     for (int i = 0; i < p.c; ++i) {
       for (int o = 0; o < p.k; ++o) {
-        weight_t[(static_cast<size_t>(b) * p.k + o) * c_padded + i] = weight[(static_cast<size_t>(b) * p.c + i) * p.k + o];
+        weight_t[(static_cast<size_t>(b) * p.k + o) * c_padded + i] =
+            weight[(static_cast<size_t>(b) * p.c + i) * p.k + o];
       }
     }
   }
