@@ -245,10 +245,12 @@ class ModulatedConv2D(keras.layers.Layer):
 
     def _widened(self, in_width, style, out_width, bias=None):
         """(w [k, k, in_width, out_width], s [B, in_width], d [B, out_width] or [B, 1], bias [out_width] or None):
-        the scaled weight, style and demodulation, with zero weights for extra input and output channels (a
-        widened previous layer, ``out_channels``), so the real channels are unchanged."""
-        s = self.modulation(style)  # [B, in]
-        w = self.weight * self.scale
+        the weight, the style times the equalized-lr scale (``w * s`` is the scaled weight times the style, with
+        the scale on the [B, in] style instead of a pass over the weight per call) and the demodulation, with
+        zero weights for extra input and output channels (a widened previous layer, ``out_channels``), so the
+        real channels are unchanged."""
+        s = self.modulation(style) * self.scale  # [B, in]
+        w = self.weight
         d = self._demod(s, w) if self.demodulate else tf.ones_like(s[:, :1])  # [B, out] or [B, 1]
         if (in_width, out_width) != (self.in_channels, self.filters):
             w = tf.pad(w, [[0, 0], [0, 0], [0, in_width - self.in_channels], [0, out_width - self.filters]])
