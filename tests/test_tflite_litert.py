@@ -18,6 +18,7 @@ from tf_distill.errors import UserError
 from tf_distill.export import savedmodel, tflite
 from tf_distill.images import to_uint8
 from tf_distill.models import Generator
+from tf_distill.ops import _loader
 
 SEEDS = np.arange(16, dtype=np.int64)
 # Max / mean abs pixel error (0-255) against the SavedModel. float32: round-off flips a rounding
@@ -135,6 +136,19 @@ def test_pruned_widths_are_not_widened(tmp_path):
     want = to_uint8(g(tf.tile(g.mapping(z)[:, None], [1, g.n_latent, 1]), input_is_latent=True,
                       randomize_noise=False).numpy())
     assert np.abs(tflite.run_tflite(path, z, 1.0).astype(int) - want.astype(int)).max() <= 1
+
+
+def test_blurs_are_two_passes_whatever_the_exporting_convs(tmp_path, monkeypatch):
+    """The TFLite graph's blurs are two 1-D depthwise passes (what XNNPACK runs faster), also where the exporting
+    TensorFlow's convs are oneDNN's and its own graphs take one 2-D pass: the same graph either way."""
+    g = Generator(SIZE, style_dim=STYLE_DIM, n_mlp=2, channels=[8, 8, 6, 6, 5, 5])
+    g.build()
+    counts = []
+    for onednn in (False, True):
+        monkeypatch.setattr(_loader, "onednn_convs", lambda onednn=onednn: onednn)
+        path, _ = tflite.convert(g, np.zeros([STYLE_DIM], np.float32), tmp_path / f"onednn_{onednn}.tflite")
+        counts.append(sum(name == "DEPTHWISE_CONV_2D" for name, _, _ in graph_ops(path)))
+    assert counts[0] == counts[1] > 0, counts  # one pass per blur would halve the count with oneDNN
 
 
 def test_missing_litert_is_one_error_line(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ supports with constant weights as one fast partition; any other op splits the gr
 slower builtin kernels between partitions. So the graph is traced in the inference form of
 layers/modulated.py (every leaky ReLU one LEAKY_RELU, not the training form's select, which
 XNNPACK does not run; the demodulation and gain share one multiply, the bias is one add, the skip
-upsampling is polyphase) with three changes:
+upsampling is polyphase) with four changes:
 - constant conv weights (``weight_folding(False)``): per-sample weights would leave every conv to
   the builtin kernel, about 2x slower;
 - no channel widening (``channel_widening(False)``): XNNPACK runs the pruned widths as fast, so the
@@ -21,7 +21,10 @@ upsampling is polyphase) with three changes:
   kernel's 9 taps), a CONCATENATION and a DEPTH_TO_SPACE (``phase_upsampling(True)``): TFLite's
   TRANSPOSE_CONV runs at about 21 GMAC/s on an AVX2 machine against its CONV_2D's 88 (float16
   student 74 vs 61 ms a batch-1 image on an AVX-512 one), and one CONV_2D to the four phases, which
-  pads the kernels to 2x2 (16 taps), was 1.08-1.09x slower than the four (66 vs 61 ms).
+  pads the kernels to 2x2 (16 taps), was 1.08-1.09x slower than the four (66 vs 61 ms);
+- each blur as two 1-D depthwise passes (``upfirdn2d.one_pass_blur(False)``), also where the exporting
+  TensorFlow runs its convs with oneDNN, whose SavedModel graph takes one 4x4 pass: XNNPACK runs the
+  two passes faster (float16 student 82.7 vs 87.0 ms a batch-1 image on the AVX-512 machine).
 That leaves 3 XNNPACK partitions (the truncation select and the uint8 cast stay outside, on tiny
 tensors). float16 stores weights as float16; XNNPACK unpacks them to float32 at load on CPUs
 without native float16 arithmetic (x86 without AVX512-FP16), so it runs at float32 speed there.
@@ -39,6 +42,7 @@ from tf_distill import ops
 from tf_distill.errors import UserError
 from tf_distill.export import savedmodel
 from tf_distill.layers.modulated import channel_widening, phase_upsampling, weight_folding
+from tf_distill.ops.upfirdn2d import one_pass_blur
 from tf_distill.outputs import write_file_atomic
 
 QUANTIZE = (None, "float16", "dynamic_int8")
@@ -92,7 +96,8 @@ def convert(generator, w_avg, path, quantize=None, batch=1, allow_flex=False):
         raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}.")
     if int(batch) < 1:
         raise ValueError(f"batch must be >= 1, got {batch}.")
-    with ops.implementation("ref"), weight_folding(False), channel_widening(False), phase_upsampling(True):
+    with (ops.implementation("ref"), weight_folding(False), channel_widening(False), phase_upsampling(True),
+          one_pass_blur(False)):
         serving = savedmodel.GeneratorServing(generator, w_avg)
         module = _TFLiteModule(serving, int(batch))
         # With a trackable object the converter goes through a SavedModel, which keeps the output names.

@@ -20,6 +20,8 @@ swapped and pads ``(k - p0 - 1, in*up - out*down + p0 - up + 1)`` per axis (spec
 gradient is therefore this rule again, to any order. No gradient for the kernel.
 """
 
+import contextlib
+import contextvars
 import functools
 
 import numpy as np
@@ -38,6 +40,22 @@ def setup_kernel(k, gain=1.0):
         raise ValueError(f"FIR kernel must be 1-D or 2-D and non-empty, got shape {k.shape}.")
     k = k / np.sum(k) * gain
     return k.astype(np.float32)
+
+
+_ONE_PASS_BLUR = contextvars.ContextVar("tf_distill_one_pass_blur", default=None)
+
+
+@contextlib.contextmanager
+def one_pass_blur(enabled):
+    """Reference blurs (``filter2d_separable``) traced inside run as one 2-D depthwise pass if ``enabled``, else as
+    two 1-D passes, whichever TensorFlow's CPU convs are (the default follows them): for graphs that another
+    runtime will run. TFLite's XNNPACK runs the two passes faster (the float16 student 82.7 against 87.0 ms a
+    batch-1 image), so ``export.tflite.convert`` asks for them."""
+    token = _ONE_PASS_BLUR.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _ONE_PASS_BLUR.reset(token)
 
 
 def separable_factor(taps, gain=1.0):
@@ -129,7 +147,8 @@ def filter2d_separable(x, taps, gain=1.0, pad=(0, 0), impl=None, **epilogue):
     The reference path runs it as two 1-D depthwise passes (2k instead of k^2 multiplies per
     sample, about 40% faster for the 4-tap blur with TensorFlow's own depthwise conv), or where
     TensorFlow's convs are oneDNN's as one 2-D depthwise pass (oneDNN's depthwise conv takes the 4x4
-    kernel in 0.5-0.8x the time of the two passes; ``_loader.onednn_convs``); the compiled kernel runs
+    kernel in 0.5-0.8x the time of the two passes; ``_loader.onednn_convs``; ``one_pass_blur`` overrides
+    it for other runtimes); the compiled kernel runs
     the 2-D kernel, and on
     CPUs with AVX2 in processes that see no GPU it also applies the epilogue to each few rows as it
     writes them (``TfDistill>UpFirDn2dEpilogue``) instead of in up to three passes of TensorFlow's.
@@ -154,7 +173,8 @@ def _filter2d_separable_ref(x, taps, gain, pad, kernel):
         return upfirdn2d_ref(x, kernel, pad=pad)
     channels = x.shape[3]
     x = tf.pad(x, [[0, 0], [p0, p1], [p0, p1], [0, 0]])
-    if _loader.onednn_convs():
+    one_pass = _ONE_PASS_BLUR.get()
+    if _loader.onednn_convs() if one_pass is None else one_pass:
         flipped = np.asarray(kernel, np.float32)[::-1, ::-1]  # flipped: a true convolution
         return tf.nn.depthwise_conv2d(x, tf.constant(np.tile(flipped[:, :, None, None], [1, 1, channels, 1]), x.dtype),
                                       strides=[1, 1, 1, 1], padding="VALID")
