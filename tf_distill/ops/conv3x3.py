@@ -64,7 +64,7 @@ def takes_per_sample_weights(impl=None):
 def runs_direct(width, out_channels, impl=None):
     """Whether ``conv3x3`` runs the compiled direct conv for inputs ``width`` pixels wide to ``out_channels``
     outputs with this ``impl`` (static; float32 inputs)."""
-    return choice.resolve(impl, "conv3x3", _self_check) == "custom" and direct_conv_wins(width, out_channels)
+    return takes_per_sample_weights(impl) and direct_conv_wins(width, out_channels)
 
 
 def conv3x3_ref(x, w, transposed=False, **epilogue):
