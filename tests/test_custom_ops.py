@@ -346,6 +346,37 @@ def test_conv3x3_per_sample_weights_match_a_conv_per_sample(shape, out, transpos
 
 
 @requires_library
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("shape, w_in, out", [((2, 5, 9, 16), 13, 40), ((2, 4, 6, 9), 4, 16), ((1, 3, 4, 8), 7, 12)])
+def test_conv3x3_reads_the_first_channels_of_a_wider_input(shape, w_in, out, transposed, per_sample):
+    """x with more channels than the weight takes (a widened layer's): the op reads the first ``w_in`` of each
+    pixel, as TensorFlow's conv of x cut to them, on the vector tiles and the plain loops (12 outputs), with
+    the epilogue; the gradient of x is zero in the channels not read."""
+    rng = np.random.default_rng(sum(shape) + w_in + out)
+    x = rng.standard_normal(shape).astype(np.float32)  # the extra channels are not zero: they must not count
+    w = rng.standard_normal(((shape[0],) if per_sample else ()) + (3, 3, w_in, out)).astype(np.float32)
+    size = [2 * d + 1 for d in shape[1:3]] if transposed else list(shape[1:3])
+    epilogue = dict(bias=rng.standard_normal(out).astype(np.float32),
+                    noise=rng.standard_normal([1] + size + [1]).astype(np.float32),
+                    noise_strength=np.float32(0.6), activation="lrelu", alpha=0.2)
+    got = conv3x3._conv3x3_op(x, w, transposed, **epilogue).numpy()
+    cut = x[..., :w_in]
+    if per_sample:
+        want = np.concatenate([conv3x3_ref(cut[i:i + 1], w[i], transposed, **epilogue).numpy()
+                               for i in range(shape[0])])
+    else:
+        want = conv3x3_ref(cut, w, transposed, **epilogue).numpy()
+    _assert_close(got, want, what="conv3x3 of a wider input")
+    cot = rng.standard_normal(got.shape).astype(np.float32)
+    _, (dx, dw) = _vjp(lambda a, b: conv3x3._conv3x3_op(a, b, transposed, **epilogue), [x, w], cot)
+    _, (dx_cut, dw_cut) = _vjp(lambda a, b: conv3x3_ref(a, b, transposed, **epilogue), [cut, w], cot)
+    _assert_close(dx[..., :w_in], dx_cut, what="conv3x3 dx")
+    assert not np.any(dx[..., w_in:])
+    _assert_close(dw, dw_cut, what="conv3x3 dw")
+
+
+@requires_library
 @pytest.mark.parametrize("bias, noise, strength, message", [
     ((7,), None, (), "a bias [8] or an empty one"),
     (None, (1, 4, 5, 1), (), "noise [1 or 2, 4, 4, 1]"),
@@ -549,7 +580,7 @@ def test_to_rgb_runs_the_compiled_kernel_only_on_vector_cpus():
 
 @requires_library
 @pytest.mark.parametrize("x_shape, w_shape, message", [
-    ((1, 4, 4, 8), (3, 3, 4, 8), "other input channels than the weight"),
+    ((1, 4, 4, 4), (3, 3, 8, 8), "reads more input channels than x"),
     ((1, 4, 4, 8), (5, 5, 8, 8), "weight [3, 3, in, out]"),
     ((4, 4, 8), (3, 3, 8, 8), "rank 4 (NHWC)"),
     ((2, 4, 4, 8), (3, 3, 3, 8, 8), "for another batch than x"),

@@ -155,24 +155,30 @@ def test_inference_form_keeps_pruned_widths_for_onednn_convs(generator, folding,
 @pytest.mark.skipif(not conv3x3._loader.vector_cpu_only(), reason="the compiled direct conv runs on vector CPUs only")
 def test_inference_form_widens_the_layers_the_direct_conv_runs(generator, monkeypatch):
     """With oneDNN's convs, exactly the layers whose conv is the compiled direct conv (here those with inputs
-    from 16 px on) write aligned widths, and the result is the same."""
+    from 16 px on) write aligned widths, a folded direct conv reads only the real channels of a widened input,
+    and the result is the same."""
     monkeypatch.setattr(conv3x3._loader, "onednn_convs", lambda: True)
     monkeypatch.setattr(conv3x3, "DIRECT_MIN_WIDTH", 16)
     g = Generator(32, style_dim=32, n_mlp=2, channels=CHANNELS, impl="custom")
     g.build()
     g.set_weights(generator.get_weights())
     z = z_of(range(2))
-    for folding, batch in ((True, 1), (False, 2)):  # the graph of one sample, or of the whole batch
+    for folding, batch in ((True, 1), (True, 2), (False, 2)):  # one sample, or the whole batch at once
         with modulated.weight_folding(folding):
             fn = tf.function(lambda z: g(z, randomize_noise=False))
             ops = fn.get_concrete_function(tf.TensorSpec([batch, 32], tf.float32)).graph.get_operations()
             got = fn(z[:batch]).numpy()
         direct = sorted({op.outputs[0].shape[-1] for op in ops if op.type == "TfDistill>Conv3x3"})
+        reads = sorted({(op.inputs[0].shape[-1], op.inputs[1].shape[-2]) for op in ops
+                        if op.type == "TfDistill>Conv3x3"})
         tf_convs = sorted({op.outputs[0].shape[-1] for op in ops
                            if op.type in ("Conv2D", "Conv2DBackpropInput") and "to_rgb" not in op.name})
         # The 12-channel convs from 16 px on run the direct conv, widened to 16; the 20-channel ones at 8 px
         # stay TensorFlow's (oneDNN), unwidened.
         assert direct == [16] and tf_convs == [16, 20, 32]
+        # Folded, the 32 px conv's weight takes the 12 real channels of its widened input; scaled activations
+        # (no folding) keep the zero weights.
+        assert reads == ([(16, 12), (16, 16)] if folding else [(16, 16)])
         assert_same([got], run(generator, z[:batch], False, randomize_noise=False)[:1])
 
 

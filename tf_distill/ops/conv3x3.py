@@ -47,7 +47,8 @@ def conv3x3(x, w, transposed=False, impl=None, **epilogue):
     """The 3x3 conv (``transposed``: the stride-2 transposed conv) of NHWC ``x`` with ``w`` [3, 3, in, out], or
     of each sample with its own weight (``w`` [n, 3, 3, in, out]: a modulated conv's folded weights), followed
     by ``epilogue_ref(…, **epilogue)`` (bias, noise, activation), which the compiled kernel applies as it
-    stores its sums."""
+    stores its sums. ``x`` may carry more channels than ``w`` takes (``in``): the conv reads the first ``in``,
+    which the compiled kernel does in place (a widened layer's zero channels need no zero weights)."""
     if choice.resolve(impl, "conv3x3", _self_check) == "custom":
         return conv3x3_custom(x, w, transposed, **epilogue)
     return conv3x3_ref(x, w, transposed, **epilogue)
@@ -72,9 +73,11 @@ def conv3x3_ref(x, w, transposed=False, **epilogue):
     def conv(t, kernel):
         return transposed_conv2d(t, kernel) if transposed else tf.nn.conv2d(t, kernel, strides=1, padding="SAME")
 
-    w = tf.convert_to_tensor(w)
+    x, w = tf.convert_to_tensor(x), tf.convert_to_tensor(w)
+    if x.shape[-1] is not None and w.shape[-2] is not None and w.shape[-2] < x.shape[-1]:
+        x = x[..., :w.shape[-2]]  # the channels the weight takes
     if w.shape.rank == 5:
-        y = tf.map_fn(lambda a: conv(a[0][None], a[1])[0], (tf.convert_to_tensor(x), w),
+        y = tf.map_fn(lambda a: conv(a[0][None], a[1])[0], (x, w),
                       fn_output_signature=tf.TensorSpec(None, w.dtype))
     else:
         y = conv(x, w)
@@ -131,12 +134,12 @@ def _conv3x3_op(x, w, transposed, **epilogue):
 
 @_loader.register_gradient("TfDistill>Conv3x3")
 def _conv3x3_grad(op, dy):
-    """TensorFlow's conv gradients (the direct conv is a forward kernel only); with an epilogue, those of
-    ``conv3x3_ref`` with it (and with per-sample weights), through a recomputed forward."""
+    """TensorFlow's conv gradients (the direct conv is a forward kernel only); with an epilogue, per-sample
+    weights or channels of x the weight does not take, those of ``conv3x3_ref``, through a recomputed forward."""
     x, w, bias, noise, _ = op.inputs
     transposed, activation = op.get_attr("transposed"), op.get_attr("activation").decode()
     if (bias.shape.num_elements() != 0 or noise.shape.num_elements() != 0 or activation != "linear"
-            or w.shape.rank == 5):
+            or w.shape.rank == 5 or x.shape[-1] != w.shape[-2]):
         return epilogue_grad(op, dy, lambda a, b, **e: conv3x3_ref(a, b, transposed, **e), 2)
     if not transposed:
         dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy,
@@ -152,12 +155,13 @@ def _conv3x3_grad(op, dy):
     return [dx, tf.transpose(dw_t, [0, 1, 3, 2]), None, None, None]
 
 
-# (x shape, out channels, transposed, epilogue): vector chunks of 3, 2 and 1 x 8 channels with their
-# pixel tails, the plain-loop path (12 channels), 1-pixel images, and the epilogue (bias, noise shared
-# by the batch or per sample, leaky ReLU).
-_SELF_CHECK_CASES = (((2, 7, 9, 5), 48, False, False), ((1, 6, 11, 40), 40, True, False),
-                     ((2, 5, 4, 3), 8, True, False), ((1, 1, 1, 16), 16, False, False), ((1, 4, 5, 7), 12, True, False),
-                     ((2, 6, 7, 16), 40, False, True), ((1, 3, 4, 5), 12, True, True))
+# (x shape, weight input channels, out channels, transposed, epilogue): vector chunks of 3, 2 and 1 x 8
+# channels with their pixel tails, the plain-loop path (12 channels), 1-pixel images, inputs wider than the
+# weight, and the epilogue (bias, noise shared by the batch or per sample, leaky ReLU).
+_SELF_CHECK_CASES = (((2, 7, 9, 5), 5, 48, False, False), ((1, 6, 11, 40), 40, 40, True, False),
+                     ((2, 5, 4, 3), 3, 8, True, False), ((1, 1, 1, 16), 16, 16, False, False),
+                     ((1, 4, 5, 7), 7, 12, True, False), ((2, 6, 7, 16), 16, 40, False, True),
+                     ((1, 3, 4, 5), 5, 12, True, True), ((2, 5, 6, 12), 9, 16, False, True))
 
 
 def _self_check():
@@ -165,9 +169,9 @@ def _self_check():
     rng = np.random.default_rng(0)
 
     def cases():
-        for shape, out, transposed, epilogue in _SELF_CHECK_CASES:
+        for shape, w_in, out, transposed, epilogue in _SELF_CHECK_CASES:
             x = rng.standard_normal(shape).astype(np.float32)
-            w = rng.standard_normal((3, 3, shape[-1], out)).astype(np.float32)
+            w = rng.standard_normal((3, 3, w_in, out)).astype(np.float32)
             size = [2 * d + 1 for d in shape[1:3]] if transposed else list(shape[1:3])
             extra = ([rng.standard_normal(out).astype(np.float32),
                       rng.standard_normal([shape[0] if transposed else 1] + size + [1]).astype(np.float32),

@@ -27,6 +27,10 @@ namespace tf_distill {
 struct Conv3x3Params {
   // The caller checks that every element count fits in int32.
   int n, in_h, in_w, c, k;
+  // Channels of an input pixel: at least c. The conv reads the first c (the weights' input channels), so an
+  // input that carries zero channels of a widened layer (the model's pruned widths padded to multiples of
+  // 8) needs neither zero weights for them nor a copy without them.
+  int x_c;
   bool transposed;
   bool per_sample_weights = false;  // the weight is [n, 3, 3, c, k]: sample i convolves with weight i
   int out_h, out_w;  // in_h, in_w, or 2 * in + 1 when transposed

@@ -99,7 +99,8 @@ int PackedColumn(const Conv3x3Params& p, int kw) { return p.transposed ? (kw + 1
 // Pointers for the taps of a tile starting at phase column j: (input pixel, weight tap, input
 // channels to read). A tap's weights start at w + tap * c * ldw, ldw floats per input channel. Taps
 // whose inputs and weights both continue the previous tap's (neighbouring columns of one kernel row;
-// `packed`: w is PackWeights' layout) are merged into one longer run, so that a tile's inner loop runs fewer, longer passes.
+// `packed`: w is PackWeights' layout; not when x carries channels the conv does not read, x_c > c) are merged
+// into one longer run, so that a tile's inner loop runs fewer, longer passes.
 int TileTaps(const RowContext& r, const ColumnPhase& ph, int mask, int j, const float* w, int64_t ldw, bool packed,
              const float** xs, const float** ws, int* lens) {
   const Conv3x3Params& p = *r.p;
@@ -107,7 +108,7 @@ int TileTaps(const RowContext& r, const ColumnPhase& ph, int mask, int j, const 
   for (int a = 0; a < r.rows; ++a) {
     for (int t = 0; t < ph.taps; ++t) {
       if (!(mask >> t & 1)) continue;
-      const float* x = r.x_img + (static_cast<int64_t>(r.in_row[a]) * p.in_w + j + ph.dx[t]) * p.c;
+      const float* x = r.x_img + (static_cast<int64_t>(r.in_row[a]) * p.in_w + j + ph.dx[t]) * p.x_c;
       const int column = packed ? PackedColumn(p, ph.kw[t]) : ph.kw[t];
       const float* wt = w + static_cast<int64_t>(r.k_row[a] * 3 + column) * p.c * ldw;
       if (n > 0 && x == xs[n - 1] + lens[n - 1] && wt == ws[n - 1] + lens[n - 1] * ldw) {
@@ -182,7 +183,7 @@ std::vector<float> PackWeights(const Conv3x3Params& p, const float* w, bool wide
 #if defined(__x86_64__) && defined(__GNUC__)
 
 // P output pixels x NV * 8 output channels. xs[t]: the tile's first input pixel for tap t (the
-// others follow at stride c); ws[t]: that tap's weights at the tile's first output channel.
+// others follow at stride x_c); ws[t]: that tap's weights at the tile's first output channel.
 // The epilogue of a tile: bias at its first output channel, noise at its first pixel (nullptr: none).
 struct TileEpilogue {
   const float* bias;
@@ -230,7 +231,7 @@ void Rows(const Conv3x3Params& p, Path path, const float* x, const float* w, con
     const int img = static_cast<int>(row / p.out_h), oy = static_cast<int>(row % p.out_h);
     RowContext r;
     r.p = &p;
-    r.x_img = x + static_cast<int64_t>(img) * p.in_h * p.in_w * p.c;
+    r.x_img = x + static_cast<int64_t>(img) * p.in_h * p.in_w * p.x_c;
     r.w = w + img * w_stride;
     r.packed = packed + img * w_stride;
     r.noise_row = p.epilogue.NoiseRow(img, oy, p.out_h, p.out_w);
@@ -255,7 +256,7 @@ void Rows(const Conv3x3Params& p, Path path, const float* x, const float* w, con
 void Conv3x3Cpu(const CpuRunner& runner, const Conv3x3Params& p, const float* x, const float* w, float* y) {
   const int64_t rows = static_cast<int64_t>(p.n) * p.out_h;
   const double macs = static_cast<double>(p.out_w) * p.k * p.c * (p.transposed ? 2.25 : 9.0);
-  const CpuCost cost{3.0 * p.in_w * p.c * sizeof(float), static_cast<double>(p.out_w) * p.k * sizeof(float), macs / 8};
+  const CpuCost cost{3.0 * p.in_w * p.x_c * sizeof(float), static_cast<double>(p.out_w) * p.k * sizeof(float), macs / 8};
   const Path path = ChoosePath(p);
   std::vector<float> packed;
   if (path != Path::kScalar) {

@@ -46,11 +46,11 @@ absl::Status Conv3x3Shape(InferenceContext* c) {
       return ShapeError("conv3x3", kWeight, c->DebugString(w));
     }
   }
-  DimensionHandle channels;
-  if (!c->Merge(c->Dim(x, 3), c->Dim(w, first + 2), &channels).ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("conv3x3: x ", c->DebugString(x),
-                                                   " has other input channels than the weight ",
-                                                   c->DebugString(w), "."));
+  const DimensionHandle x_c = c->Dim(x, 3), w_in = c->Dim(w, first + 2);
+  if (c->ValueKnown(x_c) && c->ValueKnown(w_in) && c->Value(w_in) > c->Value(x_c)) {
+    return absl::InvalidArgumentError(absl::StrCat("conv3x3: the weight ", c->DebugString(w),
+                                                   " reads more input channels than x ", c->DebugString(x),
+                                                   " has."));
   }
   DimensionHandle out_h = c->Dim(x, 1), out_w = c->Dim(x, 2);
   if (transposed) {
@@ -78,7 +78,9 @@ REGISTER_OP("TfDistill>Conv3x3")
     .SetShapeFn(Conv3x3Shape)
     .Doc(R"doc(
 3x3 conv of NHWC `x` with `weight` [3, 3, in, out] (HWIO), or sample i of x with weight[i] of
-[n, 3, 3, in, out], CPU only; its gradients are registered in Python (tf_distill/ops/conv3x3.py).
+[n, 3, 3, in, out], CPU only. x may carry more than `in` channels: the conv reads the first `in` of
+each pixel (a widened layer's trailing zero channels need no weights). Its gradients are
+registered in Python (tf_distill/ops/conv3x3.py).
 transposed=false: stride 1, zero pad 1 (tf.nn.conv2d padding SAME), output [n, h, w, out].
 transposed=true: stride-2 transposed conv without padding, out[2y+i, 2x+j] += x[y, x] w[i, j],
 output [n, 2h+1, 2w+1, out] (PyTorch conv_transpose2d(stride=2)).
@@ -106,11 +108,11 @@ class Conv3x3Op : public tensorflow::OpKernel {
     OP_REQUIRES(ctx, first == 0 || w.dim_size(0) == x.dim_size(0),
                 absl::InvalidArgumentError(absl::StrCat("conv3x3: per-sample weights ", w.shape().DebugString(),
                                                         " for another batch than x ", x.shape().DebugString(), ".")));
-    OP_REQUIRES(ctx, w.dim_size(first + 2) == x.dim_size(3),
-                absl::InvalidArgumentError(absl::StrCat("conv3x3: x ", x.shape().DebugString(),
-                                                        " has other input channels than the weight ",
-                                                        w.shape().DebugString(), ".")));
-    const int64_t n = x.dim_size(0), in_h = x.dim_size(1), in_w = x.dim_size(2), c = x.dim_size(3);
+    OP_REQUIRES(ctx, w.dim_size(first + 2) <= x.dim_size(3),
+                absl::InvalidArgumentError(absl::StrCat("conv3x3: the weight ", w.shape().DebugString(),
+                                                        " reads more input channels than x ",
+                                                        x.shape().DebugString(), " has.")));
+    const int64_t n = x.dim_size(0), in_h = x.dim_size(1), in_w = x.dim_size(2), c = w.dim_size(first + 2);
     const int64_t k = w.dim_size(first + 3);
     const int64_t out_h = Conv3x3OutputSize(in_h, transposed_), out_w = Conv3x3OutputSize(in_w, transposed_);
     OP_REQUIRES(ctx, x.NumElements() <= kInt32Max && w.NumElements() <= kInt32Max && n * out_h * out_w * k <= kInt32Max,
@@ -130,6 +132,7 @@ class Conv3x3Op : public tensorflow::OpKernel {
     p.in_h = static_cast<int>(in_h);
     p.in_w = static_cast<int>(in_w);
     p.c = static_cast<int>(c);
+    p.x_c = static_cast<int>(x.dim_size(3));
     p.k = static_cast<int>(k);
     p.transposed = transposed_;
     p.per_sample_weights = first == 1;
