@@ -1,6 +1,7 @@
 """Export: the SavedModel's signatures equal the in-memory generator (in a fresh process), the
 signatures are what the docs say, only stock ops, bad requests are InvalidArgument, TFLite."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -164,6 +165,25 @@ def test_stock_op_check_passes_on_the_export(exported):
     assert {"Conv2D", "DepthwiseConv2dNative", "StatelessRandomNormalV2"} <= report["ops"]
     assert not [op for op in report["ops"] if op.startswith("TfDistill") or ">" in op]
     assert report["xla_functions"] == []
+
+
+def _weights_squared_per_call(path):
+    """Square nodes of the SavedModel's functions whose input is a variable read (a conv weight)."""
+    found = []
+    for fn in stock_ops.read_saved_model_proto(path).meta_graphs[0].graph_def.library.function:
+        op_of = {node.name: node.op for node in fn.node_def}
+        found += [node.name for node in fn.node_def
+                  if node.op == "Square" and op_of.get(node.input[0].split(":")[0]) == "ReadVariableOp"]
+    return found
+
+
+def test_export_computes_the_demodulation_sums_once(exported, tmp_path, monkeypatch):
+    """The export traces the sums of squared conv weights as constants (``frozen_weights``), not as ops that
+    run on every request; without it the check finds them."""
+    g, path = exported
+    assert _weights_squared_per_call(path) == []
+    monkeypatch.setattr(savedmodel, "frozen_weights", lambda enabled: contextlib.nullcontext())
+    assert _weights_squared_per_call(savedmodel.export_saved_model(g, tmp_path / "m", w_avg_samples=16))
 
 
 def _with_op_renamed(src, dst, old_op, new_op):

@@ -350,3 +350,24 @@ def test_inference_form_with_the_compiled_ops(generator, monkeypatch):
                 tf.TensorSpec([3, 32], tf.float32)).graph.get_operations()
         assert not [op.type for op in ops if "While" in op.type]
         assert [op for op in ops if op.type == "TfDistill>Conv3x3" and op.inputs[1].shape.rank == 5]
+
+
+def _weight_squares(graph):
+    """The Square ops of a traced graph that square a variable (a conv weight)."""
+    return [op for op in graph.get_operations() if op.type == "Square" and op.inputs[0].op.type == "ReadVariableOp"]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_frozen_weights_trace_the_demodulation_sums_as_constants(generator, batch):
+    """Under frozen_weights (the SavedModel export) the sums of squared weights are traced as constants: no
+    conv weight is squared per call, and the function is the same."""
+    spec = tf.TensorSpec([batch, 32], tf.float32)
+    assert _weight_squares(tf.function(lambda z: generator(z, randomize_noise=False)).get_concrete_function(
+        spec).graph), "the check cannot see the squared weights"
+    z = z_of(range(batch))
+    with modulated.frozen_weights(True):
+        fn = tf.function(lambda z: generator(z, randomize_noise=False))
+        graph = fn.get_concrete_function(spec).graph
+        got = fn(z).numpy()
+    assert not _weight_squares(graph)
+    assert_same([got], run(generator, z, False, randomize_noise=False)[:1])

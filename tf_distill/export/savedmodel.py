@@ -25,7 +25,8 @@ Every input is validated in the graph (``tf.debugging.Assert`` -> ``InvalidArgum
 message), in a function traced with unknown shapes, because TF Serving feeds tensors without
 checking them against the signature's shapes.
 
-The graph is traced through the reference ops (``ops.implementation("ref")`` during the export)
+The graph is traced through the reference ops (``ops.implementation("ref")`` during the export),
+with what depends on the weights alone computed once as constants (``layers.modulated.frozen_weights``),
 and checked with ``stock_ops.check_saved_model`` before the version directory appears.
 """
 
@@ -40,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_distill import ops
+from tf_distill.layers.modulated import frozen_weights
 
 DEFAULT_MAX_BATCH = 64
 MAX_ABS_LATENT = 1e4  # bound on |z|, |w| entries (module doc): ~1000x what the mapping produces, far from overflow
@@ -319,7 +321,9 @@ def export_saved_model(generator, model_dir, version=None, latent_avg=None, w_av
     w_avg, w_avg_source = compute_w_avg(generator, latent_avg, w_avg_samples, w_avg_seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
     try:
-        with ops.implementation("ref"):  # stock ops only (no custom ops in the graph)
+        # Stock ops only (no custom ops in the graph); the weights are fixed from here on, so what depends on
+        # them alone is traced as constants.
+        with ops.implementation("ref"), frozen_weights(True):
             module = GeneratorServing(generator, w_avg, randomize_noise=randomize_noise, max_batch=max_batch,
                                       jit_compile=jit_compile)
             out = tmp / "model"
