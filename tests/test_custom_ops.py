@@ -514,8 +514,8 @@ TO_RGB_CASES = [((2, 8, 6, 40), 3, True, ((1, 3, 3, 1), (2, 1))), ((1, 2, 2, 16)
 @requires_library
 @pytest.mark.parametrize("shape, out, bias, skip", TO_RGB_CASES)
 def test_to_rgb_matches_numpy_and_reference(shape, out, bias, skip):
-    """The compiled ToRGB against NumPy's per-sample matmul + bias + the reference upfirdn2d of the skip, and its
-    gradients against those of ``to_rgb_ref``."""
+    """The compiled ToRGB and ``to_rgb_ref`` against NumPy's per-sample matmul + bias + the reference upfirdn2d of
+    the skip, and the compiled op's gradients against those of ``to_rgb_ref``."""
     rng = np.random.default_rng(sum(shape) + out)
     n, h, w, c = shape
     x = rng.standard_normal(shape).astype(np.float32)
@@ -531,6 +531,7 @@ def test_to_rgb_matches_numpy_and_reference(shape, out, bias, skip):
         want = want + upfirdn2d_ref(sk, setup_kernel(taps, 4.0), up=2, pad=pad).numpy()
     got = to_rgb._to_rgb_op(x, weight, b, sk, taps, pad)  # pylint: disable=protected-access
     _assert_close(got, want, what="to_rgb")
+    _assert_close(to_rgb.to_rgb_ref(x, weight, b, sk, taps, pad), want, what="to_rgb_ref")
     present = [v for v in (x, weight, b, sk) if v is not None]
 
     def run(fn):

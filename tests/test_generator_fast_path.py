@@ -298,10 +298,13 @@ def test_polyphase_upsample_equals_upfirdn2d(kshape, pad, size):
     kernel = setup_kernel([1, 3, 3, 1], gain=4.0) if kshape == "fir" else rng.standard_normal(kshape).astype(
         np.float32)
     x = rng.standard_normal((2, size, size, 3)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
     want = upfirdn2d_ref(x, kernel, up=2, pad=pad).numpy()
     got = upsample2d_polyphase(x, kernel, pad).numpy()
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=1e-6 * np.max(np.abs(want)) * 10)
+    got = upsample2d_polyphase(x, kernel, pad, bias=bias).numpy()  # the bias on the phases' conv
+    np.testing.assert_allclose(got, want + bias, atol=1e-6 * np.max(np.abs(want + bias)) * 10)
 
 
 def test_polyphase_upsample_rejects_what_it_does_not_cover():

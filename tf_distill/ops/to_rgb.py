@@ -31,15 +31,14 @@ def to_rgb(x, weight, bias=None, skip=None, skip_taps=(1, 3, 3, 1), skip_pad=(2,
 
 
 def to_rgb_ref(x, weight, bias=None, skip=None, skip_taps=(1, 3, 3, 1), skip_pad=(2, 1)):
-    """TensorFlow's ops: a batched matmul, BiasAdd, and the polyphase upsampling of the skip (the reference)."""
+    """TensorFlow's ops: a batched matmul and the polyphase upsampling of the skip, the bias added to the latter's
+    conv (which Grappler fuses), not in a pass over the full-size image; or a BiasAdd without a skip."""
     x = tf.convert_to_tensor(x)
     n, height, width, c = (size if size is not None else tf.shape(x)[i] for i, size in enumerate(x.shape))
     y = tf.reshape(tf.matmul(tf.reshape(x, [n, -1, c]), weight), [n, height, width, weight.shape[-1]])
-    if bias is not None:
-        y = tf.nn.bias_add(y, bias)
     if skip is not None:
-        y = y + upsample2d_polyphase(skip, setup_kernel(skip_taps, 4.0), skip_pad)
-    return y
+        return y + upsample2d_polyphase(skip, setup_kernel(skip_taps, 4.0), skip_pad, bias=bias)
+    return y if bias is None else tf.nn.bias_add(y, bias)
 
 
 def to_rgb_custom(x, weight, bias=None, skip=None, skip_taps=(1, 3, 3, 1), skip_pad=(2, 1)):

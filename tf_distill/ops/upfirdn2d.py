@@ -192,8 +192,9 @@ def _phase_taps(ksize, p0):
     return {r: [((r + t - p0) // 2, t) for t in range(ksize) if (r + t - p0) % 2 == 0] for r in (0, 1)}
 
 
-def upsample2d_polyphase(x, kernel, pad):
-    """``upfirdn2d(x, kernel, up=2, pad=pad)`` without zero insertion, for few channels (the RGB skip).
+def upsample2d_polyphase(x, kernel, pad, bias=None):
+    """``upfirdn2d(x, kernel, up=2, pad=pad)`` without zero insertion, for few channels (the RGB skip), plus
+    ``bias`` [C] if given (on the phases' conv, before they are interleaved: no pass of its own).
 
     Output pixel (2m + ry, 2n + rx) only reads the kernel taps that land on input samples, so the
     four phases are one dense conv on the low-resolution x (a [span, span, C, 4C] filter holding
@@ -228,6 +229,8 @@ def upsample2d_polyphase(x, kernel, pad):
         end = (tf.shape(x)[1] if size is None else size + before) + after
         x = x[:, :end, :end, :]
     y = tf.nn.conv2d(x, tf.constant(filt, x.dtype), strides=1, padding="VALID")
+    if bias is not None:
+        y = tf.nn.bias_add(y, tf.tile(tf.convert_to_tensor(bias, x.dtype), [4]))  # the four phases' channels
     return tf.nn.depth_to_space(y, 2)
 
 
