@@ -54,7 +54,7 @@ def classify(name, op_type):
         layer = layer.group(1)
         if "/noise" in name:
             return "noise", None
-        if "/activate" in name or op_type.endswith(("FusedBiasAct", "LeakyRelu", "BiasAdd")):
+        if "/activate" in name or op_type.endswith(("FusedBiasAct", "LeakyRelu", "BiasAdd", ">Epilogue")):
             return "bias-act", None
         if op_type in _CONV_TYPES:
             return "conv", layer

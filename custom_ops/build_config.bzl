@@ -11,6 +11,7 @@ tf.sysconfig in configure.py; everything else is here.
 # "custom_ops/cc/...").
 OP_SRCS = [
     "cc/ops/conv3x3_op.cc",
+    "cc/ops/epilogue_op.cc",
     "cc/ops/fused_bias_act_op.cc",
     "cc/ops/to_rgb_op.cc",
     "cc/ops/upfirdn2d_op.cc",
@@ -19,6 +20,7 @@ OP_SRCS = [
 KERNEL_SRCS = [
     "cc/kernels/conv3x3_kernels.cc",
     "cc/kernels/cpu_isa.cc",
+    "cc/kernels/epilogue_kernels.cc",
     "cc/kernels/fused_bias_act_kernels.cc",
     "cc/kernels/to_rgb_kernels.cc",
     "cc/kernels/upfirdn2d_kernels.cc",

@@ -31,7 +31,7 @@ def program(tmp_path_factory):
     """The check compiled with the command custom_ops/README.md documents (sources by glob)."""
     exe = tmp_path_factory.mktemp("cuda_check") / "check_cuda_kernels"
     sources = sorted(KERNELS.glob("*_kernels.cu")) + sorted(KERNELS.glob("*_kernels.cc"))
-    assert len(sources) == 6, sources  # conv3x3 and to_rgb (CPU only) come along with the glob and link unused
+    assert len(sources) == 7, sources  # conv3x3 and to_rgb (CPU only) come along with the glob and link unused
     cmd = [NVCC, "-O2", "-std=c++17", "-I.", "-o", str(exe), "custom_ops/check/check_cuda_kernels.cu",
            *[str(s.relative_to(REPO)) for s in sources]]
     start = time.monotonic()

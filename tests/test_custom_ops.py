@@ -26,6 +26,7 @@ from tf_distill.ops import conv3x3, to_rgb
 from tf_distill.ops.conv3x3 import conv3x3_ref, direct_conv_wins
 from tf_distill.ops.upfirdn2d import upfirdn2d_custom, upfirdn2d_ref
 upfirdn2d_module = importlib.import_module("tf_distill.ops.upfirdn2d")  # the package exports the function as upfirdn2d
+epilogue_module = importlib.import_module("tf_distill.ops.epilogue")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = FIXTURES / "ops_reference.npz"
@@ -430,25 +431,31 @@ def test_conv3x3_takes_only_the_shapes_where_it_is_faster():
                       what=f"{width} px, transposed {transposed}")
 
 
-# (x shape, pad, bias, noise batch or None, activation): the upsampling blur of every student width (40 =
-# 5 vectors of 8, 80 and 160 take AVX-512's 16 lanes), a crop (negative pad), 12 channels (a scalar tail),
-# noise shared or per sample, each part alone, and nothing (the plain blur).
-UPFIRDN2D_EPILOGUE_CASES = [((1, 9, 9, 40), (1, 1), True, 1, "lrelu"), ((2, 7, 5, 80), (1, 1), True, 2, "lrelu"),
-                            ((1, 5, 6, 160), (2, 1), False, 1, "linear"), ((2, 8, 8, 12), (1, 0), True, None, "lrelu"),
-                            ((1, 6, 7, 8), (2, -1), False, None, "lrelu"), ((1, 4, 4, 16), (1, 1), False, None, "linear")]
+# (x shape, pad, scale, bias, noise batch or None, activation): the upsampling blur of every student width (40
+# = 5 vectors of 8, 80 and 160 take AVX-512's 16 lanes, the pruned 154), a crop (negative pad), 12 channels (a
+# scalar tail), noise shared or per sample, each part alone, and nothing (the plain blur).
+UPFIRDN2D_EPILOGUE_CASES = [((1, 9, 9, 40), (1, 1), True, True, 1, "lrelu"),
+                            ((2, 7, 5, 80), (1, 1), False, True, 2, "lrelu"),
+                            ((1, 5, 6, 160), (2, 1), False, False, 1, "linear"),
+                            ((2, 8, 8, 12), (1, 0), True, True, None, "lrelu"),
+                            ((1, 6, 7, 8), (2, -1), False, False, None, "lrelu"),
+                            ((1, 4, 4, 16), (1, 1), False, False, None, "linear"),
+                            ((2, 5, 5, 154), (1, 1), True, False, None, "linear")]
 
 
 @requires_library
-@pytest.mark.parametrize("shape, pad, bias, noise_n, activation", UPFIRDN2D_EPILOGUE_CASES)
-def test_upfirdn2d_epilogue_matches_reference(shape, pad, bias, noise_n, activation):
+@pytest.mark.parametrize("shape, pad, scale, bias, noise_n, activation", UPFIRDN2D_EPILOGUE_CASES)
+def test_upfirdn2d_epilogue_matches_reference(shape, pad, scale, bias, noise_n, activation):
     """The blur with the compiled epilogue against upfirdn2d_ref + epilogue_ref (values and every gradient), and
-    ``filter2d_separable`` with an epilogue (which takes it on vector CPUs) against the same."""
+    ``filter2d_separable`` with an epilogue (which takes it on vector CPUs; the reference scales its input)
+    against the same."""
     rng = np.random.default_rng(sum(shape) + pad[0])
     n, h, w, c = shape
     kernel = setup_kernel([1, 3, 3, 1], gain=4.0)
     out = [d + pad[0] + pad[1] - 3 for d in (h, w)]
     x = rng.standard_normal(shape).astype(np.float32)
-    extra = dict(bias=rng.standard_normal(c).astype(np.float32) if bias else None,
+    extra = dict(scale=rng.uniform(0.5, 2.0, (n, c)).astype(np.float32) if scale else None,
+                 bias=rng.standard_normal(c).astype(np.float32) if bias else None,
                  noise=rng.standard_normal([noise_n] + out + [1]).astype(np.float32) if noise_n else None,
                  noise_strength=np.float32(0.4) if noise_n else None)
     names = [k for k, v in extra.items() if v is not None]
@@ -465,9 +472,10 @@ def test_upfirdn2d_epilogue_matches_reference(shape, pad, bias, noise_n, activat
     _assert_close(got, want, what="upfirdn2d epilogue")
     for name, a, b in zip(["dx"] + names, got_grads, want_grads):
         _assert_close(a, b, what=f"upfirdn2d epilogue d{name}")
-    both = upfirdn2d_module.filter2d_separable(x, [1, 3, 3, 1], gain=4.0, pad=pad, impl="custom", activation=activation,
-                                               alpha=0.2, **extra)
-    _assert_close(both, want, what="filter2d_separable with an epilogue")
+    for impl in ("custom", "ref"):
+        both = upfirdn2d_module.filter2d_separable(x, [1, 3, 3, 1], gain=4.0, pad=pad, impl=impl,
+                                                   activation=activation, alpha=0.2, **extra)
+        _assert_close(both, want, what=f"filter2d_separable with an epilogue, {impl}")
 
 
 @requires_library
@@ -476,9 +484,63 @@ def test_upfirdn2d_epilogue_bad_inputs():
     op = _loader.require_library().tf_distill_up_fir_dn2d_epilogue
     x, k, empty = tf.zeros((2, 5, 5, 8)), tf.constant(setup_kernel([1, 3, 3, 1], gain=4.0)), tf.zeros([0])
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape("upfirdn2d expects a bias [8] or an empty one")):
-        op(x, k, tf.zeros([7]), empty, tf.zeros([]), pad_y0=1, pad_y1=1, pad_x0=1, pad_x1=1)
+        op(x, k, tf.zeros([7]), empty, tf.zeros([]), empty, pad_y0=1, pad_y1=1, pad_x0=1, pad_x1=1)
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape("noise [1 or 2, 4, 4, 1]")):
-        op(x, k, empty, tf.zeros([1, 5, 5, 1]), tf.zeros([]), pad_y0=1, pad_y1=1, pad_x0=1, pad_x1=1)
+        op(x, k, empty, tf.zeros([1, 5, 5, 1]), tf.zeros([]), empty, pad_y0=1, pad_y1=1, pad_x0=1, pad_x1=1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape("upfirdn2d expects a scale [2, 8] or an empty")):
+        op(x, k, empty, empty, tf.zeros([]), tf.zeros([1, 8]), pad_y0=1, pad_y1=1, pad_x0=1, pad_x1=1)
+
+
+# (y shape, scale, bias, noise batch or None, activation): 8-lane vectors and the pruned 154 (a tail of 2),
+# 5 channels (plain loops only), every part alone and all together, noise shared or per sample.
+EPILOGUE_CASES = [((2, 5, 7, 40), True, True, 1, "lrelu"), ((3, 4, 4, 154), True, True, 3, "lrelu"),
+                  ((1, 3, 6, 5), True, False, None, "linear"), ((2, 4, 3, 16), False, True, None, "lrelu"),
+                  ((1, 6, 5, 24), False, False, 1, "linear"), ((2, 3, 3, 8), False, False, None, "lrelu")]
+
+
+@requires_library
+@pytest.mark.parametrize("shape, scale, bias, noise_n, activation", EPILOGUE_CASES)
+def test_epilogue_op_matches_reference(shape, scale, bias, noise_n, activation):
+    """The standalone compiled epilogue (one pass after a conv of TensorFlow's) against ``epilogue_ref``, values
+    and every gradient, and ``ops.epilogue.epilogue`` with impl="custom" against the same."""
+    rng = np.random.default_rng(sum(shape))
+    n, h, w, c = shape
+    y = rng.standard_normal(shape).astype(np.float32)
+    extra = dict(scale=rng.uniform(0.5, 2.0, (n, c)).astype(np.float32) if scale else None,
+                 bias=rng.standard_normal(c).astype(np.float32) if bias else None,
+                 noise=rng.standard_normal([noise_n, h, w, 1]).astype(np.float32) if noise_n else None,
+                 noise_strength=np.float32(0.4) if noise_n else None)
+    names = [k for k, v in extra.items() if v is not None]
+
+    def run(fn):
+        def call(a, *values):
+            return fn(a, activation=activation, alpha=0.2, **dict(zip(names, values)))
+        return call
+
+    inputs = [y] + [extra[k] for k in names]
+    cot = rng.standard_normal(shape).astype(np.float32)
+    got, got_grads = _vjp(run(epilogue_module._epilogue_op), inputs, cot)  # pylint: disable=protected-access
+    want, want_grads = _vjp(run(epilogue_module.epilogue_ref), inputs, cot)
+    _assert_close(got, want, what="epilogue")
+    for name, a, b in zip(["dy"] + names, got_grads, want_grads):
+        _assert_close(a, b, what=f"epilogue d{name}")
+    _assert_close(epilogue_module.epilogue(y, impl="custom", activation=activation, alpha=0.2, **extra), want,
+                  what="epilogue, impl custom")
+
+
+@requires_library
+def test_epilogue_op_bad_inputs():
+    """The standalone epilogue's inputs are checked as the other ops' epilogues are, with the op's name."""
+    op = _loader.require_library().tf_distill_epilogue
+    y, empty = tf.zeros((2, 4, 4, 8)), tf.zeros([0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape("epilogue expects a bias [8] or an empty one")):
+        op(y, tf.zeros([7]), empty, tf.zeros([]), empty)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape("noise [1 or 2, 4, 4, 1]")):
+        op(y, empty, tf.zeros([1, 5, 4, 1]), tf.zeros([]), empty)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape("epilogue expects a scale [2, 8] or an empty")):
+        op(y, empty, empty, tf.zeros([]), tf.zeros([2, 7]))
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=re.escape("x of rank 4 (NHWC)")):
+        op(tf.zeros((4, 4, 8)), empty, empty, tf.zeros([]), empty)
 
 
 @requires_library
@@ -490,7 +552,8 @@ def test_self_checks_print_no_tensorflow_log_lines():
         from tf_distill import cli
         cli.import_tensorflow()
         for module, check in [("conv3x3", "_self_check"), ("to_rgb", "_self_check"), ("upfirdn2d", "_self_check"),
-                              ("upfirdn2d", "_self_check_epilogue"), ("fused_bias_act", "_self_check")]:
+                              ("upfirdn2d", "_self_check_epilogue"), ("fused_bias_act", "_self_check"),
+                              ("epilogue", "_self_check")]:
             error, case = getattr(importlib.import_module("tf_distill.ops." + module), check)()
             assert error < 1e-4, (module, check, error, case)
         print("CHECKED")

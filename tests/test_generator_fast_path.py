@@ -156,7 +156,7 @@ def test_inference_form_keeps_pruned_widths_for_onednn_convs(generator, folding,
 def test_inference_form_widens_the_layers_the_direct_conv_runs(generator, monkeypatch):
     """With oneDNN's convs, exactly the layers whose conv is the compiled direct conv (here those with inputs
     from 16 px on) write aligned widths, a folded direct conv reads only the real channels of a widened input,
-    and the result is the same."""
+    the other layers' epilogues are compiled passes, and the result is the same."""
     monkeypatch.setattr(conv3x3._loader, "onednn_convs", lambda: True)
     monkeypatch.setattr(conv3x3, "DIRECT_MIN_WIDTH", 16)
     g = Generator(32, style_dim=32, n_mlp=2, channels=CHANNELS, impl="custom")
@@ -179,6 +179,8 @@ def test_inference_form_widens_the_layers_the_direct_conv_runs(generator, monkey
         # Folded, the 32 px conv's weight takes the 12 real channels of its widened input; scaled activations
         # (no folding) keep the zero weights.
         assert reads == ([(16, 12), (16, 16)] if folding else [(16, 16)])
+        # The layers that scale their activations (TensorFlow's convs here) end in one compiled epilogue pass.
+        assert "TfDistill>Epilogue" in {op.type for op in ops}
         assert_same([got], run(generator, z[:batch], False, randomize_noise=False)[:1])
 
 

@@ -36,7 +36,7 @@ from tf_distill.layers.equalized import LRELU_ALPHA, LRELU_GAIN, PACKAGE, EqualD
 from tf_distill.layers.forms import inference, scoped
 from tf_distill.ops import setup_kernel, upfirdn2d
 from tf_distill.ops.conv3x3 import conv3x3, runs_direct, transposed_conv2d, wants_aligned_channels
-from tf_distill.ops.epilogue import epilogue_ref
+from tf_distill.ops.epilogue import epilogue
 from tf_distill.ops.to_rgb import to_rgb
 from tf_distill.ops.upfirdn2d import filter2d_separable, upsample2d_polyphase
 
@@ -312,10 +312,11 @@ class ModulatedConv2D(keras.layers.Layer):
         When ``folding()``, a 1x1 conv (ToRGB) is a per-sample matmul (``ops.to_rgb``) with weights
         ``w * s * d * gain``, and where the layer ``folds`` a batch of one, or any batch the compiled direct
         conv runs (one weight per sample), convolves with that weight (no pass over the activations);
-        otherwise the input is scaled by s and the output by ``d * gain`` in one multiply, around a conv with
-        the constant weight.
-        The bias is one BiasAdd, fused with the conv by Grappler when no blur follows; where a folded 3x3 conv
-        runs the compiled direct conv, bias, noise and activation are applied as it stores its sums.
+        otherwise the input is scaled by s around a conv with the constant weight, and the output by ``d * gain``
+        in the epilogue (``ops.epilogue.epilogue``: with the compiled ops one pass for scale, bias, noise and
+        activation, or the blur's own epilogue; with TensorFlow's, a multiply, a BiasAdd fused with the conv by
+        Grappler when no blur follows, the noise add and one LeakyRelu). Where a folded 3x3 conv runs the
+        compiled direct conv, bias, noise and activation are applied as it stores its sums.
         ``x`` may carry extra zero-weighted channels (a widened previous layer), and ``out_channels``
         widens the output the same way: the extra weights are zero, so the real channels are unchanged.
         """
@@ -324,7 +325,7 @@ class ModulatedConv2D(keras.layers.Layer):
         # zero weights there (5% fewer multiply-adds for 77 of 80 channels); every other conv gets them.
         in_width = self.in_channels if self._folds_direct(x, out_width) else x.shape[-1]
         w, s, d, bias = self._widened(in_width, style, out_width, bias)
-        epilogue = dict(bias=bias, noise=noise, noise_strength=noise_strength, activation=activation, alpha=LRELU_ALPHA)
+        parts = dict(bias=bias, noise=noise, noise_strength=noise_strength, activation=activation, alpha=LRELU_ALPHA)
         if folding() and self.kernel_size == 1 and not (self.upsample or self.downsample):
             # A 1x1 conv is a matmul: any batch takes its own [in, out] weight, no pass over x.
             y = to_rgb(x, self._pointwise(w, s, d, gain), impl=self.impl)
@@ -334,16 +335,18 @@ class ModulatedConv2D(keras.layers.Layer):
             else:  # one weight per sample, which the compiled direct conv takes: no per-sample loop
                 folded = w[None] * (s[:, None, None, :, None] * (d * gain)[:, None, None, None, :])
             if self.kernel_size == 3 and not (self.upsample or self.downsample):
-                return conv3x3(x, folded, impl=self.impl, **epilogue)
+                return conv3x3(x, folded, impl=self.impl, **parts)
             y = self._conv(x, folded, direct=True)
         else:
             y = self._conv(x * s[:, None, None, :], w, direct=True)
-            if self.demodulate or gain != 1.0:
-                y = y * (d * gain)[:, None, None, :]
+            if self.demodulate:
+                parts["scale"] = d * gain  # [B, out]: applied by the epilogue
+            elif gain != 1.0:
+                y = y * gain
         if self.upsample:  # self._blur is setup_kernel(blur_kernel, 4): the same filter, with the epilogue
             return filter2d_separable(y, self.blur_kernel, gain=4.0, pad=self._upsample_blur_pad(), impl=self.impl,
-                                      **epilogue)
-        return epilogue_ref(y, **epilogue)
+                                      **parts)
+        return epilogue(y, impl=self.impl, **parts)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,

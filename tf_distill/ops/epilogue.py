@@ -1,19 +1,39 @@
-"""StyleGAN2's epilogue after a conv: ``act(y + bias + noise * noise_strength)``.
+"""StyleGAN2's epilogue after a conv: ``act(y * scale + bias + noise * noise_strength)``.
 
 The compiled conv3x3 and upfirdn2d ops can apply it as they store their outputs
-(``custom_ops/cc/kernels/epilogue.h``), which saves up to three passes over a large activation;
+(``custom_ops/cc/kernels/epilogue.h``), which saves up to four passes over a large activation;
+after a conv of TensorFlow's (oneDNN's, the student's layers up to 64 px), ``epilogue`` runs it in one
+compiled pass (``TfDistill>Epilogue``) instead of a multiply, BiasAdd, add and LeakyRelu.
 ``epilogue_ref`` is what they are checked against and what every other path runs.
 """
+
+import functools
 
 import numpy as np
 import tensorflow as tf
 
-_NONE = np.zeros([0], np.float32)  # an absent bias or noise
+from tf_distill.ops import _loader, choice
+
+_NONE = np.zeros([0], np.float32)  # an absent scale, bias or noise
 
 
-def epilogue_ref(y, bias=None, noise=None, noise_strength=None, activation="linear", alpha=0.2):
-    """What StyleGAN2 does after a conv, in TensorFlow's ops: ``act(y + bias + noise * noise_strength)``, each
-    part optional (``noise`` [B or 1, H, W, 1]; ``activation`` "linear" or "lrelu" with slope ``alpha``)."""
+def epilogue(y, scale=None, bias=None, noise=None, noise_strength=None, activation="linear", alpha=0.2, impl=None):
+    """``epilogue_ref(y, …)``, in one compiled pass where it runs (float32 NHWC, CPUs with AVX2 in processes
+    that see no GPU), else the reference, whichever ``impl`` is asked for."""
+    parts = dict(scale=scale, bias=bias, noise=noise, noise_strength=noise_strength, activation=activation, alpha=alpha)
+    y = tf.convert_to_tensor(y)
+    if (choice.resolve(impl, "epilogue", _self_check) == "custom" and y.dtype == tf.float32 and y.shape.rank == 4
+            and _loader.vector_cpu_only()):
+        return _epilogue_op(y, **parts)
+    return epilogue_ref(y, **parts)
+
+
+def epilogue_ref(y, scale=None, bias=None, noise=None, noise_strength=None, activation="linear", alpha=0.2):
+    """What StyleGAN2 does after a conv, in TensorFlow's ops: ``act(y * scale + bias + noise * noise_strength)``,
+    each part optional (``scale`` [B, C]: a modulated conv's demodulation per sample; ``noise`` [B or 1, H, W, 1];
+    ``activation`` "linear" or "lrelu" with slope ``alpha``)."""
+    if scale is not None:
+        y = y * tf.convert_to_tensor(scale, y.dtype)[:, None, None, :]
     if bias is not None:
         y = tf.nn.bias_add(y, bias)
     if noise is not None:
@@ -35,20 +55,71 @@ def epilogue_op_inputs(bias=None, noise=None, noise_strength=None, activation="l
             dict(activation=activation, alpha=float(alpha)))
 
 
+def scale_op_input(scale=None):
+    """The scale input of a compiled op whose epilogue takes one: an empty tensor stands for none."""
+    return _NONE if scale is None else scale
+
+
 def epilogue_grad(op, dy, forward_ref, n_main, constant=()):
     """Gradients of a compiled op whose first ``n_main`` inputs feed ``forward_ref(*main, **epilogue)`` and whose
-    next three are the epilogue's (``epilogue_op_inputs``): those of the reference, through a recomputed forward
-    (the compiled kernels are forward only). Inputs at the indices ``constant`` (e.g. a FIR kernel) are passed
-    as their static values and get no gradient."""
+    next three are the epilogue's (``epilogue_op_inputs``), followed by its scale where it takes one
+    (``scale_op_input``): those of the reference, through a recomputed forward (the compiled kernels are forward
+    only). Inputs at the indices ``constant`` (e.g. a FIR kernel) are passed as their static values and get no
+    gradient."""
     inputs = list(op.inputs)
     bias, noise, strength = inputs[n_main:n_main + 3]
-    has_bias, has_noise = bias.shape.num_elements() != 0, noise.shape.num_elements() != 0  # empty: absent
+    scale = inputs[n_main + 3] if len(inputs) > n_main + 3 else None
+    def given(t):  # an empty input stands for an absent part
+        return None if t.shape.num_elements() == 0 else t
+
     main = [tf.get_static_value(t) if i in constant else t for i, t in enumerate(inputs[:n_main])]
     watched = [t for i, t in enumerate(inputs) if i not in constant]
     with tf.GradientTape() as tape:
         tape.watch(watched)
-        y = forward_ref(*main, bias=bias if has_bias else None, noise=noise if has_noise else None,
-                        noise_strength=strength, activation=op.get_attr("activation").decode(),
-                        alpha=op.get_attr("alpha"))
+        extra = {} if scale is None else {"scale": given(scale)}
+        y = forward_ref(*main, bias=given(bias), noise=given(noise), noise_strength=strength,
+                        activation=op.get_attr("activation").decode(), alpha=op.get_attr("alpha"), **extra)
     grads = iter(tape.gradient(y, watched, output_gradients=dy))
     return [None if i in constant else next(grads) for i in range(len(inputs))]
+
+
+def _epilogue_op(y, scale=None, **parts):
+    inputs, attrs = epilogue_op_inputs(**parts)
+    return _loader.require_library().tf_distill_epilogue(y, *inputs, scale_op_input(scale), **attrs)
+
+
+@_loader.register_gradient("TfDistill>Epilogue")
+def _epilogue_grad(op, dy):
+    """Those of ``epilogue_ref``, through a recomputed forward."""
+    return epilogue_grad(op, dy, epilogue_ref, 1)
+
+
+# (y shape, scale, bias, noise batch or None, activation): 8-lane vectors with and without a tail (13, the
+# pruned 154), every part alone and all together, noise shared or per sample.
+_SELF_CHECK_CASES = (((2, 3, 4, 16), True, True, 1, "lrelu"), ((1, 2, 5, 13), True, False, None, "linear"),
+                     ((2, 4, 3, 154), False, True, 2, "lrelu"), ((1, 3, 3, 8), False, False, None, "lrelu"))
+
+
+def _self_check():
+    """(max relative error, worst case) of the compiled epilogue against the reference (see ``choice``)."""
+    rng = np.random.default_rng(2)
+
+    def cases():
+        for shape, scale, bias, noise_n, activation in _SELF_CHECK_CASES:
+            n, h, w, c = shape
+            arrays = [rng.standard_normal(shape).astype(np.float32)]
+            arrays += [rng.uniform(0.5, 2.0, (n, c)).astype(np.float32)] if scale else []
+            arrays += [rng.standard_normal(c).astype(np.float32)] if bias else []
+            arrays += [rng.standard_normal([noise_n, h, w, 1]).astype(np.float32), np.float32([0.7])] if noise_n else []
+
+            def run(fn, y, *extra, s=scale, b=bias, nz=noise_n, a=activation):
+                extra = list(extra)
+                e = dict(scale=extra.pop(0) if s else None, bias=extra.pop(0) if b else None, activation=a, alpha=0.2)
+                if nz:
+                    e.update(noise=extra[0], noise_strength=extra[1])
+                return fn(y, **e)
+
+            yield (f"y {list(shape)}, scale {scale}, bias {bias}, noise {noise_n}, {activation}",
+                   functools.partial(run, _epilogue_op), functools.partial(run, epilogue_ref), arrays)
+
+    return choice.worst_case(cases())

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_distill.ops import _loader, choice
-from tf_distill.ops.epilogue import epilogue_grad, epilogue_op_inputs, epilogue_ref
+from tf_distill.ops.epilogue import epilogue_grad, epilogue_op_inputs, epilogue_ref, scale_op_input
 
 
 def setup_kernel(k, gain=1.0):
@@ -142,7 +142,9 @@ def upfirdn2d_ref(x, kernel, up=1, down=1, pad=(0, 0)):
 
 def filter2d_separable(x, taps, gain=1.0, pad=(0, 0), impl=None, **epilogue):
     """``epilogue_ref(upfirdn2d(x, setup_kernel(taps, gain), pad=pad, impl=impl), **epilogue)`` for 1-D ``taps``
-    (an outer-product kernel) and an optional epilogue (``ops.epilogue``: bias, noise, leaky ReLU).
+    (an outer-product kernel) and an optional epilogue (``ops.epilogue``: scale, bias, noise, leaky ReLU). The
+    scale (per sample and channel) commutes with the blur: the reference applies it to ``x``, where Grappler
+    keeps the depthwise conv fused with the BiasAdd after it.
 
     The reference path runs it as two 1-D depthwise passes (2k instead of k^2 multiplies per
     sample, about 40% faster for the 4-tap blur with TensorFlow's own depthwise conv), or where
@@ -151,7 +153,7 @@ def filter2d_separable(x, taps, gain=1.0, pad=(0, 0), impl=None, **epilogue):
     it for other runtimes); the compiled kernel runs
     the 2-D kernel, and on
     CPUs with AVX2 in processes that see no GPU it also applies the epilogue to each few rows as it
-    writes them (``TfDistill>UpFirDn2dEpilogue``) instead of in up to three passes of TensorFlow's.
+    writes them (``TfDistill>UpFirDn2dEpilogue``) instead of in up to four passes of TensorFlow's.
     Same sums to float32 round-off.
     """
     x = tf.convert_to_tensor(x)
@@ -162,6 +164,9 @@ def filter2d_separable(x, taps, gain=1.0, pad=(0, 0), impl=None, **epilogue):
                 and choice.resolve(impl, "upfirdn2d_epilogue", _self_check_epilogue) == "custom"):
             return _upfirdn2d_epilogue_op(x, kernel, (int(pad[0]), int(pad[1])), **epilogue)
         return epilogue_ref(upfirdn2d_custom(x, kernel, pad=pad), **epilogue)
+    scale = epilogue.pop("scale", None)
+    if scale is not None:
+        x = x * tf.convert_to_tensor(scale, x.dtype)[:, None, None, :]
     return epilogue_ref(_filter2d_separable_ref(x, taps, gain, pad, kernel), **epilogue)
 
 
@@ -230,7 +235,8 @@ def upsample2d_polyphase(x, kernel, pad, bias=None):
         x = x[:, :end, :end, :]
     y = tf.nn.conv2d(x, tf.constant(filt, x.dtype), strides=1, padding="VALID")
     if bias is not None:
-        y = tf.nn.bias_add(y, tf.tile(tf.convert_to_tensor(bias, x.dtype), [4]))  # the four phases' channels
+        # The four phases' channels. (tf.tile's gradient ran an int32 op that oneDNN logs a line about.)
+        y = tf.nn.bias_add(y, tf.concat([tf.convert_to_tensor(bias, x.dtype)] * 4, 0))
     return tf.nn.depth_to_space(y, 2)
 
 
@@ -309,10 +315,11 @@ def _self_check():
 # ------------------------------------------------------------------------- with StyleGAN2's epilogue
 
 
-def _upfirdn2d_epilogue_op(x, kernel, pad, **epilogue):
+def _upfirdn2d_epilogue_op(x, kernel, pad, scale=None, **epilogue):
     inputs, attrs = epilogue_op_inputs(**epilogue)
     return _loader.require_library().tf_distill_up_fir_dn2d_epilogue(
-        x, kernel, *inputs, pad_y0=pad[0], pad_y1=pad[1], pad_x0=pad[0], pad_x1=pad[1], **attrs)
+        x, kernel, *inputs, scale_op_input(scale), pad_y0=pad[0], pad_y1=pad[1], pad_x0=pad[0], pad_x1=pad[1],
+        **attrs)
 
 
 def _upfirdn2d_epilogue_ref(x, kernel, pad, **epilogue):
@@ -327,10 +334,12 @@ def _upfirdn2d_epilogue_grad(op, dy):
     return epilogue_grad(op, dy, lambda x, k, **e: _upfirdn2d_epilogue_ref(x, k, pad, **e), 2, constant=(1,))
 
 
-# (x shape, pad, bias, noise batch or None, activation): the student's blur pad (1, 1) over 8-, 16- and
+# (x shape, pad, scale, bias, noise batch or None, activation): the student's blur pad (1, 1) over 8-, 16- and
 # 12-channel rows (vector, 16-lane and tail paths), noise shared or per sample, each part alone.
-_SELF_CHECK_EPILOGUE_CASES = (((2, 9, 7, 8), (1, 1), True, 1, "lrelu"), ((1, 6, 5, 16), (1, 1), True, None, "linear"),
-                              ((2, 5, 6, 12), (2, 1), False, 2, "lrelu"), ((1, 7, 7, 8), (1, 1), False, None, "lrelu"))
+_SELF_CHECK_EPILOGUE_CASES = (((2, 9, 7, 8), (1, 1), True, True, 1, "lrelu"),
+                              ((1, 6, 5, 16), (1, 1), False, True, None, "linear"),
+                              ((2, 5, 6, 12), (2, 1), True, False, 2, "lrelu"),
+                              ((1, 7, 7, 8), (1, 1), False, False, None, "lrelu"))
 
 
 def _self_check_epilogue():
@@ -339,21 +348,22 @@ def _self_check_epilogue():
     kernel = setup_kernel([1, 3, 3, 1], gain=4.0)
 
     def cases():
-        for shape, pad, bias, noise_n, activation in _SELF_CHECK_EPILOGUE_CASES:
+        for shape, pad, scale, bias, noise_n, activation in _SELF_CHECK_EPILOGUE_CASES:
             n, h, w, c = shape
             out = [d + pad[0] + pad[1] - 3 for d in (h, w)]
             arrays = [rng.standard_normal(shape).astype(np.float32)]
+            arrays += [rng.uniform(0.5, 2.0, (n, c)).astype(np.float32)] if scale else []
             arrays += [rng.standard_normal(c).astype(np.float32)] if bias else []
             arrays += [rng.standard_normal([noise_n] + out + [1]).astype(np.float32), np.float32([0.7])] if noise_n else []
 
-            def run(fn, x, *extra, b=bias, nz=noise_n, p=pad, a=activation):
+            def run(fn, x, *extra, s=scale, b=bias, nz=noise_n, p=pad, a=activation):
                 extra = list(extra)
-                e = dict(bias=extra.pop(0) if b else None, activation=a, alpha=0.2)
+                e = dict(scale=extra.pop(0) if s else None, bias=extra.pop(0) if b else None, activation=a, alpha=0.2)
                 if nz:
                     e.update(noise=extra[0], noise_strength=extra[1])
                 return fn(x, kernel, p, **e)
 
-            yield (f"x {list(shape)}, pad {pad}, bias {bias}, noise {noise_n}, {activation}",
+            yield (f"x {list(shape)}, pad {pad}, scale {scale}, bias {bias}, noise {noise_n}, {activation}",
                    functools.partial(run, _upfirdn2d_epilogue_op), functools.partial(run, _upfirdn2d_epilogue_ref),
                    arrays)
 

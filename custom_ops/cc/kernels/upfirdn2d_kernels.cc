@@ -541,57 +541,6 @@ void SeparableRowsDispatch(const CpuArgs<T>& a, int64_t begin, int64_t end, int 
   SeparableRows<T, Vec4, 8>(a, begin, end, tile, tmp);
 }
 
-// The epilogue (upfirdn2d.h) in place on output rows [begin, end) of the flattened (n, out_y) range:
-// v + bias + strength * noise, then v > 0 ? v : v * alpha, with bias zeros and alpha 1 where there is
-// none (the same values). Vectors V of channels, then plain loops for the rest; the vector select is
-// a blend (GCC keeps a scalar `?:` a branch, which mispredicts on signed activations: 5x slower).
-template <typename V>
-__attribute__((always_inline)) inline void EpilogueRowsImpl(const UpFirDn2dParams& p, const float* bias, float alpha,
-                                                            float* y, int64_t begin, int64_t end) {
-  constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
-  const Epilogue& e = p.epilogue;
-  const int c = p.c, vector_end = c / kLanes * kLanes;
-  const V zero = {};
-  for (int64_t row = begin; row < end; ++row) {
-    const float* noise_row = e.NoiseRow(static_cast<int>(row / p.out_h), static_cast<int>(row % p.out_h), p.out_h, p.out_w);
-    float* v = y + row * p.out_w * c;
-    for (int col = 0; col < p.out_w; ++col, v += c) {
-      const float nz = noise_row != nullptr ? e.noise_strength * noise_row[col] : 0.0f;
-      int ch = 0;
-      for (; ch < vector_end; ch += kLanes) {
-        V t, b;
-        std::memcpy(&t, v + ch, sizeof(V));
-        std::memcpy(&b, bias + ch, sizeof(V));
-        t = t + b + nz;
-        const V scaled = t * alpha;
-        t = t > zero ? t : scaled;
-        std::memcpy(v + ch, &t, sizeof(V));
-      }
-      for (; ch < c; ++ch) {
-        const float t = v[ch] + bias[ch] + nz;
-        v[ch] = t > 0.0f ? t : t * alpha;
-      }
-    }
-  }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) void EpilogueRowsAvx2(const UpFirDn2dParams& p, const float* bias, float alpha,
-                                                          float* y, int64_t begin, int64_t end) {
-  EpilogueRowsImpl<Vec8>(p, bias, alpha, y, begin, end);
-}
-#endif
-
-void EpilogueRows(const UpFirDn2dParams& p, const float* bias, float alpha, float* y, int64_t begin, int64_t end) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (UseAvx2()) {
-    EpilogueRowsAvx2(p, bias, alpha, y, begin, end);
-    return;
-  }
-#endif
-  EpilogueRowsImpl<Vec4>(p, bias, alpha, y, begin, end);
-}
-
 // Output rows per call of `rows` before the epilogue runs on them: they are still in L2 (a 256 px row
 // of 40 channels is 40 KiB).
 constexpr int64_t kEpilogueRows = 4;
@@ -599,14 +548,13 @@ constexpr int64_t kEpilogueRows = 4;
 // rows(begin, end) over [begin, end) in chunks, each followed by the epilogue when the params have one
 // (float only).
 template <typename T, typename Fn>
-void RowsWithEpilogue(const UpFirDn2dParams& p, const float* bias, T* y, int64_t begin, int64_t end, const Fn& rows) {
+void RowsWithEpilogue(const UpFirDn2dParams& p, T* y, int64_t begin, int64_t end, const Fn& rows) {
   if constexpr (std::is_same<T, float>::value) {
     if (p.epilogue.Active()) {
-      const float alpha = p.epilogue.lrelu ? p.epilogue.alpha : 1.0f;
       for (int64_t r = begin; r < end; r += kEpilogueRows) {
         const int64_t r_end = std::min(end, r + kEpilogueRows);
         rows(r, r_end);
-        EpilogueRows(p, bias, alpha, y, r, r_end);
+        EpilogueRows(p.epilogue, p.out_h, p.out_w, p.c, y, y, r, r_end);
       }
       return;
     }
@@ -622,9 +570,6 @@ void UpFirDn2dCpuImpl(const CpuRunner& runner, const UpFirDn2dParams& p, const T
   for (size_t i = 0; i < kf.size(); ++i) kf[i] = static_cast<float>(k[i]);
   const int64_t rows = static_cast<int64_t>(p.n) * p.out_h;
   const double per_row = static_cast<double>(p.out_w) * p.c;
-  std::vector<float> zero_bias;  // the epilogue's bias, zeros where it has none
-  if (p.epilogue.Active() && p.epilogue.bias == nullptr) zero_bias.assign(p.c, 0.0f);
-  const float* bias = zero_bias.empty() ? p.epilogue.bias : zero_bias.data();
   SeparableKernel sk;
   if (FactorSeparable(kf, p.kh, p.kw, &sk)) {
     // Not streamed when the epilogue reads the rows back.
@@ -645,14 +590,14 @@ void UpFirDn2dCpuImpl(const CpuRunner& runner, const UpFirDn2dParams& p, const T
     const CpuCost cost{row_taps * p.in_w * p.c * sizeof(T), per_row * sizeof(T), work};
     // Output columns per tile: about 16 KiB of filtered input strip (4096 floats).
     const int tile = std::max(1, std::min(p.out_w, 4096 / p.c * p.up / p.down));
-    runner.ParallelFor(rows, cost, 1, [&args, &p, tile, bias, y](int64_t begin, int64_t end) {
+    runner.ParallelFor(rows, cost, 1, [&args, &p, tile, y](int64_t begin, int64_t end) {
       // Place the strip 2 KiB away from the input modulo 4 KiB: input rows are often a
       // multiple of 4 KiB apart, and a strip aliasing them (4K aliasing) stalls its stores.
       // Left uninitialised: the vertical pass writes every value the horizontal pass reads.
       const std::unique_ptr<float[]> buffer(new float[static_cast<size_t>(p.in_w) * p.c + 1024]);
       const uintptr_t gap = (reinterpret_cast<uintptr_t>(args.x) + 2048 - reinterpret_cast<uintptr_t>(buffer.get())) % 4096;
       float* strip = buffer.get() + gap / sizeof(float);
-      RowsWithEpilogue(p, bias, y, begin, end, [&](int64_t b, int64_t e) { SeparableRowsDispatch<T>(args, b, e, tile, strip); });
+      RowsWithEpilogue(p, y, begin, end, [&](int64_t b, int64_t e) { SeparableRowsDispatch<T>(args, b, e, tile, strip); });
     });
     return;
   }
@@ -660,8 +605,8 @@ void UpFirDn2dCpuImpl(const CpuRunner& runner, const UpFirDn2dParams& p, const T
   // Average taps per output pixel, for the cost model that sizes the shards.
   const double taps = static_cast<double>(ty.in.size()) / p.out_h * tx.in.size() / p.out_w;
   const CpuCost cost{per_row * taps * sizeof(T), per_row * sizeof(T), per_row * taps};
-  runner.ParallelFor(rows, cost, 1, [&args, &p, bias, y](int64_t begin, int64_t end) {
-    RowsWithEpilogue(p, bias, y, begin, end, [&](int64_t b, int64_t e) { UpFirDnRowsDispatch<T>(args, b, e); });
+  runner.ParallelFor(rows, cost, 1, [&args, &p, y](int64_t begin, int64_t end) {
+    RowsWithEpilogue(p, y, begin, end, [&](int64_t b, int64_t e) { UpFirDnRowsDispatch<T>(args, b, e); });
   });
 }
 

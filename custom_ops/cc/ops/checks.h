@@ -73,6 +73,18 @@ inline absl::Status ReadEpilogue(tensorflow::OpKernelContext* ctx, int first, ab
   return absl::OkStatus();
 }
 
+// The optional epilogue scale of an op with n samples of k channels, at input `index`: [n, k], or empty for
+// none, read into `e`.
+inline absl::Status ReadEpilogueScale(tensorflow::OpKernelContext* ctx, int index, absl::string_view op, int64_t n,
+                                      int64_t k, Epilogue* e) {
+  const tensorflow::Tensor& scale = ctx->input(index);
+  if (scale.NumElements() != 0 && !(scale.dims() == 2 && scale.dim_size(0) == n && scale.dim_size(1) == k)) {
+    return ShapeError(op, absl::StrCat("a scale [", n, ", ", k, "] or an empty one"), scale);
+  }
+  e->scale = scale.NumElements() > 0 ? scale.flat<float>().data() : nullptr;
+  return absl::OkStatus();
+}
+
 }  // namespace tf_distill
 
 #endif  // TF_DISTILL_CUSTOM_OPS_OPS_CHECKS_H_

@@ -225,12 +225,14 @@ REGISTER_OP("TfDistill>UpFirDn2dEpilogue")
     .Input("bias: float")
     .Input("noise: float")
     .Input("noise_strength: float")
+    .Input("scale: float")
     .Output("y: float") TF_DISTILL_UPFIRDN2D_ATTRS
     .Attr("activation: {'linear', 'lrelu'} = 'linear'")
     .Attr("alpha: float = 0.2")
     .SetShapeFn(UpFirDn2dShape)
     .Doc(R"doc(
-upfirdn2d (as TfDistill>UpFirDn2d), then StyleGAN2's epilogue on its output: + bias [c] (empty: none),
+upfirdn2d (as TfDistill>UpFirDn2d), then StyleGAN2's epilogue on its output: times scale [n, c] (per
+sample and channel; empty: none), + bias [c] (empty: none),
 + noise_strength (a scalar) * noise [1 or n, out_h, out_w, 1] (empty: none), and the activation (lrelu:
 slope `alpha` below zero), applied to a few rows at a time as they are written instead of in passes
 of their own. CPU, float32 only; its gradients are registered in Python as those of the reference
@@ -251,6 +253,7 @@ class UpFirDn2dEpilogueOp : public tensorflow::OpKernel {
     tensorflow::TensorShape out_shape;
     OP_REQUIRES_OK(ctx, attrs_.Setup(ctx->input(0), ctx->input(1), &p, &out_shape));
     OP_REQUIRES_OK(ctx, ReadEpilogue(ctx, 2, "upfirdn2d", p.n, p.out_h, p.out_w, p.c, lrelu_, alpha_, &p.epilogue));
+    OP_REQUIRES_OK(ctx, ReadEpilogueScale(ctx, 5, "upfirdn2d", p.n, p.c, &p.epilogue));
     tensorflow::Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &y));
     if (y->NumElements() == 0) return;
