@@ -73,6 +73,15 @@ inline absl::Status ReadEpilogue(tensorflow::OpKernelContext* ctx, int first, ab
   return absl::OkStatus();
 }
 
+// The epilogue's activation attributes of an op: `activation` ("linear" or "lrelu") and `alpha`.
+inline absl::Status ReadActivation(tensorflow::OpKernelConstruction* ctx, bool* lrelu, float* alpha) {
+  std::string activation;
+  TF_RETURN_IF_ERROR(ctx->GetAttr("activation", &activation));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("alpha", alpha));
+  *lrelu = activation == "lrelu";
+  return absl::OkStatus();
+}
+
 // The optional epilogue scale of an op with n samples of k channels, at input `index`: [n, k], or empty for
 // none, read into `e`.
 inline absl::Status ReadEpilogueScale(tensorflow::OpKernelContext* ctx, int index, absl::string_view op, int64_t n,

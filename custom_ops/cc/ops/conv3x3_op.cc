@@ -92,10 +92,7 @@ class Conv3x3Op : public tensorflow::OpKernel {
  public:
   explicit Conv3x3Op(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("transposed", &transposed_));
-    std::string activation;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("alpha", &alpha_));
-    lrelu_ = activation == "lrelu";
+    OP_REQUIRES_OK(ctx, ReadActivation(ctx, &lrelu_, &alpha_));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {

@@ -51,10 +51,7 @@ zero). CPU, float32 only; its gradients are registered in Python as those of the
 class EpilogueOp : public tensorflow::OpKernel {
  public:
   explicit EpilogueOp(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx) {
-    std::string activation;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("alpha", &alpha_));
-    lrelu_ = activation == "lrelu";
+    OP_REQUIRES_OK(ctx, ReadActivation(ctx, &lrelu_, &alpha_));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {

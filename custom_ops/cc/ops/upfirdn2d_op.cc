@@ -242,10 +242,7 @@ of their own. CPU, float32 only; its gradients are registered in Python as those
 class UpFirDn2dEpilogueOp : public tensorflow::OpKernel {
  public:
   explicit UpFirDn2dEpilogueOp(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx), attrs_(ctx) {
-    std::string activation;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("alpha", &alpha_));
-    lrelu_ = activation == "lrelu";
+    OP_REQUIRES_OK(ctx, ReadActivation(ctx, &lrelu_, &alpha_));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
