@@ -3,7 +3,6 @@
 // TensorFlow header.
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "custom_ops/cc/kernels/cpu_isa.h"
 #include "custom_ops/cc/kernels/epilogue.h"
@@ -12,39 +11,48 @@ namespace tf_distill {
 
 namespace {
 
-// v * scale + bias + strength * noise, then v > 0 ? v : v * alpha, with scale ones, bias zeros and alpha 1
-// where there are none (the same values). Vectors V of channels, then plain loops for the rest; the vector
-// select is a blend (GCC keeps a scalar `?:` a branch, which mispredicts on signed activations: 5x slower).
+// v * scale + bias + strength * noise, then v > 0 ? v : v * alpha (alpha 1 without the activation: the same
+// value). Vectors V of channels, then plain loops for the rest; the absent parts are skipped by branches
+// that are the same for every vector; the vector select is a blend (GCC keeps a scalar `?:` a branch, which
+// mispredicts on signed activations: 5x slower).
 template <typename V>
 __attribute__((always_inline)) inline void EpilogueRowsImpl(const Epilogue& e, int h, int w, int c, const float* x,
                                                             float* y, int64_t begin, int64_t end) {
   constexpr int kLanes = static_cast<int>(sizeof(V) / sizeof(float));
   const int vector_end = c / kLanes * kLanes;
   const float alpha = e.lrelu ? e.alpha : 1.0f;
-  const std::vector<float> zeros(e.bias == nullptr ? c : 0, 0.0f), ones(e.scale == nullptr ? c : 0, 1.0f);
-  const float* bias = e.bias != nullptr ? e.bias : zeros.data();
+  const float* bias = e.bias;
   const V zero = {};
   for (int64_t row = begin; row < end; ++row) {
     const int img = static_cast<int>(row / h);
     const float* noise_row = e.NoiseRow(img, static_cast<int>(row % h), h, w);
-    const float* scale = e.scale != nullptr ? e.scale + static_cast<int64_t>(img) * c : ones.data();
+    const float* scale = e.scale != nullptr ? e.scale + static_cast<int64_t>(img) * c : nullptr;
     const float* in = x + row * w * c;
     float* out = y + row * w * c;
     for (int col = 0; col < w; ++col, in += c, out += c) {
       const float nz = noise_row != nullptr ? e.noise_strength * noise_row[col] : 0.0f;
       int ch = 0;
       for (; ch < vector_end; ch += kLanes) {
-        V t, s, b;
+        V t;
         std::memcpy(&t, in + ch, sizeof(V));
-        std::memcpy(&s, scale + ch, sizeof(V));
-        std::memcpy(&b, bias + ch, sizeof(V));
-        t = t * s + b + nz;
+        if (scale != nullptr) {
+          V s;
+          std::memcpy(&s, scale + ch, sizeof(V));
+          t = t * s;
+        }
+        if (bias != nullptr) {
+          V b;
+          std::memcpy(&b, bias + ch, sizeof(V));
+          t = t + b;
+        }
+        t = t + nz;
         const V scaled = t * alpha;
         t = t > zero ? t : scaled;
         std::memcpy(out + ch, &t, sizeof(V));
       }
       for (; ch < c; ++ch) {
-        const float t = in[ch] * scale[ch] + bias[ch] + nz;
+        float t = scale != nullptr ? in[ch] * scale[ch] : in[ch];
+        t = (bias != nullptr ? t + bias[ch] : t) + nz;
         out[ch] = t > 0.0f ? t : t * alpha;
       }
     }
