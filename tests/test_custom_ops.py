@@ -431,6 +431,16 @@ def test_conv3x3_takes_only_the_shapes_where_it_is_faster():
                       what=f"{width} px, transposed {transposed}")
 
 
+def _epilogue_parts(rng, n, c, size, scale, bias, noise_n):
+    """({scale, bias, noise, noise_strength}, the names of those present): random epilogue inputs for an output
+    of n samples of ``size`` [h, w] and c channels, each part only where asked for."""
+    extra = dict(scale=rng.uniform(0.5, 2.0, (n, c)).astype(np.float32) if scale else None,
+                 bias=rng.standard_normal(c).astype(np.float32) if bias else None,
+                 noise=rng.standard_normal([noise_n] + list(size) + [1]).astype(np.float32) if noise_n else None,
+                 noise_strength=np.float32(0.4) if noise_n else None)
+    return extra, [k for k, v in extra.items() if v is not None]
+
+
 # (x shape, pad, scale, bias, noise batch or None, activation): the upsampling blur of every student width (40
 # = 5 vectors of 8, 80 and 160 take AVX-512's 16 lanes, the pruned 154), a crop (negative pad), 12 channels (a
 # scalar tail), noise shared or per sample, each part alone, and nothing (the plain blur).
@@ -454,11 +464,7 @@ def test_upfirdn2d_epilogue_matches_reference(shape, pad, scale, bias, noise_n, 
     kernel = setup_kernel([1, 3, 3, 1], gain=4.0)
     out = [d + pad[0] + pad[1] - 3 for d in (h, w)]
     x = rng.standard_normal(shape).astype(np.float32)
-    extra = dict(scale=rng.uniform(0.5, 2.0, (n, c)).astype(np.float32) if scale else None,
-                 bias=rng.standard_normal(c).astype(np.float32) if bias else None,
-                 noise=rng.standard_normal([noise_n] + out + [1]).astype(np.float32) if noise_n else None,
-                 noise_strength=np.float32(0.4) if noise_n else None)
-    names = [k for k, v in extra.items() if v is not None]
+    extra, names = _epilogue_parts(rng, n, c, out, scale, bias, noise_n)
 
     def run(fn):
         def call(a, *values):
@@ -506,11 +512,7 @@ def test_epilogue_op_matches_reference(shape, scale, bias, noise_n, activation):
     rng = np.random.default_rng(sum(shape))
     n, h, w, c = shape
     y = rng.standard_normal(shape).astype(np.float32)
-    extra = dict(scale=rng.uniform(0.5, 2.0, (n, c)).astype(np.float32) if scale else None,
-                 bias=rng.standard_normal(c).astype(np.float32) if bias else None,
-                 noise=rng.standard_normal([noise_n, h, w, 1]).astype(np.float32) if noise_n else None,
-                 noise_strength=np.float32(0.4) if noise_n else None)
-    names = [k for k, v in extra.items() if v is not None]
+    extra, names = _epilogue_parts(rng, n, c, [h, w], scale, bias, noise_n)
 
     def run(fn):
         def call(a, *values):

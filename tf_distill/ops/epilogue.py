@@ -33,7 +33,7 @@ def epilogue_ref(y, scale=None, bias=None, noise=None, noise_strength=None, acti
     each part optional (``scale`` [B, C]: a modulated conv's demodulation per sample; ``noise`` [B or 1, H, W, 1];
     ``activation`` "linear" or "lrelu" with slope ``alpha``)."""
     if scale is not None:
-        y = y * tf.convert_to_tensor(scale, y.dtype)[:, None, None, :]
+        y = scale_channels(y, scale)
     if bias is not None:
         y = tf.nn.bias_add(y, bias)
     if noise is not None:
@@ -45,6 +45,11 @@ def epilogue_ref(y, scale=None, bias=None, noise=None, noise_strength=None, acti
     elif activation != "linear":
         raise ValueError(f"activation must be 'linear' or 'lrelu', got {activation!r}.")
     return y
+
+
+def scale_channels(y, scale):
+    """NHWC ``y`` times ``scale`` [B, C], per sample and channel (the epilogue's scale)."""
+    return y * tf.convert_to_tensor(scale, y.dtype)[:, None, None, :]
 
 
 def epilogue_op_inputs(bias=None, noise=None, noise_strength=None, activation="linear", alpha=0.2):
@@ -100,6 +105,27 @@ _SELF_CHECK_CASES = (((2, 3, 4, 16), True, True, 1, "lrelu"), ((1, 2, 5, 13), Tr
                      ((2, 4, 3, 154), False, True, 2, "lrelu"), ((1, 3, 3, 8), False, False, None, "lrelu"))
 
 
+def self_check_parts(rng, n, c, size, scale, bias, noise_n):
+    """Random epilogue inputs for a self-check case of ``n`` samples of ``c`` channels and output ``size`` [h, w]:
+    a scale, a bias, and noise with its strength, each only where asked for (``self_check_kwargs`` turns them
+    back into keyword arguments)."""
+    arrays = [rng.uniform(0.5, 2.0, (n, c)).astype(np.float32)] if scale else []
+    arrays += [rng.standard_normal(c).astype(np.float32)] if bias else []
+    if noise_n:
+        arrays += [rng.standard_normal([noise_n] + list(size) + [1]).astype(np.float32), np.float32([0.7])]
+    return arrays
+
+
+def self_check_kwargs(values, scale, bias, noise_n, activation):
+    """The epilogue keyword arguments of ``self_check_parts``' ``values`` for the same case."""
+    values = list(values)
+    parts = dict(scale=values.pop(0) if scale else None, bias=values.pop(0) if bias else None, activation=activation,
+                 alpha=0.2)
+    if noise_n:
+        parts.update(noise=values[0], noise_strength=values[1])
+    return parts
+
+
 def _self_check():
     """(max relative error, worst case) of the compiled epilogue against the reference (see ``choice``)."""
     rng = np.random.default_rng(2)
@@ -107,17 +133,11 @@ def _self_check():
     def cases():
         for shape, scale, bias, noise_n, activation in _SELF_CHECK_CASES:
             n, h, w, c = shape
-            arrays = [rng.standard_normal(shape).astype(np.float32)]
-            arrays += [rng.uniform(0.5, 2.0, (n, c)).astype(np.float32)] if scale else []
-            arrays += [rng.standard_normal(c).astype(np.float32)] if bias else []
-            arrays += [rng.standard_normal([noise_n, h, w, 1]).astype(np.float32), np.float32([0.7])] if noise_n else []
+            arrays = [rng.standard_normal(shape).astype(np.float32)] + self_check_parts(rng, n, c, (h, w), scale,
+                                                                                         bias, noise_n)
 
-            def run(fn, y, *extra, s=scale, b=bias, nz=noise_n, a=activation):
-                extra = list(extra)
-                e = dict(scale=extra.pop(0) if s else None, bias=extra.pop(0) if b else None, activation=a, alpha=0.2)
-                if nz:
-                    e.update(noise=extra[0], noise_strength=extra[1])
-                return fn(y, **e)
+            def run(fn, y, *extra, case=(scale, bias, noise_n, activation)):
+                return fn(y, **self_check_kwargs(extra, *case))
 
             yield (f"y {list(shape)}, scale {scale}, bias {bias}, noise {noise_n}, {activation}",
                    functools.partial(run, _epilogue_op), functools.partial(run, epilogue_ref), arrays)

@@ -28,7 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_distill.ops import _loader, choice
-from tf_distill.ops.epilogue import epilogue_grad, epilogue_op_inputs, epilogue_ref, scale_op_input
+from tf_distill.ops.epilogue import (epilogue_grad, epilogue_op_inputs, epilogue_ref, scale_channels, scale_op_input,
+                                     self_check_kwargs, self_check_parts)
 
 
 def setup_kernel(k, gain=1.0):
@@ -166,7 +167,7 @@ def filter2d_separable(x, taps, gain=1.0, pad=(0, 0), impl=None, **epilogue):
         return epilogue_ref(upfirdn2d_custom(x, kernel, pad=pad), **epilogue)
     scale = epilogue.pop("scale", None)
     if scale is not None:
-        x = x * tf.convert_to_tensor(scale, x.dtype)[:, None, None, :]
+        x = scale_channels(x, scale)
     return epilogue_ref(_filter2d_separable_ref(x, taps, gain, pad, kernel), **epilogue)
 
 
@@ -351,17 +352,11 @@ def _self_check_epilogue():
         for shape, pad, scale, bias, noise_n, activation in _SELF_CHECK_EPILOGUE_CASES:
             n, h, w, c = shape
             out = [d + pad[0] + pad[1] - 3 for d in (h, w)]
-            arrays = [rng.standard_normal(shape).astype(np.float32)]
-            arrays += [rng.uniform(0.5, 2.0, (n, c)).astype(np.float32)] if scale else []
-            arrays += [rng.standard_normal(c).astype(np.float32)] if bias else []
-            arrays += [rng.standard_normal([noise_n] + out + [1]).astype(np.float32), np.float32([0.7])] if noise_n else []
+            arrays = [rng.standard_normal(shape).astype(np.float32)] + self_check_parts(rng, n, c, out, scale, bias,
+                                                                                         noise_n)
 
-            def run(fn, x, *extra, s=scale, b=bias, nz=noise_n, p=pad, a=activation):
-                extra = list(extra)
-                e = dict(scale=extra.pop(0) if s else None, bias=extra.pop(0) if b else None, activation=a, alpha=0.2)
-                if nz:
-                    e.update(noise=extra[0], noise_strength=extra[1])
-                return fn(x, kernel, p, **e)
+            def run(fn, x, *extra, p=pad, case=(scale, bias, noise_n, activation)):
+                return fn(x, kernel, p, **self_check_kwargs(extra, *case))
 
             yield (f"x {list(shape)}, pad {pad}, scale {scale}, bias {bias}, noise {noise_n}, {activation}",
                    functools.partial(run, _upfirdn2d_epilogue_op), functools.partial(run, _upfirdn2d_epilogue_ref),
