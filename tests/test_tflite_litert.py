@@ -41,13 +41,8 @@ def converted(exported, tmp_path_factory):
     return {q: tflite.convert(g, w_avg, out / f"{q or 'float32'}.tflite", quantize=q)[0] for q in (None, "float16")}
 
 
-def graph_ops(path):
-    """[(op name, whether its input 1 is a constant, last dim of its output 0)] of the model's first subgraph,
-    in order.
-
-    Input 1 is the filter of CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED; a
-    float16 model's constant filters pass through a DEQUANTIZE of a constant.
-    """
+def _parsed(path):
+    """(model, first subgraph, its ops in order, op -> builtin name, tensor -> the op producing it)."""
     model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     graph = model.Subgraphs(0)
@@ -58,6 +53,24 @@ def graph_ops(path):
         return names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
 
     producer = {op.Outputs(j): op for op in ops for j in range(op.OutputsLength())}
+    return model, graph, ops, name, producer
+
+
+def conv_input_producers(path):
+    """[name of the op producing input 0 of each CONV_2D, or None for a graph input or constant]."""
+    _, _, ops, name, producer = _parsed(path)
+    return [name(producer[op.Inputs(0)]) if op.Inputs(0) in producer else None
+            for op in ops if name(op) == "CONV_2D"]
+
+
+def graph_ops(path):
+    """[(op name, whether its input 1 is a constant, last dim of its output 0)] of the model's first subgraph,
+    in order.
+
+    Input 1 is the filter of CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED; a
+    float16 model's constant filters pass through a DEQUANTIZE of a constant.
+    """
+    model, graph, ops, name, producer = _parsed(path)
 
     def constant(t):
         if t in producer:
@@ -121,6 +134,16 @@ def test_graph_runs_in_xnnpack(exported, converted):
         filters = [const for name, const, _ in ops
                    if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED")]
         assert len(filters) > 2 * len(g.synthesis.convs) and all(filters), ops
+
+
+def test_phase_convs_read_their_own_pads(exported, converted):
+    """Each upsampling conv's phase convs read a PAD of their own (which XNNPACK folds into the conv), never
+    a STRIDED_SLICE of one shared pad: a slice is a copy of the whole input, four per upsampling conv."""
+    n_up = sum(conv.upsample for conv in exported[0].synthesis.convs)
+    for path in converted.values():
+        producers = conv_input_producers(path)
+        assert "STRIDED_SLICE" not in producers, producers
+        assert producers.count("PAD") >= 4 * n_up, producers
 
 
 def test_pruned_widths_are_not_widened(tmp_path):

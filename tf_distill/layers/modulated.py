@@ -108,7 +108,6 @@ def transposed_conv_as_phases(x, w):
     """
     k = int(w.shape[0])
     j = (k + 1) // 2
-    x = tf.pad(x, [[0, 0], [j - 1, j - 1], [j - 1, j - 1], [0, 0]])
     phases = []
     for a in (0, 1):
         for b in (0, 1):
@@ -118,7 +117,9 @@ def transposed_conv_as_phases(x, w):
                 continue
             kernel = tf.stack([tf.stack([w[ty, tx] for _, tx in cols]) for _, ty in rows])
             r0, c0 = rows[0][0], cols[0][0]
-            phases.append(tf.nn.conv2d(x[:, r0:, c0:, :], kernel, strides=1, padding="VALID"))
+            # x padded by j - 1 and cut from (r0, c0): one pad per phase, which XNNPACK folds into its conv.
+            padded = tf.pad(x, [[0, 0], [j - 1 - r0, j - 1], [j - 1 - c0, j - 1], [0, 0]])
+            phases.append(tf.nn.conv2d(padded, kernel, strides=1, padding="VALID"))
     return tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
 
 
