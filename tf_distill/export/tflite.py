@@ -21,7 +21,9 @@ upsampling is polyphase) with four changes:
   kernel's 9 taps), a CONCATENATION and a DEPTH_TO_SPACE (``phase_upsampling(True)``): TFLite's
   TRANSPOSE_CONV runs at about 21 GMAC/s on an AVX2 machine against its CONV_2D's 88 (float16
   student 74 vs 61 ms a batch-1 image on an AVX-512 one), and one CONV_2D to the four phases, which
-  pads the kernels to 2x2 (16 taps), was 1.08-1.09x slower than the four (66 vs 61 ms);
+  pads the kernels to 2x2 (16 taps), was 1.08-1.09x slower than the four (66 vs 61 ms); each phase conv
+  reads a PAD of its own, which XNNPACK folds into the conv, where strided slices of one shared pad copied
+  the input four times (float16 student 67.5-71.1 vs 71.5-75.3 ms a batch-1 image);
 - each blur as two 1-D depthwise passes (``upfirdn2d.one_pass_blur(False)``), also where the exporting
   TensorFlow runs its convs with oneDNN, whose SavedModel graph takes one 4x4 pass: XNNPACK runs the
   two passes faster (float16 student 82.7 vs 87.0 ms a batch-1 image on the AVX-512 machine).

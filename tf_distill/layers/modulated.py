@@ -104,7 +104,9 @@ def transposed_conv_as_phases(x, w):
 
     A phase whose taps start at window row r0 (column c0) convolves the padded x from that row (column) on,
     so every phase has H + j - 1 rows and columns and no zero taps (k = 3: 2x2, 2x1, 1x2 and 1x1 kernels,
-    9 taps in all where one conv to the four phases would take 16).
+    9 taps in all where one conv to the four phases would take 16). Each phase pads x itself (less at the
+    start where it starts later) rather than slicing one shared pad: TFLite's XNNPACK folds a PAD into the
+    conv that reads it, while a slice is a copy of the input.
     """
     k = int(w.shape[0])
     j = (k + 1) // 2
@@ -117,7 +119,7 @@ def transposed_conv_as_phases(x, w):
                 continue
             kernel = tf.stack([tf.stack([w[ty, tx] for _, tx in cols]) for _, ty in rows])
             r0, c0 = rows[0][0], cols[0][0]
-            # x padded by j - 1 and cut from (r0, c0): one pad per phase, which XNNPACK folds into its conv.
+            # x padded by j - 1 and cut from (r0, c0), as one pad
             padded = tf.pad(x, [[0, 0], [j - 1 - r0, j - 1], [j - 1 - c0, j - 1], [0, 0]])
             phases.append(tf.nn.conv2d(padded, kernel, strides=1, padding="VALID"))
     return tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
