@@ -36,7 +36,7 @@ from tf_distill.layers.equalized import LRELU_ALPHA, LRELU_GAIN, PACKAGE, EqualD
 from tf_distill.layers.forms import inference, scoped
 from tf_distill.ops import setup_kernel, upfirdn2d
 from tf_distill.ops.conv3x3 import conv3x3, runs_direct, transposed_conv2d, wants_aligned_channels
-from tf_distill.ops.epilogue import epilogue
+from tf_distill.ops.epilogue import epilogue, scale_channels
 from tf_distill.ops.to_rgb import to_rgb
 from tf_distill.ops.upfirdn2d import filter2d_separable, upsample2d_polyphase
 
@@ -253,9 +253,9 @@ class ModulatedConv2D(keras.layers.Layer):
     def call(self, x, style):
         s = self.modulation(style)  # [B, in]
         w = self.weight * self.scale
-        y = self._conv(x * s[:, None, None, :], w)
+        y = self._conv(scale_channels(x, s), w)
         if self.demodulate:
-            y = y * self._demod(s, self.tap_squares(w))[:, None, None, :]
+            y = scale_channels(y, self._demod(s, self.tap_squares(w)))
         if self.upsample:
             y = upfirdn2d(y, self._blur, pad=self._upsample_blur_pad(), impl=self.impl)
         return y
@@ -341,7 +341,7 @@ class ModulatedConv2D(keras.layers.Layer):
                 return conv3x3(x, folded, impl=self.impl, **parts)
             y = self._conv(x, folded, direct=True)
         else:
-            y = self._conv(x * s[:, None, None, :], w, direct=True)
+            y = self._conv(scale_channels(x, s), w, direct=True)
             if self.demodulate:
                 parts["scale"] = d * gain  # [B, out]: applied by the epilogue
             elif gain != 1.0:
