@@ -159,6 +159,27 @@ CASES = [  # (module, args, words in the error line)
 ]
 
 
+BAD_CONFIGS = [  # (config file text, words in the error line); each of them but the last raises inside the file
+    ("def get_config(:\n", ["cannot load the config file bad.py", "SyntaxError"]),
+    ("def get_config():\n    raise ValueError('no such dataset')\n",
+     ["cannot load the config file bad.py", "ValueError: no such dataset"]),
+    ("import no_such_module_here\n", ["cannot load the config file bad.py", "ModuleNotFoundError"]),
+    ("CONFIG = {}\n", ["cannot load the config file bad.py", "has no attribute 'get_config'"]),
+    ("def get_config():\n    return 5\n", ["the config file bad.py", "returned int, not a ConfigDict"]),
+]
+
+
+@pytest.mark.parametrize("text,words", BAD_CONFIGS, ids=[w[1] for _, w in BAD_CONFIGS])
+def test_a_config_file_that_fails_to_run_gives_one_line(tmp_path, text, words):
+    """ml_collections runs a config file while parsing --config: what the file raises is the user's to fix, and
+    --debug shows where in the file."""
+    (tmp_path / "bad.py").write_text(text)
+    assert_one_line_error(run_binary("stats", "--config=bad.py", cwd=tmp_path), *words)
+    if words[0].startswith("cannot load"):
+        debug = run_binary("stats", "--config=bad.py", "--debug", cwd=tmp_path)
+        assert debug.returncode != 0 and "Traceback" in debug.stderr, debug.stderr
+
+
 @pytest.mark.parametrize("module,args,words", CASES, ids=[f"{m}:{' '.join(a)}" for m, a, _ in CASES])
 def test_bad_input_gives_one_line_and_keeps_user_files(user_files, module, args, words):
     if module in ("train", "reproduce", "demo"):  # their configs name repo-relative paths

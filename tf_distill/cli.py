@@ -181,21 +181,66 @@ def _with_config_paths(argv):
 def _parse_flags_or_fail(argv):
     argv = _with_config_paths(argv)
     try:
-        rest = flags.FLAGS(argv)
-        for flag in _config_flags():
-            if flag.value is not None:
-                flag.value.keys()  # load the config file (or the default one) now, not mid-run
-        return rest
-    except flags.Error as err:
-        fail(_flag_message(err), 2)
-    except UserError as err:
-        fail(str(err), 2)
-    except (AttributeError, KeyError) as err:  # ml_collections: an override of a key the config lacks
-        fail(_unknown_key_message(argv) or f"bad config override: {err} (see the config file for its keys)", 2)
-    except OSError as err:  # ml_collections: the config file could not be loaded
-        cause = err.__cause__ or err
-        reason = " ".join(str(cause).split())
-        fail(f"cannot load the config file: {reason[:300]} (check the --config path)", 2)
+        return _parse_and_load_configs(argv)
+    except Exception as err:  # pylint: disable=broad-except
+        message = _parse_failure_message(err, argv)
+        if message is None:
+            raise
+        fail(message, 2)
+
+
+def _parse_and_load_configs(argv):
+    """``flags.FLAGS(argv)``, with each config file loaded now, not mid-run."""
+    rest = flags.FLAGS(argv)
+    for flag in _config_flags():
+        if flag.present and not hasattr(flag.value, "keys"):
+            raise UserError(f"the config file {flag.config_filename}: get_config() returned "
+                            f"{type(flag.value).__name__}, not a ConfigDict ({_CONFIG_FIX})")
+        if flag.value is not None:
+            flag.value.keys()  # an unreadable config file raises here
+    return rest
+
+
+def _parse_failure_message(err, argv):
+    """The one-line error for ``err``, raised while parsing the flags; None keeps the traceback: a bug, or the
+    user's config file failing under ``--debug``."""
+    failed = _config_file_failure(err)
+    if failed is not None:  # a syntax error, a failed import, get_config() missing or raising
+        path, cause = failed
+        return None if "--debug" in argv else (
+            f"cannot load the config file {path}: {type(cause).__name__}: {cause} ({_CONFIG_FIX}; --debug shows the "
+            "traceback)")
+    if isinstance(err, flags.Error):
+        return _flag_message(err)
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, (AttributeError, KeyError)):  # ml_collections: an override of a key the config lacks
+        return _unknown_key_message(argv) or f"bad config override: {err} (see the config file for its keys)"
+    if isinstance(err, OSError):  # ml_collections: the config file could not be read
+        reason = " ".join(str(err.__cause__ or err).split())
+        return f"cannot load the config file: {reason[:300]} (check the --config path)"
+    return None
+
+
+_CONFIG_FIX = "a config file is Python whose get_config() returns a ConfigDict, as configs/*.py do"
+
+
+def _config_file_failure(err):
+    """``(path, exception)`` when ``err`` was raised while ml_collections ran a config file (it runs the file and
+    its get_config() as it parses the flag): the first exception of ``err``'s chain raised inside that run,
+    else None. absl recasts a TypeError or ValueError as a flag error whose context is the original."""
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__context__
+    for exc in reversed(chain):  # the original first
+        tb = exc.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if frame.f_code.co_name == "parse" and type(frame.f_locals.get("self")).__name__ == "ConfigFileFlagParser":
+                return frame.f_locals.get("path"), exc
+            tb = tb.tb_next
+    return None
 
 
 def _config_flags():
