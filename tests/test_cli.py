@@ -153,6 +153,7 @@ CASES = [  # (module, args, words in the error line)
     ("demo", ["--workdir=notes"], ["holds files of something else"]),
     ("reproduce", ["--workdir=afile"], ["is a file"]),
     ("stats", ["--checkpoint=missing.pt"], ["missing.pt"]),
+    ("fetch_weights", ["--only=lpips,fid", "--cache_dir=notes"], ["--only", "lpips,fid", "lpips_vgg16"]),
     ("client", ["--server=http://127.0.0.1:9", "--seeds=0-3", "--out=served"], ["seed0.png", "--overwrite"]),
     ("edit", ["--teacher=mydata/teacher.pt", "--a=seed:0", "--b=seed:1", "--output=edits"],
      ["mix_coarse.png", "--overwrite"]),

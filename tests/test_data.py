@@ -237,6 +237,18 @@ def test_tfrecord_missing_and_empty_are_clear_errors(tmp_path):
         data.make_dataset(f"tfrecord:{tmp_path}", RES, 2)
 
 
+def test_tfrecords_of_no_readable_image_write_nothing_and_keep_old_shards(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"not a png")
+    (tmp_path / "in" / "b.jpg").write_bytes(b"\xff\xd8 truncated")
+    old = tmp_path / "out" / "s-00000-of-00001.tfrecord"
+    old.parent.mkdir()
+    old.write_bytes(b"mine")
+    with pytest.raises(data.EmptyDatasetError, match=r"none of the 2 image file\(s\).*a.png, b.jpg.*nothing was written"):
+        data.write_tfrecords(tmp_path / "in", tmp_path / "out" / "s", num_shards=1)
+    assert sorted(p.name for p in old.parent.iterdir()) == [old.name] and old.read_bytes() == b"mine"
+
+
 def test_make_tfrecords_binary(numbered_tree, tmp_path):
     from tf_distill.bin import make_tfrecords  # pylint: disable=import-outside-toplevel
     result = make_tfrecords.convert(str(numbered_tree), str(tmp_path / "out" / "num"), num_shards=2, verify=False)

@@ -153,8 +153,9 @@ def test_flags_and_directions_are_checked(tmp_path):
     np.save(tmp_path / "zero.npy", np.zeros(D, np.float32))
     np.save(tmp_path / "obj.npy", np.array(["a", "b"]))
     (tmp_path / "junk.npy").write_bytes(b"junk")
+    (tmp_path / "broken.npy").write_bytes(b"PK\x03\x04junk")  # starts like a zip (.npz): numpy opens it as one
     for name, message in [("nan.npy", "NaN or infinite"), ("zero.npy", "all zeros"), ("obj.npy", "numeric"),
-                          ("junk.npy", "not a readable .npy")]:
+                          ("junk.npy", "not a readable .npy"), ("broken.npy", "not a readable .npy")]:
         with pytest.raises(edit.EditError) as info:
             edit.load_directions(tmp_path / name)
         assert message in str(info.value)

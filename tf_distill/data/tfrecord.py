@@ -86,7 +86,9 @@ def write_tfrecords(image_dir, output_prefix, num_shards=1, verify=True):
 
     Shard ``i`` holds the ``i``-th consecutive run of the sorted file list. Files that cannot be
     opened (and, with ``verify``, decoded by TensorFlow) are skipped with a warning and listed in
-    the result. Each shard is written to a temporary name and renamed when complete.
+    the result. The shards are written to temporary names and renamed once all are complete; when no
+    image could be read, nothing is renamed (existing shards of the prefix stay) and an
+    :class:`EmptyDatasetError` names the skipped files.
     """
     files = list_image_files(image_dir)
     if num_shards < 1:
@@ -94,25 +96,32 @@ def write_tfrecords(image_dir, output_prefix, num_shards=1, verify=True):
     num_shards = min(num_shards, len(files))
     output_prefix = str(output_prefix)
     Path(output_prefix).parent.mkdir(parents=True, exist_ok=True)
-    written, skipped, count = [], [], 0
-    for index in range(num_shards):
-        chunk = files[index * len(files) // num_shards:(index + 1) * len(files) // num_shards]
-        name = shard_name(output_prefix, index, num_shards)
-        tmp = name + ".tmp"
-        with tf.io.TFRecordWriter(tmp) as writer:
-            for path in chunk:
-                size = _probe(path, verify)
-                if size is None:
-                    logging.warning("Skipping image that cannot be decoded: %s", path)
-                    skipped.append(path)
-                    continue
-                with open(path, "rb") as f:
-                    encoded = f.read()
-                rel = os.path.relpath(path, image_dir)
-                writer.write(image_example(encoded, *size, path=rel).SerializeToString())
-                count += 1
-        os.replace(tmp, name)
-        written.append(name)
+    written, skipped, count = [shard_name(output_prefix, i, num_shards) for i in range(num_shards)], [], 0
+    try:
+        for index, name in enumerate(written):
+            chunk = files[index * len(files) // num_shards:(index + 1) * len(files) // num_shards]
+            with tf.io.TFRecordWriter(name + ".tmp") as writer:
+                for path in chunk:
+                    size = _probe(path, verify)
+                    if size is None:
+                        logging.warning("Skipping image that cannot be decoded: %s", path)
+                        skipped.append(path)
+                        continue
+                    with open(path, "rb") as f:
+                        encoded = f.read()
+                    rel = os.path.relpath(path, image_dir)
+                    writer.write(image_example(encoded, *size, path=rel).SerializeToString())
+                    count += 1
+        if count == 0:
+            names = ", ".join(os.path.relpath(p, image_dir) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+            raise EmptyDatasetError(f"none of the {len(files)} image file(s) in {image_dir} can be decoded ({names}); "
+                                    "nothing was written (give 8-bit PNG or JPEG images)")
+        for name in written:
+            os.replace(name + ".tmp", name)
+    finally:
+        for name in written:
+            if os.path.exists(name + ".tmp"):
+                os.remove(name + ".tmp")
     logging.info("Wrote %d images to %d shard(s) %s-*-of-%05d%s (%d skipped).", count, num_shards, output_prefix,
                  num_shards, SUFFIX, len(skipped))
     return WriteResult(files=written, num_images=count, skipped=skipped)

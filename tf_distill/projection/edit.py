@@ -210,7 +210,7 @@ def load_directions(path):
     """A ``.npy`` of one direction ``[D]`` or several ``[k, D]`` -> ``[k, D]`` float32, finite and non-zero."""
     try:
         v = np.load(path)
-    except (ValueError, EOFError) as err:
+    except (ValueError, EOFError, zipfile.BadZipFile) as err:
         raise EditError(f"{path}: not a readable .npy of directions ({err}) (save one with numpy.save)") from None
     if not isinstance(v, np.ndarray) or v.dtype.kind not in "fiu":
         raise EditError(f"{path}: directions must be a numeric .npy array (save one with numpy.save)")
