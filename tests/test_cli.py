@@ -118,6 +118,26 @@ def test_describe_expected_errors_and_leaves_bugs_alone():
     assert cli.describe(ZeroDivisionError()) is None
 
 
+def test_a_user_error_raised_inside_a_tf_data_pipeline_is_described():
+    """tf.data re-raises what a py_function raises as its own error, quoting it: the quoted UserError is the message."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tf_distill.data import EmptyDatasetError  # pylint: disable=import-outside-toplevel
+
+    def fail(x):
+        raise EmptyDatasetError(f"None of the {int(x)} image(s) of image folder imgs can be decoded (fix them)")
+
+    def bug(x):
+        raise ZeroDivisionError("a bug")
+
+    for fn, expected in ((fail, "None of the 3 image(s) of image folder imgs can be decoded (fix them)"), (bug, None)):
+        dataset = tf.data.Dataset.from_tensors(3).map(lambda x, fn=fn: tf.py_function(fn, [x], tf.int32))
+        with pytest.raises(tf.errors.OpError) as info:
+            next(iter(dataset))
+        assert cli.describe(info.value) == expected
+    assert cli.quoted_user_error(ValueError("EmptyDatasetError: not from TensorFlow")) is None
+
+
 @pytest.fixture(scope="module")
 def user_files(tmp_path_factory):
     """A user's folder: a checkpoint, a folder with a file of theirs, a plain file, existing shards."""

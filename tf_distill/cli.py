@@ -123,6 +123,9 @@ def describe(err):
         return "out of memory (use a smaller batch or model, or a machine with more memory)"
     if isinstance(err, _PATH_ERRORS) and err.errno is None:  # raised by our code with a full message
         return str(err)
+    quoted = quoted_user_error(err)
+    if quoted is not None:
+        return quoted
     if type(err).__name__ in ("NotFoundError", "PermissionDeniedError", "DataLossError", "FailedPreconditionError") \
             and type(err).__module__.startswith("tensorflow"):  # tf.io / tf.data on a user's file
         return f"{err.message.splitlines()[0][:400]} (check the file or path)"
@@ -132,6 +135,23 @@ def describe(err):
         return f"{what}{name} ({_OS_HINTS[err.errno]})"
     if type(err).__name__ == "ResourceExhaustedError":
         return f"out of memory: {str(err).splitlines()[0][:300]} (use a smaller batch or model)"
+    return None
+
+
+def quoted_user_error(err):
+    """The message of a :class:`UserError` raised inside a TensorFlow op (a tf.data pipeline's py_function, e.g. a
+    dataset none of whose images decode), which TensorFlow re-raises as its own error quoting ``Name: message``;
+    None when ``err`` is not such an error."""
+    if not type(err).__module__.startswith("tensorflow"):
+        return None
+    names, todo = set(), [UserError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    for match in re.finditer(r"\b(\w+): ([^\n]+)", str(err)):
+        if match.group(1) in names:
+            return match.group(2).strip()
     return None
 
 

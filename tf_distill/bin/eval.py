@@ -19,7 +19,6 @@ and listed in the result (``num_skipped``, ``skipped``), as are pairs whose size
 """
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -219,10 +218,10 @@ def _data_errors_as_user_errors(fn):
     except (DatasetNotFoundError, EmptyDatasetError, IdxError) as err:
         raise UserError(f"{str(err).rstrip('.')} {hint}") from None
     except tf.errors.InvalidArgumentError as err:
-        quoted = re.search(r"(?:EmptyDatasetError|DatasetNotFoundError): ([^\n]*)", str(err))
+        quoted = cli.quoted_user_error(err)
         if quoted is None:
             raise
-        raise UserError(f"{quoted.group(1).rstrip('.')} {hint}") from None
+        raise UserError(f"{quoted.rstrip('.')} {hint}") from None
 
 
 def main(argv):
