@@ -96,9 +96,9 @@ def write_tfrecords(image_dir, output_prefix, num_shards=1, verify=True):
     num_shards = min(num_shards, len(files))
     output_prefix = str(output_prefix)
     Path(output_prefix).parent.mkdir(parents=True, exist_ok=True)
-    written, skipped, count = [shard_name(output_prefix, i, num_shards) for i in range(num_shards)], [], 0
+    shards, skipped, count = [shard_name(output_prefix, i, num_shards) for i in range(num_shards)], [], 0
     try:
-        for index, name in enumerate(written):
+        for index, name in enumerate(shards):
             chunk = files[index * len(files) // num_shards:(index + 1) * len(files) // num_shards]
             with tf.io.TFRecordWriter(name + ".tmp") as writer:
                 for path in chunk:
@@ -116,15 +116,15 @@ def write_tfrecords(image_dir, output_prefix, num_shards=1, verify=True):
             names = ", ".join(os.path.relpath(p, image_dir) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
             raise EmptyDatasetError(f"none of the {len(files)} image file(s) in {image_dir} can be decoded ({names}); "
                                     "nothing was written (give 8-bit PNG or JPEG images)")
-        for name in written:
+        for name in shards:
             os.replace(name + ".tmp", name)
     finally:
-        for name in written:
+        for name in shards:
             if os.path.exists(name + ".tmp"):
                 os.remove(name + ".tmp")
     logging.info("Wrote %d images to %d shard(s) %s-*-of-%05d%s (%d skipped).", count, num_shards, output_prefix,
                  num_shards, SUFFIX, len(skipped))
-    return WriteResult(files=written, num_images=count, skipped=skipped)
+    return WriteResult(files=shards, num_images=count, skipped=skipped)
 
 
 def list_tfrecord_files(pattern):
