@@ -201,6 +201,23 @@ def test_a_config_file_that_fails_to_run_gives_one_line(tmp_path, text, words):
         assert debug.returncode != 0 and "Traceback" in debug.stderr, debug.stderr
 
 
+PLAIN_CONFIG = "import ml_collections\ndef get_config():\n    return ml_collections.ConfigDict({CONTENT})\n"
+WRONG_CONFIGS = [  # (binary, config content, words in the error line): valid Python, wrong for the binary
+    ("stats", "{'generators': {'mine': {'size': 33}}}", ["config.generators.mine", "power of two", "33"]),
+    ("stats", "{'generators': {'mine': {'size': 32, 'widht': 2}}}", ["config.generators.mine", "widht"]),
+    ("train", "{'seed': 0}", ["lacks", "config.generator", "default_config()"]),
+    ("reproduce", "{'seeds': 2}", ["lacks", "config.base", "configs/reproduce_fmnist32.py"]),
+]
+
+
+@pytest.mark.parametrize("module,content,words", WRONG_CONFIGS, ids=[f"{m}:{c}" for m, c, _ in WRONG_CONFIGS])
+def test_a_config_of_the_wrong_shape_gives_one_line(tmp_path, module, content, words):
+    (tmp_path / "mine.py").write_text(PLAIN_CONFIG.replace("{CONTENT}", content))
+    assert_one_line_error(run_binary(module, "--config=mine.py", "--workdir=runs", cwd=tmp_path)
+                          if module != "stats" else run_binary(module, "--config=mine.py", cwd=tmp_path), *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.py"]  # nothing written
+
+
 @pytest.mark.parametrize("module,args,words", CASES, ids=[f"{m}:{' '.join(a)}" for m, a, _ in CASES])
 def test_bad_input_gives_one_line_and_keeps_user_files(user_files, module, args, words):
     if module in ("train", "reproduce", "demo"):  # their configs name repo-relative paths

@@ -243,6 +243,24 @@ def test_good_configs_pass(data_dir):
     check_config(config, num_replicas=1)
 
 
+def test_a_config_without_a_training_configs_keys_names_them(data_dir):
+    """A hand-written config (or a reproduction config given to training) fails naming its missing keys, not
+    with a KeyError in the checks."""
+    from configs import reproduce_fmnist32  # pylint: disable=import-outside-toplevel
+
+    config = tiny_config(data_dir, "default", 6)
+    del config.kd["group_size"]
+    del config["seed"]
+    with pytest.raises(ConfigError, match=r"lacks 2 key\(s\) every training config has: .* \(build it on") as info:
+        check_config(config, num_replicas=1)
+    assert "config.seed" in str(info.value) and "config.kd.group_size" in str(info.value), info.value
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="looks like a tf-distill-reproduce config, whose training config is "
+                                          "config.base"):
+        check_config(reproduce_fmnist32.get_config())
+    check_config(reproduce_fmnist32.get_config().base)  # the keys are all there (values checked elsewhere)
+
+
 def test_batch_checks_use_the_replica_count(data_dir):
     config = tiny_config(data_dir, "mirrored", 6)  # batch 8
     check_batch(config, 2)  # 4 per replica, groups of 4

@@ -33,6 +33,20 @@ _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Use a --workdir that hold
                                   "is deleted).")
 
 
+def _check_config_keys(config):
+    """A UsageError naming the keys ``config`` lacks that the shipped reproduction config has (a training
+    config given here, or a hand-written one), before anything reads them."""
+    from tf_distill.configs import reproduce_fmnist32  # pylint: disable=import-outside-toplevel
+    from tf_distill.train.config_check import missing_keys  # pylint: disable=import-outside-toplevel
+
+    missing = missing_keys(config, reproduce_fmnist32.get_config(), free=("seeds_per_row",))
+    if missing:
+        shown = ", ".join(f"config.{k}" for k in missing[:6]) + (", ..." if len(missing) > 6 else "")
+        raise app.UsageError(f"the config lacks {len(missing)} key(s) a reproduction config has: {shown} (start "
+                             "from configs/reproduce_fmnist32.py or configs/reproduce_ffhq256.py; a training config "
+                             "goes to tf-distill-train)")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -41,6 +55,7 @@ def main(argv):
     if _SEEDS.value is not None and _SEEDS.value < 1:
         raise app.UsageError(f"--seeds must be at least 1, got {_SEEDS.value}.")
     config = _CONFIG.value
+    _check_config_keys(config)
     if not config.base.teacher or not config.base.data.source:
         raise app.UsageError("the config needs a teacher and a data source: set --config.base.teacher=PATH and "
                              "--config.base.data.source=folder:PATH (or tfrecord:GLOB, fashion_mnist).")

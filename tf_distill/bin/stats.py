@@ -11,6 +11,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from tf_distill import cli
+from tf_distill.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with a `generators` dict of generator configs.")
 _CHECKPOINT = flags.DEFINE_multi_string("checkpoint", [], "Generator checkpoint(s): rosinality .pt, or our "
@@ -29,7 +30,12 @@ def collect_rows(config=None, checkpoints=()):
         if "generators" not in config:
             raise app.UsageError("The config has no `generators` entry (see configs/paper_models.py).")
         for name, gen_config in config.generators.items():
-            rows.append((name, generator_stats(Generator(**gen_config.to_dict()))))
+            try:  # the constructor checks the architecture before any weight exists
+                generator = Generator(**gen_config.to_dict())
+            except (TypeError, ValueError) as err:
+                raise UserError(f"config.generators.{name}: {err} (fix that entry; see configs/paper_models.py "
+                                "for valid ones)") from None
+            rows.append((name, generator_stats(generator)))
     for path in checkpoints:
         rows.append((path, generator_stats(load_generator(path))))
     return rows

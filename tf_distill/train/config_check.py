@@ -12,6 +12,7 @@ from tf_distill.data.source import DataSource
 from tf_distill.errors import UserError
 from tf_distill.losses.distill import KD_MODES
 from tf_distill.models.generator import log2_size
+from tf_distill.train.defaults import default_config
 from tf_distill.train.strategy import STRATEGIES
 
 RELATION_LOSSES = ("kl", "mse")
@@ -29,11 +30,33 @@ def check_config(config, num_replicas=None):
 
     With ``num_replicas`` (None: not known yet) it also runs :func:`check_batch`.
     """
+    missing = missing_keys(config, default_config())
+    if missing:
+        shown = ", ".join(f"config.{k}" for k in missing[:6]) + (", ..." if len(missing) > 6 else "")
+        hint = "; it looks like a tf-distill-reproduce config, whose training config is config.base" \
+            if "base" in config else ""
+        raise ConfigError(f"the config lacks {len(missing)} key(s) every training config has: {shown} (build it "
+                          f"on tf_distill.train.defaults.default_config(), as configs/*.py do{hint})")
     problems = _Problems(config)
     _check_sections(problems, config)
     if num_replicas is not None and not problems:  # the batch checks need sane values to talk about
         _check_batch(problems, config, num_replicas)
     problems.raise_if_any()
+
+
+def missing_keys(config, reference, free=()):
+    """The dotted keys of ``reference`` (a ConfigDict) that ``config`` lacks, nested sections included, except
+    inside the sections named in ``free`` (maps whose entries are the user's choice)."""
+    missing = []
+    for key, value in reference.items():
+        if key not in config:
+            missing.append(key)
+        elif hasattr(value, "items") and not isinstance(value, dict) and key not in free:
+            inner = config[key]
+            nested = [f[len(key) + 1:] for f in free if f.startswith(f"{key}.")]
+            missing.extend(f"{key}.{k}" for k in (missing_keys(inner, value, nested) if hasattr(inner, "items")
+                                                   else list(value.keys())))
+    return missing
 
 
 def check_batch(config, num_replicas):
