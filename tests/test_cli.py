@@ -174,6 +174,8 @@ CASES = [  # (module, args, words in the error line)
     ("reproduce", ["--workdir=afile"], ["is a file"]),
     ("stats", ["--checkpoint=missing.pt"], ["missing.pt"]),
     ("fetch_weights", ["--only=lpips,fid", "--cache_dir=notes"], ["--only", "lpips,fid", "lpips_vgg16"]),
+    ("eval", ["--metric=lpips", "--checkpoint=mydata/teacher.pt", f"--checkpoint_b={REPO}/demo/teacher_fmnist32.keras",
+              "--num_samples=2"], ["z of 64", "z of 128", "do not match"]),
     ("client", ["--server=http://127.0.0.1:9", "--seeds=0-3", "--out=served"], ["seed0.png", "--overwrite"]),
     ("edit", ["--teacher=mydata/teacher.pt", "--a=seed:0", "--b=seed:1", "--output=edits"],
      ["mix_coarse.png", "--overwrite"]),

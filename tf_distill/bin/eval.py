@@ -134,6 +134,11 @@ def evaluate():
         from tf_distill.metrics.generator_eval import lpips_between  # pylint: disable=import-outside-toplevel
 
         g_a, g_b = checkpoints.load_generator(_CHECKPOINT.value), checkpoints.load_generator(_CHECKPOINT_B.value)
+        if (g_a.style_dim, g_a.size) != (g_b.style_dim, g_b.size):  # the same z goes to both, images compared
+            raise UserError(f"--checkpoint={_CHECKPOINT.value} (z of {g_a.style_dim}, {g_a.size} px) and "
+                            f"--checkpoint_b={_CHECKPOINT_B.value} (z of {g_b.style_dim}, {g_b.size} px) do not "
+                            "match: LPIPS between generators compares their images for the same z (give two "
+                            "generators with the same style_dim and resolution, e.g. a teacher and its student)")
         result.update(num_samples=num_samples, batch_size=batch_size,
                       lpips=lpips_between(g_a, g_b, lpips, num_samples, batch_size, _SEED.value))
         return result
