@@ -47,6 +47,8 @@ REPLIES = {
     "big": (200, _huge_json(40 * MB), True),
     "big_no_length": (200, _huge_json(40 * MB), False),  # close-delimited: the length is unknown up front
     "big_error": (500, b"x" * (40 * MB), True),
+    "html_error": (502, b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1>"
+                        b"</center><hr><center>nginx</center></body></html>" + b"\n" * 5000, True),
     "refuse": (503, b'{"error": "Servable not found for request: Latest(student)"}', True),
     "odd_refused": (None, None, True),  # requests whose first seed is odd are refused, the others answered
 }
@@ -133,6 +135,8 @@ def test_requests_hold_at_most_max_batch_seeds():
     ("big_no_length", serving.BadResponseError, "larger than"),
     ("big_error", serving.RequestRejectedError, "HTTP 500"),
     ("deep_error", serving.RequestRejectedError, "HTTP 400"),
+    ("html_error", serving.RequestRejectedError,
+     r"HTTP 502: 502 Bad Gateway 502 Bad Gateway nginx \(the answer is not TF Serving's: check that the address"),
 ])
 def test_rest_answers_are_capped_and_depth_guarded(rest_server, mode, error, message):
     url = rest_server(mode)

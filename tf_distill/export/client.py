@@ -26,6 +26,7 @@ Bounds, so that neither a typo nor a hostile server exhausts the client's memory
 
 import http.client
 import json
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -43,6 +44,7 @@ MAX_IMAGE_SIDE = 1024
 _SLACK_BYTES = 64 << 10
 _REST_BYTES_PER_VALUE = 8
 _MAX_ERROR_BYTES = 2000
+_NOT_TF_SERVING = "(the answer is not TF Serving's: check that the address is its REST port, e.g. :8501)"
 
 
 def grpc_reply_limit(max_batch, max_image_side=MAX_IMAGE_SIDE):
@@ -203,6 +205,20 @@ class GrpcClient:
         return check_images(outputs["images"], len(inputs["seeds"]), self._where("from_seeds"))
 
 
+def _rest_error_detail(err):
+    """What an HTTP error says: TF Serving's ``{"error": ...}`` text (at most _MAX_ERROR_BYTES), or, from
+    something else (a proxy's or web server's HTML page), its first words and where to look instead."""
+    text = err.read(_MAX_ERROR_BYTES).decode(errors="replace")
+    try:
+        detail = json.loads(text)
+    except (ValueError, RecursionError):
+        detail = None
+    if isinstance(detail, dict) and "error" in detail:
+        return str(detail["error"])[:_MAX_ERROR_BYTES]
+    words = " ".join(re.sub(r"<[^>]*>", " ", text).split())
+    return f"{words[:200]}{'...' if len(words) > 200 else ''} {_NOT_TF_SERVING}"
+
+
 def _read_at_most(reply, limit, chunk=1 << 20):
     """Up to ``limit`` bytes of ``reply``, read in chunks (``read(limit)`` may allocate ``limit`` bytes up front)."""
     parts, size = [], 0
@@ -265,12 +281,7 @@ class RestClient:
                     raise BadResponseError(too_large)
                 raw = _read_at_most(reply, limit + 1)
         except urllib.error.HTTPError as err:
-            detail = err.read(_MAX_ERROR_BYTES).decode(errors="replace")
-            try:
-                detail = json.loads(detail).get("error", detail)
-            except (ValueError, AttributeError, RecursionError):
-                pass
-            raise RequestRejectedError(f"{where}: HTTP {err.code}: {str(detail)[:_MAX_ERROR_BYTES]}") from None
+            raise RequestRejectedError(f"{where}: HTTP {err.code}: {_rest_error_detail(err)}") from None
         except urllib.error.URLError as err:
             if isinstance(err.reason, (socket.timeout, TimeoutError)):
                 raise ServingTimeoutError(f"{where}: no answer within {timeout:g} s") from None
