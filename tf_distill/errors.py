@@ -5,6 +5,12 @@ else is a bug and keeps its traceback. Library errors that users cause subclass 
 """
 
 
+def first_few(items, limit):
+    """``"a, b, c"``, or ``"a, b, c, ..."`` when there are more than ``limit``: the examples an error names."""
+    items = list(items)
+    return ", ".join(str(i) for i in items[:limit]) + (", ..." if len(items) > limit else "")
+
+
 class UserError(Exception):
     """An expected problem with the user's input; the message names it and says how to fix it."""
 

@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags
 
 from tf_distill import cli
-from tf_distill.errors import UserError
+from tf_distill.errors import UserError, first_few
 
 _TEACHER = flags.DEFINE_string("teacher", None, "Teacher checkpoint (.pt, our directory or .keras).")
 _STUDENT = flags.DEFINE_string("student", None, "Student checkpoint (.pt, our directory or .keras).")
@@ -81,7 +81,7 @@ def check_output_folder(output, files, report_only, overwrite):
     clash = sorted(n for n in planned_outputs(files, report_only) if (output / n).exists()) if output.is_dir() else []
     if clash and not overwrite:
         raise UserError(f"--output {output} already holds {len(clash)} file(s) this run would replace "
-                        f"({', '.join(clash[:3])}{', ...' if len(clash) > 3 else ''}) (pass --overwrite to replace "
+                        f"({first_few(clash, 3)}) (pass --overwrite to replace "
                         "them, or choose another folder)")
 
 

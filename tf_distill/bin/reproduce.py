@@ -16,6 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from tf_distill import cli
+from tf_distill.errors import first_few
 from tf_distill.outputs import check_parents, check_workdir
 
 cli.quiet_logs()
@@ -41,7 +42,7 @@ def _check_config_keys(config):
 
     missing = missing_keys(config, reproduce_fmnist32.get_config(), free=("seeds_per_row",))
     if missing:
-        shown = ", ".join(f"config.{k}" for k in missing[:6]) + (", ..." if len(missing) > 6 else "")
+        shown = first_few((f"config.{k}" for k in missing), 6)
         raise app.UsageError(f"the config lacks {len(missing)} key(s) a reproduction config has: {shown} (start "
                              "from configs/reproduce_fmnist32.py or configs/reproduce_ffhq256.py; a training config "
                              "goes to tf-distill-train)")

@@ -22,6 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_distill.data.errors import EmptyDatasetError
+from tf_distill.errors import first_few
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -71,8 +72,7 @@ class DecodeStats:
         """Logs how many images were skipped (a warning when there were any)."""
         n = self.num_skipped
         if n:
-            logging.warning("%d undecodable image(s) were skipped: %s", n, ", ".join(self.skipped[:10])
-                            + (", ..." if n > 10 else ""))
+            logging.warning("%d undecodable image(s) were skipped: %s", n, first_few(self.skipped, 10))
         else:
             logging.info("No undecodable images were met.")
 

@@ -29,6 +29,7 @@ from PIL import Image
 
 from tf_distill.data import decode
 from tf_distill.data.errors import DatasetNotFoundError, EmptyDatasetError
+from tf_distill.errors import first_few
 from tf_distill.data.folder import list_image_files
 from tf_distill.data.stream import shuffle_repeat
 from tf_distill.images import UnreadableImageError, read_rgb
@@ -113,7 +114,7 @@ def write_tfrecords(image_dir, output_prefix, num_shards=1, verify=True):
                     writer.write(image_example(encoded, *size, path=rel).SerializeToString())
                     count += 1
         if count == 0:
-            names = ", ".join(os.path.relpath(p, image_dir) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+            names = first_few((os.path.relpath(p, image_dir) for p in skipped), 3)
             raise EmptyDatasetError(f"none of the {len(files)} image file(s) in {image_dir} can be decoded ({names}); "
                                     "nothing was written (give 8-bit PNG or JPEG images)")
         for name in shards:

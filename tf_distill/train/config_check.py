@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tf_distill.data.pipeline import SHARDING
 from tf_distill.data.source import DataSource
-from tf_distill.errors import UserError
+from tf_distill.errors import UserError, first_few
 from tf_distill.losses.distill import KD_MODES
 from tf_distill.models.generator import log2_size
 from tf_distill.train.defaults import default_config
@@ -32,7 +32,7 @@ def check_config(config, num_replicas=None):
     """
     missing = missing_keys(config, default_config())
     if missing:
-        shown = ", ".join(f"config.{k}" for k in missing[:6]) + (", ..." if len(missing) > 6 else "")
+        shown = first_few((f"config.{k}" for k in missing), 6)
         hint = "; it looks like a tf-distill-reproduce config, whose training config is config.base" \
             if "base" in config else ""
         raise ConfigError(f"the config lacks {len(missing)} key(s) every training config has: {shown} (build it "
