@@ -46,15 +46,14 @@ def check_config(config, num_replicas=None):
 
 def missing_keys(config, reference, free=()):
     """The dotted keys of ``reference`` (a ConfigDict) that ``config`` lacks, nested sections included, except
-    inside the sections named in ``free`` (maps whose entries are the user's choice)."""
+    inside the top-level sections named in ``free`` (maps whose entries are the user's choice)."""
     missing = []
     for key, value in reference.items():
         if key not in config:
             missing.append(key)
         elif hasattr(value, "items") and not isinstance(value, dict) and key not in free:
             inner = config[key]
-            nested = [f[len(key) + 1:] for f in free if f.startswith(f"{key}.")]
-            missing.extend(f"{key}.{k}" for k in (missing_keys(inner, value, nested) if hasattr(inner, "items")
+            missing.extend(f"{key}.{k}" for k in (missing_keys(inner, value) if hasattr(inner, "items")
                                                    else list(value.keys())))
     return missing
 
