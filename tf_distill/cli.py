@@ -11,6 +11,7 @@ else is a bug and keeps its traceback.
 import contextlib
 import difflib
 import errno
+import logging as std_logging
 import os
 import re
 import sys
@@ -47,6 +48,24 @@ def quiet_logs():
     from absl import logging  # pylint: disable=import-outside-toplevel
 
     logging.set_verbosity(logging.WARNING)
+
+
+class _ConsoleFormatter(std_logging.Formatter):
+    """``warning: <message>``, as our own console lines read, instead of absl's ``W1206 12:00:00.0 1 file.py:68]``."""
+
+    def format(self, record):
+        return f"{record.levelname.lower()}: {super().format(record)}"
+
+
+def plain_log_lines():
+    """Our warnings (absl ``logging.warning``: e.g. a skipped undecodable image) as plain ``warning:`` lines.
+
+    Call once ``absl.app`` has set up its handler (inside ``main``); ``--debug`` keeps absl's prefix.
+    """
+    from absl import logging  # pylint: disable=import-outside-toplevel
+
+    if not _DEBUG.value:
+        logging.get_absl_handler().setFormatter(_ConsoleFormatter())
 
 
 # Start-up notices TensorFlow's CUDA build prints on a machine without a GPU, before its log
@@ -314,6 +333,7 @@ def run(main, tensorflow=True):
     quiet_logs()
 
     def guarded(argv):
+        plain_log_lines()
         try:
             return main(argv)
         except app.UsageError as err:
