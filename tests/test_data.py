@@ -249,6 +249,21 @@ def test_tfrecords_of_no_readable_image_write_nothing_and_keep_old_shards(tmp_pa
     assert sorted(p.name for p in old.parent.iterdir()) == [old.name] and old.read_bytes() == b"mine"
 
 
+def test_tfrecord_shards_hold_only_readable_images_and_none_is_empty(tmp_path):
+    """Unreadable files are left out before sharding: 1 readable of 3 files with 3 shards asked is one shard."""
+    (tmp_path / "in").mkdir()
+    _save(tmp_path / "in" / "b.png", np.full((20, 20, 3), 77, np.uint8))
+    (tmp_path / "in" / "a.png").write_bytes(b"not a png")
+    (tmp_path / "in" / "c.jpg").write_bytes(b"\xff\xd8 truncated")
+    calls = []
+    result = data.write_tfrecords(tmp_path / "in", tmp_path / "out" / "s", num_shards=3,
+                                  progress=lambda total, label: lambda n: calls.append((label, total, n)))
+    assert [Path(f).name for f in result.files] == ["s-00000-of-00001.tfrecord"] and result.num_images == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["s-00000-of-00001.tfrecord"]
+    assert [r.numpy() for r in tf.data.TFRecordDataset(result.files)] != []
+    assert calls == [("checking images", 3, 1)] * 3 + [("writing shards", 1, 1)]
+
+
 def test_make_tfrecords_binary(numbered_tree, tmp_path):
     from tf_distill.bin import make_tfrecords  # pylint: disable=import-outside-toplevel
     result = make_tfrecords.convert(str(numbered_tree), str(tmp_path / "out" / "num"), num_shards=2, verify=False)

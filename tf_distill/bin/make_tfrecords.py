@@ -39,8 +39,9 @@ def check_paths(input_dir, output_prefix, overwrite=False):
 
 def convert(input_dir, output_prefix, num_shards=16, verify=True):
     from tf_distill.data import write_tfrecords  # pylint: disable=import-outside-toplevel
-    result = write_tfrecords(input_dir, output_prefix, num_shards=num_shards, verify=verify)
-    print(f"{result.num_images} images -> {len(result.files)} shard(s) {output_prefix}-*.tfrecord "
+    from tf_distill.progress import Progress  # pylint: disable=import-outside-toplevel
+    result = write_tfrecords(input_dir, output_prefix, num_shards=num_shards, verify=verify, progress=Progress)
+    print(f"{result.num_images} image(s) -> {len(result.files)} shard(s) {output_prefix}-*.tfrecord "
           f"({len(result.skipped)} skipped)")
     return result
 

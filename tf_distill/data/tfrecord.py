@@ -82,50 +82,59 @@ def _probe(path, verify):
         return None
 
 
-def write_tfrecords(image_dir, output_prefix, num_shards=1, verify=True):
+def write_tfrecords(image_dir, output_prefix, num_shards=1, verify=True, progress=None):
     """Converts the PNG/JPEG files under ``image_dir`` (see :func:`list_image_files`) to TFRecord shards.
 
-    Shard ``i`` holds the ``i``-th consecutive run of the sorted file list. Files that cannot be
-    opened (and, with ``verify``, decoded by TensorFlow) are skipped with a warning and listed in
-    the result. The shards are written to temporary names and renamed once all are complete; when no
-    image could be read, nothing is renamed (existing shards of the prefix stay) and an
-    :class:`EmptyDatasetError` names the skipped files.
+    Every file is checked first: those that cannot be opened (and, with ``verify``, decoded by
+    TensorFlow) are skipped with a warning and listed in the result, and the readable ones are split
+    into at most ``num_shards`` consecutive runs of the sorted list, so no shard is empty. The shards
+    are written to temporary names and renamed once all are complete; when no image can be read,
+    nothing is written (existing shards of the prefix stay) and an :class:`EmptyDatasetError` names
+    the skipped files. ``progress(total, label)``, if given, returns a callable told of each file
+    done (``tf_distill.progress.Progress``): checking decodes every image, which takes a while.
     """
     files = list_image_files(image_dir)
     if num_shards < 1:
         raise ValueError(f"num_shards must be at least 1, got {num_shards}.")
-    num_shards = min(num_shards, len(files))
+    readable, skipped = [], []
+    checked = progress(len(files), "checking images") if progress else None
+    for path in files:
+        size = _probe(path, verify)
+        if size is None:
+            logging.warning("Skipping image that cannot be decoded: %s", path)
+            skipped.append(path)
+        else:
+            readable.append((path, size))
+        if checked:
+            checked(1)
+    if not readable:
+        names = first_few((os.path.relpath(p, image_dir) for p in skipped), 3)
+        raise EmptyDatasetError(f"none of the {len(files)} image file(s) in {image_dir} can be decoded ({names}); "
+                                "nothing was written (give 8-bit PNG or JPEG images)")
+    num_shards = min(num_shards, len(readable))
     output_prefix = str(output_prefix)
     Path(output_prefix).parent.mkdir(parents=True, exist_ok=True)
-    shards, skipped, count = [shard_name(output_prefix, i, num_shards) for i in range(num_shards)], [], 0
+    shards = [shard_name(output_prefix, i, num_shards) for i in range(num_shards)]
+    written = progress(len(readable), "writing shards") if progress else None
     try:
         for index, name in enumerate(shards):
-            chunk = files[index * len(files) // num_shards:(index + 1) * len(files) // num_shards]
             with tf.io.TFRecordWriter(name + ".tmp") as writer:
-                for path in chunk:
-                    size = _probe(path, verify)
-                    if size is None:
-                        logging.warning("Skipping image that cannot be decoded: %s", path)
-                        skipped.append(path)
-                        continue
+                for path, size in readable[index * len(readable) // num_shards:(index + 1) * len(readable) // num_shards]:
                     with open(path, "rb") as f:
                         encoded = f.read()
                     rel = os.path.relpath(path, image_dir)
                     writer.write(image_example(encoded, *size, path=rel).SerializeToString())
-                    count += 1
-        if count == 0:
-            names = first_few((os.path.relpath(p, image_dir) for p in skipped), 3)
-            raise EmptyDatasetError(f"none of the {len(files)} image file(s) in {image_dir} can be decoded ({names}); "
-                                    "nothing was written (give 8-bit PNG or JPEG images)")
+                    if written:
+                        written(1)
         for name in shards:
             os.replace(name + ".tmp", name)
     finally:
         for name in shards:
             if os.path.exists(name + ".tmp"):
                 os.remove(name + ".tmp")
-    logging.info("Wrote %d images to %d shard(s) %s-*-of-%05d%s (%d skipped).", count, num_shards, output_prefix,
-                 num_shards, SUFFIX, len(skipped))
-    return WriteResult(files=shards, num_images=count, skipped=skipped)
+    logging.info("Wrote %d images to %d shard(s) %s-*-of-%05d%s (%d skipped).", len(readable), num_shards,
+                 output_prefix, num_shards, SUFFIX, len(skipped))
+    return WriteResult(files=shards, num_images=len(readable), skipped=skipped)
 
 
 def list_tfrecord_files(pattern):
