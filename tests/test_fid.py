@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from torch_reference import frechet_distance_scipy
+from tf_distill.errors import UserError
 from tf_distill.metrics import fid
 from tf_distill.metrics.inception import FIDInceptionV3, resize_for_inception, to_inception_input
 from tf_distill.weights import get_weights, provision, store
@@ -192,6 +193,9 @@ def test_accumulator_counts_remainder_batches_in_tf_function():
     assert acc.count.dtype == tf.float64 and acc.sum_outer.dtype == tf.float64
     acc.reset()
     assert acc.num_samples().numpy() == 0
+    step(feats[:1])  # one image has no covariance: a one-line error, not NaN and a failed eigendecomposition
+    with pytest.raises(UserError, match="at least 2 images, got 1"):
+        acc.statistics()
 
 
 def test_accumulator_with_inception_matches_numpy_statistics(inception):

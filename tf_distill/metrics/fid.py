@@ -86,8 +86,12 @@ class FIDAccumulator(tf.Module):
         return tf.convert_to_tensor(self.count)
 
     def statistics(self) -> Tuple[tf.Tensor, tf.Tensor]:
-        """``(mu [d], sigma [d, d])`` in float64, summed over replicas."""
+        """``(mu [d], sigma [d, d])`` in float64, summed over replicas. Eagerly, fewer than 2 images (no
+        covariance: a division by zero, then a failed eigendecomposition) are a :class:`UserError`."""
         n = tf.convert_to_tensor(self.count)
+        if tf.executing_eagerly() and float(n) < 2:
+            raise UserError(f"FID statistics need at least 2 images, got {int(n)} (give more images or samples; "
+                            "FID is biased upwards below thousands, the paper uses 50000)")
         s = tf.convert_to_tensor(self.sum)
         ss = tf.convert_to_tensor(self.sum_outer)
         mu = s / n
