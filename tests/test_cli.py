@@ -179,6 +179,15 @@ CASES = [  # (module, args, words in the error line)
     ("client", ["--server=http://127.0.0.1:9", "--seeds=0-3", "--out=served"], ["seed0.png", "--overwrite"]),
     ("edit", ["--teacher=mydata/teacher.pt", "--a=seed:0", "--b=seed:1", "--output=edits"],
      ["mix_coarse.png", "--overwrite"]),
+    # Integer flags out of range (absl bounds): each was a traceback (int64 overflow, a negative NumPy seed)
+    ("convert", ["--input=mydata/teacher.pt", "--output=out", "--seed=-1"], ["--seed=-1", "range [0, 2147483647]"]),
+    ("convert", ["--input=mydata/teacher.pt", "--output=out", f"--n_samples={2**63}"], ["--n_samples", "range"]),
+    ("eval", ["--metric=ppl", "--checkpoint=mydata/teacher.pt", f"--batch_size={10**12}"], ["--batch_size", "1024]"]),
+    ("export", ["--checkpoint=mydata/teacher.pt", "--export_dir=out", f"--w_avg_seed={2**63}"], ["--w_avg_seed"]),
+    ("project", ["--teacher=mydata/teacher.pt", "--input=images", "--output=out", f"--seed={2**63}"], ["--seed"]),
+    ("demo", ["--workdir=w", "--fid_samples=1"], ["--fid_samples=1", "range [2,"]),
+    ("client", ["--server=http://[::1", "--seeds=0", "--out=new"], ["http://[::1 is not a valid URL"]),
+    ("client", ["--server=http://127.0.0.1:9", "--timeout=1e308", "--out=new"], ["--timeout", "up to 86400"]),
 ]
 
 

@@ -16,6 +16,8 @@ from absl import app, flags
 
 from tf_distill import cli
 
+MAX_TIMEOUT_S = 86400  # beyond it the socket timeout overflows (1e308 s) and nobody waits that long
+
 _SERVER = flags.DEFINE_string("server", "localhost:8500", "gRPC host:port, or http(s)://host:port for REST.")
 _MODEL = flags.DEFINE_string("model", "student", "Model name in the server's models.config.")
 _VERSION = flags.DEFINE_integer("version", None, "Model version (default: the server's choice, the newest).")
@@ -43,8 +45,9 @@ def main(argv):
         raise app.UsageError(str(err))
     if _PSI.value is not None and not 0.0 <= _PSI.value <= 1.0:
         raise app.UsageError(f"--truncation_psi must be in [0, 1], got {_PSI.value}")
-    if not (math.isfinite(_TIMEOUT.value) and _TIMEOUT.value > 0):
-        raise app.UsageError(f"--timeout must be a positive number of seconds, got {_TIMEOUT.value}")
+    if not (math.isfinite(_TIMEOUT.value) and 0 < _TIMEOUT.value <= MAX_TIMEOUT_S):
+        raise app.UsageError(f"--timeout must be a positive number of seconds up to {MAX_TIMEOUT_S} (a day), "
+                             f"got {_TIMEOUT.value}")
     check_output_folder(_OUT.value, seeds, _OVERWRITE.value)
     if not serving.is_rest(_SERVER.value):
         cli.import_tensorflow()  # the gRPC client builds TensorProtos (without the no-GPU notices)

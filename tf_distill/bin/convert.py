@@ -22,8 +22,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "Our checkpoint directory (from a 
 _LR_MLP = flags.DEFINE_float("lr_mlp", 0.01, "Mapping lr multiplier of the source generator (not stored in .pt "
                              "files; 0.01 for every rosinality/CAGAN/StyleKD model).")
 _GRID = flags.DEFINE_string("grid", None, "Where to write the sample grid PNG ('' for none).")
-_N_SAMPLES = flags.DEFINE_integer("n_samples", 16, "Images in the sample grid.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the grid's z.")
+_N_SAMPLES = flags.DEFINE_integer("n_samples", 16, "Images in the sample grid.", lower_bound=1,
+                                  upper_bound=cli.MAX_GRID_IMAGES)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the grid's z.", lower_bound=0, upper_bound=cli.MAX_SEED)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output (and grid); the input is never "
                                "touched.")
 
@@ -85,8 +86,6 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not _INPUT.value or not _OUTPUT.value:
         raise app.UsageError("Both --input and --output are required.")
-    if _N_SAMPLES.value < 1:
-        raise app.UsageError(f"--n_samples must be at least 1, got {_N_SAMPLES.value}.")
     convert(_INPUT.value, _OUTPUT.value, _LR_MLP.value, _GRID.value, _N_SAMPLES.value, _SEED.value, _OVERWRITE.value)
 
 

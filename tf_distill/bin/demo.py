@@ -18,10 +18,13 @@ from tf_distill import cli
 from tf_distill.outputs import check_workdir, write_file_atomic
 
 _WORKDIR = flags.DEFINE_string("workdir", "out/demo", "Output directory.")
-_STEPS = flags.DEFINE_integer("steps", None, "Distillation steps (default: the config's).")
+_STEPS = flags.DEFINE_integer("steps", None, "Distillation steps (default: the config's).", lower_bound=1,
+                              upper_bound=cli.MAX_COUNT)
 _FID_SAMPLES = flags.DEFINE_integer("fid_samples", 500, "Generated and real images per FID (50k in the paper; "
-                                    "500 keeps the demo within 15 minutes on 2 CPU cores, and biases FID upwards).")
-_LPIPS_SAMPLES = flags.DEFINE_integer("lpips_samples", 256, "z for the student-to-teacher LPIPS.")
+                                    "500 keeps the demo within 15 minutes on 2 CPU cores, and biases FID upwards).",
+                                    lower_bound=2, upper_bound=cli.MAX_COUNT)
+_LPIPS_SAMPLES = flags.DEFINE_integer("lpips_samples", 256, "z for the student-to-teacher LPIPS.", lower_bound=1,
+                                      upper_bound=cli.MAX_COUNT)
 _TEACHER = flags.DEFINE_string("teacher", None, "Teacher checkpoint (default: the config's, the committed one).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Use a --workdir that holds other files anyway (nothing in it is "
                                "deleted).")
@@ -31,7 +34,6 @@ def run_demo(workdir, steps=None, fid_samples=500, lpips_samples=256, teacher=No
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     from tf_distill.configs.demo_distill import get_config  # pylint: disable=import-outside-toplevel
-    from tf_distill.io import checkpoints  # pylint: disable=import-outside-toplevel
     from tf_distill.images import save_grid  # pylint: disable=import-outside-toplevel
     from tf_distill.metrics import generator_eval  # pylint: disable=import-outside-toplevel
     from tf_distill.metrics.inception import FIDInceptionV3  # pylint: disable=import-outside-toplevel
@@ -94,9 +96,6 @@ def run_demo(workdir, steps=None, fid_samples=500, lpips_samples=256, teacher=No
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    for name in ("steps", "fid_samples", "lpips_samples"):
-        if flags.FLAGS[name].value is not None and flags.FLAGS[name].value < 1:
-            raise app.UsageError(f"--{name} must be at least 1, got {flags.FLAGS[name].value}.")
     check_workdir(_WORKDIR.value, ["run", "metrics.json"], overwrite=_OVERWRITE.value)
     metrics = run_demo(_WORKDIR.value, _STEPS.value, _FID_SAMPLES.value, _LPIPS_SAMPLES.value, _TEACHER.value)
     print(json.dumps({k: v for k, v in metrics.items() if k not in ("teacher", "student")}, indent=2))

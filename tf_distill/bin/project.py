@@ -36,12 +36,16 @@ _STUDENT = flags.DEFINE_string("student", None, "Student checkpoint (.pt, our di
 _INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images (searched recursively).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the files of an earlier run in --output.")
-_STEPS = flags.DEFINE_integer("steps", 100, "Optimizer iterations per image (the paper: 801).")
+_STEPS = flags.DEFINE_integer("steps", 100, "Optimizer iterations per image (the paper: 801).", lower_bound=0,
+                              upper_bound=cli.MAX_COUNT)
 _OPTIMIZER = flags.DEFINE_enum("optimizer", "lbfgs", ["lbfgs", "adam"], "L-BFGS (the paper) or Adam.")
 _LR = flags.DEFINE_float("lr", None, "L-BFGS initial step (default 1) or Adam learning rate (default 0.1).")
-_W_AVG_SAMPLES = flags.DEFINE_integer("w_avg_samples", 1000, "z samples for the w_avg initialisation.")
-_MAX_IMAGES = flags.DEFINE_integer("max_images", None, "Project only the first N readable images of the folder.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of w_avg and of the initial noise maps (image i: seed + i).")
+_W_AVG_SAMPLES = flags.DEFINE_integer("w_avg_samples", 1000, "z samples for the w_avg initialisation.",
+                                      lower_bound=1, upper_bound=cli.MAX_COUNT)
+_MAX_IMAGES = flags.DEFINE_integer("max_images", None, "Project only the first N readable images of the folder.",
+                                   lower_bound=1, upper_bound=cli.MAX_COUNT)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of w_avg and of the initial noise maps (image i: seed + i).",
+                             lower_bound=0, upper_bound=cli.MAX_SEED)
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Write only report.json/report.csv.")
 _FACE_PARSING = flags.DEFINE_string("face_parsing_weights", None, "79999_iter.pth of face-parsing.PyTorch: adds the "
                                     "reference's content-aware PSNR/LPIPS (background and cloth masked out).")
@@ -204,10 +208,6 @@ def check_flags():
             raise UserError(f"{flag} {value} does not exist (give a .pt, .keras or converted checkpoint folder)")
     if not Path(_INPUT.value).exists():
         raise UserError(f"--input {_INPUT.value} does not exist (give an image file or a folder of images)")
-    for flag, value, low in (("--steps", _STEPS.value, 0), ("--w_avg_samples", _W_AVG_SAMPLES.value, 1),
-                             ("--max_images", _MAX_IMAGES.value, 1)):
-        if value is not None and value < low:
-            raise UserError(f"{flag}={value} must be >= {low} (give a number of at least {low})")
     if _FACE_PARSING.value and not Path(_FACE_PARSING.value).is_file():
         raise UserError(f"--face_parsing_weights {_FACE_PARSING.value} does not exist (give the 79999_iter.pth of "
                         "face-parsing.PyTorch)")

@@ -29,6 +29,7 @@ import json
 import re
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -237,6 +238,11 @@ class RestClient:
     def __init__(self, url="http://localhost:8501", model="student", version=None, timeout=DEFAULT_TIMEOUT,
                  max_batch=DEFAULT_MAX_BATCH, max_image_side=MAX_IMAGE_SIDE):
         self.url, self.model, self.version, self.timeout = url.rstrip("/"), model, version, float(timeout)
+        try:
+            urllib.parse.urlsplit(self.url)
+        except ValueError as err:  # e.g. an unclosed IPv6 bracket
+            raise RequestError(f"{url} is not a valid URL ({err}); give http(s)://host:port, e.g. "
+                               "http://localhost:8501") from None
         self.max_batch = check_max_batch(max_batch)
         self.max_image_side = int(max_image_side)
 
