@@ -43,3 +43,21 @@ def test_training_console_has_no_tensorflow_internals(tmp_path):
     internals = [line for line in console.splitlines()
                  if TF_LOG_LINE.match(line) and FORCED_ONEDNN_NOTICE not in line]
     assert not internals, "\n".join(internals)
+
+
+def test_progress_lines_with_known_and_unknown_totals():
+    import io  # pylint: disable=import-outside-toplevel
+
+    from tf_distill.progress import Progress  # pylint: disable=import-outside-toplevel
+
+    known, unknown = io.StringIO(), io.StringIO()
+    bar = Progress(4, "FID", interval=1e9, stream=known)
+    for _ in range(4):
+        bar(1)
+    assert known.getvalue().splitlines()[0].startswith("[FID] 1/4  25.0% ")  # the first update prints
+    assert known.getvalue().splitlines()[-1].startswith("[FID] 4/4 100.0% ") and "ETA 0:00" in known.getvalue()
+    counter = Progress(None, "real", interval=0.0, stream=unknown)  # all images of a folder: no total
+    counter(3)
+    counter(2)
+    assert [line.split()[:2] for line in unknown.getvalue().splitlines()] == [["[real]", "3"], ["[real]", "5"]]
+    assert "%" not in unknown.getvalue() and "ETA" not in unknown.getvalue()

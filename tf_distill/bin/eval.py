@@ -161,7 +161,7 @@ def evaluate():
         stats = load_statistics(_REAL_STATS.value)
     else:
         stats = generator_eval.dataset_statistics(_REAL.value, generator.size, _NUM_REAL.value, batch_size,
-                                                  _FID_MODE.value, progress=Progress(_NUM_REAL.value or 0, "real"))
+                                                  _FID_MODE.value, progress=Progress(_NUM_REAL.value, "real"))
     fid, count = generator_eval.generator_fid(generator, stats, num_samples, batch_size, _FID_MODE.value,
                                               seed=_SEED.value, strategy=strategy,
                                               progress=Progress(num_samples, "FID"))
