@@ -80,7 +80,8 @@ def plain_log_lines():
 # settings apply (TF_CPP_MIN_LOG_LEVEL does not silence them).
 _NO_GPU_NOTICES = re.compile(r"All log messages before absl::InitializeLog|oneDNN custom operations|"
                              r"cudart_stub\.cc.*Could not find cuda drivers|cuda_platform\.cc.*failed call to cuInit|"
-                             r"cpu_feature_guard\.cc|^To enable the following instructions")
+                             r"cpu_feature_guard\.cc|^To enable the following instructions|"
+                             r"oneDNN supports DT_INT32 only on platforms with AVX-512")
 
 
 @contextlib.contextmanager
@@ -117,6 +118,11 @@ def import_tensorflow():
 
         tf.config.list_physical_devices()
         tf.config.list_logical_devices()  # the runtime context (cuInit again in some builds)
+        # With oneDNN on, the first graph that transposes an int32 tensor (a GAN step's gradients do) logs
+        # "E0000 ... oneDNN supports DT_INT32 only on platforms with AVX-512. Falling back to the default
+        # Eigen-based implementation" on any CPU: informational (Eigen's transpose runs), and logged once per
+        # process (a call_once in TensorFlow's util.cc), so it is logged here, where it is filtered.
+        tf.function(tf.transpose)(tf.zeros([1, 2], tf.int32))  # an input: Grappler would fold a constant
     tf.get_logger().setLevel("ERROR")  # TensorFlow's Python warnings about its internals (retracing)
     return tf
 
