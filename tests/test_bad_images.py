@@ -253,7 +253,7 @@ def _bad_cases(tmp, generator_file):
         ("project-empty-folder", "project", [g, f"--input={tmp / 'empty'}", f"--output={tmp / 'o'}"], 1, "empty"),
         ("project-no-readable-image", "project", [g, f"--input={tmp / 'allbad'}", f"--output={tmp / 'o'}"], 1,
          "none of the 3 image"),
-        ("eval-num-samples-0", "eval", ["--metric=ppl", f"--checkpoint={generator_file}", "--num_samples=0"], 1,
+        ("eval-num-samples-0", "eval", ["--metric=ppl", f"--checkpoint={generator_file}", "--num_samples=0"], 2,
          "--num_samples=0"),
         ("eval-unknown-metric", "eval", ["--metric=fidd"], 2, "--metric"),
         ("eval-output-exists", "eval", ["--metric=psnr", f"--images={tmp / 'faces'}", f"--reference={tmp / 'faces'}",
