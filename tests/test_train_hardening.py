@@ -211,7 +211,8 @@ BAD_VALUES = [
     ("generator.size", 12), ("generator.style_dim", 0), ("generator.channels", [8, 6, 0, 5, 5, 4]),
     ("generator.lr_mlp", math.nan), ("discriminator.channels", [8, -6, 4]),
     ("strategy", "tpu"), ("data.sharding", "rows"), ("data.source", ""), ("data.source", "s3:bucket"),
-    ("teacher", "no/such/teacher.pt"),
+    ("teacher", "no/such/teacher.pt"), ("seed", -1), ("seed", 10**12), ("generator.kernel_size", 4),
+    ("generator.kernel_size", 10**12),
 ]
 
 

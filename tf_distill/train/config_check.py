@@ -103,6 +103,9 @@ class _Problems(list):
             raise ConfigError("; ".join(self))
 
 
+MAX_SEED = 2**31 - 1  # as the binaries' --seed flags (cli.MAX_SEED): NumPy and TensorFlow both take it
+
+
 def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -135,7 +138,7 @@ _NON_NEGATIVE = _number_in(0, None)
 
 
 def _check_sections(p, c):
-    p.require("seed", _is_int, "an integer")
+    p.require("seed", lambda v: _is_int(v) and 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
     p.require("strategy", _one_of(STRATEGIES), f"one of {list(STRATEGIES)}")
     p.require("teacher", lambda v: isinstance(v, str), 'a path or "" (no teacher)')
     if isinstance(c.teacher, str) and c.teacher and not Path(c.teacher).exists():
@@ -196,9 +199,11 @@ def _check_sections(p, c):
 
 def _check_generator(p):
     p.require("generator.size", lambda v: _is_int(v) and log2_size(v), "a power of two >= 8")
-    for key in ("generator.style_dim", "generator.n_mlp", "generator.channel_multiplier", "generator.kernel_size",
+    for key in ("generator.style_dim", "generator.n_mlp", "generator.channel_multiplier",
                 "discriminator.channel_multiplier"):
         p.require(key, _int_at_least(1), "an integer >= 1")
+    p.require("generator.kernel_size", lambda v: _is_int(v) and v in (1, 3, 5, 7, 9),
+              "an odd integer from 1 to 9 (the convs pad k // 2 on each side; StyleGAN2 uses 3)")
     for key in ("generator.lr_mlp", "generator.mapping_lr_mul"):
         p.require(key, _POSITIVE, "a finite number > 0")
     for key in ("generator.channels", "generator.mapping_widths", "discriminator.channels"):
