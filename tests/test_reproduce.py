@@ -165,6 +165,11 @@ def test_quick_suite_writes_the_report_and_a_rerun_skips_finished_runs(tmp_path)
     readme.write_text(readme.read_text() + "\nkept note\n")
     report.write_report(config, tmp_path, specs, tmp_path / "report")
     assert readme.read_text().endswith("kept note\n")
+    # A README.md the report did not write (a --report_dir of the user's, with --overwrite) is kept below the marker.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "README.md").write_text("# my project\n")
+    report.write_report(config, tmp_path, specs, tmp_path / "mine")
+    assert (tmp_path / "mine" / "README.md").read_text().endswith(report.KEEP_MARKER + "\n# my project\n")
 
 
 @pytest.mark.slow
@@ -186,7 +191,10 @@ def test_a_run_killed_after_its_first_checkpoint_ends_with_the_same_weights(tmp_
 
 @pytest.mark.parametrize("args,message", [
     (["--rows=bogus"], "are not in suite"),
-    (["--seeds=0"], "--seeds must be at least 1"),
+    (["--seeds=0"], "--seeds=0: 0 is not an integer in the range [1, 100]"),
+    ([f"--seeds={10**12}"], "is not an integer in the range [1, 100]"),  # was a silent plan of 10^12 runs
+    (["--report_dir=/dev/null"], "--report_dir=/dev/null is a file"),  # was found after training the suite
+    (["--report_dir=" + __file__], "is a file"),
     (["--config.base.teacher=missing.keras"], "teacher checkpoint missing.keras not found"),
 ])
 def test_bad_flags_give_one_line_errors(tmp_path, args, message):

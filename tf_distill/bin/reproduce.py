@@ -17,10 +17,12 @@ from ml_collections import config_flags
 
 from tf_distill import cli
 from tf_distill.errors import first_few
-from tf_distill.outputs import check_parents, check_workdir
+from tf_distill.outputs import check_workdir
 
 cli.quiet_logs()
 cli.import_tensorflow()  # the default config below is loaded (and imports TensorFlow) as the flag is defined
+MAX_SEEDS_PER_ROW = 100  # each seed is a full distillation run
+
 _CONFIG = config_flags.DEFINE_config_file("config", cli.config_path("configs/reproduce_fmnist32.py"),
                                           "Reproduction config file.")
 _SUITE = flags.DEFINE_enum("suite", "all", ["table1", "fig1", "all"], "Which suite to run.")
@@ -28,7 +30,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the suite's runs (
 _REPORT_DIR = flags.DEFINE_string("report_dir", None, "Where runs.csv, README.md and the PNGs go (default: "
                                   "<workdir>/report).")
 _ROWS = flags.DEFINE_list("rows", None, "Only these rows (default: every row of the suite).")
-_SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per row (default: the config's).")
+_SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per row (default: the config's).", lower_bound=1,
+                              upper_bound=MAX_SEEDS_PER_ROW)
 _REPORT_ONLY = flags.DEFINE_boolean("report_only", False, "Write the report from the finished runs; train nothing.")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Use a --workdir that holds other files anyway (nothing in it "
                                   "is deleted).")
@@ -53,8 +56,6 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required (e.g. --workdir=runs/reproduce).")
-    if _SEEDS.value is not None and _SEEDS.value < 1:
-        raise app.UsageError(f"--seeds must be at least 1, got {_SEEDS.value}.")
     config = _CONFIG.value
     _check_config_keys(config)
     if not config.base.teacher or not config.base.data.source:
@@ -63,8 +64,8 @@ def main(argv):
     if not os.path.exists(config.base.teacher):
         raise app.UsageError(f"teacher checkpoint {config.base.teacher} not found (check --config.base.teacher).")
     check_workdir(_WORKDIR.value, ["table1", "fig1", "report"], overwrite=_OVERWRITE.value)
-    if _REPORT_DIR.value:
-        check_parents(_REPORT_DIR.value, "--report_dir")
+    if _REPORT_DIR.value:  # ours to rewrite (it holds an earlier runs.csv), new or empty; never a file
+        check_workdir(_REPORT_DIR.value, ["runs.csv"], overwrite=_OVERWRITE.value, flag="--report_dir")
     from tf_distill.reproduce import report  # pylint: disable=import-outside-toplevel
     from tf_distill.reproduce.runner import SuiteRunner, plan  # pylint: disable=import-outside-toplevel
 

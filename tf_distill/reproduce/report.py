@@ -279,7 +279,8 @@ def write_report(config, workdir, specs, report_dir, command=""):
                   ""]
     readme = report_dir / "README.md"
     kept = ""
-    if readme.exists() and KEEP_MARKER in readme.read_text():
-        kept = readme.read_text().split(KEEP_MARKER, 1)[1]
+    if readme.exists():  # a README of someone else's (no marker: --report_dir with --overwrite) is kept whole
+        text = readme.read_text()
+        kept = text.split(KEEP_MARKER, 1)[1] if KEEP_MARKER in text else "\n" + text
     readme.write_text("\n".join(lines) + "\n" + KEEP_MARKER + kept)
     return readme
