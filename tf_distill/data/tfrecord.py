@@ -118,8 +118,9 @@ def write_tfrecords(image_dir, output_prefix, num_shards=1, verify=True, progres
     written = progress(len(readable), "writing shards") if progress else None
     try:
         for index, name in enumerate(shards):
+            chunk = readable[index * len(readable) // num_shards:(index + 1) * len(readable) // num_shards]
             with tf.io.TFRecordWriter(name + ".tmp") as writer:
-                for path, size in readable[index * len(readable) // num_shards:(index + 1) * len(readable) // num_shards]:
+                for path, size in chunk:
                     with open(path, "rb") as f:
                         encoded = f.read()
                     rel = os.path.relpath(path, image_dir)
