@@ -188,6 +188,8 @@ CASES = [  # (module, args, words in the error line)
     ("demo", ["--workdir=w", "--fid_samples=1"], ["--fid_samples=1", "range [2,"]),
     ("client", ["--server=http://[::1", "--seeds=0", "--out=new"], ["http://[::1 is not a valid URL"]),
     ("client", ["--server=http://127.0.0.1:9", "--timeout=1e308", "--out=new"], ["--timeout", "up to 86400"]),
+    ("client", ["--server=127.0.0.1:9", f"--version={2**63}", "--out=new"],  # gRPC: a ValueError traceback
+     ["--version=9223372036854775808", "range [0, 9223372036854775807]"]),
 ]
 
 
