@@ -21,14 +21,6 @@ from absl import app, flags
 
 from tf_distill.errors import UserError
 
-# Bounds of the binaries' integer flags (absl's lower_bound / upper_bound: a bad value is a one-line flag
-# error). Seeds and counts stay within int32, where TensorFlow takes them; batches and grids within what
-# fits in memory at 1024 px.
-MAX_SEED = 2**31 - 1
-MAX_COUNT = 2**31 - 1
-MAX_BATCH = 1024
-MAX_GRID_IMAGES = 1024
-
 _DEBUG = flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")
 
 _OS_HINTS = {

@@ -14,14 +14,14 @@ import math
 
 from absl import app, flags
 
-from tf_distill import cli
+from tf_distill import cli, limits
 
 MAX_TIMEOUT_S = 86400  # beyond it the socket timeout overflows (1e308 s) and nobody waits that long
 
 _SERVER = flags.DEFINE_string("server", "localhost:8500", "gRPC host:port, or http(s)://host:port for REST.")
 _MODEL = flags.DEFINE_string("model", "student", "Model name in the server's models.config.")
 _VERSION = flags.DEFINE_integer("version", None, "Model version (default: the server's choice, the newest).",
-                                lower_bound=0, upper_bound=2**63 - 1)
+                                lower_bound=0, upper_bound=limits.MAX_VERSION)
 _SEEDS = flags.DEFINE_string("seeds", "0-3", "Seeds: comma-separated integers and ranges, e.g. 0-7,42 "
                              "(at most 100000 in all).")
 _PSI = flags.DEFINE_float("truncation_psi", None, "Truncation psi in [0, 1] (default: the model's, 1).")

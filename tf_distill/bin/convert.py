@@ -13,7 +13,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from tf_distill import cli
+from tf_distill import cli, limits
 from tf_distill.errors import UserError
 from tf_distill.outputs import check_output
 
@@ -23,8 +23,8 @@ _LR_MLP = flags.DEFINE_float("lr_mlp", 0.01, "Mapping lr multiplier of the sourc
                              "files; 0.01 for every rosinality/CAGAN/StyleKD model).")
 _GRID = flags.DEFINE_string("grid", None, "Where to write the sample grid PNG ('' for none).")
 _N_SAMPLES = flags.DEFINE_integer("n_samples", 16, "Images in the sample grid.", lower_bound=1,
-                                  upper_bound=cli.MAX_GRID_IMAGES)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the grid's z.", lower_bound=0, upper_bound=cli.MAX_SEED)
+                                  upper_bound=limits.MAX_GRID_IMAGES)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the grid's z.", lower_bound=0, upper_bound=limits.MAX_SEED)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output (and grid); the input is never "
                                "touched.")
 

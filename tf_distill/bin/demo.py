@@ -14,17 +14,17 @@ from pathlib import Path
 
 from absl import app, flags
 
-from tf_distill import cli
+from tf_distill import cli, limits
 from tf_distill.outputs import check_workdir, write_file_atomic
 
 _WORKDIR = flags.DEFINE_string("workdir", "out/demo", "Output directory.")
 _STEPS = flags.DEFINE_integer("steps", None, "Distillation steps (default: the config's).", lower_bound=1,
-                              upper_bound=cli.MAX_COUNT)
+                              upper_bound=limits.MAX_COUNT)
 _FID_SAMPLES = flags.DEFINE_integer("fid_samples", 500, "Generated and real images per FID (50k in the paper; "
                                     "500 keeps the demo within 15 minutes on 2 CPU cores, and biases FID upwards).",
-                                    lower_bound=2, upper_bound=cli.MAX_COUNT)
+                                    lower_bound=2, upper_bound=limits.MAX_COUNT)
 _LPIPS_SAMPLES = flags.DEFINE_integer("lpips_samples", 256, "z for the student-to-teacher LPIPS.", lower_bound=1,
-                                      upper_bound=cli.MAX_COUNT)
+                                      upper_bound=limits.MAX_COUNT)
 _TEACHER = flags.DEFINE_string("teacher", None, "Teacher checkpoint (default: the config's, the committed one).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Use a --workdir that holds other files anyway (nothing in it is "
                                "deleted).")

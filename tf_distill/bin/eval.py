@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from tf_distill import cli
+from tf_distill import cli, limits
 from tf_distill.errors import UserError
 
 METRICS = ("fid", "ppl", "lpips", "psnr")
@@ -37,20 +37,20 @@ _REFERENCE = flags.DEFINE_string("reference", None, "Reference image folder for 
 _REAL = flags.DEFINE_string("real", None, "Real data for FID: folder:PATH, tfrecord:GLOB or fashion_mnist[:split].")
 _REAL_STATS = flags.DEFINE_string("real_stats", None, "Precomputed real statistics .npz (keys mu, sigma).")
 _NUM_REAL = flags.DEFINE_integer("num_real", None, "Use the first N real images (default: all).", lower_bound=2,
-                                 upper_bound=cli.MAX_COUNT)
+                                 upper_bound=limits.MAX_COUNT)
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", None, "Generated samples (FID) or pairs (PPL, LPIPS) "
                                     "(default: 50000 for fid and lpips, 5000 for ppl, the reference's).",
-                                    lower_bound=1, upper_bound=cli.MAX_COUNT)
+                                    lower_bound=1, upper_bound=limits.MAX_COUNT)
 _BATCH = flags.DEFINE_integer("batch_size", None, "Batch size, also of the real images for FID "
                               "(default: 64 for fid and lpips, 50 for ppl, the reference's).", lower_bound=1,
-                              upper_bound=cli.MAX_BATCH)
+                              upper_bound=limits.MAX_BATCH)
 _FID_MODE = flags.DEFINE_enum("fid_mode", "stylekd", ["stylekd", "standard"],
                               "stylekd: raw output as the paper; standard: uint8-quantised fakes (NVlabs).")
 _PPL_MODE = flags.DEFINE_enum("ppl_mode", "cagan", ["cagan", "karras"], "The paper's CAGAN PPL or Karras PPL.")
 _PPL_SPACE = flags.DEFINE_enum("ppl_space", "w", ["z", "w"], "Karras PPL latent space.")
 _PPL_SAMPLING = flags.DEFINE_enum("ppl_sampling", "full", ["full", "end"], "Karras PPL sampling.")
 _PPL_CROP = flags.DEFINE_bool("ppl_crop", False, "Karras PPL face crop.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.", lower_bound=0, upper_bound=cli.MAX_SEED)
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.", lower_bound=0, upper_bound=limits.MAX_SEED)
 _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")
 _OUTPUT = flags.DEFINE_string("output", None, "Write the result JSON here (also printed).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from tf_distill import cli
+from tf_distill import cli, limits
 from tf_distill.errors import UserError
 from tf_distill.outputs import check_output, check_parents
 
@@ -23,23 +23,23 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Generator checkpoint: ros
                                   "directory, or a .keras file (the EMA generator is exported).")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Model directory DIR/<model_name>; versions go below it.")
 _VERSION = flags.DEFINE_integer("version", None, "SavedModel version (default: one past the newest).",
-                                lower_bound=1, upper_bound=2**63 - 1)
+                                lower_bound=1, upper_bound=limits.MAX_VERSION)
 _FORMAT = flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"], "What to write.")
 _QUANTIZE = flags.DEFINE_enum("quantize", None, ["float16", "dynamic_int8"], "TFLite quantization (default none).")
 _RANDOM_NOISE = flags.DEFINE_bool("random_noise", False, "Fresh noise per request instead of the stored maps.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 64, "Largest batch a request may ask for.", lower_bound=1,
-                                  upper_bound=cli.MAX_BATCH)
+                                  upper_bound=limits.MAX_BATCH)
 _JIT = flags.DEFINE_bool("jit_compile", False, "Mark the synthesis function for XLA (stock tensorflow/serving "
                          "then needs --xla_cpu_compilation_enabled=true on CPU; see export/README.md).")
 _W_AVG_SAMPLES = flags.DEFINE_integer("w_avg_samples", 4096, "z samples for w_avg when the checkpoint has none.",
-                                      lower_bound=1, upper_bound=cli.MAX_COUNT)
+                                      lower_bound=1, upper_bound=limits.MAX_COUNT)
 _W_AVG_SEED = flags.DEFINE_integer("w_avg_seed", 0, "Stateless seed of those samples.", lower_bound=0,
-                                   upper_bound=cli.MAX_SEED)
+                                   upper_bound=limits.MAX_SEED)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing version directory or .tflite file.")
 _TFLITE_BATCH = flags.DEFINE_integer("tflite_batch", 1, "Fixed batch of the TFLite model.", lower_bound=1,
-                                     upper_bound=cli.MAX_BATCH)
+                                     upper_bound=limits.MAX_BATCH)
 _COMPARE_N = flags.DEFINE_integer("compare_samples", 8, "Seeds for the TFLite-vs-SavedModel pixel error.",
-                                  lower_bound=1, upper_bound=cli.MAX_GRID_IMAGES)
+                                  lower_bound=1, upper_bound=limits.MAX_GRID_IMAGES)
 
 
 def main(argv):

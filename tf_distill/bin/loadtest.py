@@ -12,11 +12,11 @@ import json
 
 from absl import app, flags
 
-from tf_distill import cli
+from tf_distill import cli, limits
 
 _SERVER = flags.DEFINE_string("server", "localhost:8500", "gRPC host:port, or http(s)://host:port for REST.")
 _MODEL = flags.DEFINE_string("model", "student", "Model name.")
-_VERSION = flags.DEFINE_integer("version", None, "Model version.", lower_bound=0, upper_bound=2**63 - 1)
+_VERSION = flags.DEFINE_integer("version", None, "Model version.", lower_bound=0, upper_bound=limits.MAX_VERSION)
 _REQUESTS = flags.DEFINE_integer("requests", 100, "Requests to send (at most 100000).")
 _CONCURRENCY = flags.DEFINE_integer("concurrency", 4, "Requests in flight (at most 256).")
 _BATCH = flags.DEFINE_integer("batch", 1, "Seeds (images) per request.")

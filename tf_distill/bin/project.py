@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from tf_distill import cli
+from tf_distill import cli, limits
 from tf_distill.errors import UserError, first_few
 
 _TEACHER = flags.DEFINE_string("teacher", None, "Teacher checkpoint (.pt, our directory or .keras).")
@@ -37,15 +37,15 @@ _INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the files of an earlier run in --output.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Optimizer iterations per image (the paper: 801).", lower_bound=0,
-                              upper_bound=cli.MAX_COUNT)
+                              upper_bound=limits.MAX_COUNT)
 _OPTIMIZER = flags.DEFINE_enum("optimizer", "lbfgs", ["lbfgs", "adam"], "L-BFGS (the paper) or Adam.")
 _LR = flags.DEFINE_float("lr", None, "L-BFGS initial step (default 1) or Adam learning rate (default 0.1).")
 _W_AVG_SAMPLES = flags.DEFINE_integer("w_avg_samples", 1000, "z samples for the w_avg initialisation.",
-                                      lower_bound=1, upper_bound=cli.MAX_COUNT)
+                                      lower_bound=1, upper_bound=limits.MAX_COUNT)
 _MAX_IMAGES = flags.DEFINE_integer("max_images", None, "Project only the first N readable images of the folder.",
-                                   lower_bound=1, upper_bound=cli.MAX_COUNT)
+                                   lower_bound=1, upper_bound=limits.MAX_COUNT)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of w_avg and of the initial noise maps (image i: seed + i).",
-                             lower_bound=0, upper_bound=cli.MAX_SEED)
+                             lower_bound=0, upper_bound=limits.MAX_SEED)
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Write only report.json/report.csv.")
 _FACE_PARSING = flags.DEFINE_string("face_parsing_weights", None, "79999_iter.pth of face-parsing.PyTorch: adds the "
                                     "reference's content-aware PSNR/LPIPS (background and cloth masked out).")

@@ -10,6 +10,7 @@ from pathlib import Path
 from tf_distill.data.pipeline import SHARDING
 from tf_distill.data.source import DataSource
 from tf_distill.errors import UserError, first_few
+from tf_distill.limits import MAX_SEED
 from tf_distill.losses.distill import KD_MODES
 from tf_distill.models.generator import log2_size
 from tf_distill.train.defaults import default_config
@@ -103,7 +104,6 @@ class _Problems(list):
             raise ConfigError("; ".join(self))
 
 
-MAX_SEED = 2**31 - 1  # as the binaries' --seed flags (cli.MAX_SEED): NumPy and TensorFlow both take it
 
 
 def _is_int(v):
