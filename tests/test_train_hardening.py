@@ -1,5 +1,7 @@
-"""Training hardening: fallback past unreadable checkpoints, failed saves leave nothing, configs checked at start."""
+"""Training hardening: fallback past unreadable checkpoints, failed saves leave nothing, configs checked at start,
+one run per workdir."""
 
+import contextlib
 import errno
 import math
 import os
@@ -15,6 +17,7 @@ import tensorflow as tf
 from tensorflow.python.checkpoint import checkpoint_management, functional_saver
 
 from tf_distill.errors import UserError
+from tf_distill.outputs import WORKDIR_LOCK, WorkdirLock
 from tf_distill.models import Generator
 from tf_distill.train.config_check import ConfigError, check_batch, check_config, check_max_steps
 from tf_distill.train.loop import CheckpointError, NonFiniteLossError, Run
@@ -327,6 +330,39 @@ def test_teacher_that_does_not_fit_the_student_is_a_user_error(tmp_path, data_di
         Run(config, tmp_path / "c")
 
 
+@contextlib.contextmanager
+def _lock_held_by_another_process(workdir):
+    """A child process holding ``workdir``'s lock, as a first training run would; yields its pid, then SIGKILLs it."""
+    code = ("import sys, time; from tf_distill.outputs import WorkdirLock; lock = WorkdirLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); time.sleep(600)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(workdir)], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert child.stdout.readline().strip() == "held"
+        yield child.pid
+    finally:
+        child.kill()  # SIGKILL: nothing of the holder's runs, the kernel drops its lock
+        child.wait()
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused_and_a_killed_runs_lock_does_not_block(tmp_path, data_dir):
+    workdir = tmp_path / "run"
+    with _lock_held_by_another_process(workdir) as pid:
+        with pytest.raises(UserError, match=rf"--workdir={workdir} is in use by another run \(pid {pid} on "):
+            Run(tiny_config(data_dir, "default", 6), workdir)
+        assert os.listdir(workdir) == [WORKDIR_LOCK]  # the refused run wrote nothing
+        lock = WorkdirLock(workdir)
+        with pytest.raises(UserError, match="in use by another run"):
+            lock.acquire()
+    run = Run(tiny_config(data_dir, "default", 6), workdir)  # the holder was SIGKILLed: no stale lock
+    with pytest.raises(UserError, match=f"pid {os.getpid()} on "):
+        WorkdirLock(workdir).acquire()  # held while the run exists (another process would be refused alike)
+    assert run.run(max_steps=1) == 1
+    with WorkdirLock(workdir):  # run() released it when it ended
+        pass
+    assert run.run(max_steps=1) == 2  # and takes it again
+
+
 def test_non_finite_loss_is_a_one_line_user_error():
     assert issubclass(NonFiniteLossError, UserError)
     assert "\n" not in str(NonFiniteLossError("non-finite loss at step 3:\n{'d_loss': nan}"))
@@ -362,3 +398,9 @@ def test_binary_refuses_a_bad_value_and_a_foreign_workdir_in_one_line(tmp_path, 
     line = _one_error_line(_train_binary(f"--workdir={foreign}", f"--config.data.source=folder:{data_dir}"))
     assert f"--workdir={foreign}" in line and "--overwrite" in line, line
     assert sorted(os.listdir(foreign)) == ["thesis.tex"] and (foreign / "thesis.tex").read_text() == "precious"
+
+    busy = tmp_path / "busy"  # a second command on a workdir whose first run still trains
+    with _lock_held_by_another_process(busy) as pid:
+        line = _one_error_line(_train_binary(f"--workdir={busy}", f"--config.data.source=folder:{data_dir}"))
+    assert f"--workdir={busy} is in use by another run (pid {pid} on " in line, line
+    assert os.listdir(busy) == [WORKDIR_LOCK]

@@ -10,7 +10,10 @@ permissions (the umask's, not ``mkdtemp``'s 0700).
 import contextlib
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -144,3 +147,61 @@ def write_file_atomic(path, data):
         else:
             tmp.write_bytes(data)
     return Path(path)
+
+
+WORKDIR_LOCK = ".lock"  # in a training workdir while a run writes there
+
+
+class WorkdirLock:
+    """An exclusive lock on a working folder while one run writes there.
+
+    A training command started twice on the same workdir (a second terminal, a job resubmitted while the
+    first still runs) would restore the same checkpoint and then overwrite the other run's checkpoints,
+    samples and logs step by step; the second one stops instead, naming the first. ``flock`` on
+    ``WORKDIR_LOCK``: the kernel releases it when the holder exits, however it exits (SIGKILL included),
+    so a stale lock cannot block a resume. File systems without locks (some network mounts) run unlocked
+    with a warning.
+    """
+
+    def __init__(self, path, flag="--workdir"):
+        self.path, self.flag, self._file = Path(path), flag, None
+
+    def acquire(self):
+        """Takes the lock (a no-op while held); UserError naming the holder when another process has it."""
+        import fcntl  # pylint: disable=import-outside-toplevel  (POSIX only, like the binaries' signals)
+
+        if self._file is not None:
+            return self
+        make_dirs(self.path)
+        lock = open(self.path / WORKDIR_LOCK, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = " ".join(lock.read(200).split()) or "another process"
+            lock.close()
+            raise UserError(f"{self.flag}={self.path} is in use by another run ({holder}); wait for it to finish "
+                            "or stop it (it checkpoints on SIGINT/SIGTERM), or choose another folder") from None
+        except OSError as err:  # ENOLCK, EOPNOTSUPP: no locks on this file system
+            lock.close()
+            print(f"warning: cannot lock {self.path / WORKDIR_LOCK} ({err.strerror or err}); make sure no other "
+                  "run writes to this folder", file=sys.stderr, flush=True)
+            return self
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        lock.flush()
+        self._file = lock
+        return self
+
+    def release(self):
+        """Lets another run in; the file stays (removing it could race with a process that opened it)."""
+        if self._file is not None:
+            self._file.close()  # closing the descriptor drops the flock
+            self._file = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()

@@ -3,7 +3,8 @@
     tf-distill-train --config=configs/ffhq256_stylekd.py --workdir=runs/ffhq256 \
         --config.data.source=folder:/data/ffhq --config.teacher=256px_full_size.pt
 
-Running the same command again resumes from ``workdir``. SIGINT/SIGTERM write a checkpoint and exit.
+Running the same command again resumes from ``workdir``; while one run uses it, a second is refused.
+SIGINT/SIGTERM write a checkpoint and exit.
 A ``workdir`` holding files of something else is refused unless ``--overwrite`` (which deletes nothing).
 """
 
@@ -11,7 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from tf_distill import cli
-from tf_distill.outputs import check_workdir
+from tf_distill.outputs import WORKDIR_LOCK, check_workdir
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and samples.")
@@ -20,7 +21,7 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Use a --workdir that holds o
                                "deleted).")
 
 # What a tf-distill workdir holds (tf_distill.train.loop); any of them means "resume here".
-WORKDIR_MARKERS = ("checkpoints", "tb", "samples", "final")
+WORKDIR_MARKERS = ("checkpoints", "tb", "samples", "final", WORKDIR_LOCK)
 
 
 def main(argv):

@@ -27,6 +27,7 @@ from tf_distill.data import DataSource, DecodeStats, make_dataset
 from tf_distill.errors import UserError
 from tf_distill.images import save_grid
 from tf_distill.models import Discriminator, Generator
+from tf_distill.outputs import WorkdirLock
 from tf_distill.progress import format_duration
 from tf_distill.train.config_check import check_batch, check_config, check_max_steps, uses_content_mask
 from tf_distill.train.mimic import MappingMimic
@@ -191,6 +192,21 @@ class Run:
         self.strategy = make_strategy(config.strategy)
         check_batch(config, self.strategy.num_replicas_in_sync)
         self.chief = is_chief(self.strategy)
+        # The chief's lock on the workdir, from here (nothing is written before) to the end of run(); the
+        # other workers write only scratch folders of their own.
+        self._lock = WorkdirLock(self.workdir).acquire() if self.chief else None
+        try:
+            self._build(config, lpips)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self):
+        """Lets another run use the workdir (run() does this when it ends)."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def _build(self, config, lpips):
         tf.keras.utils.set_random_seed(config.seed)
         self.g, self.g_ema, self.d, self.teacher = build_models(config, self.strategy)
         if self.teacher is not None and config.kd.weight_lpips > 0 and lpips is None:
@@ -467,38 +483,43 @@ class Run:
     def run(self, max_steps=None):
         """Trains until ``config.train.steps`` (or ``max_steps`` more iterations, or a signal); returns the step."""
         check_max_steps(max_steps)
-        self.restore()
-        self.write_mask_samples()
-        total = self.config.train.steps
-        with _StopRequest() as stop:
-            if self.mimic is not None:
-                self.run_stage1(stop)
-            start, start_time = int(self.step.step.numpy()), time.time()
-            self.iterator = iter(self._dataset(start))
-            end = total if max_steps is None else min(total, start + max_steps)
-            while int(self.step.step.numpy()) < end and stop.signal is None:
-                logs = {k: float(v) for k, v in self.step.train_step(next(self.iterator)).items()}
+        if self._lock is not None:
+            self._lock.acquire()  # again, when run() is called a second time
+        try:
+            self.restore()
+            self.write_mask_samples()
+            total = self.config.train.steps
+            with _StopRequest() as stop:
+                if self.mimic is not None:
+                    self.run_stage1(stop)
+                start, start_time = int(self.step.step.numpy()), time.time()
+                self.iterator = iter(self._dataset(start))
+                end = total if max_steps is None else min(total, start + max_steps)
+                while int(self.step.step.numpy()) < end and stop.signal is None:
+                    logs = {k: float(v) for k, v in self.step.train_step(next(self.iterator)).items()}
+                    step = int(self.step.step.numpy())
+                    _check_finite(logs, step)
+                    if step % self.config.log.every == 0 or step == end:
+                        self._log("train", step, logs, start, start_time, total)
+                    if step % self.config.log.sample_every == 0:
+                        self.write_samples(step)
+                    if self.config.eval.fid_every and step % self.config.eval.fid_every == 0:
+                        self.evaluate_fid(step)
+                    if step % self.config.log.checkpoint_every == 0:
+                        self.save()
                 step = int(self.step.step.numpy())
-                _check_finite(logs, step)
-                if step % self.config.log.every == 0 or step == end:
-                    self._log("train", step, logs, start, start_time, total)
-                if step % self.config.log.sample_every == 0:
-                    self.write_samples(step)
-                if self.config.eval.fid_every and step % self.config.eval.fid_every == 0:
-                    self.evaluate_fid(step)
-                if step % self.config.log.checkpoint_every == 0:
-                    self.save()
-            step = int(self.step.step.numpy())
-            self.save()
-            if stop.signal is not None:
-                print(f"stopped by signal {stop.signal} at {self._position()}; checkpoint written", flush=True)
-        if self.stats.num_skipped:
-            self.stats.log_summary()
-        if step >= total and self.chief:
-            self.write_samples(step)
-            checkpoints.save_models(self.workdir / "final", g_ema=self.g_ema, g=self.g, d=self.d)
-            (self.workdir / "final" / "config.json").write_text(self.config.to_json_best_effort(indent=2))
-        return step
+                self.save()
+                if stop.signal is not None:
+                    print(f"stopped by signal {stop.signal} at {self._position()}; checkpoint written", flush=True)
+            if self.stats.num_skipped:
+                self.stats.log_summary()
+            if step >= total and self.chief:
+                self.write_samples(step)
+                checkpoints.save_models(self.workdir / "final", g_ema=self.g_ema, g=self.g, d=self.d)
+                (self.workdir / "final" / "config.json").write_text(self.config.to_json_best_effort(indent=2))
+            return step
+        finally:
+            self.release()
 
 
 def _short(err):
