@@ -114,6 +114,9 @@ def test_describe_expected_errors_and_leaves_bugs_alone():
     assert cli.describe(full) == "No space left on device: /data/out/g.keras (free disk space, or choose another " \
                                  "output folder)"
     assert "read-only" in cli.describe(OSError(errno.EROFS, "Read-only file system", "/ro"))
+    assert "shorter path" in cli.describe(OSError(errno.ENAMETOOLONG, "File name too long", "/a" * 200))
+    assert cli.describe(RuntimeError("Symlink loop from '/d/loop'")).startswith("Symlink loop from '/d/loop' (the path")
+    assert cli.describe(RuntimeError("a bug")) is None
     assert cli.describe(KeyError("a bug")) is None
     assert cli.describe(ZeroDivisionError()) is None
 
@@ -149,6 +152,7 @@ def user_files(tmp_path_factory):
     (root / "afile").write_text("mine")
     (root / "images").mkdir()
     (root / "shards-00000-of-00001.tfrecord").write_bytes(b"mine")
+    (root / "loop").symlink_to("loop")  # a link to itself
     for name in ("served/seed0.png", "edits/mix_coarse.png"):
         (root / name).parent.mkdir()
         (root / name).write_bytes(b"mine")
@@ -179,6 +183,11 @@ CASES = [  # (module, args, words in the error line)
     ("client", ["--server=http://127.0.0.1:9", "--seeds=0-3", "--out=served"], ["seed0.png", "--overwrite"]),
     ("edit", ["--teacher=mydata/teacher.pt", "--a=seed:0", "--b=seed:1", "--output=edits"],
      ["mix_coarse.png", "--overwrite"]),
+    # Paths the file system refuses: each was a traceback (OSError ENAMETOOLONG; pathlib's RuntimeError)
+    ("convert", ["--input=mydata/teacher.pt", f"--output={'n' * 300}/x"], ["File name too long", "shorter path"]),
+    ("convert", ["--input=mydata/teacher.pt", "--output=loop/x"], ["Symlink loop", "symbolic link loop"]),
+    ("convert", ["--input=mydata/teacher.pt", "--output=out", "--grid=loop/g.png"], ["Symlink loop"]),
+    ("eval", ["--metric=psnr", f"--images={'n' * 300}", "--reference=images"], ["File name too long"]),
     # Integer flags out of range (absl bounds): each was a traceback (int64 overflow, a negative NumPy seed)
     ("convert", ["--input=mydata/teacher.pt", "--output=out", "--seed=-1"], ["--seed=-1", "range [0, 2147483647]"]),
     ("convert", ["--input=mydata/teacher.pt", "--output=out", f"--n_samples={2**63}"], ["--n_samples", "range"]),
@@ -246,6 +255,6 @@ def test_bad_input_gives_one_line_and_keeps_user_files(user_files, module, args,
     assert (user_files / "afile").read_text() == "mine"
     for name in ("shards-00000-of-00001.tfrecord", "served/seed0.png", "edits/mix_coarse.png"):
         assert (user_files / name).read_bytes() == b"mine"
-    assert sorted(p.name for p in user_files.iterdir()) == ["afile", "edits", "images", "mydata", "notes", "served",
-                                                            "shards-00000-of-00001.tfrecord"]
+    assert sorted(p.name for p in user_files.iterdir()) == ["afile", "edits", "images", "loop", "mydata", "notes",
+                                                            "served", "shards-00000-of-00001.tfrecord"]
     assert [p.name for p in (user_files / "served").iterdir()] == ["seed0.png"]

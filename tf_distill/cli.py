@@ -33,6 +33,8 @@ _OS_HINTS = {
     errno.ENOTDIR: "a parent of the path is a file, not a folder; choose another path",
     errno.EISDIR: "the path is a folder; give a file",
     errno.EEXIST: "choose another path",
+    errno.ENAMETOOLONG: "a name in the path is too long for the file system; choose a shorter path",
+    errno.ELOOP: "the path runs through a symbolic link loop; fix the link or choose another path",
 }
 
 
@@ -154,6 +156,8 @@ def describe(err):
     if type(err).__name__ in ("NotFoundError", "PermissionDeniedError", "DataLossError", "FailedPreconditionError") \
             and type(err).__module__.startswith("tensorflow"):  # tf.io / tf.data on a user's file
         return f"{err.message.splitlines()[0][:400]} (check the file or path)"
+    if isinstance(err, RuntimeError) and str(err).startswith("Symlink loop from "):  # pathlib's resolve() (< 3.13)
+        return f"{str(err)[:400]} ({_OS_HINTS[errno.ELOOP]})"
     if isinstance(err, OSError) and err.errno in _OS_HINTS:
         what = err.strerror or str(err)
         name = f": {err.filename}" if err.filename else ""
