@@ -117,6 +117,12 @@ def test_describe_expected_errors_and_leaves_bugs_alone():
     assert "shorter path" in cli.describe(OSError(errno.ENAMETOOLONG, "File name too long", "/a" * 200))
     assert cli.describe(RuntimeError("Symlink loop from '/d/loop'")).startswith("Symlink loop from '/d/loop' (the path")
     assert cli.describe(RuntimeError("a bug")) is None
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    disk = tf.errors.ResourceExhaustedError(None, None, "out/1/saved_model.pb.tmp5; No space left on device")
+    assert cli.describe(disk) == ("out/1/saved_model.pb.tmp5; No space left on device (free disk space, or choose "
+                                  "another output folder)")  # was "out of memory: ..."
+    assert cli.describe(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating")).startswith("out of memory")
     assert cli.describe(KeyError("a bug")) is None
     assert cli.describe(ZeroDivisionError()) is None
 

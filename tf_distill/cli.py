@@ -163,7 +163,10 @@ def describe(err):
         name = f": {err.filename}" if err.filename else ""
         return f"{what}{name} ({_OS_HINTS[err.errno]})"
     if type(err).__name__ == "ResourceExhaustedError":
-        return f"out of memory: {str(err).splitlines()[0][:300]} (use a smaller batch or model)"
+        first = (str(getattr(err, "message", "")) or str(err)).splitlines()[0][:300]
+        if "No space left on device" in first:  # TensorFlow's file writes (SavedModel, checkpoints) report ENOSPC so
+            return f"{first} ({_OS_HINTS[errno.ENOSPC]})"
+        return f"out of memory: {first} (use a smaller batch or model)"
     return None
 
 
