@@ -205,6 +205,8 @@ def load_statistics(path: str) -> Tuple[np.ndarray, np.ndarray]:
                 mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
         reason = " ".join(str(err).split())[:200] or type(err).__name__
+        if "allow_pickle" in reason:  # NumPy's word for any file that is not .npy/.npz: it would unpickle it
+            reason = "not an .npz file"
         raise UserError(f"cannot read FID statistics {path}: {reason} (give a .npz with mu and sigma, "
                         "or a .pkl with mean and cov)") from None
     if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
