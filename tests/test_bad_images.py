@@ -106,7 +106,7 @@ def test_statistics_file_errors_are_one_line(tmp_path):
             fid.load_statistics(str(tmp_path / name))
         assert "\n" not in str(err.value)
     (tmp_path / "zeros.npz").write_bytes(bytes(1000))  # NumPy's message offered to unpickle it
-    with pytest.raises(UserError, match=r"zeros.npz: not an .npz file \(give a .npz") as err:
+    with pytest.raises(UserError, match=r"zeros.npz: not a NumPy .npy/.npz file \(give a .npz") as err:
         fid.load_statistics(str(tmp_path / "zeros.npz"))
     assert "pickle" not in str(err.value)
 

@@ -155,10 +155,11 @@ def test_flags_and_directions_are_checked(tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"junk")
     (tmp_path / "broken.npy").write_bytes(b"PK\x03\x04junk")  # starts like a zip (.npz): numpy opens it as one
     for name, message in [("nan.npy", "NaN or infinite"), ("zero.npy", "all zeros"), ("obj.npy", "numeric"),
-                          ("junk.npy", "not a readable .npy"), ("broken.npy", "not a readable .npy")]:
+                          ("junk.npy", "not a readable .npy of directions (not a NumPy .npy/.npz file)"),
+                          ("broken.npy", "not a readable .npy")]:
         with pytest.raises(edit.EditError) as info:
             edit.load_directions(tmp_path / name)
-        assert message in str(info.value)
+        assert message in str(info.value) and "pickle" not in str(info.value)  # was NumPy's offer to unpickle
     with pytest.raises(edit.EditError, match="direction has 9 entries"):
         edit.move(np.zeros((1, NL, D)), np.ones(9), [1.0])
     with pytest.raises(edit.EditError, match="direction_blocks"):

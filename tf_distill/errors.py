@@ -11,6 +11,15 @@ def first_few(items, limit):
     return ", ".join(str(i) for i in items[:limit]) + (", ..." if len(items) > limit else "")
 
 
+def reason(err, limit=300):
+    """``err`` as a short one-line reason inside a message. NumPy's answer to a file that is neither .npy nor .npz
+    (it "contains pickled (object) data", load it "unsafely using allow_pickle=") becomes what it means."""
+    text = " ".join(str(err).split())
+    if "allow_pickle" in text:
+        return "not a NumPy .npy/.npz file"
+    return text[:limit] or type(err).__name__
+
+
 class UserError(Exception):
     """An expected problem with the user's input; the message names it and says how to fix it."""
 

@@ -25,7 +25,7 @@ from tf_distill import outputs
 from tf_distill.convert import architecture, rosinality
 from tf_distill.io.torch_reader import CheckpointError, load_torch_checkpoint
 from tf_distill.io.torch_writer import save_torch_checkpoint
-from tf_distill.errors import UserError
+from tf_distill.errors import UserError, reason
 from tf_distill.layers.equalized import PACKAGE
 from tf_distill.models import Discriminator, Generator
 
@@ -156,7 +156,7 @@ def _load_latent_avg(path, style_dims):
     try:
         value = np.load(path, mmap_mode="r", allow_pickle=False)  # maps, so a crafted header allocates nothing
     except (ValueError, EOFError) as err:
-        raise ModelFileError(f"{path}: not a readable .npy array ({err}) ({_KERAS_FIX}).") from None
+        raise ModelFileError(f"{path}: not a readable .npy array ({reason(err)}) ({_KERAS_FIX}).") from None
     return _checked_latent_avg(value, style_dims, path)
 
 
@@ -172,8 +172,7 @@ def load_keras(path):
     try:
         model = keras.models.load_model(path)
     except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as err:
-        reason = " ".join(str(err).split())[:300]
-        raise ModelFileError(f"{path}: cannot load the .keras archive ({type(err).__name__}: {reason}) "
+        raise ModelFileError(f"{path}: cannot load the .keras archive ({type(err).__name__}: {reason(err)}) "
                              f"({_KERAS_FIX}).") from err
     if not isinstance(model, cls):
         raise ModelFileError(f"{path}: loaded a {type(model).__name__}, not a {cls.__name__} ({_KERAS_FIX}).")

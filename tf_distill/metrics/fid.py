@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_distill.data import DataSource, prepared_images
-from tf_distill.errors import UserError
+from tf_distill.errors import UserError, reason
 from tf_distill.io.torch_reader import load_numpy_pickle
 from tf_distill.outputs import atomic_path
 
@@ -204,10 +204,7 @@ def load_statistics(path: str) -> Tuple[np.ndarray, np.ndarray]:
             with np.load(path, allow_pickle=False) as z:
                 mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
-        reason = " ".join(str(err).split())[:200] or type(err).__name__
-        if "allow_pickle" in reason:  # NumPy's word for any file that is not .npy/.npz: it would unpickle it
-            reason = "not an .npz file"
-        raise UserError(f"cannot read FID statistics {path}: {reason} (give a .npz with mu and sigma, "
+        raise UserError(f"cannot read FID statistics {path}: {reason(err, 200)} (give a .npz with mu and sigma, "
                         "or a .pkl with mean and cov)") from None
     if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
         raise UserError(f"FID statistics {path} have mu {mu.shape} and sigma {sigma.shape} (expected [d] and [d, d])")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tf_distill.errors import UserError
+from tf_distill.errors import UserError, reason
 from tf_distill.export.savedmodel import MAX_ABS_LATENT
 
 PAPER_RANGES = {"coarse": (1, 3), "middle": (5, 8), "fine": (10, 13)}
@@ -91,7 +91,7 @@ def load_code(generator, model, source, flag):
     except KeyError as err:
         raise EditError(f"{flag}: {err.args[0]} (project with the {model} too, or drop --{model})") from None
     except (ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise EditError(f"{flag}: {source} is not a readable projection .npz ({err}) "
+        raise EditError(f"{flag}: {source} is not a readable projection .npz ({reason(err)}) "
                         "(give a .npz written by tf-distill-project)") from None
     where = f"{flag}: {source} [{model}_wplus]"
     if np.shape(wplus) not in ((1, n, d), (n, d)):
@@ -211,7 +211,7 @@ def load_directions(path):
     try:
         v = np.load(path)
     except (ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise EditError(f"{path}: not a readable .npy of directions ({err}) (save one with numpy.save)") from None
+        raise EditError(f"{path}: not a readable .npy of directions ({reason(err)}) (save one with numpy.save)") from None
     if not isinstance(v, np.ndarray) or v.dtype.kind not in "fiu":
         raise EditError(f"{path}: directions must be a numeric .npy array (save one with numpy.save)")
     if v.ndim == 1:

@@ -18,6 +18,7 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
+from tf_distill.errors import reason
 from tf_distill.weights import specs
 
 ENV_VAR = "TF_DISTILL_WEIGHTS_DIR"
@@ -117,7 +118,7 @@ def load_weights_file(kind: str, path: str, hint: Optional[str] = None) -> Dict[
             data = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
         raise WeightsCorruptError(
-            f"{kind} weights at {path} are unreadable ({type(e).__name__}: {e}); "
+            f"{kind} weights at {path} are unreadable ({type(e).__name__}: {reason(e)}); "
             f"re-create them with `{hint} --force`") from None
     tag = str(data.pop("__format__", ""))
     data.pop("__source__", None)
