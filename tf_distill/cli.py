@@ -19,7 +19,7 @@ import tempfile
 
 from absl import app, flags
 
-from tf_distill.errors import UserError
+from tf_distill.errors import UserError, reason
 
 _DEBUG = flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")
 
@@ -163,7 +163,7 @@ def describe(err):
         name = f": {err.filename}" if err.filename else ""
         return f"{what}{name} ({_OS_HINTS[err.errno]})"
     if type(err).__name__ == "ResourceExhaustedError":
-        first = (str(getattr(err, "message", "")) or str(err)).splitlines()[0][:300]
+        first = reason(err)
         if "No space left on device" in first:  # TensorFlow's file writes (SavedModel, checkpoints) report ENOSPC so
             return f"{first} ({_OS_HINTS[errno.ENOSPC]})"
         return f"out of memory: {first} (use a smaller batch or model)"

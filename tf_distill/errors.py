@@ -4,6 +4,8 @@ Binaries print these as one line, ``error: <what> (<how to fix>)``, and exit non
 else is a bug and keeps its traceback. Library errors that users cause subclass ``UserError``.
 """
 
+import re
+
 
 def first_few(items, limit):
     """``"a, b, c"``, or ``"a, b, c, ..."`` when there are more than ``limit``: the examples an error names."""
@@ -12,9 +14,13 @@ def first_few(items, limit):
 
 
 def reason(err, limit=300):
-    """``err`` as a short one-line reason inside a message. NumPy's answer to a file that is neither .npy nor .npz
-    (it "contains pickled (object) data", load it "unsafely using allow_pickle=") becomes what it means."""
-    text = " ".join(str(err).split())
+    """``err`` as a short one-line reason inside a message: its first line, without TensorFlow's wrapping
+    (``{{function_node __wrapped__SaveV2_dtypes_333_device_/job:localhost/...}}`` before it, ``[Op:SaveV2]``
+    after). NumPy's answer to a file that is neither .npy nor .npz (it "contains pickled (object) data", load
+    it "unsafely using allow_pickle=") becomes what it means."""
+    lines = str(err).strip().splitlines()
+    text = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]", " ", lines[0] if lines else "")
+    text = " ".join(text.split())
     if "allow_pickle" in text:
         return "not a NumPy .npy/.npz file"
     return text[:limit] or type(err).__name__

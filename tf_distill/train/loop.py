@@ -24,7 +24,7 @@ from absl import logging
 
 from tf_distill.io import checkpoints
 from tf_distill.data import DataSource, DecodeStats, make_dataset
-from tf_distill.errors import UserError
+from tf_distill.errors import UserError, reason
 from tf_distill.images import save_grid
 from tf_distill.models import Discriminator, Generator
 from tf_distill.outputs import WorkdirLock
@@ -524,9 +524,7 @@ class Run:
 
 def _short(err):
     """The first line of an error, for one-line messages (TensorFlow's run to pages)."""
-    lines = str(err).strip().splitlines()
-    text = " ".join(lines[0].split()) if lines else ""
-    return f"{type(err).__name__}: {text[:300]}"
+    return f"{type(err).__name__}: {reason(err)}"
 
 
 def _check_finite(logs, step):
