@@ -17,6 +17,7 @@ from PIL import Image
 
 from tf_distill import data
 from tf_distill.data import fashion_mnist, idx
+from tf_distill.errors import UserError
 
 RES = 16
 LEVEL = 2.0 / 255.0  # one uint8 level in [-1, 1]
@@ -268,6 +269,10 @@ def test_make_tfrecords_binary(numbered_tree, tmp_path):
     from tf_distill.bin import make_tfrecords  # pylint: disable=import-outside-toplevel
     result = make_tfrecords.convert(str(numbered_tree), str(tmp_path / "out" / "num"), num_shards=2, verify=False)
     assert result.num_images == 11 and len(result.files) == 2
+    # An unwritable folder is refused before the check pass decodes every image (it failed at the first shard);
+    # /sys takes no new files, even from root.
+    with pytest.raises(UserError, match=r"--output=/sys/shards: cannot write in /sys"):
+        make_tfrecords.check_paths(str(numbered_tree), "/sys/shards")
 
 
 # --- IDX / Fashion-MNIST -------------------------------------------------------------------------------

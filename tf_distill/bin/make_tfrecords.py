@@ -15,7 +15,7 @@ from absl import app, flags
 
 from tf_distill import cli
 from tf_distill.errors import UserError
-from tf_distill.outputs import check_parents
+from tf_distill.outputs import check_parents, check_writable
 
 _INPUT = flags.DEFINE_string("input", None, "Image folder (searched recursively for .png/.jpg/.jpeg).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output prefix: shards are <prefix>-NNNNN-of-NNNNN.tfrecord.")
@@ -26,8 +26,10 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing shards with
 
 
 def check_paths(input_dir, output_prefix, overwrite=False):
-    """Refuses an output prefix inside a file, or one whose shards exist (without ``overwrite``); returns those."""
+    """Refuses an output prefix inside a file or an unwritable folder, or one whose shards exist (without
+    ``overwrite``); returns those."""
     check_parents(output_prefix)
+    check_writable(output_prefix)  # before the check pass decodes every image
     existing = sorted(glob.glob(glob.escape(str(output_prefix)) + "-*-of-*.tfrecord"))
     if existing and not overwrite:
         raise UserError(f"--output={output_prefix}: {len(existing)} shard(s) exist already, e.g. {existing[0]} "
