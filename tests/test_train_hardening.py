@@ -348,7 +348,7 @@ def _lock_held_by_another_process(workdir):
 def test_a_second_run_on_a_workdir_in_use_is_refused_and_a_killed_runs_lock_does_not_block(tmp_path, data_dir):
     workdir = tmp_path / "run"
     with _lock_held_by_another_process(workdir) as pid:
-        with pytest.raises(UserError, match=rf"--workdir={workdir} is in use by another run \(pid {pid} on "):
+        with pytest.raises(UserError, match=rf"the workdir {workdir} is in use by another run \(pid {pid} on "):
             Run(tiny_config(data_dir, "default", 6), workdir)
         assert os.listdir(workdir) == [WORKDIR_LOCK]  # the refused run wrote nothing
         lock = WorkdirLock(workdir)
@@ -402,5 +402,5 @@ def test_binary_refuses_a_bad_value_and_a_foreign_workdir_in_one_line(tmp_path, 
     busy = tmp_path / "busy"  # a second command on a workdir whose first run still trains
     with _lock_held_by_another_process(busy) as pid:
         line = _one_error_line(_train_binary(f"--workdir={busy}", f"--config.data.source=folder:{data_dir}"))
-    assert f"--workdir={busy} is in use by another run (pid {pid} on " in line, line
+    assert f"the workdir {busy} is in use by another run (pid {pid} on " in line, line
     assert os.listdir(busy) == [WORKDIR_LOCK]

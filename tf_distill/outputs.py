@@ -163,8 +163,8 @@ class WorkdirLock:
     with a warning.
     """
 
-    def __init__(self, path, flag="--workdir"):
-        self.path, self.flag, self._file = Path(path), flag, None
+    def __init__(self, path):
+        self.path, self._file = Path(path), None
 
     def acquire(self):
         """Takes the lock (a no-op while held); UserError naming the holder when another process has it."""
@@ -180,7 +180,7 @@ class WorkdirLock:
             lock.seek(0)
             holder = " ".join(lock.read(200).split()) or "another process"
             lock.close()
-            raise UserError(f"{self.flag}={self.path} is in use by another run ({holder}); wait for it to finish "
+            raise UserError(f"the workdir {self.path} is in use by another run ({holder}); wait for it to finish "
                             "or stop it (it checkpoints on SIGINT/SIGTERM), or choose another folder") from None
         except OSError as err:  # ENOLCK, EOPNOTSUPP: no locks on this file system
             lock.close()
