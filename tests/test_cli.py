@@ -2,6 +2,7 @@
 
 import errno
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -103,6 +104,28 @@ def test_write_file_atomic_leaves_no_temporary_on_failure(tmp_path, monkeypatch)
     with pytest.raises(OSError):
         outputs.write_file_atomic(tmp_path / "m.json", "{\"new\": 1}")
     assert path.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_sigterm_cleans_up_what_a_binary_was_writing(tmp_path):
+    """SIGTERM (a scheduler's time limit) mid-write: the staging folder is removed as on Ctrl-C, one error line,
+    exit 143 (it used to kill the process on the spot and leave the hidden half-written folder)."""
+    code = ("import os, time\n"
+            "from tf_distill import cli, outputs\n"
+            "def main(argv):\n"
+            "    with outputs.staged_directory(os.environ['TARGET']) as stage:\n"
+            "        (stage / 'half.bin').write_bytes(b'x')\n"
+            "        print('staged', flush=True)\n"
+            "        time.sleep(120)\n"
+            "cli.run(main, tensorflow=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "TARGET": str(tmp_path / "out")})
+    assert proc.stdout.readline().strip() == "staged"
+    assert [p.name for p in tmp_path.iterdir()][0].startswith(".out.tmp-")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "error: terminated (SIGTERM)", err
+    assert not list(tmp_path.iterdir())  # no staging folder left, no half output
 
 
 # ---- one-line messages -----------------------------------------------------------------------------

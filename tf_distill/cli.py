@@ -14,6 +14,7 @@ import errno
 import logging as std_logging
 import os
 import re
+import signal
 import sys
 import tempfile
 
@@ -337,6 +338,17 @@ def _flag_message(err):
     return text
 
 
+class Terminated(BaseException):
+    """SIGTERM (a batch scheduler's time limit, ``kill``), raised in the main thread like Ctrl-C's KeyboardInterrupt,
+    so that what a binary was writing is cleaned up (staged folders, temporary files) instead of left half-done.
+    A BaseException, so that no ``except Exception`` on the way swallows it. Training loops catch the signal
+    themselves while they run, to checkpoint first."""
+
+
+def _raise_terminated(signum, frame):  # pylint: disable=unused-argument
+    raise Terminated()
+
+
 def run(main, tensorflow=True):
     """``absl.app.run(main)`` with one-line errors for bad flags and expected problems.
 
@@ -347,6 +359,7 @@ def run(main, tensorflow=True):
 
     def guarded(argv):
         plain_log_lines()
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return main(argv)
         except app.UsageError as err:
@@ -355,6 +368,8 @@ def run(main, tensorflow=True):
             fail(f"{err} (see --helpshort)", 2)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except Terminated:
+            fail("terminated (SIGTERM)", 128 + signal.SIGTERM)
         except Exception as err:  # pylint: disable=broad-except
             message = describe(err)
             if message is None or _DEBUG.value:
