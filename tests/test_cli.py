@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -91,6 +92,20 @@ def test_staged_directory_honours_umask_and_keeps_old_on_failure(tmp_path):
             raise RuntimeError("disk full")
     assert (target / "a.txt").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left behind
+    # Ctrl-C (or SIGTERM) between moving the old folder aside and renaming the new one in: the old one is put back.
+    real_replace, calls = os.replace, []
+
+    def interrupted_second_rename(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    with mock.patch.object(os, "replace", interrupted_second_rename), pytest.raises(KeyboardInterrupt):
+        with outputs.staged_directory(target) as stage:
+            (stage / "a.txt").write_text("newer")
+    assert (target / "a.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_write_file_atomic_leaves_no_temporary_on_failure(tmp_path, monkeypatch):

@@ -107,9 +107,9 @@ def staged_directory(path):
     make_dirs(path.parent)
     stage = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     stage.mkdir()  # the umask's permissions (mkdtemp would make it 0700)
+    old = None
     try:
         yield stage
-        old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(path, old)
@@ -117,6 +117,8 @@ def staged_directory(path):
         if old is not None:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
     finally:
+        if old is not None and old.exists() and not path.exists():  # stopped between the two renames (Ctrl-C)
+            os.replace(old, path)
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
 
