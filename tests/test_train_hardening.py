@@ -5,6 +5,7 @@ import contextlib
 import errno
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -361,6 +362,32 @@ def test_a_second_run_on_a_workdir_in_use_is_refused_and_a_killed_runs_lock_does
     with WorkdirLock(workdir):  # run() released it when it ended
         pass
     assert run.run(max_steps=1) == 2  # and takes it again
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("{bad", "TF_CONFIG is not JSON"),  # was a JSONDecodeError traceback
+    ("[]", 'no "cluster" object'),  # trained alone, silently
+    ('{"cluster": {"worker": "x"}, "task": {"type": "worker", "index": 0}}', "not a list of"),  # a TypeError
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 5}}', "task indices 0"),  # a ValueError
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": true}}', "task index True"),
+    ('{"cluster": {"worker": ["a:1"]}}', 'no "type" among'),
+    ('{"cluster": {"worker": {"x": "a:1"}}, "task": {"type": "worker", "index": 0}}', "task indices"),
+])
+def test_a_malformed_tf_config_is_one_line_naming_the_fix(text, fragment, monkeypatch):
+    from tf_distill.train.strategy import check_tf_config, make_strategy  # pylint: disable=import-outside-toplevel
+
+    with pytest.raises(UserError, match=re.escape(fragment)) as info:
+        check_tf_config(text)
+    assert "with that worker's index" in str(info.value)
+    monkeypatch.setenv("TF_CONFIG", text)
+    with pytest.raises(UserError, match=re.escape(fragment)):
+        make_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "")
+    with pytest.raises(UserError, match="needs TF_CONFIG"):
+        make_strategy("multi_worker")
+    for good in ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}',
+                 '{"cluster": {"chief": ["a:1"], "worker": {"3": "b:2"}}, "task": {"type": "worker", "index": 3}}'):
+        assert check_tf_config(good)["cluster"]
 
 
 def test_non_finite_loss_is_a_one_line_user_error():

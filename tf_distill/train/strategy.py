@@ -9,7 +9,40 @@ import os
 
 import tensorflow as tf
 
+from tf_distill.errors import UserError, first_few
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
+_TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", '
+                      '"index": 0}}')
+
+
+def check_tf_config(text):
+    """The cluster ``TF_CONFIG`` describes, checked here: TensorFlow reports a malformed one as a JSON,
+    type or value error from deep inside, or (a list, ``[]``) silently trains alone."""
+    fix = f"set TF_CONFIG on each worker like {_TF_CONFIG_EXAMPLE}, with that worker's index"
+    try:
+        config = json.loads(text)
+    except ValueError as err:
+        raise UserError(f"TF_CONFIG is not JSON ({err}) ({fix})") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise UserError(f"TF_CONFIG has no \"cluster\" object naming the workers ({fix})")
+    for job, tasks in cluster.items():
+        addresses = list(tasks.values()) if isinstance(tasks, dict) else tasks
+        if not isinstance(addresses, list) or not addresses or not all(isinstance(a, str) for a in addresses):
+            raise UserError(f"TF_CONFIG cluster job {job!r} is {tasks!r}, not a list of \"host:port\" addresses "
+                            f"({fix})")
+    task = config.get("task")
+    kind = task.get("type") if isinstance(task, dict) else None
+    index = task.get("index") if isinstance(task, dict) else None
+    if kind not in cluster:
+        raise UserError(f"TF_CONFIG task {task!r} has no \"type\" among the cluster's jobs {sorted(cluster)} ({fix})")
+    tasks = cluster[kind]
+    valid = sorted(int(k) for k in tasks if str(k).isdigit()) if isinstance(tasks, dict) else range(len(tasks))
+    if isinstance(index, bool) or not isinstance(index, int) or index not in valid:
+        raise UserError(f"TF_CONFIG task index {index!r} is not one of job {kind!r}'s task indices "
+                        f"{first_few(valid, 8)} ({fix})")
+    return config
 
 
 def make_strategy(name="default", devices=None):
@@ -18,11 +51,10 @@ def make_strategy(name="default", devices=None):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("strategy 'multi_worker' needs TF_CONFIG describing the cluster, e.g. "
-                             '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", '
-                             '"index": 0}}.')
-        json.loads(os.environ["TF_CONFIG"])  # a malformed TF_CONFIG is reported here, not deep inside TF
+        if not os.environ.get("TF_CONFIG"):
+            raise UserError(f"strategy 'multi_worker' needs TF_CONFIG describing the cluster, e.g. "
+                            f"{_TF_CONFIG_EXAMPLE}")
+        check_tf_config(os.environ["TF_CONFIG"])
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}.")
 
