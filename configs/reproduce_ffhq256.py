@@ -24,5 +24,5 @@ def get_config():
     c.eval = ml_collections.ConfigDict({
         "real_images": 50000, "teacher_samples": 50000, "fid_samples": 50000, "lpips_samples": 5000,
         "diversity_pairs": 2500, "batch": 64, "curve_points": 9, "curve_fid_samples": 10000,
-        "curve_lpips_samples": 1000, "curve_rows": ["rgb", "rgb_lpips", "rgb_lpips_ld_kl", "scratch"]})
+        "curve_lpips_samples": 1000, "curve_rows": ("rgb", "rgb_lpips", "rgb_lpips_ld_kl", "scratch")})
     return c

@@ -35,8 +35,8 @@ def get_config(variant="full"):
     c.eval = ml_collections.ConfigDict({
         "real_images": 2000, "teacher_samples": 2000, "fid_samples": 1000, "lpips_samples": 500,
         "diversity_pairs": 250, "batch": 50, "curve_points": 4, "curve_fid_samples": 250, "curve_lpips_samples": 200,
-        "curve_rows": ["rgb", "rgb_lpips", "rgb_lpips_ld_kl", "scratch", "nogan_teacher_mapping",
-                       "nogan_random_mapping"]})
+        "curve_rows": ("rgb", "rgb_lpips", "rgb_lpips_ld_kl", "scratch", "nogan_teacher_mapping",
+                       "nogan_random_mapping")})
     if variant == "quick":
         c.base.train.steps, c.base.kd.warmup_steps, c.mimic_steps = 4, 2, 2
         c.base.log.update(every=2, checkpoint_every=2, sample_every=4)

@@ -269,6 +269,13 @@ def test_a_config_file_that_fails_to_run_gives_one_line(tmp_path, text, words):
         assert debug.returncode != 0 and "Traceback" in debug.stderr, debug.stderr
 
 
+def test_overriding_a_list_in_a_config_says_to_make_it_a_tuple(tmp_path):
+    """ml_collections cannot override a list field from the command line (it raised from inside the flag parser)."""
+    (tmp_path / "rows.py").write_text(PLAIN_CONFIG.replace("{CONTENT}", "{'generators': {}, 'rows': ['a']}"))
+    result = run_binary("stats", "--config=rows.py", "--config.rows=b", cwd=tmp_path)
+    assert_one_line_error(result, "field config.rows", "make it a tuple in the config file", "--config.KEY='(a, b)'")
+
+
 PLAIN_CONFIG = "import ml_collections\ndef get_config():\n    return ml_collections.ConfigDict({CONTENT})\n"
 WRONG_CONFIGS = [  # (binary, config content, words in the error line): valid Python, wrong for the binary
     ("stats", "{'generators': {'mine': {'size': 33}}}", ["config.generators.mine", "power of two", "33"]),

@@ -196,6 +196,16 @@ def test_a_run_killed_after_its_first_checkpoint_ends_with_the_same_weights(tmp_
     (["--report_dir=/dev/null"], "--report_dir=/dev/null is a file"),  # was found after training the suite
     (["--report_dir=" + __file__], "is a file"),
     (["--config.base.teacher=missing.keras"], "teacher checkpoint missing.keras not found"),
+    # An override of the default config was applied as the flag was defined, at import: a traceback
+    (["--config.seedz=1"], "unknown config key --config.seedz (did you mean --config.seeds?)"),
+    # The suite's own keys and every planned run's training config, checked before the first run (they failed
+    # when the run that reads them started, after the real-image FID statistics and the runs before it)
+    (["--config.seeds=0", "--config.eval.batch=0"], "config.seeds must be an integer in [1, 100], got 0 (set "
+     "--config.seeds); config.eval.batch must be an integer in [1, 1024]"),
+    ([f"--config.seeds={10**12}"], "config.seeds must be an integer in [1, 100]"),  # planned 10^12 runs first
+    (["--config.eval.curve_rows=('rgb', 'rbg')"], "config.eval.curve_rows names rows no suite has: rbg"),
+    (["--config.base.train.steps=0"], "config.base.train.steps must be an integer >= 1"),
+    (["--suite=fig1", "--config.base.kd.weight_l1=-1"], "config.base.kd.weight_l1 must be a finite number >= 0"),
 ])
 def test_bad_flags_give_one_line_errors(tmp_path, args, message):
     import os  # pylint: disable=import-outside-toplevel

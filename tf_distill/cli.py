@@ -218,6 +218,22 @@ def config_path(value):
     return installed + colon + arg if os.path.exists(installed) else value
 
 
+def name_default_config(name, path):
+    """Puts ``--NAME=path`` into ``sys.argv`` when it names no ``--NAME``; returns the argument added (or None).
+
+    ml_collections applies ``--NAME.KEY=V`` overrides to a *default* config file as the flag is defined, at
+    import, where a misspelt key is a traceback; with the file named on the command line they are applied
+    when the flags are parsed, where :func:`run` reports them in one line (with the closest key).
+    Call before ``DEFINE_config_file``.
+    """
+    pattern = re.compile(rf"^--?{re.escape(name)}(=|$)")
+    if any(pattern.match(arg) for arg in sys.argv[1:]):
+        return None
+    added = f"--{name}={path}"
+    sys.argv[1:1] = [added]  # first, so that every --NAME.KEY follows it (ml_collections requires that order)
+    return added
+
+
 def _with_config_paths(argv):
     """``argv`` with every config flag's file resolved by :func:`config_path` (``--config=F`` or ``--config F``)."""
     names = {f"--{flag.name}" for flag in _config_flags()}
@@ -263,6 +279,11 @@ def _parse_failure_message(err, argv):
         return None if "--debug" in argv else (
             f"cannot load the config file {path}: {type(cause).__name__}: {cause} ({_CONFIG_FIX}; --debug shows the "
             "traceback)")
+    if type(err).__name__ == "UnsupportedOperationError":  # ml_collections: an override of a list field
+        field = re.search(r"(\S+) of field (\S+) is not supported", str(err))
+        what = f"field {field.group(2)} is a {field.group(1).strip('<>')}" if field else reason(err, 200)
+        return (f"{what}, which cannot be set from the command line (make it a tuple in the config file, then pass "
+                "--config.KEY='(a, b)')")
     if isinstance(err, flags.Error):
         return _flag_message(err)
     if isinstance(err, UserError):
@@ -270,8 +291,8 @@ def _parse_failure_message(err, argv):
     if isinstance(err, (AttributeError, KeyError)):  # ml_collections: an override of a key the config lacks
         return _unknown_key_message(argv) or f"bad config override: {err} (see the config file for its keys)"
     if isinstance(err, OSError):  # ml_collections: the config file could not be read
-        reason = " ".join(str(err.__cause__ or err).split())
-        return f"cannot load the config file: {reason[:300]} (check the --config path)"
+        text = " ".join(str(err.__cause__ or err).split())  # its lines: the file name is on a later one
+        return f"cannot load the config file: {text[:300]} (check the --config path)"
     return None
 
 

@@ -10,3 +10,4 @@ MAX_COUNT = 2**31 - 1
 MAX_BATCH = 1024
 MAX_GRID_IMAGES = 1024
 MAX_VERSION = 2**63 - 1
+MAX_SEEDS_PER_ROW = 100  # tf-distill-reproduce: each seed of a row is a full distillation run

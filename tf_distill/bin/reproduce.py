@@ -15,23 +15,23 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from tf_distill import cli
+from tf_distill import cli, limits
 from tf_distill.errors import first_few
 from tf_distill.outputs import check_workdir
 
 cli.quiet_logs()
 cli.import_tensorflow()  # the default config below is loaded (and imports TensorFlow) as the flag is defined
-MAX_SEEDS_PER_ROW = 100  # each seed is a full distillation run
 
-_CONFIG = config_flags.DEFINE_config_file("config", cli.config_path("configs/reproduce_fmnist32.py"),
-                                          "Reproduction config file.")
+_DEFAULT_CONFIG = cli.config_path("configs/reproduce_fmnist32.py")
+_ADDED_ARG = cli.name_default_config("config", _DEFAULT_CONFIG)  # overrides are then checked with the flags
+_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Reproduction config file.")
 _SUITE = flags.DEFINE_enum("suite", "all", ["table1", "fig1", "all"], "Which suite to run.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the suite's runs (created; reused to resume).")
 _REPORT_DIR = flags.DEFINE_string("report_dir", None, "Where runs.csv, README.md and the PNGs go (default: "
                                   "<workdir>/report).")
 _ROWS = flags.DEFINE_list("rows", None, "Only these rows (default: every row of the suite).")
 _SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per row (default: the config's).", lower_bound=1,
-                              upper_bound=MAX_SEEDS_PER_ROW)
+                              upper_bound=limits.MAX_SEEDS_PER_ROW)
 _REPORT_ONLY = flags.DEFINE_boolean("report_only", False, "Write the report from the finished runs; train nothing.")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Use a --workdir that holds other files anyway (nothing in it "
                                   "is deleted).")
@@ -67,13 +67,16 @@ def main(argv):
     if _REPORT_DIR.value:  # ours to rewrite (it holds an earlier runs.csv), new or empty; never a file
         check_workdir(_REPORT_DIR.value, ["runs.csv"], overwrite=_OVERWRITE.value, flag="--report_dir")
     from tf_distill.reproduce import report  # pylint: disable=import-outside-toplevel
-    from tf_distill.reproduce.runner import SuiteRunner, plan  # pylint: disable=import-outside-toplevel
+    from tf_distill.reproduce.runner import (  # pylint: disable=import-outside-toplevel
+        SuiteRunner, check_run_configs, check_suite_config, plan)
 
     suites = ["table1", "fig1"] if _SUITE.value == "all" else [_SUITE.value]
+    check_suite_config(config)
     try:
         specs = plan(config, _WORKDIR.value, suites, _ROWS.value, _SEEDS.value)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
+    check_run_configs(config, specs)  # every bad value now, not when the run that reads it starts, hours in
     finished = True
     if not _REPORT_ONLY.value:
         finished = SuiteRunner(config, _WORKDIR.value, specs).run()
@@ -85,7 +88,8 @@ def main(argv):
 def _command():
     import sys  # pylint: disable=import-outside-toplevel
 
-    args = [a for a in sys.argv[1:] if a not in ("--report_only", "--report_only=true", "--report_only=True")]
+    dropped = ("--report_only", "--report_only=true", "--report_only=True", _ADDED_ARG)
+    args = [a for a in sys.argv[1:] if a not in dropped]
     return " ".join(["tf-distill-reproduce"] + args)  # the command that (re)runs the suite
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_distill.errors import UserError, first_few
+from tf_distill.limits import MAX_BATCH, MAX_COUNT, MAX_SEEDS_PER_ROW
 from tf_distill.progress import format_duration
 from tf_distill.reproduce.suites import SUITES, resolve_config, row_overrides
 
@@ -50,6 +52,60 @@ def plan(config, workdir, suites, rows=None, seeds=None):
     return [RunSpec(suite, row, seed, Path(workdir) / suite / row / f"seed{seed}")
             for seed in range(max(counts.values(), default=0))
             for (suite, row), count in counts.items() if seed < count]
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_EVAL_MINIMUMS = {"real_images": 2, "teacher_samples": 2, "fid_samples": 2, "curve_fid_samples": 2,  # a covariance
+                  "lpips_samples": 1, "curve_lpips_samples": 1, "diversity_pairs": 1, "batch": 1, "curve_points": 0}
+
+
+def check_suite_config(config):
+    """Raises a UserError naming every bad value of a reproduction ``config``'s own keys (seeds, rows, evaluation
+    sizes), before a plan is made from them (10^12 seeds would be 10^12 runs)."""
+    problems = []
+
+    def need(key, value, ok, rule):
+        if not ok(value):
+            problems.append(f"config.{key} must be {rule}, got {value!r} (set --config.{key})")
+
+    rows = {row for suite in SUITES.values() for row in suite}
+    need("seeds", config.seeds, lambda v: _is_int(v) and 1 <= v <= MAX_SEEDS_PER_ROW,
+         f"an integer in [1, {MAX_SEEDS_PER_ROW}]")
+    for row, count in config.seeds_per_row.items():
+        need(f"seeds_per_row.{row}", count, lambda v: _is_int(v) and 0 <= v <= MAX_SEEDS_PER_ROW,
+             f"an integer in [0, {MAX_SEEDS_PER_ROW}]")
+    need("mimic_steps", config.mimic_steps, lambda v: _is_int(v) and 0 <= v <= MAX_COUNT, "an integer >= 0")
+    for key, low in _EVAL_MINIMUMS.items():
+        high = MAX_BATCH if key == "batch" else MAX_COUNT
+        need(f"eval.{key}", config.eval[key], lambda v, low=low, high=high: _is_int(v) and low <= v <= high,
+             f"an integer in [{low}, {high}]")
+    for key, named in (("seeds_per_row", list(config.seeds_per_row)),
+                       ("eval.curve_rows", list(config.eval.curve_rows))):
+        unknown = [r for r in named if r not in rows]
+        if unknown:  # a misspelt row would be ignored without a word
+            problems.append(f"config.{key} names rows no suite has: {first_few(unknown, 4)} (the rows: "
+                            f"{first_few(sorted(rows), 20)})")
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+def check_run_configs(config, specs):
+    """Raises a UserError naming every bad value of the planned runs' training configs (``config.base`` with each
+    row's overrides) before the first run trains: each would otherwise fail only when its run starts, hours in."""
+    from tf_distill.train.config_check import ConfigError, check_config  # pylint: disable=import-outside-toplevel
+
+    problems = []
+    for spec in specs:
+        overrides = row_overrides(spec.suite, spec.row, config.mimic_steps)
+        try:
+            check_config(resolve_config(config.base, overrides, spec.seed), prefix="config.base")
+        except ConfigError as err:
+            problems.extend(p for p in str(err).split("; ") if p not in problems)
+    if problems:
+        raise UserError("; ".join(problems))
 
 
 def write_json(path, data):

@@ -26,19 +26,20 @@ class ConfigError(UserError):
     """A config value out of range; the message names every bad key."""
 
 
-def check_config(config, num_replicas=None):
+def check_config(config, num_replicas=None, prefix="config"):
     """Raises :class:`ConfigError` naming every bad key of a training config (see tf_distill.train.defaults).
 
-    With ``num_replicas`` (None: not known yet) it also runs :func:`check_batch`.
+    With ``num_replicas`` (None: not known yet) it also runs :func:`check_batch`. ``prefix``: how the user
+    reaches the config's keys (``config.base`` inside a reproduction config).
     """
     missing = missing_keys(config, default_config())
     if missing:
-        shown = first_few((f"config.{k}" for k in missing), 6)
+        shown = first_few((f"{prefix}.{k}" for k in missing), 6)
         hint = "; it looks like a tf-distill-reproduce config, whose training config is config.base" \
             if "base" in config else ""
         raise ConfigError(f"the config lacks {len(missing)} key(s) every training config has: {shown} (build it "
                           f"on tf_distill.train.defaults.default_config(), as configs/*.py do{hint})")
-    problems = _Problems(config)
+    problems = _Problems(config, prefix)
     _check_sections(problems, config)
     if num_replicas is not None and not problems:  # the batch checks need sane values to talk about
         _check_batch(problems, config, num_replicas)
@@ -74,9 +75,13 @@ def check_max_steps(max_steps):
 
 
 class _Problems(list):
-    def __init__(self, config):
+    def __init__(self, config, prefix="config"):
         super().__init__()
-        self.config = config
+        self.config, self.prefix = config, prefix
+
+    def name(self, key):
+        """``key`` as the user writes it (``config.train.lr``; its flag is ``--`` that)."""
+        return f"{self.prefix}.{key}"
 
     def value(self, key):
         section, _, name = key.rpartition(".")
@@ -87,7 +92,7 @@ class _Problems(list):
 
     def add(self, key, rule, fix=None):
         value = self.value(key)
-        self.append(f"config.{key} must be {rule}, got {value!r} ({fix or f'set --config.{key}'})")
+        self.append(f"{self.name(key)} must be {rule}, got {value!r} ({fix or f'set --{self.name(key)}'})")
 
     def require(self, key, ok, rule, fix=None):
         """Adds a problem unless ``ok(value)``; returns whether the value passed."""
@@ -142,13 +147,13 @@ def _check_sections(p, c):
     p.require("strategy", _one_of(STRATEGIES), f"one of {list(STRATEGIES)}")
     p.require("teacher", lambda v: isinstance(v, str), 'a path or "" (no teacher)')
     if isinstance(c.teacher, str) and c.teacher and not Path(c.teacher).exists():
-        p.append(f"config.teacher {c.teacher!r} does not exist (give the path of a .pt, .keras or converted "
+        p.append(f"{p.name('teacher')} {c.teacher!r} does not exist (give the path of a .pt, .keras or converted "
                  "checkpoint directory, or \"\" to train a plain StyleGAN2)")
     p.require("init_from", lambda v: isinstance(v, str), 'a path (a CAGAN-pruned .pt holding g, g_ema and d) or "" '
-              "(a random student)", "the cagan_init variant starts from one: set --config.init_from=PATH")
+              "(a random student)", f"the cagan_init variant starts from one: set --{p.name('init_from')}=PATH")
     if isinstance(c.init_from, str) and c.init_from and not Path(c.init_from).exists():
-        p.append(f"config.init_from {c.init_from!r} does not exist (give the path of the CAGAN-pruned .pt, or \"\" "
-                 "for a random student)")
+        p.append(f"{p.name('init_from')} {c.init_from!r} does not exist (give the path of the CAGAN-pruned .pt, "
+                 "or \"\" for a random student)")
     _check_generator(p)
     _check_data(p, c)
 
@@ -160,9 +165,9 @@ def _check_sections(p, c):
     for key in ("train.d_reg_every", "train.g_reg_every", "train.path_batch_shrink"):
         p.require(key, _int_at_least(1), "an integer >= 1")
     p.require("train.path_decay", _number_in(0, 1, low_open=True), "in (0, 1]",
-              "the reference uses 0.01; set --config.train.path_decay")
+              f"the reference uses 0.01; set --{p.name('train.path_decay')}")
     p.require("train.ema_decay", _number_in(0, 1, high_open=True), "in [0, 1)",
-              "0 copies G every step, the paper uses 0.9978; set --config.train.ema_decay")
+              f"0 copies G every step, the paper uses 0.9978; set --{p.name('train.ema_decay')}")
     p.require("train.mixing", _number_in(0, 1), "a probability in [0, 1]")
     p.require("train.gan", _is_bool, "True or False")
 
@@ -176,7 +181,7 @@ def _check_sections(p, c):
     p.require("kd.warmup_steps", _int_at_least(0), "an integer >= 0")
     p.require("kd.lpips_size", _int_at_least(16), "an integer >= 16")
     p.require("kd.mode", _one_of(KD_MODES), f"one of {list(KD_MODES)}",
-              "set --config.kd.mode=output_only as in the paper, or intermediate for L1 over every RGB skip")
+              f"set --{p.name('kd.mode')}=output_only as in the paper, or intermediate for L1 over every RGB skip")
     for key in ("kd.single_view", "kd.shared_noise", "kd.load_style", "data.flip"):
         p.require(key, _is_bool, "True or False")
     p.require("kd.content_mask", _one_of(CONTENT_MASK_MODES),
@@ -214,12 +219,13 @@ def _check_generator(p):
 def _check_data(p, c):
     source = c.data.source
     if not source:
-        p.append("config.data.source is empty (set --config.data.source=folder:PATH, tfrecord:GLOB or fashion_mnist)")
+        p.append(f"{p.name('data.source')} is empty (set --{p.name('data.source')}=folder:PATH, tfrecord:GLOB or "
+                 "fashion_mnist)")
     else:
         try:
             DataSource.parse(source)
         except (TypeError, ValueError) as err:
-            p.append(f"config.data.source: {err} (set --config.data.source)")
+            p.append(f"{p.name('data.source')}: {err} (set --{p.name('data.source')})")
     p.require("data.sharding", _one_of(SHARDING), f"one of {list(SHARDING)}")
 
 
@@ -234,7 +240,7 @@ def _check_mimic_layers(p, c):
     p.require("kd.mimic_layers", lambda v: len(v) > 0 and all(_is_int(m) and 1 <= m <= blocks for m in v),
               f"a non-empty list of blocks in [1, {blocks}] for a {c.generator.size} px generator "
               "(block m has resolution 2^(m+2))",
-              "set --config.kd.mimic_layers, or --config.kd.weight_relation=0 to turn the relation loss off")
+              f"set --{p.name('kd.mimic_layers')}, or --{p.name('kd.weight_relation')}=0 to turn the relation loss off")
 
 
 CONTENT_MASK_MODES = ("on", "off", "auto")
@@ -254,24 +260,24 @@ def _check_content_mask(p, c):
     if c.kd.content_mask != "on" and not (c.kd.content_mask == "auto" and weights):
         return
     if not weights:
-        p.append("config.kd.content_mask is on but config.kd.face_parsing_weights is empty (give "
-                 "--config.kd.face_parsing_weights=79999_iter.pth, the face-parsing.PyTorch BiSeNet weights, "
-                 "or set --config.kd.content_mask=off)")
+        p.append(f"{p.name('kd.content_mask')} is on but {p.name('kd.face_parsing_weights')} is empty (give "
+                 f"--{p.name('kd.face_parsing_weights')}=79999_iter.pth, the face-parsing.PyTorch BiSeNet weights, "
+                 f"or set --{p.name('kd.content_mask')}=off)")
     elif not Path(weights).is_file():
-        p.append(f"config.kd.face_parsing_weights {weights!r} is not a file (give the path of 79999_iter.pth, "
-                 "or set --config.kd.content_mask=off)")
+        p.append(f"{p.name('kd.face_parsing_weights')} {weights!r} is not a file (give the path of 79999_iter.pth, "
+                 f"or set --{p.name('kd.content_mask')}=off)")
 
 
 def _check_batch(p, c, num_replicas):
     batch, group = c.train.batch_size, c.kd.group_size
     if c.teacher and c.stage1.steps and c.stage1.batch_size % num_replicas:
         p.add("stage1.batch_size", f"divisible by the {num_replicas} replicas",
-              f"set --config.stage1.batch_size to a multiple of {num_replicas}")
+              f"set --{p.name('stage1.batch_size')} to a multiple of {num_replicas}")
     if batch % num_replicas:
         p.add("train.batch_size", f"divisible by the {num_replicas} replicas",
-              f"set --config.train.batch_size to a multiple of {num_replicas}")
+              f"set --{p.name('train.batch_size')} to a multiple of {num_replicas}")
         return
     per_replica = batch // num_replicas
     if group < per_replica and per_replica % group:
         p.add("kd.group_size", f"a divisor of the per-replica batch {per_replica} (or >= it)",
-              "set --config.kd.group_size, e.g. 4")
+              f"set --{p.name('kd.group_size')}, e.g. 4")
