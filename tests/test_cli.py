@@ -106,6 +106,21 @@ def test_staged_directory_honours_umask_and_keeps_old_on_failure(tmp_path):
             (stage / "a.txt").write_text("newer")
     assert (target / "a.txt").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    # A failed write into folders that did not exist leaves none of them behind (an export to a full disk left
+    # its empty model folder)
+    with pytest.raises(OSError):
+        with outputs.staged_directory(tmp_path / "new" / "deeper" / "out") as stage:
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError):
+        with outputs.atomic_path(tmp_path / "new" / "deeper" / "m.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "theirs.txt").write_text("x")  # a folder that existed keeps what it holds
+    with pytest.raises(OSError):
+        with outputs.atomic_path(tmp_path / "new" / "deeper" / "m.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["theirs.txt"]
 
 
 def test_write_file_atomic_leaves_no_temporary_on_failure(tmp_path, monkeypatch):

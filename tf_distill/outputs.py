@@ -101,9 +101,10 @@ def staged_directory(path):
     """Yields a hidden sibling folder to fill; on success it replaces ``path`` in one rename.
 
     An existing ``path`` is moved aside first and removed only after the new folder is in place;
-    on failure the staging folder is removed and ``path`` is untouched.
+    on failure the staging folder is removed, and so are the parents it created, and ``path`` is untouched.
     """
     path = Path(path)
+    created = _missing_folders(path.parent)
     make_dirs(path.parent)
     stage = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     stage.mkdir()  # the umask's permissions (mkdtemp would make it 0700)
@@ -121,6 +122,8 @@ def staged_directory(path):
             os.replace(old, path)
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+        if not path.exists():
+            _remove_if_empty(created)
 
 
 @contextlib.contextmanager
@@ -128,9 +131,11 @@ def atomic_path(path):
     """Yields a temporary sibling of ``path`` to write; renames it to ``path`` only if the block succeeds.
 
     The temporary name keeps the suffix (PIL and ``np.savez`` pick the format from it) and is
-    created by the writer, so the file gets the umask's permissions (``mkstemp`` would give 0600).
+    created by the writer, so the file gets the umask's permissions (``mkstemp`` would give 0600). On failure
+    the parents it created are removed too.
     """
     path = Path(path)
+    created = _missing_folders(path.parent)
     make_dirs(path.parent)
     tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
@@ -139,6 +144,26 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+        if not path.exists():
+            _remove_if_empty(created)
+
+
+def _missing_folders(path):
+    """``path`` and those of its parents that do not exist yet, deepest first: what ``make_dirs`` creates."""
+    path, missing = Path(path), []
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_if_empty(folders):
+    """Removes ``folders`` (deepest first) while they are empty: a failed write leaves no empty folders behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (something else wrote there since), or gone: not ours to remove
+            return
 
 
 def write_file_atomic(path, data):
