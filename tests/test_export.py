@@ -208,6 +208,28 @@ def test_stock_op_check_fails_on_a_custom_op(exported, tmp_path, custom_op):
         stock_ops.check_saved_model(bad)
 
 
+def test_a_failed_export_leaves_no_folder_and_keeps_the_version_it_would_replace(exported, tmp_path, monkeypatch):
+    """Through outputs.staged_directory: a failure (here the stock-op check; a full disk alike) removes the staging
+    folder and the model folder it created (a full disk left the empty model folder), and an --overwrite export
+    that fails keeps the version it would replace."""
+    g, path = exported
+
+    def rejected(_):
+        raise stock_ops.NonStockOpError("TfDistill>Upfirdn2d is not a stock op")
+
+    monkeypatch.setattr(stock_ops, "check_saved_model", rejected)
+    with pytest.raises(stock_ops.NonStockOpError):
+        savedmodel.export_saved_model(g, tmp_path / "new" / "student", w_avg_samples=16)
+    assert not list(tmp_path.iterdir())
+    model_dir = tmp_path / "served" / "student"
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "1" / "saved_model.pb").write_bytes(b"the version being served")
+    with pytest.raises(stock_ops.NonStockOpError):
+        savedmodel.export_saved_model(g, model_dir, version=1, w_avg_samples=16, overwrite=True)
+    assert [p.name for p in model_dir.iterdir()] == ["1"]
+    assert (model_dir / "1" / "saved_model.pb").read_bytes() == b"the version being served"
+
+
 def test_stock_op_check_walks_function_graphs():
     @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
     def f(x):

@@ -31,10 +31,7 @@ and checked with ``stock_ops.check_saved_model`` before the version directory ap
 """
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +39,7 @@ import tensorflow as tf
 
 from tf_distill import ops
 from tf_distill.layers.modulated import frozen_weights
+from tf_distill.outputs import staged_directory
 
 DEFAULT_MAX_BATCH = 64
 MAX_ABS_LATENT = 1e4  # bound on |z|, |w| entries (module doc): ~1000x what the mapping produces, far from overflow
@@ -305,8 +303,9 @@ def export_saved_model(generator, model_dir, version=None, latent_avg=None, w_av
                        check_ops=True):
     """Writes ``model_dir/<version>/`` (SavedModel + ``assets.extra/tf_distill_export.json``); returns its path.
 
-    The SavedModel is written to a hidden sibling, checked for non-stock ops, then renamed into
-    place, so a model server polling ``model_dir`` never sees a partial or rejected version.
+    The SavedModel is written to a hidden sibling (``outputs.staged_directory``), checked for non-stock ops,
+    then renamed into place, so a model server polling ``model_dir`` never sees a partial or rejected version,
+    and an overwritten version is replaced only once the new one is complete.
     """
     from tf_distill.export import stock_ops  # pylint: disable=import-outside-toplevel
 
@@ -317,16 +316,13 @@ def export_saved_model(generator, model_dir, version=None, latent_avg=None, w_av
     final = model_dir / str(version)
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} exists; pick another --version or pass --overwrite.")
-    model_dir.mkdir(parents=True, exist_ok=True)
     w_avg, w_avg_source = compute_w_avg(generator, latent_avg, w_avg_samples, w_avg_seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
-    try:
+    with staged_directory(final) as out:
         # Stock ops only (no custom ops in the graph); the weights are fixed from here on, so what depends on
         # them alone is traced as constants.
         with ops.implementation("ref"), frozen_weights(True):
             module = GeneratorServing(generator, w_avg, randomize_noise=randomize_noise, max_batch=max_batch,
                                       jit_compile=jit_compile)
-            out = tmp / "model"
             tf.saved_model.save(module, str(out), signatures=module.signatures())
         report = stock_ops.check_saved_model(out) if check_ops else None
         extra = out / "assets.extra"
@@ -335,11 +331,6 @@ def export_saved_model(generator, model_dir, version=None, latent_avg=None, w_av
         if report is not None:
             meta["ops"] = sorted(report["ops"])
         (extra / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(out, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
