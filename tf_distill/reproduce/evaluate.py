@@ -39,9 +39,7 @@ class SuiteEvaluator:
         if path.exists():
             return load_statistics(str(path))
         mu, sigma, n = compute()
-        tmp = self.workdir / f".{name}.tmp.npz"
-        save_statistics(str(tmp), mu, sigma, n)
-        tmp.replace(path)
+        save_statistics(str(path), mu, sigma, n)  # atomically
         return mu, sigma
 
     def real_statistics(self):

@@ -17,6 +17,7 @@ import numpy as np
 
 from tf_distill.errors import UserError, first_few
 from tf_distill.limits import MAX_BATCH, MAX_COUNT, MAX_SEEDS_PER_ROW
+from tf_distill.outputs import write_file_atomic
 from tf_distill.progress import format_duration
 from tf_distill.reproduce.suites import SUITES, resolve_config, row_overrides
 
@@ -110,10 +111,7 @@ def check_run_configs(config, specs):
 
 def write_json(path, data):
     """Writes JSON atomically (a temporary sibling renamed into place)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_file_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path, default=None):

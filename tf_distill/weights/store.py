@@ -12,13 +12,13 @@ every public function also takes an explicit ``cache_dir``.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from typing import Dict, Mapping, Optional
 
 import numpy as np
 
 from tf_distill.errors import reason
+from tf_distill.outputs import atomic_path
 from tf_distill.weights import specs
 
 ENV_VAR = "TF_DISTILL_WEIGHTS_DIR"
@@ -92,19 +92,8 @@ def save_weights(kind: str, arrays: Mapping[str, np.ndarray], path: Optional[str
     """Verifies and writes a weight set atomically; returns the path."""
     path = path or weights_path(kind, cache_dir)
     arrays = verify_arrays(kind, arrays, where=f"converted {kind}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, __format__=np.array(_format_tag(kind)), __source__=np.array(source), **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # the umask's permissions
+        np.savez(f, __format__=np.array(_format_tag(kind)), __source__=np.array(source), **arrays)
     return path
 
 
