@@ -172,9 +172,9 @@ def test_describe_expected_errors_and_leaves_bugs_alone():
     assert cli.describe(RuntimeError("a bug")) is None
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    disk = tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__SaveV2_dtypes_3_device_/job:localhost/"
-                                            "replica:0/task:0/device:CPU:0}} out/1/saved_model.pb.tmp5; No space left "
-                                            "on device [Op:SaveV2]\n\t [[{{node SaveV2}}]]")
+    disk = tf.errors.ResourceExhaustedError(
+        None, None, "{{function_node __wrapped__SaveV2_dtypes_3_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
+        "out/1/saved_model.pb.tmp5; No space left on device [Op:SaveV2]\n\t [[{{node SaveV2}}]]")
     assert cli.describe(disk) == ("out/1/saved_model.pb.tmp5; No space left on device (free disk space, or choose "
                                   "another output folder)")  # was "out of memory: ..."
     assert cli.describe(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating")).startswith("out of memory")

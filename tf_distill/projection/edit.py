@@ -211,7 +211,8 @@ def load_directions(path):
     try:
         v = np.load(path)
     except (ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise EditError(f"{path}: not a readable .npy of directions ({reason(err)}) (save one with numpy.save)") from None
+        raise EditError(f"{path}: not a readable .npy of directions ({reason(err)}) "
+                        "(save one with numpy.save)") from None
     if not isinstance(v, np.ndarray) or v.dtype.kind not in "fiu":
         raise EditError(f"{path}: directions must be a numeric .npy array (save one with numpy.save)")
     if v.ndim == 1:
