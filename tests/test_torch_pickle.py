@@ -1,7 +1,6 @@
 """Tests for the torch-free checkpoint reader/writer (torch is used only as the reference)."""
 
 import collections
-import io
 import os
 import pickle
 import struct

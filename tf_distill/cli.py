@@ -156,7 +156,7 @@ def describe(err):
         return quoted
     if type(err).__name__ in ("NotFoundError", "PermissionDeniedError", "DataLossError", "FailedPreconditionError") \
             and type(err).__module__.startswith("tensorflow"):  # tf.io / tf.data on a user's file
-        return f"{err.message.splitlines()[0][:400]} (check the file or path)"
+        return f"{reason(err, 400)} (check the file or path)"
     if isinstance(err, RuntimeError) and str(err).startswith("Symlink loop from "):  # pathlib's resolve() (< 3.13)
         return f"{str(err)[:400]} ({_OS_HINTS[errno.ELOOP]})"
     if isinstance(err, OSError) and err.errno in _OS_HINTS:

@@ -55,10 +55,6 @@ def plan(config, workdir, suites, rows=None, seeds=None):
             for (suite, row), count in counts.items() if seed < count]
 
 
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 _EVAL_MINIMUMS = {"real_images": 2, "teacher_samples": 2, "fid_samples": 2, "curve_fid_samples": 2,  # a covariance
                   "lpips_samples": 1, "curve_lpips_samples": 1, "diversity_pairs": 1, "batch": 1, "curve_points": 0}
 
@@ -66,31 +62,27 @@ _EVAL_MINIMUMS = {"real_images": 2, "teacher_samples": 2, "fid_samples": 2, "cur
 def check_suite_config(config):
     """Raises a UserError naming every bad value of a reproduction ``config``'s own keys (seeds, rows, evaluation
     sizes), before a plan is made from them (10^12 seeds would be 10^12 runs)."""
-    problems = []
+    from tf_distill.train.config_check import Problems, is_int  # pylint: disable=import-outside-toplevel
 
-    def need(key, value, ok, rule):
-        if not ok(value):
-            problems.append(f"config.{key} must be {rule}, got {value!r} (set --config.{key})")
-
+    problems = Problems(config)
     rows = {row for suite in SUITES.values() for row in suite}
-    need("seeds", config.seeds, lambda v: _is_int(v) and 1 <= v <= MAX_SEEDS_PER_ROW,
-         f"an integer in [1, {MAX_SEEDS_PER_ROW}]")
-    for row, count in config.seeds_per_row.items():
-        need(f"seeds_per_row.{row}", count, lambda v: _is_int(v) and 0 <= v <= MAX_SEEDS_PER_ROW,
-             f"an integer in [0, {MAX_SEEDS_PER_ROW}]")
-    need("mimic_steps", config.mimic_steps, lambda v: _is_int(v) and 0 <= v <= MAX_COUNT, "an integer >= 0")
+    problems.require("seeds", lambda v: is_int(v) and 1 <= v <= MAX_SEEDS_PER_ROW,
+                     f"an integer in [1, {MAX_SEEDS_PER_ROW}]")
+    for row in (r for r in config.seeds_per_row if r in rows):  # unknown rows are named below
+        problems.require(f"seeds_per_row.{row}", lambda v: is_int(v) and 0 <= v <= MAX_SEEDS_PER_ROW,
+                         f"an integer in [0, {MAX_SEEDS_PER_ROW}]")
+    problems.require("mimic_steps", lambda v: is_int(v) and 0 <= v <= MAX_COUNT, "an integer >= 0")
     for key, low in _EVAL_MINIMUMS.items():
         high = MAX_BATCH if key == "batch" else MAX_COUNT
-        need(f"eval.{key}", config.eval[key], lambda v, low=low, high=high: _is_int(v) and low <= v <= high,
-             f"an integer in [{low}, {high}]")
+        problems.require(f"eval.{key}", lambda v, low=low, high=high: is_int(v) and low <= v <= high,
+                         f"an integer in [{low}, {high}]")
     for key, named in (("seeds_per_row", list(config.seeds_per_row)),
                        ("eval.curve_rows", list(config.eval.curve_rows))):
         unknown = [r for r in named if r not in rows]
         if unknown:  # a misspelt row would be ignored without a word
-            problems.append(f"config.{key} names rows no suite has: {first_few(unknown, 4)} (the rows: "
+            problems.append(f"{problems.name(key)} names rows no suite has: {first_few(unknown, 4)} (the rows: "
                             f"{first_few(sorted(rows), 20)})")
-    if problems:
-        raise UserError("; ".join(problems))
+    problems.raise_if_any()
 
 
 def check_run_configs(config, specs):
@@ -99,7 +91,10 @@ def check_run_configs(config, specs):
     from tf_distill.train.config_check import ConfigError, check_config  # pylint: disable=import-outside-toplevel
 
     problems = []
+    first_runs = {}  # one run per row: a row's runs differ only in config.seed, which check_suite_config bounds
     for spec in specs:
+        first_runs.setdefault((spec.suite, spec.row), spec)
+    for spec in first_runs.values():
         overrides = row_overrides(spec.suite, spec.row, config.mimic_steps)
         try:
             check_config(resolve_config(config.base, overrides, spec.seed), prefix="config.base")

@@ -39,7 +39,7 @@ def check_config(config, num_replicas=None, prefix="config"):
             if "base" in config else ""
         raise ConfigError(f"the config lacks {len(missing)} key(s) every training config has: {shown} (build it "
                           f"on tf_distill.train.defaults.default_config(), as configs/*.py do{hint})")
-    problems = _Problems(config, prefix)
+    problems = Problems(config, prefix)
     _check_sections(problems, config)
     if num_replicas is not None and not problems:  # the batch checks need sane values to talk about
         _check_batch(problems, config, num_replicas)
@@ -62,19 +62,22 @@ def missing_keys(config, reference, free=()):
 
 def check_batch(config, num_replicas):
     """The batch checks for a strategy's replica count (known only once the strategy exists)."""
-    problems = _Problems(config)
+    problems = Problems(config)
     _check_batch(problems, config, num_replicas)
     problems.raise_if_any()
 
 
 def check_max_steps(max_steps):
     """``--max_steps`` (more iterations for this invocation) is None or >= 1."""
-    if max_steps is not None and (not _is_int(max_steps) or max_steps < 1):
+    if max_steps is not None and (not is_int(max_steps) or max_steps < 1):
         raise ConfigError(f"--max_steps must be >= 1, got {max_steps!r} (leave it out to train to "
                           "config.train.steps)")
 
 
-class _Problems(list):
+class Problems(list):
+    """The problems found in a config, each ``PREFIX.KEY must be RULE, got VALUE (FIX)``, raised as one
+    :class:`ConfigError` (training configs here, a reproduction config's own keys in reproduce/runner.py)."""
+
     def __init__(self, config, prefix="config"):
         super().__init__()
         self.config, self.prefix = config, prefix
@@ -111,7 +114,8 @@ class _Problems(list):
 
 
 
-def _is_int(v):
+def is_int(v):
+    """An int that is not a bool (True is an int to Python, not a step count to a user)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -120,7 +124,7 @@ def _is_number(v):
 
 
 def _int_at_least(low):
-    return lambda v: _is_int(v) and v >= low
+    return lambda v: is_int(v) and v >= low
 
 
 def _number_in(low, high, low_open=False, high_open=False):
@@ -143,7 +147,7 @@ _NON_NEGATIVE = _number_in(0, None)
 
 
 def _check_sections(p, c):
-    p.require("seed", lambda v: _is_int(v) and 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
+    p.require("seed", lambda v: is_int(v) and 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
     p.require("strategy", _one_of(STRATEGIES), f"one of {list(STRATEGIES)}")
     p.require("teacher", lambda v: isinstance(v, str), 'a path or "" (no teacher)')
     if isinstance(c.teacher, str) and c.teacher and not Path(c.teacher).exists():
@@ -197,22 +201,22 @@ def _check_sections(p, c):
     for key in ("log.every", "log.checkpoint_every", "log.sample_every", "log.n_samples", "log.keep_checkpoints"):
         p.require(key, _int_at_least(1), "an integer >= 1")
     p.require("eval.fid_every", _int_at_least(0), "an integer >= 0 (0 turns the periodic FID off)")
-    if _is_int(c.eval.fid_every) and c.eval.fid_every > 0:
+    if is_int(c.eval.fid_every) and c.eval.fid_every > 0:
         p.require("eval.fid_samples", _int_at_least(2), "an integer >= 2")
         p.require("eval.fid_batch", _int_at_least(1), "an integer >= 1")
 
 
 def _check_generator(p):
-    p.require("generator.size", lambda v: _is_int(v) and log2_size(v), "a power of two >= 8")
+    p.require("generator.size", lambda v: is_int(v) and log2_size(v), "a power of two >= 8")
     for key in ("generator.style_dim", "generator.n_mlp", "generator.channel_multiplier",
                 "discriminator.channel_multiplier"):
         p.require(key, _int_at_least(1), "an integer >= 1")
-    p.require("generator.kernel_size", lambda v: _is_int(v) and v in (1, 3, 5, 7, 9),
+    p.require("generator.kernel_size", lambda v: is_int(v) and v in (1, 3, 5, 7, 9),
               "an odd integer from 1 to 9 (the convs pad k // 2 on each side; StyleGAN2 uses 3)")
     for key in ("generator.lr_mlp", "generator.mapping_lr_mul"):
         p.require(key, _POSITIVE, "a finite number > 0")
     for key in ("generator.channels", "generator.mapping_widths", "discriminator.channels"):
-        p.require(key, lambda v: v is None or (len(v) > 0 and all(_is_int(x) and x >= 1 for x in v)),
+        p.require(key, lambda v: v is None or (len(v) > 0 and all(is_int(x) and x >= 1 for x in v)),
                   "None (the standard layout) or a list of integers >= 1")
 
 
@@ -234,10 +238,10 @@ def _check_mimic_layers(p, c):
     if not (c.teacher and _is_number(c.kd.weight_relation) and c.kd.weight_relation > 0):
         return  # the layers are not used
     size = c.generator.size
-    if not (_is_int(size) and size >= 8 and size & (size - 1) == 0):
+    if not (is_int(size) and size >= 8 and size & (size - 1) == 0):
         return  # reported with generator.size
     blocks = int(math.log2(c.generator.size)) - 2
-    p.require("kd.mimic_layers", lambda v: len(v) > 0 and all(_is_int(m) and 1 <= m <= blocks for m in v),
+    p.require("kd.mimic_layers", lambda v: len(v) > 0 and all(is_int(m) and 1 <= m <= blocks for m in v),
               f"a non-empty list of blocks in [1, {blocks}] for a {c.generator.size} px generator "
               "(block m has resolution 2^(m+2))",
               f"set --{p.name('kd.mimic_layers')}, or --{p.name('kd.weight_relation')}=0 to turn the relation loss off")
