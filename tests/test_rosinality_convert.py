@@ -158,3 +158,13 @@ def test_convert_binary_reports_bad_input_in_one_line(tmp_path):
     assert result.returncode != 0
     assert "refused to load global 'os.system'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "-0.01", "inf"])
+def test_convert_binary_refuses_a_bad_lr_mlp_as_a_flag_problem(tmp_path, value):
+    """A bad --lr_mlp is the flag's fault, not the checkpoint's: the message names the flag, and nothing is written."""
+    result = _run("tf_distill.bin.convert", f"--input={fixture_path('teacher32_zip.pt')}", f"--output={tmp_path / 'x'}",
+                  f"--lr_mlp={value}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--lr_mlp must be a finite number > 0" in result.stderr and "damaged" not in result.stderr
+    assert not (tmp_path / "x").exists()

@@ -9,6 +9,7 @@ An existing output is refused unless ``--overwrite`` is given, and an output tha
 is refused always: converting never deletes what it reads.
 """
 
+import math
 from pathlib import Path
 
 from absl import app, flags
@@ -86,6 +87,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not _INPUT.value or not _OUTPUT.value:
         raise app.UsageError("Both --input and --output are required.")
+    if not (math.isfinite(_LR_MLP.value) and _LR_MLP.value > 0):  # else the checkpoint's check would blame the file
+        raise app.UsageError(f"--lr_mlp must be a finite number > 0, got {_LR_MLP.value} (0.01 for every "
+                             "rosinality/CAGAN/StyleKD model)")
     convert(_INPUT.value, _OUTPUT.value, _LR_MLP.value, _GRID.value, _N_SAMPLES.value, _SEED.value, _OVERWRITE.value)
 
 
