@@ -347,6 +347,34 @@ def test_conv3x3_per_sample_weights_match_a_conv_per_sample(shape, out, transpos
 
 
 @requires_library
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("shape, out, m, per_sample", [((2, 6, 7, 16), 40, 3, True), ((2, 5, 6, 12), 64, 3, True),
+                                                       ((1, 4, 5, 7), 12, 3, False), ((2, 3, 9, 8), 16, 1, True),
+                                                       ((2, 4, 4, 8), 24, 5, False)])
+def test_conv3x3_projection_is_the_outputs_times_each_samples_matrix(shape, out, m, per_sample, transposed):
+    """``project`` [n, out, m] (a generator's last conv and its ToRGB): the op stores each sample's epilogue
+    outputs times its own matrix, as NumPy's product of the reference conv's outputs, on one chunk of output
+    channels (40), several (64, added up), the plain loops (12), one and more than four projected channels; its
+    gradients are the reference's."""
+    rng = np.random.default_rng(sum(shape) + out + m)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(((shape[0],) if per_sample else ()) + (3, 3, shape[-1], out)).astype(np.float32)
+    project = rng.standard_normal((shape[0], out, m)).astype(np.float32)
+    size = [2 * d + 1 for d in shape[1:3]] if transposed else list(shape[1:3])
+    epilogue = dict(bias=rng.standard_normal(out).astype(np.float32),
+                    noise=rng.standard_normal([shape[0]] + size + [1]).astype(np.float32),
+                    noise_strength=np.float32(0.6), activation="lrelu", alpha=0.2)
+    got = conv3x3._conv3x3_op(x, w, transposed, project, **epilogue).numpy()
+    outputs = conv3x3_ref(x, w, transposed, **epilogue).numpy()
+    _assert_close(got, np.einsum("nhwc,ncm->nhwm", outputs, project), what="conv3x3 projection")
+    cot = rng.standard_normal(got.shape).astype(np.float32)
+    _, got_grads = _vjp(lambda a, b, p: conv3x3._conv3x3_op(a, b, transposed, p, **epilogue), [x, w, project], cot)
+    _, want_grads = _vjp(lambda a, b, p: conv3x3_ref(a, b, transposed, p, **epilogue), [x, w, project], cot)
+    for name, a, b in zip(("dx", "dw", "dproject"), got_grads, want_grads):
+        _assert_close(a, b, what=f"conv3x3 projection {name}")
+
+
+@requires_library
 @pytest.mark.parametrize("per_sample", [False, True])
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("shape, w_in, out", [((2, 5, 9, 16), 13, 40), ((2, 4, 6, 9), 4, 16), ((1, 3, 4, 8), 7, 12)])
@@ -378,17 +406,21 @@ def test_conv3x3_reads_the_first_channels_of_a_wider_input(shape, w_in, out, tra
 
 
 @requires_library
-@pytest.mark.parametrize("bias, noise, strength, message", [
-    ((7,), None, (), "a bias [8] or an empty one"),
-    (None, (1, 4, 5, 1), (), "noise [1 or 2, 4, 4, 1]"),
-    (None, (3, 4, 4, 1), (), "noise [1 or 2, 4, 4, 1]"),
-    (None, None, (2,), "one noise_strength value"),
+@pytest.mark.parametrize("bias, noise, strength, project, message", [
+    ((7,), None, (), None, "a bias [8] or an empty one"),
+    (None, (1, 4, 5, 1), (), None, "noise [1 or 2, 4, 4, 1]"),
+    (None, (3, 4, 4, 1), (), None, "noise [1 or 2, 4, 4, 1]"),
+    (None, None, (2,), None, "one noise_strength value"),
+    (None, None, (), (2, 7, 3), "a projection [2, 8, m] or an empty one"),
+    (None, None, (), (1, 8, 3), "a projection [2, 8, m] or an empty one"),
+    (None, None, (), (8, 3), "a projection [2, 8, m] or an empty one"),
 ])
-def test_conv3x3_epilogue_bad_inputs(bias, noise, strength, message):
+def test_conv3x3_epilogue_bad_inputs(bias, noise, strength, project, message):
     x, w = tf.zeros((2, 4, 4, 8)), tf.zeros((3, 3, 8, 8))
     empty = tf.zeros([0])
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
-        _loader.require_library().tf_distill_conv3x3(x, w, empty if bias is None else tf.zeros(bias),
+        _loader.require_library().tf_distill_conv3x3(x, w, empty if project is None else tf.zeros(project),
+                                                    empty if bias is None else tf.zeros(bias),
                                                     empty if noise is None else tf.zeros(noise), tf.zeros(strength))
 
 

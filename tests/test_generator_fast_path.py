@@ -156,7 +156,8 @@ def test_inference_form_keeps_pruned_widths_for_onednn_convs(generator, folding,
 def test_inference_form_widens_the_layers_the_direct_conv_runs(generator, monkeypatch):
     """With oneDNN's convs, exactly the layers whose conv is the compiled direct conv (here those with inputs
     from 16 px on) write aligned widths, a folded direct conv reads only the real channels of a widened input,
-    the other layers' epilogues are compiled passes, and the result is the same."""
+    the other layers' epilogues are compiled passes, folded, the last conv stores only its ToRGB's 3 channels
+    (``ToRGB.after_conv``: the image is all the call returns), and the result is the same."""
     monkeypatch.setattr(conv3x3._loader, "onednn_convs", lambda: True)
     monkeypatch.setattr(conv3x3, "DIRECT_MIN_WIDTH", 16)
     g = Generator(32, style_dim=32, n_mlp=2, channels=CHANNELS, impl="custom")
@@ -173,9 +174,11 @@ def test_inference_form_widens_the_layers_the_direct_conv_runs(generator, monkey
                         if op.type == "TfDistill>Conv3x3"})
         tf_convs = sorted({op.outputs[0].shape[-1] for op in ops
                            if op.type in ("Conv2D", "Conv2DBackpropInput") and "to_rgb" not in op.name})
-        # The 12-channel convs from 16 px on run the direct conv, widened to 16; the 20-channel ones at 8 px
-        # stay TensorFlow's (oneDNN), unwidened.
-        assert direct == [16] and tf_convs == [16, 20, 32]
+        # The 12-channel convs from 16 px on run the direct conv, widened to 16 (folded, the last one projected to
+        # RGB); the 20-channel ones at 8 px stay TensorFlow's (oneDNN), unwidened.
+        assert direct == ([3, 16] if folding else [16]) and tf_convs == [16, 20, 32]
+        projected = [op for op in ops if op.type == "TfDistill>Conv3x3" and op.inputs[2].shape.num_elements()]
+        assert [op.inputs[2].shape.as_list() for op in projected] == ([[batch, 16, 3]] if folding else [])
         # Folded, the 32 px conv's weight takes the 12 real channels of its widened input; scaled activations
         # (no folding) keep the zero weights.
         assert reads == ([(16, 12), (16, 16)] if folding else [(16, 16)])

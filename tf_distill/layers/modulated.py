@@ -17,7 +17,8 @@ convs, which run pruned widths like 39 or 77 slower; not oneDNN's: ``StyledConv.
 which runs the compiled direct conv where that is faster than TensorFlow's CPU conv (from 64 px
 on) and there also adds the bias and noise and applies the leaky ReLU of a folded same-size conv
 as it stores its sums; ToRGB runs its per-sample matmul, bias and skip upsampling as one op
-(``ops.to_rgb``, compiled on CPUs). For a larger batch, the direct conv takes one folded weight per
+(``ops.to_rgb``, compiled on CPUs), and the last one's matmul runs inside the last conv where that is the direct
+conv and only the image is wanted (``ToRGB.after_conv``). For a larger batch, the direct conv takes one folded weight per
 sample, so where it runs the batch runs at once; elsewhere ``SynthesisNetwork`` runs the folding blocks one
 sample at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the rest of the
 form. ``phase_upsampling(True)`` runs each upsampling conv as a stride-1 conv per output phase (TFLite,
@@ -301,14 +302,19 @@ class ModulatedConv2D(keras.layers.Layer):
         """The per-sample weights [B, in, out] of a 1x1 conv: ``w * s * d * gain``."""
         return w[0, 0] * (s[:, :, None] * (d * gain)[:, None, :])
 
-    def folded_pointwise(self, x, style):
-        """The per-sample [B, in, out] weights of this 1x1 conv for ``x`` (which may carry extra zero-weighted
-        channels): what ``call_inference`` multiplies ``x`` by when ``folding()``."""
-        w, s, d, _ = self._widened(x.shape[-1], style, self.filters)
+    def folded_pointwise(self, in_width, style):
+        """The per-sample [B, in_width, out] weights of this 1x1 conv for inputs of ``in_width`` channels (extra
+        ones zero-weighted): what ``call_inference`` multiplies its input by when ``folding()``."""
+        w, s, d, _ = self._widened(in_width, style, self.filters)
         return self._pointwise(w, s, d)
 
+    def projects(self, x, out_width):
+        """Whether ``call_inference`` can take a ``project`` weight for input ``x``: a same-size 3x3 conv that folds
+        its style and runs the compiled direct conv, which applies the projection before storing anything."""
+        return not self.upsample and self._folds_direct(x, out_width)
+
     def call_inference(self, x, style, gain=1.0, bias=None, out_channels=None, noise=None, noise_strength=None,
-                       activation="linear"):
+                       activation="linear", project=None):
         """``act(call(x, style) * gain + bias + noise * noise_strength)`` (``ops.epilogue.epilogue_ref``; act:
         "linear" or a leaky ReLU of slope LRELU_ALPHA), the same function to float32 round-off, in fewer passes.
 
@@ -322,11 +328,14 @@ class ModulatedConv2D(keras.layers.Layer):
         compiled direct conv, bias, noise and activation are applied as it stores its sums.
         ``x`` may carry extra zero-weighted channels (a widened previous layer), and ``out_channels``
         widens the output the same way: the extra weights are zero, so the real channels are unchanged.
+        ``project`` [B, out_channels, m] (only where ``projects``): the result is then that 1x1 conv of it.
         """
         out_width = out_channels or self.filters
         # The compiled direct conv reads the channels its weight takes: a widened input's zero channels need no
         # zero weights there (5% fewer multiply-adds for 77 of 80 channels); every other conv gets them.
         in_width = self.in_channels if self._folds_direct(x, out_width) else x.shape[-1]
+        if project is not None and not self.projects(x, out_width):
+            raise ValueError(f"{self.name} cannot project its output here (see ModulatedConv2D.projects).")
         w, s, d, bias = self._widened(in_width, style, out_width, bias)
         parts = dict(bias=bias, noise=noise, noise_strength=noise_strength, activation=activation, alpha=LRELU_ALPHA)
         if folding() and self.kernel_size == 1 and not (self.upsample or self.downsample):
@@ -338,7 +347,7 @@ class ModulatedConv2D(keras.layers.Layer):
             else:  # one weight per sample, which the compiled direct conv takes: no per-sample loop
                 folded = w[None] * (s[:, None, None, :, None] * (d * gain)[:, None, None, None, :])
             if self.kernel_size == 3 and not (self.upsample or self.downsample):
-                return conv3x3(x, folded, impl=self.impl, **parts)
+                return conv3x3(x, folded, impl=self.impl, project=project, **parts)
             y = self._conv(x, folded, direct=True)
         else:
             y = self._conv(scale_channels(x, s), w, direct=True)
@@ -392,13 +401,23 @@ class StyledConv(keras.layers.Layer):
         self.activate.build(out_shape)
 
     def call(self, x, style, noise):
-        if inference():  # lrelu(v) * g == lrelu(v * g) for g > 0: the gain goes into the conv's scaling
-            # The output may be widened to aligned(filters) channels; the next layers give the extra ones zero weight.
-            return self.conv.call_inference(x, style, gain=LRELU_GAIN, bias=self.activate.bias * LRELU_GAIN,
-                                            out_channels=self.inference_width(x),
-                                            noise=noise, noise_strength=self.noise.weight * LRELU_GAIN,
-                                            activation="lrelu")
+        if inference():
+            return self.call_inference(x, style, noise)
         return self.activate(self.noise(self.conv(x, style), noise))
+
+    def call_inference(self, x, style, noise, project=None):
+        """``call`` in the inference form; with ``project`` [B, inference width, m] (only where ``projects``), that
+        1x1 conv of it, which the compiled direct conv applies before storing anything."""
+        # lrelu(v) * g == lrelu(v * g) for g > 0: the gain goes into the conv's scaling.
+        # The output may be widened to aligned(filters) channels; the next layers give the extra ones zero weight.
+        return self.conv.call_inference(x, style, gain=LRELU_GAIN, bias=self.activate.bias * LRELU_GAIN,
+                                        out_channels=self.inference_width(x),
+                                        noise=noise, noise_strength=self.noise.weight * LRELU_GAIN,
+                                        activation="lrelu", project=project)
+
+    def projects(self, x):
+        """Whether ``call_inference`` can take a ``project`` weight for input ``x`` (ModulatedConv2D.projects)."""
+        return inference() and self.conv.projects(x, self.inference_width(x) or self.filters)
 
     def inference_width(self, x):
         """The inference form's output width for input ``x``: ``aligned(filters)`` where the conv that runs wants
@@ -435,7 +454,7 @@ class ToRGB(keras.layers.Layer):
     def call(self, x, style, skip=None):
         if inference():  # a matmul per sample (when folding), and the skip upsampled without zero insertion
             if folding():  # one op: the per-sample matmul, the bias and the upsampled skip
-                return to_rgb(x, self.conv.folded_pointwise(x, style), bias=self.bias, skip=skip,
+                return to_rgb(x, self.conv.folded_pointwise(x.shape[-1], style), bias=self.bias, skip=skip,
                               skip_taps=self.blur_kernel, skip_pad=self._up_pad, impl=self.impl)
             out = self.conv.call_inference(x, style, bias=self.bias)
             if skip is not None:
@@ -445,6 +464,23 @@ class ToRGB(keras.layers.Layer):
         if skip is not None:
             out = out + upfirdn2d(skip, self._up_kernel, up=2, pad=self._up_pad, impl=self.impl)
         return out
+
+    def after_conv(self, conv, x, conv_style, noise, style, skip=None):
+        """``self(conv(x, conv_style, noise), style, skip)`` at inference with the StyledConv ``conv`` projecting its
+        output through this layer's 1x1 conv as its compiled direct conv stores its sums (``StyledConv.projects``),
+        so that the activation, the largest of a generator's last block, is never written nor read back; then one
+        pass adds the bias and the upsampled skip (``to_rgb`` with identity weights). None where ``conv`` cannot.
+        """
+        if not (folding() and conv.projects(x)):
+            return None
+        with tf.name_scope(self.name):  # each layer's ops under its name, as when called (profiles group by it)
+            project = self.conv.folded_pointwise(conv.inference_width(x) or conv.filters, style)
+        with tf.name_scope(conv.name):
+            rgb = conv.call_inference(x, conv_style, noise, project=project)
+        with tf.name_scope(self.name):
+            identity = tf.eye(3, batch_shape=tf.shape(rgb)[:1], dtype=rgb.dtype)
+            return to_rgb(rgb, identity, bias=self.bias, skip=skip, skip_taps=self.blur_kernel,
+                          skip_pad=self._up_pad, impl=self.impl)
 
     def get_config(self):
         return {**super().get_config(), "blur_kernel": list(self.blur_kernel)}

@@ -118,7 +118,7 @@ class SynthesisNetwork(keras.layers.Layer):
         rows = (lambda t: t) if rgb_rows is None else (lambda t: t[:rgb_rows])
         per_sample = folding() and latent.shape[0] != 1 and not takes_per_sample_weights(self.impl)
         first = self.per_sample_from() if per_sample else len(self.to_rgbs) + 1
-        out, skip, rgb_list, features = self._blocks(latent, noise, 0, first)
+        out, skip, rgb_list, features = self._blocks(latent, noise, 0, first, fuse_last_rgb=image_only)
         if first <= len(self.to_rgbs):
             skip, more_rgb, more_features = self._per_sample(latent, noise, first, out, skip, image_only)
             rgb_list, features = rgb_list + more_rgb, features + more_features
@@ -131,9 +131,13 @@ class SynthesisNetwork(keras.layers.Layer):
                 return k
         return len(self.to_rgbs) + 1
 
-    def _blocks(self, latent, noise, first, last, out=None, skip=None):
+    def _blocks(self, latent, noise, first, last, out=None, skip=None, fuse_last_rgb=False):
         """Blocks ``first`` to ``last - 1`` (0: the 4 px input, conv1 and to_rgb1; k: the 4 * 2^k px block),
-        from the block input ``out`` and skip image ``skip``. Returns (out, skip, rgb_list, features)."""
+        from the block input ``out`` and skip image ``skip``. Returns (out, skip, rgb_list, features).
+
+        ``fuse_last_rgb`` (the caller wants only the image): where the network's last conv can hand its output
+        straight to the last ToRGB (``ToRGB.after_conv``), it does, and the last block's out and features are
+        left out (out None)."""
         rgb_list, features = [], []
         for k in range(first, last):
             if k == 0:
@@ -144,6 +148,11 @@ class SynthesisNetwork(keras.layers.Layer):
             else:
                 i = 2 * k - 1
                 out = self.convs[2 * k - 2](out, latent[:, i], noise[i])
+                if fuse_last_rgb and k == len(self.to_rgbs):
+                    image = self.to_rgbs[k - 1].after_conv(self.convs[2 * k - 1], out, latent[:, i + 1],
+                                                           noise[i + 1], latent[:, i + 2], skip)
+                    if image is not None:
+                        return None, image, rgb_list + [image], features
                 out = self.convs[2 * k - 1](out, latent[:, i + 1], noise[i + 1])
                 width = self.channels[2 * k + 1]
                 features.append(out if out.shape[-1] == width else out[..., :width])  # drop inference widening

@@ -17,7 +17,9 @@ its convs with oneDNN (its default on CPUs with AVX-512 VNNI or BF16) so are its
 with AVX2, and processes that see no GPU (where cuDNN is the right choice); everything else runs
 TensorFlow's conv, whichever ``impl`` is asked for. The op also takes StyleGAN2's epilogue
 (``ops.epilogue``: bias, noise, leaky ReLU) and applies it to its sums in registers, which saves
-three passes over a large activation. Its gradients are TensorFlow's (conv gradients, and those of
+three passes over a large activation; given a ``project`` weight (a generator's last conv followed by its
+ToRGB), it multiplies each output pixel by it in registers too and stores only those few channels, so the
+last, largest activation is neither written nor read back. Its gradients are TensorFlow's (conv gradients, and those of
 the reference epilogue), so the op is safe under a tape, but training graphs do not use it.
 """
 
@@ -43,15 +45,17 @@ DIRECT_MIN_WIDTH = 64
 ONEDNN_MAX_OUT_CHANNELS = 80
 
 
-def conv3x3(x, w, transposed=False, impl=None, **epilogue):
+def conv3x3(x, w, transposed=False, impl=None, project=None, **epilogue):
     """The 3x3 conv (``transposed``: the stride-2 transposed conv) of NHWC ``x`` with ``w`` [3, 3, in, out], or
     of each sample with its own weight (``w`` [n, 3, 3, in, out]: a modulated conv's folded weights), followed
     by ``epilogue_ref(…, **epilogue)`` (bias, noise, activation), which the compiled kernel applies as it
     stores its sums. ``x`` may carry more channels than ``w`` takes (``in``): the conv reads the first ``in``,
-    which the compiled kernel does in place (a widened layer's zero channels need no zero weights)."""
+    which the compiled kernel does in place (a widened layer's zero channels need no zero weights).
+    ``project`` [n, out, m]: the result is then each sample's output times its own ``project`` (a 1x1 conv to
+    m channels), which the compiled kernel computes before storing anything."""
     if choice.resolve(impl, "conv3x3", _self_check) == "custom":
-        return conv3x3_custom(x, w, transposed, **epilogue)
-    return conv3x3_ref(x, w, transposed, **epilogue)
+        return conv3x3_custom(x, w, transposed, project, **epilogue)
+    return conv3x3_ref(x, w, transposed, project, **epilogue)
 
 
 def takes_per_sample_weights(impl=None):
@@ -68,8 +72,9 @@ def runs_direct(width, out_channels, impl=None):
     return takes_per_sample_weights(impl) and direct_conv_wins(width, out_channels)
 
 
-def conv3x3_ref(x, w, transposed=False, **epilogue):
-    """TensorFlow's conv (one per sample for per-sample weights) and ``epilogue_ref``: the reference."""
+def conv3x3_ref(x, w, transposed=False, project=None, **epilogue):
+    """TensorFlow's conv (one per sample for per-sample weights), ``epilogue_ref`` and the ``project`` matmul:
+    the reference."""
     def conv(t, kernel):
         return transposed_conv2d(t, kernel) if transposed else tf.nn.conv2d(t, kernel, strides=1, padding="SAME")
 
@@ -81,7 +86,12 @@ def conv3x3_ref(x, w, transposed=False, **epilogue):
                       fn_output_signature=tf.TensorSpec(None, w.dtype))
     else:
         y = conv(x, w)
-    return epilogue_ref(y, **epilogue)
+    y = epilogue_ref(y, **epilogue)
+    if project is None:
+        return y
+    shape = tf.shape(y)
+    y = tf.matmul(tf.reshape(y, [shape[0], -1, shape[3]]), project)
+    return tf.reshape(y, tf.concat([shape[:3], tf.shape(project)[-1:]], 0))
 
 
 def transposed_conv2d(x, w):
@@ -95,13 +105,13 @@ def transposed_conv2d(x, w):
     return tf.nn.conv2d_transpose(x, tf.transpose(w, [0, 1, 3, 2]), out_shape, strides=2, padding="VALID")
 
 
-def conv3x3_custom(x, w, transposed=False, **epilogue):
+def conv3x3_custom(x, w, transposed=False, project=None, **epilogue):
     """The compiled direct conv where it is the faster one (see the module docstring), else the reference."""
     x, w = tf.convert_to_tensor(x), tf.convert_to_tensor(w)
     if x.dtype == tf.float32 and x.shape.rank == 4 and w.shape.rank in (4, 5) and direct_conv_wins(x.shape[2],
                                                                                                    w.shape[-1]):
-        return _conv3x3_op(x, w, transposed, **epilogue)
-    return conv3x3_ref(x, w, transposed, **epilogue)
+        return _conv3x3_op(x, w, transposed, project, **epilogue)
+    return conv3x3_ref(x, w, transposed, project, **epilogue)
 
 
 def direct_conv_wins(width, out_channels):
@@ -127,41 +137,51 @@ def wants_aligned_channels(width, out_channels, impl=None):
     return runs_direct(width, out_channels, impl) or not _loader.onednn_convs() or not _loader.vector_cpu_only()
 
 
-def _conv3x3_op(x, w, transposed, **epilogue):
+def _conv3x3_op(x, w, transposed, project=None, **epilogue):
     inputs, attrs = epilogue_op_inputs(**epilogue)
-    return _loader.require_library().tf_distill_conv3x3(x, w, *inputs, transposed=bool(transposed), **attrs)
+    return _loader.require_library().tf_distill_conv3x3(x, w, _NONE if project is None else project, *inputs,
+                                                        transposed=bool(transposed), **attrs)
+
+
+_NONE = np.zeros([0], np.float32)  # an absent projection
 
 
 @_loader.register_gradient("TfDistill>Conv3x3")
 def _conv3x3_grad(op, dy):
-    """TensorFlow's conv gradients (the direct conv is a forward kernel only); with an epilogue, per-sample
-    weights or channels of x the weight does not take, those of ``conv3x3_ref``, through a recomputed forward."""
-    x, w, bias, noise, _ = op.inputs
+    """TensorFlow's conv gradients (the direct conv is a forward kernel only); with an epilogue, a projection,
+    per-sample weights or channels of x the weight does not take, those of ``conv3x3_ref``, through a
+    recomputed forward."""
+    x, w, project, bias, noise, _ = op.inputs
     transposed, activation = op.get_attr("transposed"), op.get_attr("activation").decode()
     if (bias.shape.num_elements() != 0 or noise.shape.num_elements() != 0 or activation != "linear"
-            or w.shape.rank == 5 or x.shape[-1] != w.shape[-2]):
-        return epilogue_grad(op, dy, lambda a, b, **e: conv3x3_ref(a, b, transposed, **e), 2)
+            or project.shape.num_elements() != 0 or w.shape.rank == 5 or x.shape[-1] != w.shape[-2]):
+        def forward(a, b, p, **e):
+            return conv3x3_ref(a, b, transposed, None if p.shape.num_elements() == 0 else p, **e)
+        return epilogue_grad(op, dy, forward, 3)
     if not transposed:
         dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy,
                                             strides=[1, 1, 1, 1], padding="SAME")
         dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=dy,
                                              strides=[1, 1, 1, 1], padding="SAME")
-        return [dx, dw, None, None, None]
+        return [dx, dw, None, None, None, None]
     # y is the input gradient of a VALID stride-2 conv with filter w^T [3, 3, out, in], taken at x.
     w_t = tf.transpose(w, [0, 1, 3, 2])
     dx = tf.nn.conv2d(dy, w_t, strides=2, padding="VALID")
     dw_t = tf.raw_ops.Conv2DBackpropFilter(input=dy, filter_sizes=tf.shape(w_t), out_backprop=x,
                                            strides=[1, 2, 2, 1], padding="VALID")
-    return [dx, tf.transpose(dw_t, [0, 1, 3, 2]), None, None, None]
+    return [dx, tf.transpose(dw_t, [0, 1, 3, 2]), None, None, None, None]
 
 
-# (x shape, weight input channels, out channels, transposed, epilogue): vector chunks of 3, 2 and 1 x 8
-# channels with their pixel tails, the plain-loop path (12 channels), 1-pixel images, inputs wider than the
-# weight, and the epilogue (bias, noise shared by the batch or per sample, leaky ReLU).
-_SELF_CHECK_CASES = (((2, 7, 9, 5), 5, 48, False, False), ((1, 6, 11, 40), 40, 40, True, False),
-                     ((2, 5, 4, 3), 3, 8, True, False), ((1, 1, 1, 16), 16, 16, False, False),
-                     ((1, 4, 5, 7), 7, 12, True, False), ((2, 6, 7, 16), 16, 40, False, True),
-                     ((1, 3, 4, 5), 5, 12, True, True), ((2, 5, 6, 12), 9, 16, False, True))
+# (x shape, weight input channels, out channels, transposed, epilogue, projected channels): vector chunks of 3, 2
+# and 1 x 8 channels with their pixel tails, the plain-loop path (12 channels), 1-pixel images, inputs wider than
+# the weight, the epilogue (bias, noise shared by the batch or per sample, leaky ReLU), and the projection (one
+# chunk of channels, several, the plain loops).
+_SELF_CHECK_CASES = (((2, 7, 9, 5), 5, 48, False, False, 0), ((1, 6, 11, 40), 40, 40, True, False, 0),
+                     ((2, 5, 4, 3), 3, 8, True, False, 0), ((1, 1, 1, 16), 16, 16, False, False, 0),
+                     ((1, 4, 5, 7), 7, 12, True, False, 0), ((2, 6, 7, 16), 16, 40, False, True, 0),
+                     ((1, 3, 4, 5), 5, 12, True, True, 0), ((2, 5, 6, 12), 9, 16, False, True, 0),
+                     ((2, 6, 7, 16), 16, 40, False, True, 3), ((2, 5, 6, 12), 9, 64, False, True, 3),
+                     ((1, 4, 5, 7), 7, 12, True, False, 2))
 
 
 def _self_check():
@@ -169,21 +189,25 @@ def _self_check():
     rng = np.random.default_rng(0)
 
     def cases():
-        for shape, w_in, out, transposed, epilogue in _SELF_CHECK_CASES:
+        for shape, w_in, out, transposed, epilogue, m in _SELF_CHECK_CASES:
             x = rng.standard_normal(shape).astype(np.float32)
             w = rng.standard_normal((3, 3, w_in, out)).astype(np.float32)
             size = [2 * d + 1 for d in shape[1:3]] if transposed else list(shape[1:3])
             extra = ([rng.standard_normal(out).astype(np.float32),
                       rng.standard_normal([shape[0] if transposed else 1] + size + [1]).astype(np.float32),
                       np.float32([0.7])] if epilogue else [])
+            project = [rng.standard_normal((shape[0], out, m)).astype(np.float32)] if m else []
 
-            def run(conv, *args, t=transposed):
-                if len(args) == 2:
-                    return conv(*args, t)
-                a, b, bias, noise, strength = args
-                return conv(a, b, t, bias=bias, noise=noise, noise_strength=strength, activation="lrelu", alpha=0.2)
+            def run(conv, a, b, *args, t=transposed, m=m):
+                p, args = (args[0], args[1:]) if m else (None, args)
+                if not args:
+                    return conv(a, b, t, p)
+                bias, noise, strength = args
+                return conv(a, b, t, p, bias=bias, noise=noise, noise_strength=strength, activation="lrelu",
+                            alpha=0.2)
 
-            yield (f"x {list(shape)}, weight {list(w.shape)}, transposed {transposed}, epilogue {epilogue}",
-                   functools.partial(run, _conv3x3_op), functools.partial(run, conv3x3_ref), [x, w] + extra)
+            yield (f"x {list(shape)}, weight {list(w.shape)}, transposed {transposed}, epilogue {epilogue}, "
+                   f"projected to {m}", functools.partial(run, _conv3x3_op), functools.partial(run, conv3x3_ref),
+                   [x, w] + project + extra)
 
     return choice.worst_case(cases())

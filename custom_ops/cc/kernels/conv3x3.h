@@ -37,6 +37,10 @@ struct Conv3x3Params {
   // Applied as the sums are stored (StyleGAN2's noise, bias and activation, without passes of their
   // own): bias [k], noise [noise_n, out_h, out_w].
   Epilogue epilogue;
+  // Or, where given, [n, k, m]: each sample's 1x1 conv of the epilogue's outputs (a generator's last conv
+  // followed by its ToRGB), and y is [n, out_h, out_w, m]: the k-channel activation is never stored.
+  const float* project = nullptr;
+  int m = 0;
 };
 
 inline int64_t Conv3x3OutputSize(int64_t in, bool transposed) { return transposed ? 2 * in + 1 : in; }

@@ -6,7 +6,9 @@
 // fewer), and a run into tiles of P pixels x NV vectors of 8 output channels whose sums stay
 // in registers while the taps and input channels stream past: per input channel, NV weight
 // vectors are loaded once and each of the P input values is broadcast once, for P * NV FMAs.
-// The epilogue (bias, noise, leaky ReLU) is applied to the sums in registers before they are stored.
+// The epilogue (bias, noise, leaky ReLU) is applied to the sums in registers before they are stored, or,
+// with a projection (a generator's last conv and its ToRGB), the tile's outputs are projected to a few
+// channels in registers and only those are added to the (zeroed) output row.
 // Taps that continue each other in both input and weights (neighbouring columns of a kernel row) run
 // as one longer pass, and each run's tap list is built once for all its tiles.
 //
@@ -87,6 +89,7 @@ struct RowContext {
   float* out_row;
   const float* packed;  // the AVX2 path's weights, chunk by chunk (PackWeights)
   const float* noise_row;  // this output row of the epilogue's noise, or nullptr
+  const float* project_t;  // this sample's projection transposed, [m, k], or nullptr (Conv3x3Params::project)
   int rows, in_row[3], k_row[3];
 };
 
@@ -131,10 +134,12 @@ void RowScalar(const RowContext& r) {
   const float* xs[kMaxTaps];
   const float* ws[kMaxTaps];
   int lens[kMaxTaps];
+  std::vector<float> values(r.project_t != nullptr ? p.k : 0);  // a pixel's k outputs, before the projection
   for (const ColumnPhase& ph : ColumnPhases(p)) {
     for (int j = 0; j < ph.count; ++j) {
       const int n = TileTaps(r, ph, ColumnMask(ph, p.in_w, j), j, r.w, p.k, false, xs, ws, lens);
-      float* out = r.out_row + static_cast<int64_t>(ph.step * j + ph.b) * p.k;
+      const int col = ph.step * j + ph.b;
+      float* out = r.project_t != nullptr ? values.data() : r.out_row + static_cast<int64_t>(col) * p.k;
       for (int o = 0; o < p.k; ++o) out[o] = 0.0f;
       for (int t = 0; t < n; ++t) {
         for (int i = 0; i < lens[t]; ++i) {
@@ -143,7 +148,12 @@ void RowScalar(const RowContext& r) {
           for (int o = 0; o < p.k; ++o) out[o] += v * wr[o];
         }
       }
-      for (int o = 0; o < p.k; ++o) out[o] = p.epilogue.Value(r.noise_row, ph.step * j + ph.b, o, out[o]);
+      for (int o = 0; o < p.k; ++o) out[o] = p.epilogue.Value(r.noise_row, col, o, out[o]);
+      for (int o = 0; r.project_t != nullptr && o < p.m; ++o) {
+        float sum = 0.0f;
+        for (int e = 0; e < p.k; ++e) sum += out[e] * r.project_t[static_cast<int64_t>(o) * p.k + e];
+        r.out_row[static_cast<int64_t>(col) * p.m + o] = sum;
+      }
     }
   }
 }
@@ -184,7 +194,9 @@ std::vector<float> PackWeights(const Conv3x3Params& p, const float* w, bool wide
 
 // P output pixels x NV * 8 output channels. xs[t]: the tile's first input pixel for tap t (the
 // others follow at stride x_c); ws[t]: that tap's weights at the tile's first output channel.
-// The epilogue of a tile: bias at its first output channel, noise at its first pixel (nullptr: none).
+// The epilogue of a tile: bias at its first output channel, noise at its first pixel (nullptr: none), and
+// the projection's weights [m, project_ld] at its first output channel (nullptr: none; the tile then adds
+// its m projected sums per pixel to the output instead of storing its channels).
 struct TileEpilogue {
   const float* bias;
   const float* noise;
@@ -192,6 +204,8 @@ struct TileEpilogue {
   float strength;
   bool lrelu;
   float alpha;
+  const float* project;
+  int project_ld, m;
 };
 
 namespace avx2 {
@@ -212,6 +226,8 @@ constexpr bool kWideRegisters = true;
 
 #endif  // __x86_64__ && __GNUC__
 
+int OutputChannels(const Conv3x3Params& p) { return p.project != nullptr ? p.m : p.k; }
+
 // Which loops run: plain ones, or the vector tiles for 16 (AVX2) or 32 (AVX-512VL) registers.
 enum class Path { kScalar, kAvx2, kAvx512Vl };
 
@@ -224,8 +240,8 @@ Path ChoosePath(const Conv3x3Params& p) {
   return Path::kScalar;
 }
 
-void Rows(const Conv3x3Params& p, Path path, const float* x, const float* w, const float* packed, float* y,
-          int64_t begin, int64_t end) {
+void Rows(const Conv3x3Params& p, Path path, const float* x, const float* w, const float* packed,
+          const float* project_t, float* y, int64_t begin, int64_t end) {
   const int64_t w_stride = p.per_sample_weights ? int64_t{9} * p.c * p.k : 0;  // weights, packed or not
   for (int64_t row = begin; row < end; ++row) {
     const int img = static_cast<int>(row / p.out_h), oy = static_cast<int>(row % p.out_h);
@@ -235,7 +251,11 @@ void Rows(const Conv3x3Params& p, Path path, const float* x, const float* w, con
     r.w = w + img * w_stride;
     r.packed = packed + img * w_stride;
     r.noise_row = p.epilogue.NoiseRow(img, oy, p.out_h, p.out_w);
-    r.out_row = y + row * p.out_w * p.k;
+    r.project_t = p.project != nullptr ? project_t + static_cast<int64_t>(img) * p.m * p.k : nullptr;
+    r.out_row = y + row * p.out_w * OutputChannels(p);
+    if (p.project != nullptr) {  // chunks of output channels add their projections to it
+      std::fill(r.out_row, r.out_row + static_cast<int64_t>(p.out_w) * p.m, 0.0f);
+    }
     r.rows = RowTaps(p, oy, r.in_row, r.k_row);
 #if defined(__x86_64__) && defined(__GNUC__)
     if (path == Path::kAvx512Vl) {
@@ -256,7 +276,8 @@ void Rows(const Conv3x3Params& p, Path path, const float* x, const float* w, con
 void Conv3x3Cpu(const CpuRunner& runner, const Conv3x3Params& p, const float* x, const float* w, float* y) {
   const int64_t rows = static_cast<int64_t>(p.n) * p.out_h;
   const double macs = static_cast<double>(p.out_w) * p.k * p.c * (p.transposed ? 2.25 : 9.0);
-  const CpuCost cost{3.0 * p.in_w * p.x_c * sizeof(float), static_cast<double>(p.out_w) * p.k * sizeof(float), macs / 8};
+  const CpuCost cost{3.0 * p.in_w * p.x_c * sizeof(float),
+                     static_cast<double>(p.out_w) * OutputChannels(p) * sizeof(float), macs / 8};
   const Path path = ChoosePath(p);
   std::vector<float> packed;
   if (path != Path::kScalar) {
@@ -266,8 +287,21 @@ void Conv3x3Cpu(const CpuRunner& runner, const Conv3x3Params& p, const float* x,
       packed.insert(packed.end(), one.begin(), one.end());
     }
   }
-  runner.ParallelFor(rows, cost, 1,
-                     [&](int64_t begin, int64_t end) { Rows(p, path, x, w, packed.data(), y, begin, end); });
+  std::vector<float> project_t;  // [n, m, k]: each output's weights contiguous
+  if (p.project != nullptr) {
+    project_t.resize(static_cast<size_t>(p.n) * p.m * p.k);
+    for (int b = 0; b < p.n; ++b) {
+      for (int e = 0; e < p.k; ++e) {
+        for (int o = 0; o < p.m; ++o) {
+          project_t[(static_cast<size_t>(b) * p.m + o) * p.k + e] =
+              p.project[(static_cast<size_t>(b) * p.k + e) * p.m + o];
+        }
+      }
+    }
+  }
+  runner.ParallelFor(rows, cost, 1, [&](int64_t begin, int64_t end) {
+    Rows(p, path, x, w, packed.data(), project_t.data(), y, begin, end);
+  });
 }
 
 }  // namespace tf_distill

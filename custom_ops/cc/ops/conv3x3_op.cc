@@ -23,6 +23,7 @@ using tensorflow::shape_inference::ShapeHandle;
 namespace {
 
 constexpr char kWeight[] = "a weight [3, 3, in, out] or one per sample [n, 3, 3, in, out]";
+constexpr int kEpilogueInputs = 3;  // bias, noise and noise_strength follow x, weight and project
 
 absl::Status Conv3x3Shape(InferenceContext* c) {
   bool transposed;
@@ -59,7 +60,12 @@ absl::Status Conv3x3Shape(InferenceContext* c) {
     TF_RETURN_IF_ERROR(c->Multiply(out_w, 2, &out_w));
     TF_RETURN_IF_ERROR(c->Add(out_w, 1, &out_w));
   }
-  c->set_output(0, c->MakeShape({batch, out_h, out_w, c->Dim(w, first + 3)}));
+  DimensionHandle channels = c->Dim(w, first + 3);
+  const ShapeHandle project = c->input(2);
+  if (!c->RankKnown(project) || c->Rank(project) != 1) {  // rank 1: an empty one (none)
+    channels = c->RankKnown(project) && c->Rank(project) == 3 ? c->Dim(project, 2) : c->UnknownDim();
+  }
+  c->set_output(0, c->MakeShape({batch, out_h, out_w, channels}));
   return absl::OkStatus();
 }
 
@@ -68,6 +74,7 @@ absl::Status Conv3x3Shape(InferenceContext* c) {
 REGISTER_OP("TfDistill>Conv3x3")
     .Input("x: float")
     .Input("weight: float")
+    .Input("project: float")
     .Input("bias: float")
     .Input("noise: float")
     .Input("noise_strength: float")
@@ -86,6 +93,8 @@ transposed=true: stride-2 transposed conv without padding, out[2y+i, 2x+j] += x[
 output [n, 2h+1, 2w+1, out] (PyTorch conv_transpose2d(stride=2)).
 Then, as the sums are stored: + bias [out] (empty: none), + noise_strength (a scalar) * noise
 [1 or n, out_h, out_w, 1] (empty: none), and the activation (lrelu: slope `alpha` below zero).
+`project` [n, out, m] (empty: none): sample i's outputs are then multiplied by project[i] and only those
+m channels are stored (y [n, out_h, out_w, m]; a generator's last conv followed by its ToRGB).
 )doc");
 
 class Conv3x3Op : public tensorflow::OpKernel {
@@ -117,11 +126,19 @@ class Conv3x3Op : public tensorflow::OpKernel {
                     "conv3x3 supports tensors of at most 2^31-1 elements (int32 indexing); input ",
                     x.shape().DebugString(), ", weight ", w.shape().DebugString(), ". Split the batch.")));
     Conv3x3Params p;
-    OP_REQUIRES_OK(ctx, ReadEpilogue(ctx, 2, "conv3x3", n, out_h, out_w, k, lrelu_, alpha_, &p.epilogue));
+    OP_REQUIRES_OK(ctx, ReadEpilogue(ctx, kEpilogueInputs, "conv3x3", n, out_h, out_w, k, lrelu_, alpha_,
+                                     &p.epilogue));
+    const tensorflow::Tensor& project = ctx->input(2);
+    const bool projects = project.NumElements() > 0;
+    OP_REQUIRES(ctx, !projects || (project.dims() == 3 && project.dim_size(0) == n && project.dim_size(1) == k),
+                ShapeError("conv3x3", absl::StrCat("a projection [", n, ", ", k, ", m] or an empty one"), project));
+    const int64_t out_c = projects ? project.dim_size(2) : k;
+    OP_REQUIRES(ctx, n * out_h * out_w * out_c <= kInt32Max,
+                absl::InvalidArgumentError("conv3x3 supports outputs of at most 2^31-1 elements. Split the batch."));
     tensorflow::Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({n, out_h, out_w, k}), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({n, out_h, out_w, out_c}), &y));
     if (y->NumElements() == 0) return;
-    if (w.NumElements() == 0 && p.epilogue.bias == nullptr && p.epilogue.noise == nullptr) {  // an empty sum
+    if (w.NumElements() == 0 && p.epilogue.bias == nullptr && p.epilogue.noise == nullptr && !projects) {  // zeros
       y->flat<float>().setZero();
       return;
     }
@@ -135,6 +152,8 @@ class Conv3x3Op : public tensorflow::OpKernel {
     p.per_sample_weights = first == 1;
     p.out_h = static_cast<int>(out_h);
     p.out_w = static_cast<int>(out_w);
+    p.project = projects ? project.flat<float>().data() : nullptr;
+    p.m = static_cast<int>(projects ? out_c : 0);
     Conv3x3Cpu(EigenCpuRunner(ctx->eigen_cpu_device()), p, x.flat<float>().data(), w.flat<float>().data(),
                y->flat<float>().data());
   }
