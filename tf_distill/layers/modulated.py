@@ -17,9 +17,9 @@ convs, which run pruned widths like 39 or 77 slower; not oneDNN's: ``StyledConv.
 which runs the compiled direct conv where that is faster than TensorFlow's CPU conv (from 64 px
 on) and there also adds the bias and noise and applies the leaky ReLU of a folded same-size conv
 as it stores its sums; ToRGB runs its per-sample matmul, bias and skip upsampling as one op
-(``ops.to_rgb``, compiled on CPUs), and the last one's matmul runs inside the last conv where that is the direct
-conv and only the image is wanted (``ToRGB.after_conv``). For a larger batch, the direct conv takes one folded weight per
-sample, so where it runs the batch runs at once; elsewhere ``SynthesisNetwork`` runs the folding blocks one
+(``ops.to_rgb``, compiled on CPUs), and the last one's matmul runs inside the last conv where that is the
+direct conv and only the image is wanted (``ToRGB.after_conv``). For a larger batch, the direct conv takes
+one folded weight per sample, so where it runs the batch runs at once; elsewhere ``SynthesisNetwork`` runs the folding blocks one
 sample at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the rest of the
 form. ``phase_upsampling(True)`` runs each upsampling conv as a stride-1 conv per output phase (TFLite,
 whose transposed conv is slow), in any form.
