@@ -19,9 +19,9 @@ on) and there also adds the bias and noise and applies the leaky ReLU of a folde
 as it stores its sums; ToRGB runs its per-sample matmul, bias and skip upsampling as one op
 (``ops.to_rgb``, compiled on CPUs), and the last one's matmul runs inside the last conv where that is the
 direct conv and only the image is wanted (``ToRGB.after_conv``). For a larger batch, the direct conv takes
-one folded weight per sample, so where it runs the batch runs at once; elsewhere ``SynthesisNetwork`` runs the folding blocks one
-sample at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the rest of the
-form. ``phase_upsampling(True)`` runs each upsampling conv as a stride-1 conv per output phase (TFLite,
+one folded weight per sample, so where it runs the batch runs at once; elsewhere ``SynthesisNetwork`` runs the
+folding blocks one sample at a time. ``weight_folding(False)`` keeps the conv weights constant (TFLite) and the
+rest of the form. ``phase_upsampling(True)`` runs each upsampling conv as a stride-1 conv per output phase (TFLite,
 whose transposed conv is slow), in any form.
 Training graphs (a tape is recording) keep the unfused form above, unchanged.
 """

@@ -29,7 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_distill.ops import _loader, choice
-from tf_distill.ops.epilogue import epilogue_grad, epilogue_op_inputs, epilogue_ref
+from tf_distill.ops.epilogue import epilogue_grad, epilogue_op_inputs, epilogue_ref, optional_input
+from tf_distill.ops.to_rgb import to_rgb_ref
 
 # Smallest input width (pixels) at which the direct conv beat TensorFlow's CPU conv, best of several
 # runs at batch 1 on 2 AVX2 cores, for every width of the paper's teacher and student: from 64 px
@@ -87,11 +88,7 @@ def conv3x3_ref(x, w, transposed=False, project=None, **epilogue):
     else:
         y = conv(x, w)
     y = epilogue_ref(y, **epilogue)
-    if project is None:
-        return y
-    shape = tf.shape(y)
-    y = tf.matmul(tf.reshape(y, [shape[0], -1, shape[3]]), project)
-    return tf.reshape(y, tf.concat([shape[:3], tf.shape(project)[-1:]], 0))
+    return y if project is None else to_rgb_ref(y, project)  # its per-sample matmul
 
 
 def transposed_conv2d(x, w):
@@ -139,11 +136,8 @@ def wants_aligned_channels(width, out_channels, impl=None):
 
 def _conv3x3_op(x, w, transposed, project=None, **epilogue):
     inputs, attrs = epilogue_op_inputs(**epilogue)
-    return _loader.require_library().tf_distill_conv3x3(x, w, _NONE if project is None else project, *inputs,
+    return _loader.require_library().tf_distill_conv3x3(x, w, optional_input(project), *inputs,
                                                         transposed=bool(transposed), **attrs)
-
-
-_NONE = np.zeros([0], np.float32)  # an absent projection
 
 
 @_loader.register_gradient("TfDistill>Conv3x3")

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tf_distill.ops import _loader, choice
 
-_NONE = np.zeros([0], np.float32)  # an absent scale, bias or noise
+_NONE = np.zeros([0], np.float32)  # an absent optional input (optional_input)
 
 
 def epilogue(y, scale=None, bias=None, noise=None, noise_strength=None, activation="linear", alpha=0.2, impl=None):
@@ -55,20 +55,21 @@ def scale_channels(y, scale):
 def epilogue_op_inputs(bias=None, noise=None, noise_strength=None, activation="linear", alpha=0.2):
     """(bias, noise, noise_strength inputs, activation and alpha attributes) of a compiled op with an epilogue:
     empty tensors stand for an absent bias or noise."""
-    return ([_NONE if bias is None else bias, _NONE if noise is None else noise,
+    return ([optional_input(bias), optional_input(noise),
              tf.reshape(0.0 if noise_strength is None else noise_strength, [])],
             dict(activation=activation, alpha=float(alpha)))
 
 
-def scale_op_input(scale=None):
-    """The scale input of a compiled op whose epilogue takes one: an empty tensor stands for none."""
-    return _NONE if scale is None else scale
+def optional_input(value=None):
+    """An optional input of a compiled op (an epilogue's scale, bias or noise, ToRGB's skip, a conv's
+    projection): ``value``, or for None the empty tensor that stands for an absent one."""
+    return _NONE if value is None else value
 
 
 def epilogue_grad(op, dy, forward_ref, n_main, constant=()):
     """Gradients of a compiled op whose first ``n_main`` inputs feed ``forward_ref(*main, **epilogue)`` and whose
     next three are the epilogue's (``epilogue_op_inputs``), followed by its scale where it takes one
-    (``scale_op_input``): those of the reference, through a recomputed forward (the compiled kernels are forward
+    (``optional_input``): those of the reference, through a recomputed forward (the compiled kernels are forward
     only). Inputs at the indices ``constant`` (e.g. a FIR kernel) are passed as their static values and get no
     gradient."""
     inputs = list(op.inputs)
@@ -90,7 +91,7 @@ def epilogue_grad(op, dy, forward_ref, n_main, constant=()):
 
 def _epilogue_op(y, scale=None, **parts):
     inputs, attrs = epilogue_op_inputs(**parts)
-    return _loader.require_library().tf_distill_epilogue(y, *inputs, scale_op_input(scale), **attrs)
+    return _loader.require_library().tf_distill_epilogue(y, *inputs, optional_input(scale), **attrs)
 
 
 @_loader.register_gradient("TfDistill>Epilogue")

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_distill.ops import _loader, choice
+from tf_distill.ops.epilogue import optional_input
 from tf_distill.ops.upfirdn2d import separable_factor, setup_kernel, upsample2d_polyphase
 
 
@@ -49,13 +50,11 @@ def to_rgb_custom(x, weight, bias=None, skip=None, skip_taps=(1, 3, 3, 1), skip_
     return to_rgb_ref(x, weight, bias, skip, skip_taps, skip_pad)
 
 
-_NONE = np.zeros([0], np.float32)  # an absent bias or skip
-
-
 def _to_rgb_op(x, weight, bias, skip, skip_taps, skip_pad):
     return _loader.require_library().tf_distill_to_rgb(
-        x, weight, _NONE if bias is None else bias, _NONE if skip is None else skip,
-        _NONE if skip is None else separable_factor(skip_taps, 4.0), pad0=int(skip_pad[0]), pad1=int(skip_pad[1]))
+        x, weight, optional_input(bias), optional_input(skip),
+        optional_input(None if skip is None else separable_factor(skip_taps, 4.0)), pad0=int(skip_pad[0]),
+        pad1=int(skip_pad[1]))
 
 
 @_loader.register_gradient("TfDistill>ToRgb")

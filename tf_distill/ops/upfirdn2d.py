@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_distill.ops import _loader, choice
-from tf_distill.ops.epilogue import (epilogue_grad, epilogue_op_inputs, epilogue_ref, scale_channels, scale_op_input,
+from tf_distill.ops.epilogue import (epilogue_grad, epilogue_op_inputs, epilogue_ref, optional_input, scale_channels,
                                      self_check_kwargs, self_check_parts)
 
 
@@ -319,7 +319,7 @@ def _self_check():
 def _upfirdn2d_epilogue_op(x, kernel, pad, scale=None, **epilogue):
     inputs, attrs = epilogue_op_inputs(**epilogue)
     return _loader.require_library().tf_distill_up_fir_dn2d_epilogue(
-        x, kernel, *inputs, scale_op_input(scale), pad_y0=pad[0], pad_y1=pad[1], pad_x0=pad[0], pad_x1=pad[1],
+        x, kernel, *inputs, optional_input(scale), pad_y0=pad[0], pad_y1=pad[1], pad_x0=pad[0], pad_x1=pad[1],
         **attrs)
 
 
