@@ -43,6 +43,7 @@ HDRS = [
     "cc/kernels/gpu_launch.h",
     "cc/kernels/half.h",
     "cc/kernels/parallel.h",
+    "cc/kernels/per_sample.h",
     "cc/kernels/to_rgb.h",
     "cc/kernels/upfirdn2d.h",
     "cc/ops/checks.h",

@@ -311,7 +311,11 @@ class ModulatedConv2D(keras.layers.Layer):
     def projects(self, x, out_width):
         """Whether ``call_inference`` can take a ``project`` weight for input ``x``: a same-size 3x3 conv that folds
         its style and runs the compiled direct conv, which applies the projection before storing anything."""
-        return not self.upsample and self._folds_direct(x, out_width)
+        return self._projects_when(self._folds_direct(x, out_width))
+
+    def _projects_when(self, folds_direct):
+        """``projects``, given ``_folds_direct``: only a same-size conv (an upsampling one is followed by a blur)."""
+        return folds_direct and not self.upsample
 
     def call_inference(self, x, style, gain=1.0, bias=None, out_channels=None, noise=None, noise_strength=None,
                        activation="linear", project=None):
@@ -333,8 +337,9 @@ class ModulatedConv2D(keras.layers.Layer):
         out_width = out_channels or self.filters
         # The compiled direct conv reads the channels its weight takes: a widened input's zero channels need no
         # zero weights there (5% fewer multiply-adds for 77 of 80 channels); every other conv gets them.
-        in_width = self.in_channels if self._folds_direct(x, out_width) else x.shape[-1]
-        if project is not None and not self.projects(x, out_width):
+        direct = self._folds_direct(x, out_width)
+        in_width = self.in_channels if direct else x.shape[-1]
+        if project is not None and not self._projects_when(direct):
             raise ValueError(f"{self.name} cannot project its output here (see ModulatedConv2D.projects).")
         w, s, d, bias = self._widened(in_width, style, out_width, bias)
         parts = dict(bias=bias, noise=noise, noise_strength=noise_strength, activation=activation, alpha=LRELU_ALPHA)

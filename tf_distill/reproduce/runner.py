@@ -88,7 +88,7 @@ def check_suite_config(config):
 def check_run_configs(config, specs):
     """Raises a UserError naming every bad value of the planned runs' training configs (``config.base`` with each
     row's overrides) before the first run trains: each would otherwise fail only when its run starts, hours in."""
-    from tf_distill.train.config_check import ConfigError, check_config  # pylint: disable=import-outside-toplevel
+    from tf_distill.train.config_check import ConfigError, config_problems  # pylint: disable=import-outside-toplevel
 
     problems = []
     first_runs = {}  # one run per row: a row's runs differ only in config.seed, which check_suite_config bounds
@@ -97,9 +97,10 @@ def check_run_configs(config, specs):
     for spec in first_runs.values():
         overrides = row_overrides(spec.suite, spec.row, config.mimic_steps)
         try:
-            check_config(resolve_config(config.base, overrides, spec.seed), prefix="config.base")
-        except ConfigError as err:
-            problems.extend(p for p in str(err).split("; ") if p not in problems)
+            found = config_problems(resolve_config(config.base, overrides, spec.seed), prefix="config.base")
+        except ConfigError as err:  # keys missing: one message
+            found = [str(err)]
+        problems.extend(p for p in found if p not in problems)
     if problems:
         raise UserError("; ".join(problems))
 

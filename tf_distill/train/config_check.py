@@ -32,6 +32,12 @@ def check_config(config, num_replicas=None, prefix="config"):
     With ``num_replicas`` (None: not known yet) it also runs :func:`check_batch`. ``prefix``: how the user
     reaches the config's keys (``config.base`` inside a reproduction config).
     """
+    config_problems(config, num_replicas, prefix).raise_if_any()
+
+
+def config_problems(config, num_replicas=None, prefix="config"):
+    """The :class:`Problems` of ``check_config`` (for callers that gather several configs' problems); raises
+    :class:`ConfigError` right away only when keys are missing, where the rest cannot be checked."""
     missing = missing_keys(config, default_config())
     if missing:
         shown = first_few((f"{prefix}.{k}" for k in missing), 6)
@@ -43,7 +49,7 @@ def check_config(config, num_replicas=None, prefix="config"):
     _check_sections(problems, config)
     if num_replicas is not None and not problems:  # the batch checks need sane values to talk about
         _check_batch(problems, config, num_replicas)
-    problems.raise_if_any()
+    return problems
 
 
 def missing_keys(config, reference, free=()):
@@ -110,8 +116,6 @@ class Problems(list):
     def raise_if_any(self):
         if self:
             raise ConfigError("; ".join(self))
-
-
 
 
 def is_int(v):

@@ -27,6 +27,7 @@
 #endif
 
 #include "custom_ops/cc/kernels/cpu_isa.h"
+#include "custom_ops/cc/kernels/per_sample.h"
 
 namespace tf_distill {
 
@@ -287,18 +288,9 @@ void Conv3x3Cpu(const CpuRunner& runner, const Conv3x3Params& p, const float* x,
       packed.insert(packed.end(), one.begin(), one.end());
     }
   }
-  std::vector<float> project_t;  // [n, m, k]: each output's weights contiguous
-  if (p.project != nullptr) {
-    project_t.resize(static_cast<size_t>(p.n) * p.m * p.k);
-    for (int b = 0; b < p.n; ++b) {
-      for (int e = 0; e < p.k; ++e) {
-        for (int o = 0; o < p.m; ++o) {
-          project_t[(static_cast<size_t>(b) * p.m + o) * p.k + e] =
-              p.project[(static_cast<size_t>(b) * p.k + e) * p.m + o];
-        }
-      }
-    }
-  }
+  // [n, m, k]: each output's weights contiguous
+  const std::vector<float> project_t =
+      p.project != nullptr ? TransposeEachSample(p.project, p.n, p.k, p.m, p.k) : std::vector<float>();
   runner.ParallelFor(rows, cost, 1, [&](int64_t begin, int64_t end) {
     Rows(p, path, x, w, packed.data(), project_t.data(), y, begin, end);
   });

@@ -18,6 +18,7 @@
 #endif
 
 #include "custom_ops/cc/kernels/cpu_isa.h"
+#include "custom_ops/cc/kernels/per_sample.h"
 #include "custom_ops/cc/kernels/upfirdn2d.h"
 
 namespace tf_distill {
@@ -160,15 +161,7 @@ void Rows(const RowArgs& a, int64_t begin, int64_t end) {
 
 void ToRgbCpu(const CpuRunner& runner, const ToRgbParams& p, const float* x, const float* weight, float* y) {
   const int c_padded = (p.c + 7) / 8 * 8;
-  std::vector<float> weight_t(static_cast<size_t>(p.n) * p.k * c_padded, 0.0f);
-  for (int b = 0; b < p.n; ++b) {
-    for (int i = 0; i < p.c; ++i) {
-      for (int o = 0; o < p.k; ++o) {
-        weight_t[(static_cast<size_t>(b) * p.k + o) * c_padded + i] =
-            weight[(static_cast<size_t>(b) * p.c + i) * p.k + o];
-      }
-    }
-  }
+  const std::vector<float> weight_t = TransposeEachSample(weight, p.n, p.c, p.k, c_padded);
   AxisTaps ty, tx;
   if (p.skip != nullptr) {
     ty = MakeAxisTaps(p.h, p.skip_h, p.kernel_size, 2, 1, p.pad0);
