@@ -244,6 +244,8 @@ def _bad_cases(tmp, generator_file):
     (tmp / "earlier" / "report.json").write_text("{}")
     (tmp / "result.json").write_text("{}")
     file = tmp / "faces" / "a.png"
+    mixed_folder(tmp / "twins", names=("a.png", "b.jpg"))
+    mixed_folder(tmp / "twins" / "more", names=("b.png",))  # b.jpg and more/b.png would both write b.png, b.npz
     g, faces = f"--teacher={generator_file}", f"--input={tmp / 'faces'}"
     cases = [
         ("project-missing-input", "project", [g, f"--input={tmp / 'nope'}", f"--output={tmp / 'o'}"], 1,
@@ -254,6 +256,14 @@ def _bad_cases(tmp, generator_file):
          "is a file, not a folder"),
         ("project-would-overwrite", "project", [g, faces, f"--output={tmp / 'earlier'}", "--report_only"], 1,
          "--overwrite"),
+        ("project-output-is-the-input", "project", [g, faces, f"--output={tmp / 'faces'}", "--overwrite"], 1,
+         "holds the input"),
+        ("project-output-holds-the-input-image", "project", [g, f"--input={file}", f"--output={tmp / 'faces'}",
+                                                             "--overwrite"], 1, "holds the input"),
+        ("project-output-inside-the-input", "project", [g, faces, f"--output={tmp / 'faces' / 'o'}"], 1,
+         "inside --input"),
+        ("project-images-share-a-name", "project", [g, f"--input={tmp / 'twins'}", f"--output={tmp / 'o'}"], 1,
+         "b.jpg"),
         ("project-empty-folder", "project", [g, f"--input={tmp / 'empty'}", f"--output={tmp / 'o'}"], 1, "empty"),
         ("project-no-readable-image", "project", [g, f"--input={tmp / 'allbad'}", f"--output={tmp / 'o'}"], 1,
          "none of the 3 image"),
@@ -274,7 +284,8 @@ def _bad_cases(tmp, generator_file):
 
 
 CASE_IDS = ["project-missing-input", "project-missing-checkpoint", "project-output-parent-is-a-file",
-            "project-would-overwrite", "project-empty-folder", "project-no-readable-image", "eval-num-samples-0",
+            "project-would-overwrite", "project-output-is-the-input", "project-output-holds-the-input-image",
+            "project-output-inside-the-input", "project-images-share-a-name", "project-empty-folder", "project-no-readable-image", "eval-num-samples-0",
             "eval-unknown-metric", "eval-output-exists", "eval-no-readable-reference", "eval-output-unwritable"]
 
 
@@ -283,15 +294,20 @@ def bad_runs(tmp_path_factory, generator_file):
     """Every case's process, two at a time (each imports TensorFlow: several seconds)."""
     tmp = tmp_path_factory.mktemp("bad")
     cases = _bad_cases(tmp, generator_file)
+    faces = _contents(tmp / "faces")
     with ThreadPoolExecutor(2) as pool:
         procs = pool.map(lambda c: _run(c[1], *c[2], timeout=300), cases)
-    return tmp, {c[0]: (c, p) for c, p in zip(cases, procs)}
+    return tmp, {c[0]: (c, p) for c, p in zip(cases, procs)}, faces
+
+
+def _contents(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
 @pytest.mark.slow  # 11 processes, each importing TensorFlow
 @pytest.mark.parametrize("case", CASE_IDS)
 def test_bad_command_lines_end_in_one_error_line(bad_runs, case):
-    tmp, runs = bad_runs
+    tmp, runs, faces = bad_runs
     if case not in runs:
         pytest.skip("no folder here refuses writes (running as root on a writable /sys)")
     (_, _, args, code, expected), proc = runs[case]
@@ -299,4 +315,5 @@ def test_bad_command_lines_end_in_one_error_line(bad_runs, case):
     assert proc.returncode == code, (args, proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert len(errors) == 1 and expected in errors[0], proc.stderr[-3000:]
-    assert not (tmp / "o").exists()  # a refused run creates no output folder
+    assert not (tmp / "o").exists() and not (tmp / "faces" / "o").exists()  # a refused run creates no folder
+    assert _contents(tmp / "faces") == faces  # nor touches the input folder

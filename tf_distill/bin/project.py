@@ -17,6 +17,7 @@ under a temporary name and renamed into place.
 Defaults: L-BFGS (Wolfe, history 10) for ``--steps=100`` iterations (CPU-friendly); the paper used 801.
 """
 
+import collections
 import csv
 import io
 import itertools
@@ -76,12 +77,26 @@ def planned_outputs(files, report_only):
     return {*REPORT_FILES, "grid.png", *(f"{s}.png" for s in stems), *(f"{s}.npz" for s in stems)}
 
 
-def check_output_folder(output, files, report_only, overwrite):
-    """Refuses an --output that cannot be written, or whose files of an earlier run this run would replace."""
+def check_output_folder(output, files, report_only, overwrite, input_path):
+    """Refuses an --output that cannot be written, that holds the --input (even with --overwrite), or that is
+    inside an --input folder (its PNGs would be read back as images); outputs that two images of the same name
+    would share; and files of an earlier run this run would replace, without --overwrite."""
     from tf_distill.outputs import check_output  # pylint: disable=import-outside-toplevel
 
-    check_output(output, overwrite=True)  # a folder we can write; the files it holds are checked below
+    # a folder we can write that holds no input; the files it holds are checked below
+    check_output(output, overwrite=True, inputs=[input_path])
+    if Path(input_path).is_dir() and Path(output).resolve().is_relative_to(Path(input_path).resolve()):
+        raise UserError(f"--output={output} is inside --input={input_path}, whose images are searched recursively: "
+                        "this run's PNGs would be read back as images (choose a folder outside it)")
     output = Path(output)
+    stems = collections.defaultdict(list)
+    for f in files if not report_only else ():
+        stems[Path(f).stem].append(f)
+    shared = [names for names in stems.values() if len(names) > 1]
+    if shared:
+        raise UserError(f"--input holds {len(shared)} name(s) that several images share, whose outputs NAME.png and "
+                        f"NAME.npz would overwrite each other ({first_few(shared[0], 3)}) (rename them, or project "
+                        "them in separate runs)")
     clash = sorted(n for n in planned_outputs(files, report_only) if (output / n).exists()) if output.is_dir() else []
     if clash and not overwrite:
         raise UserError(f"--output {output} already holds {len(clash)} file(s) this run would replace "
@@ -220,7 +235,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     check_flags()
     files = _input_files(_INPUT.value)
-    check_output_folder(_OUTPUT.value, files, _REPORT_ONLY.value, _OVERWRITE.value)
+    check_output_folder(_OUTPUT.value, files, _REPORT_ONLY.value, _OVERWRITE.value, _INPUT.value)
     summary = project_main(files)
     print(json.dumps(summary, indent=2))
     return 0
