@@ -191,6 +191,7 @@ def test_a_run_killed_after_its_first_checkpoint_ends_with_the_same_weights(tmp_
 
 @pytest.mark.parametrize("args,message", [
     (["--rows=bogus"], "are not in suite"),
+    (["--report_only"], "/w does not exist: --report_only reports the runs of an earlier"),  # was an empty report
     (["--seeds=0"], "--seeds=0: 0 is not an integer in the range [1, 100]"),
     ([f"--seeds={10**12}"], "is not an integer in the range [1, 100]"),  # was a silent plan of 10^12 runs
     (["--report_dir=/dev/null"], "--report_dir=/dev/null is a file"),  # was found after training the suite

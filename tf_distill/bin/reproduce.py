@@ -16,7 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from tf_distill import cli, limits
-from tf_distill.errors import first_few
+from tf_distill.errors import UserError, first_few
 from tf_distill.outputs import check_workdir
 
 cli.quiet_logs()
@@ -56,6 +56,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required (e.g. --workdir=runs/reproduce).")
+    if _REPORT_ONLY.value and not os.path.isdir(_WORKDIR.value):  # it wrote an empty report there, and succeeded
+        raise UserError(f"--workdir={_WORKDIR.value} does not exist: --report_only reports the runs of an earlier "
+                        "tf-distill-reproduce run (give its --workdir)")
     config = _CONFIG.value
     _check_config_keys(config)
     if not config.base.teacher or not config.base.data.source:
