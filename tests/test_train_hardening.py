@@ -21,7 +21,7 @@ from tf_distill.errors import UserError
 from tf_distill.outputs import WORKDIR_LOCK, WorkdirLock
 from tf_distill.models import Generator
 from tf_distill.train.config_check import ConfigError, check_batch, check_config, check_max_steps
-from tf_distill.train.loop import CheckpointError, NonFiniteLossError, Run
+from tf_distill.train.loop import CheckpointError, NonFiniteLossError, Run, check_inputs_outside_outputs
 from train_helper import tiny_config, write_random_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,6 +295,36 @@ def test_run_checks_the_config_and_max_steps_before_anything_is_written(tmp_path
         run.run(max_steps=0)
     assert not (tmp_path / "good" / "checkpoints").exists() or not any((tmp_path / "good" / "checkpoints").iterdir())
 
+
+
+@pytest.mark.parametrize("key,where,refused", [
+    ("teacher", "final", True),  # the teacher's own training workdir: resumed from, then its final/ replaced
+    ("teacher", "final/g_ema.keras", True),
+    ("init_from", "checkpoints", True),
+    ("kd.face_parsing_weights", "samples/79999_iter.pth", True),
+    ("teacher", "teacher.keras", False),  # beside what the run writes: untouched
+    ("teacher", "../final", False),
+])
+def test_inputs_where_the_run_writes_are_refused(tmp_path, data_dir, key, where, refused):
+    config = tiny_config(data_dir, "default", 2)
+    section, _, name = key.rpartition(".")
+    (config[section] if section else config)[name] = str(tmp_path / "w" / where)
+    if refused:
+        with pytest.raises(UserError, match=rf"config.{key}=.* lies in .*, which this run writes"):
+            check_inputs_outside_outputs(config, tmp_path / "w")
+    else:
+        check_inputs_outside_outputs(config, tmp_path / "w")
+
+
+@pytest.mark.parametrize("workdir,refused", [("images", True), ("images/runs/a", True), ("runs/a", False),
+                                             ("images2", False)])
+def test_a_workdir_in_the_image_folder_is_refused(tmp_path, workdir, refused):
+    config = tiny_config(tmp_path / "images", "default", 2)
+    if refused:
+        with pytest.raises(UserError, match="lies in the image folder of config.data.source"):
+            check_inputs_outside_outputs(config, tmp_path / workdir)
+    else:
+        check_inputs_outside_outputs(config, tmp_path / workdir)
 
 
 def test_batch_smaller_than_the_group_size_trains(tmp_path, data_dir):

@@ -177,6 +177,7 @@ def write_file_atomic(path, data):
 
 
 WORKDIR_LOCK = ".lock"  # in a training workdir while a run writes there
+RUN_FOLDERS = ("checkpoints", "tb", "samples", "final")  # what a training run writes in its workdir (train/loop.py)
 
 
 class WorkdirLock:

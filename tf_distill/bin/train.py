@@ -12,7 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from tf_distill import cli
-from tf_distill.outputs import WORKDIR_LOCK, check_workdir
+from tf_distill.outputs import RUN_FOLDERS, WORKDIR_LOCK, check_workdir
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and samples.")
@@ -21,7 +21,7 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Use a --workdir that holds o
                                "deleted).")
 
 # What a tf-distill workdir holds (tf_distill.train.loop); any of them means "resume here".
-WORKDIR_MARKERS = ("checkpoints", "tb", "samples", "final", WORKDIR_LOCK)
+WORKDIR_MARKERS = (*RUN_FOLDERS, WORKDIR_LOCK)
 
 
 def main(argv):

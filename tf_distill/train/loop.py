@@ -27,7 +27,7 @@ from tf_distill.data import DataSource, DecodeStats, make_dataset
 from tf_distill.errors import UserError, reason
 from tf_distill.images import save_grid
 from tf_distill.models import Discriminator, Generator
-from tf_distill.outputs import WorkdirLock
+from tf_distill.outputs import RUN_FOLDERS, WorkdirLock
 from tf_distill.progress import format_duration
 from tf_distill.train.config_check import check_batch, check_config, check_max_steps, uses_content_mask
 from tf_distill.train.mimic import MappingMimic
@@ -182,12 +182,37 @@ def variables_by_path(prefix, obj):
     return names
 
 
+def check_inputs_outside_outputs(config, workdir):
+    """Refuses a run whose input files lie where it writes (a teacher trained in the same workdir: its final/ would
+    be resumed from and then replaced), or whose image folder holds the workdir (the sample PNGs written there would
+    be read as training images when the run resumes)."""
+    workdir = Path(workdir).resolve()
+    inputs = (("config.teacher", config.teacher), ("config.init_from", config.init_from),
+              ("config.kd.face_parsing_weights", config.kd.face_parsing_weights))
+    for key, value in inputs:
+        path = Path(value).resolve() if value else None
+        for folder in (workdir / name for name in RUN_FOLDERS):
+            if path is not None and (path == folder or folder in path.parents):
+                raise UserError(f"{key}={value} lies in {folder}, which this run writes (copy it elsewhere, or "
+                                "choose another --workdir)")
+    try:
+        source = DataSource.parse(config.data.source)
+    except ValueError:  # check_config names a bad source; a run without data (mimicking) has none
+        return
+    if source.kind == "folder" and (workdir == Path(source.path).resolve()
+                                    or Path(source.path).resolve() in workdir.parents):
+        raise UserError(f"--workdir={workdir} lies in the image folder of config.data.source={config.data.source}: "
+                        "the run's sample PNGs would be read as training images when it resumes (choose a --workdir "
+                        "outside it)")
+
+
 class Run:
     """A training run bound to ``workdir``."""
 
     def __init__(self, config, workdir, lpips=None):
         resolve_student(config)  # a config with a ``student`` section takes its architecture from the teacher
         check_config(config)  # every bad value fails here, before anything is built or written
+        check_inputs_outside_outputs(config, workdir)
         self.config, self.workdir = config, Path(workdir)
         self.strategy = make_strategy(config.strategy)
         check_batch(config, self.strategy.num_replicas_in_sync)
