@@ -55,11 +55,14 @@ def test_check_output_refuses_what_would_lose_data(tmp_path):
         (dict(path=full, kind="file"), "is a folder"),
         (dict(path=tmp_path, overwrite=True, inputs=[full / "keep.txt"]), "holds the input"),
         (dict(path=afile, overwrite=True, inputs=[afile], kind="file"), "holds the input"),
+        # a folder written whole: --overwrite would have deleted the user's file with it
+        (dict(path=full, overwrite=True, replaces=("g.keras",)), "holds keep.txt, which this does not write"),
     ]
     for kwargs, words in cases:
         with pytest.raises(UserError, match=words):
             outputs.check_output(**kwargs)
     assert outputs.check_output(full, overwrite=True) == full
+    assert outputs.check_output(full, overwrite=True, replaces=("keep.txt", "g.keras")) == full
     assert outputs.check_output(afile, overwrite=True, kind="file") == afile
 
 
@@ -210,6 +213,8 @@ def user_files(tmp_path_factory):
     (root / "mydata" / "teacher.pt").write_bytes(fixture_path("teacher32_zip.pt").read_bytes())
     (root / "notes").mkdir()
     (root / "notes" / "keep.txt").write_text("mine")
+    (root / "1").mkdir()  # a numbered folder that is not a SavedModel
+    (root / "1" / "keep.txt").write_text("mine")
     (root / "afile").write_text("mine")
     (root / "images").mkdir()
     (root / "shards-00000-of-00001.tfrecord").write_bytes(b"mine")
@@ -224,6 +229,9 @@ CASES = [  # (module, args, words in the error line)
     ("convert", ["--input=mydata/teacher.pt", "--output=mydata"], ["holds the input"]),
     ("convert", ["--input=mydata/teacher.pt", "--output=mydata", "--overwrite"], ["holds the input"]),
     ("convert", ["--input=mydata/teacher.pt", "--output=notes"], ["not empty", "--overwrite"]),
+    ("convert", ["--input=mydata/teacher.pt", "--output=notes", "--overwrite"], ["holds keep.txt", "move it out"]),
+    ("export", ["--checkpoint=mydata/teacher.pt", "--export_dir=.", "--version=1", "--overwrite"],
+     ["version folder", "holds keep.txt"]),
     ("convert", ["--input=mydata/teacher.pt", "--output=afile"], ["is a file"]),
     ("convert", ["--input=missing.pt", "--output=out"], ["missing.pt", "does not exist"]),
     ("convert", ["--input=mydata/teacher.pt", "--output=out", "--n_samples=0"], ["--n_samples"]),
@@ -320,9 +328,10 @@ def test_bad_input_gives_one_line_and_keeps_user_files(user_files, module, args,
     assert_one_line_error(result, *words)
     assert (user_files / "mydata" / "teacher.pt").read_bytes() == fixture_path("teacher32_zip.pt").read_bytes()
     assert (user_files / "notes" / "keep.txt").read_text() == "mine"
+    assert [p.name for p in (user_files / "1").iterdir()] == ["keep.txt"]
     assert (user_files / "afile").read_text() == "mine"
     for name in ("shards-00000-of-00001.tfrecord", "served/seed0.png", "edits/mix_coarse.png"):
         assert (user_files / name).read_bytes() == b"mine"
-    assert sorted(p.name for p in user_files.iterdir()) == ["afile", "edits", "images", "loop", "mydata", "notes",
-                                                            "served", "shards-00000-of-00001.tfrecord"]
+    assert sorted(p.name for p in user_files.iterdir()) == ["1", "afile", "edits", "images", "loop", "mydata",
+                                                            "notes", "served", "shards-00000-of-00001.tfrecord"]
     assert [p.name for p in (user_files / "served").iterdir()] == ["seed0.png"]

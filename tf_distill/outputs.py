@@ -17,11 +17,15 @@ import time
 import uuid
 from pathlib import Path
 
-from tf_distill.errors import UserError
+from tf_distill.errors import UserError, first_few
 
 
-def check_output(path, *, overwrite=False, inputs=(), flag="--output", kind="folder"):
-    """``path`` as a Path once it is safe to write there as a ``kind`` ("folder" or "file"); else UserError."""
+def check_output(path, *, overwrite=False, inputs=(), flag="--output", kind="folder", replaces=None):
+    """``path`` as a Path once it is safe to write there as a ``kind`` ("folder" or "file"); else UserError.
+
+    ``replaces``: for a folder written whole (``staged_directory``: what it held is deleted), the names it may
+    hold for ``overwrite`` to replace it (what this writes there); a folder holding anything else is refused.
+    """
     path = Path(path)
     resolved = path.resolve()
     for item in inputs:
@@ -36,6 +40,11 @@ def check_output(path, *, overwrite=False, inputs=(), flag="--output", kind="fol
         if path.is_dir() and any(path.iterdir()) and not overwrite:
             raise UserError(f"{flag}={path} exists and is not empty (choose a new folder, or pass --overwrite "
                             "to replace what it holds)")
+        foreign = sorted(e.name for e in path.iterdir() if e.name not in replaces) \
+            if replaces is not None and path.is_dir() else []
+        if foreign:
+            raise UserError(f"{flag}={path} holds {first_few(foreign, 3)}, which this does not write and replacing "
+                            "the folder would delete (move it out, or choose a new folder)")
     else:
         if path.is_dir():
             raise UserError(f"{flag}={path} is a folder; a file is written there (give a file path)")

@@ -52,8 +52,11 @@ def check_paths(input_path, output_path, grid=None, overwrite=False):
         check_output(output_path, overwrite=overwrite, inputs=[input_path], kind="file")
         default_grid = output_path.with_suffix(".png")
     else:
-        check_output(output_path, overwrite=overwrite, inputs=[input_path], kind="folder")
+        from tf_distill.io.checkpoints import CHECKPOINT_ENTRIES  # pylint: disable=import-outside-toplevel
+
         default_grid = output_path / "samples.png"
+        check_output(output_path, overwrite=overwrite, inputs=[input_path], kind="folder",
+                     replaces=(*CHECKPOINT_ENTRIES, default_grid.name))
     if grid == "":
         return None
     grid = Path(grid or default_grid)

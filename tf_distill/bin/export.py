@@ -95,7 +95,7 @@ def check_paths(savedmodel, tflite):
         if version < 1:
             raise app.UsageError(f"--version must be at least 1 (TF Serving serves numbered folders), got {version}.")
         check_output(export_dir / str(version), overwrite=_OVERWRITE.value, inputs=[checkpoint],
-                     flag="--export_dir (version folder)")
+                     flag="--export_dir (version folder)", replaces=savedmodel.SAVED_MODEL_ENTRIES)
 
 
 def run():

@@ -44,6 +44,8 @@ from tf_distill.outputs import staged_directory
 DEFAULT_MAX_BATCH = 64
 MAX_ABS_LATENT = 1e4  # bound on |z|, |w| entries (module doc): ~1000x what the mapping produces, far from overflow
 METADATA_FILE = "tf_distill_export.json"
+# What a version folder holds (tf.saved_model.save, and our assets.extra/METADATA_FILE).
+SAVED_MODEL_ENTRIES = ("saved_model.pb", "variables", "assets", "assets.extra", "fingerprint.pb")
 SIGNATURE_NAMES = ("serving_default", "from_seeds", "from_w", "style_mix", "mapping")
 
 

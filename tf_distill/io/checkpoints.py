@@ -30,6 +30,8 @@ from tf_distill.layers.equalized import PACKAGE
 from tf_distill.models import Discriminator, Generator
 
 NETWORKS = ("g_ema", "g", "d")
+# What our checkpoint directory may hold (save_models, and a training run's final/ adds its config.json).
+CHECKPOINT_ENTRIES = (*(f"{k}.keras" for k in NETWORKS), "latent_avg.npy", "config.json")
 
 _KERAS_FIX = "re-save it with tf-distill, or convert the original .pt again with tf-distill-convert"
 # The Keras classes a .keras archive may hold: (class, config check, parameter shapes).
