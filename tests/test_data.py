@@ -16,7 +16,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tf_distill import data
-from tf_distill.data import fashion_mnist, idx
+from tf_distill.data import fashion_mnist, idx, tfrecord
 from tf_distill.errors import UserError
 
 RES = 16
@@ -227,6 +227,32 @@ def test_tfrecord_corrupt_record_is_skipped_and_named(tmp_path):
     assert images.shape == (1, RES, RES, 3)
     np.testing.assert_allclose(images, 77 / 127.5 - 1, atol=1e-6)
     assert sorted(stats.skipped) == sorted(["bad/one.png", f"{file}#2"])
+
+
+def _shards(tmp_path, n=3):
+    """``n`` one-image shards (different images), written by write_tfrecords."""
+    for i in range(n):
+        _save(tmp_path / "images" / f"{i}.png", np.full((20, 20, 3), 40 * i, np.uint8))
+    return data.write_tfrecords(tmp_path / "images", tmp_path / "shards" / "s", num_shards=n).files
+
+
+@pytest.mark.parametrize("damage,words", [
+    (lambda b: b[:len(b) // 2], "truncated record at 0: Read less bytes than requested"),  # a copy cut short
+    (lambda b: b[:40] + bytes([b[40] ^ 0xFF]) + b[41:], "corrupted record at 12"),  # a flipped bit: bad checksum
+])
+def test_a_damaged_tfrecord_shard_is_named(tmp_path, damage, words):
+    files = _shards(tmp_path)
+    assert tfrecord.damaged_files(files) == []
+    Path(files[1]).write_bytes(damage(Path(files[1]).read_bytes()))
+    assert [f for f, _ in tfrecord.damaged_files(files)] == [files[1]]
+    spec = f"tfrecord:{tmp_path / 'shards'}"
+    with pytest.raises(tf.errors.DataLossError) as raised:  # what a pipeline meets: TensorFlow names no file
+        _collect(data.make_dataset(spec, RES, 1, False, False, False))
+    assert files[1] not in str(raised.value)
+    explained = data.explain_data_loss(spec, raised.value)
+    assert isinstance(explained, data.DamagedDataError) and isinstance(explained, UserError)
+    assert str(explained).startswith(f"TFRecord file {files[1]} is damaged: {words}"), str(explained)
+    assert "tf-distill-make-tfrecords" in str(explained) and "name:" not in str(explained)
 
 
 def test_tfrecord_missing_and_empty_are_clear_errors(tmp_path):

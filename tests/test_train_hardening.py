@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.checkpoint import checkpoint_management, functional_saver
 
+from tf_distill.data import DamagedDataError, write_tfrecords
 from tf_distill.errors import UserError
 from tf_distill.outputs import WORKDIR_LOCK, WorkdirLock
 from tf_distill.models import Generator
@@ -314,6 +315,15 @@ def test_inputs_where_the_run_writes_are_refused(tmp_path, data_dir, key, where,
             check_inputs_outside_outputs(config, tmp_path / "w")
     else:
         check_inputs_outside_outputs(config, tmp_path / "w")
+
+
+def test_a_damaged_tfrecord_shard_stops_training_naming_the_file(tmp_path, data_dir):
+    files = write_tfrecords(data_dir, tmp_path / "shards" / "s", num_shards=2).files
+    Path(files[0]).write_bytes(Path(files[0]).read_bytes()[:-100])  # a copy cut short
+    config = tiny_config(data_dir, "default", 4)
+    config.data.source = f"tfrecord:{tmp_path / 'shards'}"
+    with pytest.raises(DamagedDataError, match=f"TFRecord file {files[0]} is damaged: truncated record"):
+        Run(config, tmp_path / "w").run()
 
 
 @pytest.mark.parametrize("workdir,refused", [("images", True), ("images/runs/a", True), ("runs/a", False),

@@ -19,7 +19,7 @@ def reason(err, limit=300):
     after). NumPy's answer to a file that is neither .npy nor .npz (it "contains pickled (object) data", load
     it "unsafely using allow_pickle=") becomes what it means."""
     lines = str(err).strip().splitlines()
-    text = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]", " ", lines[0] if lines else "")
+    text = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]( name:\s*\S*)?", " ", lines[0] if lines else "")
     text = " ".join(text.split())
     if "allow_pickle" in text:
         return "not a NumPy .npy/.npz file"

@@ -9,3 +9,7 @@ class DatasetNotFoundError(UserError, FileNotFoundError):
 
 class EmptyDatasetError(UserError, ValueError):
     """The dataset exists but holds no images (the message names the path and what was expected)."""
+
+
+class DamagedDataError(UserError, ValueError):
+    """A data file cannot be read to its end (a truncated copy, a flipped bit); the message names the file."""

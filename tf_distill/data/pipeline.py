@@ -22,7 +22,7 @@ from tf_distill.data import decode
 from tf_distill.data.fashion_mnist import fashion_mnist_images
 from tf_distill.data.folder import folder_images
 from tf_distill.data.source import DataSource
-from tf_distill.data.tfrecord import tfrecord_images
+from tf_distill.data.tfrecord import data_loss_error, tfrecord_images
 
 
 def random_flip(images, seed):
@@ -113,3 +113,10 @@ def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat
     if input_context is not None:  # sharded here already
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options)
+
+
+def explain_data_loss(source, err):
+    """``err``, a DataLossError met reading ``source`` (a spec or DataSource), as a one-line DamagedDataError that
+    names the damaged TFRecord file (TensorFlow's message names none); ``err`` itself for other sources."""
+    source = DataSource.parse(source)
+    return data_loss_error(source.path, err) if source.kind == "tfrecord" else err

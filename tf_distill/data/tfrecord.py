@@ -28,8 +28,8 @@ from google.protobuf.message import DecodeError
 from PIL import Image
 
 from tf_distill.data import decode
-from tf_distill.data.errors import DatasetNotFoundError, EmptyDatasetError
-from tf_distill.errors import first_few
+from tf_distill.data.errors import DamagedDataError, DatasetNotFoundError, EmptyDatasetError
+from tf_distill.errors import first_few, reason
 from tf_distill.data.folder import list_image_files
 from tf_distill.data.stream import shuffle_repeat
 from tf_distill.images import UnreadableImageError, read_rgb
@@ -136,6 +136,35 @@ def write_tfrecords(image_dir, output_prefix, num_shards=1, verify=True, progres
     logging.info("Wrote %d images to %d shard(s) %s-*-of-%05d%s (%d skipped).", len(readable), num_shards,
                  output_prefix, num_shards, SUFFIX, len(skipped))
     return WriteResult(files=shards, num_images=len(readable), skipped=skipped)
+
+
+def damaged_files(files, limit=3):
+    """[(file, reason)] of the first ``limit`` TFRecord ``files`` whose records do not read back to the end: what
+    TensorFlow's DataLossError ("truncated record at N", "corrupted record at N") does not say. Reads only the
+    records' framing and checksums, in graph (GB/s): for after such an error, not before every run."""
+    found = []
+    for file in files:
+        try:
+            tf.data.TFRecordDataset(file).reduce(np.int64(0), lambda n, _: n + 1).numpy()
+        except tf.errors.DataLossError as err:
+            found.append((file, reason(err).replace("' failed with ", ": ")))  # TensorFlow's stray quote
+            if len(found) == limit:
+                break
+    return found
+
+
+def data_loss_error(pattern, err):
+    """A :class:`DamagedDataError` for ``err``, a DataLossError met reading the TFRecords of ``pattern``, naming the
+    damaged file(s)."""
+    damaged = damaged_files(list_tfrecord_files(pattern))
+    if not damaged:
+        return DamagedDataError(f"reading the TFRecords {pattern} failed: {reason(err)} (check the files; "
+                                "re-create them with tf-distill-make-tfrecords)")
+    file, why = damaged[0]
+    more = f"; so {'is' if len(damaged) == 2 else 'are'} {first_few((f for f, _ in damaged[1:]), 2)}" \
+        if len(damaged) > 1 else ""
+    return DamagedDataError(f"TFRecord file {file} is damaged: {why}{more} (re-create the shards with "
+                            "tf-distill-make-tfrecords, or leave the damaged files out of the pattern)")
 
 
 def list_tfrecord_files(pattern):

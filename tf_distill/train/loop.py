@@ -23,7 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_distill.io import checkpoints
-from tf_distill.data import DataSource, DecodeStats, make_dataset
+from tf_distill.data import DataSource, DecodeStats, explain_data_loss, make_dataset
 from tf_distill.errors import UserError, reason
 from tf_distill.images import save_grid
 from tf_distill.models import Discriminator, Generator
@@ -521,7 +521,11 @@ class Run:
                 self.iterator = iter(self._dataset(start))
                 end = total if max_steps is None else min(total, start + max_steps)
                 while int(self.step.step.numpy()) < end and stop.signal is None:
-                    logs = {k: float(v) for k, v in self.step.train_step(next(self.iterator)).items()}
+                    try:
+                        batch = next(self.iterator)
+                    except tf.errors.DataLossError as err:  # a damaged TFRecord: name it
+                        raise explain_data_loss(self.config.data.source, err) from None
+                    logs = {k: float(v) for k, v in self.step.train_step(batch).items()}
                     step = int(self.step.step.numpy())
                     _check_finite(logs, step)
                     if step % self.config.log.every == 0 or step == end:
