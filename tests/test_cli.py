@@ -228,7 +228,7 @@ def user_files(tmp_path_factory):
 CASES = [  # (module, args, words in the error line)
     ("convert", ["--input=mydata/teacher.pt", "--output=mydata"], ["holds the input"]),
     ("convert", ["--input=mydata/teacher.pt", "--output=mydata", "--overwrite"], ["holds the input"]),
-    ("convert", ["--input=mydata/teacher.pt", "--output=notes"], ["not empty", "--overwrite"]),
+    ("convert", ["--input=mydata/teacher.pt", "--output=notes"], ["holds keep.txt", "move it out"]),
     ("convert", ["--input=mydata/teacher.pt", "--output=notes", "--overwrite"], ["holds keep.txt", "move it out"]),
     ("export", ["--checkpoint=mydata/teacher.pt", "--export_dir=.", "--version=1", "--overwrite"],
      ["version folder", "holds keep.txt"]),

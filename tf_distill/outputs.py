@@ -37,14 +37,14 @@ def check_output(path, *, overwrite=False, inputs=(), flag="--output", kind="fol
     if kind == "folder":
         if path.exists() and not path.is_dir():
             raise UserError(f"{flag}={path} is a file; a folder is written there (choose a folder path)")
+        foreign = sorted(e.name for e in path.iterdir() if e.name not in replaces) \
+            if replaces is not None and path.is_dir() else []
+        if foreign:  # even with overwrite
+            raise UserError(f"{flag}={path} holds {first_few(foreign, 3)}, which this does not write and replacing "
+                            "the folder would delete (move it out, or choose a new folder)")
         if path.is_dir() and any(path.iterdir()) and not overwrite:
             raise UserError(f"{flag}={path} exists and is not empty (choose a new folder, or pass --overwrite "
                             "to replace what it holds)")
-        foreign = sorted(e.name for e in path.iterdir() if e.name not in replaces) \
-            if replaces is not None and path.is_dir() else []
-        if foreign:
-            raise UserError(f"{flag}={path} holds {first_few(foreign, 3)}, which this does not write and replacing "
-                            "the folder would delete (move it out, or choose a new folder)")
     else:
         if path.is_dir():
             raise UserError(f"{flag}={path} is a folder; a file is written there (give a file path)")
