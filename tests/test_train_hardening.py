@@ -317,6 +317,21 @@ def test_inputs_where_the_run_writes_are_refused(tmp_path, data_dir, key, where,
         check_inputs_outside_outputs(config, tmp_path / "w")
 
 
+def test_the_fid_cache_is_named_by_the_data_it_holds(tmp_path, data_dir):
+    """A run resumed with another data source (or size of sample) must not reuse the old statistics."""
+    paths = {}
+    for name, source, samples in (("a", f"folder:{data_dir}", 8), ("again", f"folder:{data_dir}", 8),
+                                  ("other data", f"folder:{tmp_path / 'other'}", 8),
+                                  ("more samples", f"folder:{data_dir}", 16)):
+        config = tiny_config(data_dir, "default", 2)
+        config.data.source, config.eval.fid_samples = source, samples
+        run = Run(config, tmp_path / "w")
+        paths[name] = run.fid_cache_path()
+        run.release()
+    assert paths["a"] == paths["again"] and paths["a"].parent == tmp_path / "w"
+    assert len({paths["a"], paths["other data"], paths["more samples"]}) == 3
+
+
 def test_a_damaged_tfrecord_shard_stops_training_naming_the_file(tmp_path, data_dir):
     files = write_tfrecords(data_dir, tmp_path / "shards" / "s", num_shards=2).files
     Path(files[0]).write_bytes(Path(files[0]).read_bytes()[:-100])  # a copy cut short

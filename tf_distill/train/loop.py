@@ -9,6 +9,8 @@ fails leaves nothing of itself, so the previous checkpoint stays the latest.
 """
 
 import errno
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -470,6 +472,13 @@ class Run:
                              np.clip((images + 1) / 2, 0, 1), max_outputs=len(images))
         return path
 
+    def fid_cache_path(self):
+        """Where the training data's FID statistics are cached: named by what they depend on (source, size, count),
+        so a run resumed with another data source does not reuse the old source's."""
+        key = json.dumps([str(self.config.data.source), int(self.g.size), int(self.config.eval.fid_samples)])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        return self.workdir / f"real_stats_{self.config.eval.fid_samples}_{digest}.npz"
+
     def evaluate_fid(self, step):
         """FID of g_ema against the training data (its statistics cached in the workdir), to TensorBoard."""
         from tf_distill.metrics import generator_eval  # pylint: disable=import-outside-toplevel
@@ -477,8 +486,7 @@ class Run:
         cfg = self.config.eval
         if self._fid_stats is None:
             self._fid_stats = generator_eval.dataset_statistics(
-                self.config.data.source, self.g.size, cfg.fid_samples, cfg.fid_batch,
-                cache_path=self.workdir / f"real_stats_{cfg.fid_samples}.npz")
+                self.config.data.source, self.g.size, cfg.fid_samples, cfg.fid_batch, cache_path=self.fid_cache_path())
         fid, count = generator_eval.generator_fid(self.g_ema, self._fid_stats, cfg.fid_samples, cfg.fid_batch,
                                                   strategy=self.strategy, seed=step)
         print(f"[eval] step {step} FID({count}) = {fid:.3f}", flush=True)
