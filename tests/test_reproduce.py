@@ -11,7 +11,8 @@ from tf_distill.configs.reproduce_fmnist32 import get_config
 from tf_distill.io import checkpoints
 from tf_distill.metrics.generator_eval import diversity
 from tf_distill.reproduce import report
-from tf_distill.reproduce.runner import SuiteRunner, plan
+from tf_distill.errors import UserError
+from tf_distill.reproduce.runner import SuiteRunner, check_suite_config_unchanged, plan, record_suite_config
 from tf_distill.reproduce.suites import SUITES, resolve_config, row_overrides
 from tf_distill.train.loop import Run
 
@@ -187,6 +188,42 @@ def test_a_run_killed_after_its_first_checkpoint_ends_with_the_same_weights(tmp_
         wb = checkpoints.load_models(b[0].directory / "train" / "final")[name].weights
         for va, vb in zip(wa, wb):
             np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=0, atol=1e-6, err_msg=va.path)
+
+
+def test_a_suite_workdir_refuses_another_config_but_not_more_seeds(tmp_path):
+    config = get_config()
+    check_suite_config_unchanged(config, tmp_path)  # nothing recorded yet
+    record_suite_config(config, tmp_path)
+    check_suite_config_unchanged(config, tmp_path)
+    more = get_config()
+    more.seeds, more.base.log.every = 5, 7  # more runs, other logging: the results made so far still hold
+    check_suite_config_unchanged(more, tmp_path)
+    changed = get_config()
+    changed.base.train.steps, changed.eval.fid_samples = 900, 500
+    with pytest.raises(UserError, match=r"another config: config.base.train.steps 800 -> 900, "
+                                        r"config.eval.fid_samples 1000 -> 500 \(rerun with the config"):
+        check_suite_config_unchanged(changed, tmp_path)
+    record_suite_config(changed, tmp_path)  # the record is written once, by the first sitting
+    with pytest.raises(UserError, match="another config"):
+        check_suite_config_unchanged(changed, tmp_path)
+
+
+def test_the_binary_refuses_to_report_a_suite_made_with_another_config(tmp_path):
+    import os  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    from pathlib import Path  # pylint: disable=import-outside-toplevel
+
+    earlier = get_config()
+    earlier.base.kd.weight_l1 = 2.0
+    record_suite_config(earlier, tmp_path / "w")
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "tf_distill.bin.reproduce", f"--workdir={tmp_path / 'w'}",
+                             "--report_only"], capture_output=True, text=True, cwd=repo, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "holds a suite made with another config: config.base.kd.weight_l1 2.0 -> 3.0" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["suite_config.json"]  # no report written
 
 
 @pytest.mark.parametrize("args,message", [

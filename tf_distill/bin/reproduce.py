@@ -66,12 +66,14 @@ def main(argv):
                              "--config.base.data.source=folder:PATH (or tfrecord:GLOB, fashion_mnist).")
     if not os.path.exists(config.base.teacher):
         raise app.UsageError(f"teacher checkpoint {config.base.teacher} not found (check --config.base.teacher).")
-    check_workdir(_WORKDIR.value, ["table1", "fig1", "report"], overwrite=_OVERWRITE.value)
+    from tf_distill.reproduce.runner import SUITE_CONFIG  # pylint: disable=import-outside-toplevel
+
+    check_workdir(_WORKDIR.value, ["table1", "fig1", "report", SUITE_CONFIG], overwrite=_OVERWRITE.value)
     if _REPORT_DIR.value:  # ours to rewrite (it holds an earlier runs.csv), new or empty; never a file
         check_workdir(_REPORT_DIR.value, ["runs.csv"], overwrite=_OVERWRITE.value, flag="--report_dir")
     from tf_distill.reproduce import report  # pylint: disable=import-outside-toplevel
     from tf_distill.reproduce.runner import (  # pylint: disable=import-outside-toplevel
-        SuiteRunner, check_run_configs, check_suite_config, plan)
+        SuiteRunner, check_run_configs, check_suite_config, check_suite_config_unchanged, plan)
 
     suites = ["table1", "fig1"] if _SUITE.value == "all" else [_SUITE.value]
     check_suite_config(config)
@@ -80,6 +82,7 @@ def main(argv):
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     check_run_configs(config, specs)  # every bad value now, not when the run that reads it starts, hours in
+    check_suite_config_unchanged(config, _WORKDIR.value)
     finished = True
     if not _REPORT_ONLY.value:
         finished = SuiteRunner(config, _WORKDIR.value, specs).run()

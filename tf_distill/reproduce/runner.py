@@ -4,7 +4,8 @@ Layout of ``workdir``: ``<suite>/<row>/seed<k>/`` holds ``config.json``, ``train
 run: checkpoints, TensorBoard, samples, ``final/``), ``state.json`` (training seconds and the
 curve points so far) and, once done, ``result.json`` and ``grid.npy`` (the row's images on the
 suite's fixed z). ``teacher/`` holds the teacher's reference line; ``real_<n>.npz`` and
-``teacher_<n>.npz`` the cached FID statistics. A run with a ``result.json`` is skipped; any
+``teacher_<n>.npz`` the cached FID statistics, ``suite_config.json`` the config they were all made with
+(a later sitting with another one is refused). A run with a ``result.json`` is skipped; any
 other run resumes from its last checkpoint, so the same command continues an interrupted suite.
 """
 
@@ -22,6 +23,9 @@ from tf_distill.progress import format_duration
 from tf_distill.reproduce.suites import SUITES, resolve_config, row_overrides
 
 GRID_COUNT = 8
+SUITE_CONFIG = "suite_config.json"  # in the suite's workdir: the config its runs were made with
+# Keys a suite may change between sittings: how many runs it plans, and how often the runs log.
+FREE_KEYS = ("seeds", "seeds_per_row", "base.log")
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,55 @@ def check_run_configs(config, specs):
         raise UserError("; ".join(problems))
 
 
+def _results_config(config):
+    """``config`` as JSON data without the FREE_KEYS: what a suite's results depend on."""
+    data = json.loads(config.to_json_best_effort())
+    for key in FREE_KEYS:
+        *sections, name = key.split(".")
+        node = data
+        for section in sections:
+            node = node.get(section, {})
+        node.pop(name, None)
+    return data
+
+
+def _changed_keys(before, now, prefix="config"):
+    """The dotted keys whose values differ between two JSON configs, with both values."""
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        a, b = before.get(key, "(none)"), now.get(key, "(none)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed.extend(_changed_keys(a, b, f"{prefix}.{key}"))
+        elif a != b:
+            changed.append(f"{prefix}.{key} {a!r} -> {b!r}")
+    return changed
+
+
+def check_suite_config_unchanged(config, workdir):
+    """Refuses to continue or report a suite ``workdir`` made with another config (its finished runs would sit
+    beside new ones in one report, and its cached FID statistics would be of the old teacher or data); the
+    FREE_KEYS may change. A workdir without a record (new) passes."""
+    path = Path(workdir) / SUITE_CONFIG
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} cannot be read ({err}) (restore it, or choose a new --workdir)") from None
+    changed = _changed_keys(before, _results_config(config))
+    if changed:
+        raise UserError(f"--workdir={workdir} holds a suite made with another config: {first_few(changed, 3)} (rerun "
+                        f"with the config it was made with, see {SUITE_CONFIG}, or choose a new --workdir)")
+
+
+def record_suite_config(config, workdir):
+    """Writes the config a suite's results depend on into its ``workdir`` (once; check_suite_config_unchanged reads
+    it)."""
+    path = Path(workdir) / SUITE_CONFIG
+    if not path.exists():
+        write_json(path, _results_config(config))
+
+
 def write_json(path, data):
     """Writes JSON atomically (a temporary sibling renamed into place)."""
     write_file_atomic(path, json.dumps(data, indent=2) + "\n")
@@ -152,6 +205,7 @@ class SuiteRunner:
     def run(self):
         """Runs what is not finished; returns True when every run of the plan has a result."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        record_suite_config(self.config, self.workdir)
         todo = [s for s in self.specs if not (s.directory / "result.json").exists()]
         total = len(self.specs)
         self.log(f"[reproduce] {total} runs planned, {total - len(todo)} already finished, {len(todo)} to run")
