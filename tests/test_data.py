@@ -249,10 +249,20 @@ def test_a_damaged_tfrecord_shard_is_named(tmp_path, damage, words):
     with pytest.raises(tf.errors.DataLossError) as raised:  # what a pipeline meets: TensorFlow names no file
         _collect(data.make_dataset(spec, RES, 1, False, False, False))
     assert files[1] not in str(raised.value)
-    explained = data.explain_data_loss(spec, raised.value)
+    with pytest.raises(data.DamagedDataError) as named, data.naming_damaged_files(spec):
+        _collect(data.make_dataset(spec, RES, 1, False, False, False))
+    explained = named.value
     assert isinstance(explained, data.DamagedDataError) and isinstance(explained, UserError)
     assert str(explained).startswith(f"TFRecord file {files[1]} is damaged: {words}"), str(explained)
     assert "tf-distill-make-tfrecords" in str(explained) and "name:" not in str(explained)
+
+
+def test_naming_damaged_files_lets_other_errors_pass(tmp_path):
+    with pytest.raises(tf.errors.DataLossError, match="not a TFRecord"):  # a folder source: unchanged
+        with data.naming_damaged_files(f"folder:{tmp_path}"):
+            raise tf.errors.DataLossError(None, None, "not a TFRecord")
+    with pytest.raises(ValueError, match="other"), data.naming_damaged_files(f"tfrecord:{tmp_path}"):
+        raise ValueError("other")
 
 
 def test_tfrecord_missing_and_empty_are_clear_errors(tmp_path):

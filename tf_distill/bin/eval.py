@@ -218,7 +218,7 @@ def _data_errors_as_user_errors(fn):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     # pylint: disable-next=import-outside-toplevel
-    from tf_distill.data import DatasetNotFoundError, EmptyDatasetError, IdxError, explain_data_loss
+    from tf_distill.data import DatasetNotFoundError, EmptyDatasetError, IdxError
 
     hint = "(check --images, --reference or --real)"
     try:
@@ -230,11 +230,6 @@ def _data_errors_as_user_errors(fn):
         if quoted is None:
             raise
         raise UserError(f"{quoted.rstrip('.')} {hint}") from None
-    except tf.errors.DataLossError as err:  # a damaged --real TFRecord: name it
-        explained = explain_data_loss(_REAL.value, err) if _REAL.value else err
-        if explained is err:
-            raise
-        raise explained from None
 
 
 def main(argv):

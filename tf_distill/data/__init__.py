@@ -10,14 +10,14 @@ from tf_distill.data.errors import DamagedDataError, DatasetNotFoundError, Empty
 from tf_distill.data.fashion_mnist import load_fashion_mnist, pad_images
 from tf_distill.data.folder import IMAGE_EXTENSIONS, list_image_files
 from tf_distill.data.idx import IdxError, read_idx, write_idx
-from tf_distill.data.pipeline import explain_data_loss, make_dataset, random_flip
+from tf_distill.data.pipeline import make_dataset, naming_damaged_files, random_flip
 from tf_distill.data.prepare import prepare_image, prepared_images
 from tf_distill.data.source import DataSource
 from tf_distill.data.tfrecord import FEATURES, image_example, parse_record, write_tfrecords
 
 __all__ = [
     "DamagedDataError", "DataSource", "DatasetNotFoundError", "DecodeStats", "EmptyDatasetError", "FEATURES",
-    "IMAGE_EXTENSIONS", "IdxError", "explain_data_loss", "image_example", "list_image_files", "load_fashion_mnist",
-    "make_dataset", "pad_images", "parse_record", "prepare_image", "prepared_images", "random_flip", "read_idx",
-    "resize_square", "to_signed_unit", "write_idx", "write_tfrecords",
+    "IMAGE_EXTENSIONS", "IdxError", "image_example", "list_image_files", "load_fashion_mnist", "make_dataset",
+    "naming_damaged_files", "pad_images", "parse_record", "prepare_image", "prepared_images", "random_flip",
+    "read_idx", "resize_square", "to_signed_unit", "write_idx", "write_tfrecords",
 ]

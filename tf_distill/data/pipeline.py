@@ -13,6 +13,7 @@ resize (antialiased bilinear) -> [-1, 1] -> batch (per-replica size) -> random h
 (DistributedSampler without ``set_epoch``); we reshuffle every epoch.
 """
 
+import contextlib
 import os
 
 import tensorflow as tf
@@ -115,8 +116,15 @@ def make_dataset(source, resolution, batch_size, shuffle=True, flip=True, repeat
     return ds.with_options(options)
 
 
-def explain_data_loss(source, err):
-    """``err``, a DataLossError met reading ``source`` (a spec or DataSource), as a one-line DamagedDataError that
-    names the damaged TFRecord file (TensorFlow's message names none); ``err`` itself for other sources."""
-    source = DataSource.parse(source)
-    return data_loss_error(source.path, err) if source.kind == "tfrecord" else err
+@contextlib.contextmanager
+def naming_damaged_files(source):
+    """Around reading a pipeline of ``source`` (a spec or DataSource): a DataLossError from a damaged TFRecord file
+    becomes a one-line DamagedDataError that names the file (TensorFlow's message names none); other errors, and
+    other sources' errors, pass unchanged."""
+    try:
+        yield
+    except tf.errors.DataLossError as err:
+        source = DataSource.parse(source)
+        if source.kind != "tfrecord":
+            raise
+        raise data_loss_error(source.path, err) from None

@@ -28,7 +28,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tf_distill.data import DataSource, prepared_images
+from tf_distill.data import DataSource, naming_damaged_files, prepared_images
 from tf_distill.errors import UserError, reason
 from tf_distill.io.torch_reader import load_numpy_pickle
 from tf_distill.outputs import atomic_path
@@ -233,7 +233,8 @@ def real_statistics(source: str, cache_path: Optional[str] = None, batch_size: i
 
             inception = FIDInceptionV3()
         acc = FIDAccumulator(inception, dims=dims)
-    accumulate(ds, acc, strategy, progress)
+    with naming_damaged_files(data_source):
+        accumulate(ds, acc, strategy, progress)
     mu, sigma = (t.numpy() for t in acc.statistics())
     if cache_path:
         save_statistics(cache_path, mu, sigma, int(acc.num_samples().numpy()))

@@ -8,7 +8,7 @@ with the remainder as a last smaller batch, raw output (``stylekd`` mode) or uin
 import numpy as np
 import tensorflow as tf
 
-from tf_distill.data import make_dataset
+from tf_distill.data import make_dataset, naming_damaged_files
 from tf_distill.metrics.batching import call_nonempty
 from tf_distill.metrics.fid import FIDAccumulator, accumulate, frechet_distance, load_statistics, save_statistics
 from tf_distill.metrics.inception import FIDInceptionV3
@@ -124,7 +124,8 @@ def dataset_statistics(source, resolution, num_images=None, batch_size=64, mode=
     if num_images:
         ds = ds.unbatch().take(num_images).batch(batch_size)
     acc = FIDAccumulator(inception or FIDInceptionV3(mode=mode))
-    accumulate(ds, acc, progress=progress)
+    with naming_damaged_files(source):
+        accumulate(ds, acc, progress=progress)
     mu, sigma = (t.numpy() for t in acc.statistics())
     if cache_path is not None:
         save_statistics(str(cache_path), mu, sigma, int(acc.num_samples().numpy()))

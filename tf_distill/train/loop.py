@@ -25,7 +25,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_distill.io import checkpoints
-from tf_distill.data import DataSource, DecodeStats, explain_data_loss, make_dataset
+from tf_distill.data import DataSource, DecodeStats, make_dataset, naming_damaged_files
 from tf_distill.errors import UserError, reason
 from tf_distill.images import save_grid
 from tf_distill.models import Discriminator, Generator
@@ -529,10 +529,8 @@ class Run:
                 self.iterator = iter(self._dataset(start))
                 end = total if max_steps is None else min(total, start + max_steps)
                 while int(self.step.step.numpy()) < end and stop.signal is None:
-                    try:
+                    with naming_damaged_files(self.config.data.source):
                         batch = next(self.iterator)
-                    except tf.errors.DataLossError as err:  # a damaged TFRecord: name it
-                        raise explain_data_loss(self.config.data.source, err) from None
                     logs = {k: float(v) for k, v in self.step.train_step(batch).items()}
                     step = int(self.step.step.numpy())
                     _check_finite(logs, step)
