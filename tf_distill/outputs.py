@@ -20,6 +20,11 @@ from pathlib import Path
 from tf_distill.errors import UserError, first_few
 
 
+def lies_in(path, folder):
+    """Whether ``path`` is ``folder`` or inside it, after resolving both (symbolic links, ``..``)."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
 def check_output(path, *, overwrite=False, inputs=(), flag="--output", kind="folder", replaces=None):
     """``path`` as a Path once it is safe to write there as a ``kind`` ("folder" or "file"); else UserError.
 
@@ -30,7 +35,7 @@ def check_output(path, *, overwrite=False, inputs=(), flag="--output", kind="fol
     resolved = path.resolve()
     for item in inputs:
         item = Path(item).resolve()
-        if item == resolved or resolved in item.parents:
+        if lies_in(item, resolved):
             raise UserError(f"{flag}={path} holds the input {item}, which writing there would destroy "
                             f"(choose an output outside it)")
     check_parents(path, flag)

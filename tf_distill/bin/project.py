@@ -81,11 +81,11 @@ def check_output_folder(output, files, report_only, overwrite, input_path):
     """Refuses an --output that cannot be written, that holds the --input (even with --overwrite), or that is
     inside an --input folder (its PNGs would be read back as images); outputs that two images of the same name
     would share; and files of an earlier run this run would replace, without --overwrite."""
-    from tf_distill.outputs import check_output  # pylint: disable=import-outside-toplevel
+    from tf_distill.outputs import check_output, lies_in  # pylint: disable=import-outside-toplevel
 
     # a folder we can write that holds no input; the files it holds are checked below
     check_output(output, overwrite=True, inputs=[input_path])
-    if Path(input_path).is_dir() and Path(output).resolve().is_relative_to(Path(input_path).resolve()):
+    if Path(input_path).is_dir() and lies_in(output, input_path):
         raise UserError(f"--output={output} is inside --input={input_path}, whose images are searched recursively: "
                         "this run's PNGs would be read back as images (choose a folder outside it)")
     output = Path(output)

@@ -29,7 +29,7 @@ from tf_distill.data import DataSource, DecodeStats, make_dataset, naming_damage
 from tf_distill.errors import UserError, reason
 from tf_distill.images import save_grid
 from tf_distill.models import Discriminator, Generator
-from tf_distill.outputs import RUN_FOLDERS, WorkdirLock
+from tf_distill.outputs import RUN_FOLDERS, WorkdirLock, lies_in
 from tf_distill.progress import format_duration
 from tf_distill.train.config_check import check_batch, check_config, check_max_steps, uses_content_mask
 from tf_distill.train.mimic import MappingMimic
@@ -192,17 +192,15 @@ def check_inputs_outside_outputs(config, workdir):
     inputs = (("config.teacher", config.teacher), ("config.init_from", config.init_from),
               ("config.kd.face_parsing_weights", config.kd.face_parsing_weights))
     for key, value in inputs:
-        path = Path(value).resolve() if value else None
         for folder in (workdir / name for name in RUN_FOLDERS):
-            if path is not None and (path == folder or folder in path.parents):
+            if value and lies_in(value, folder):
                 raise UserError(f"{key}={value} lies in {folder}, which this run writes (copy it elsewhere, or "
                                 "choose another --workdir)")
     try:
         source = DataSource.parse(config.data.source)
     except ValueError:  # check_config names a bad source; a run without data (mimicking) has none
         return
-    if source.kind == "folder" and (workdir == Path(source.path).resolve()
-                                    or Path(source.path).resolve() in workdir.parents):
+    if source.kind == "folder" and lies_in(workdir, source.path):
         raise UserError(f"--workdir={workdir} lies in the image folder of config.data.source={config.data.source}: "
                         "the run's sample PNGs would be read as training images when it resumes (choose a --workdir "
                         "outside it)")
