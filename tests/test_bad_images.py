@@ -244,6 +244,8 @@ def _bad_cases(tmp, generator_file):
     (tmp / "earlier" / "report.json").write_text("{}")
     (tmp / "result.json").write_text("{}")
     (tmp / "model.keras").write_bytes(b"a checkpoint")  # refused before it is read
+    (tmp / "shards").mkdir()
+    (tmp / "shards" / "s.tfrecord").write_bytes(b"a shard")  # read as a folder of TFRecords
     file = tmp / "faces" / "a.png"
     mixed_folder(tmp / "twins", names=("a.png", "b.jpg"))
     mixed_folder(tmp / "twins" / "more", names=("b.png",))  # b.jpg and more/b.png would both write b.png, b.npz
@@ -276,6 +278,10 @@ def _bad_cases(tmp, generator_file):
         ("eval-output-is-the-checkpoint", "eval", ["--metric=ppl", f"--checkpoint={tmp / 'model.keras'}",
                                                    f"--output={tmp / 'model.keras'}", "--overwrite"], 1,
          "holds the input"),
+        ("eval-output-is-a-real-tfrecord", "eval", ["--metric=fid", f"--checkpoint={tmp / 'model.keras'}",
+                                                    f"--real=tfrecord:{tmp / 'shards'}", "--num_samples=2",
+                                                    f"--output={tmp / 'shards' / 's.tfrecord'}", "--overwrite"], 1,
+         "holds the input"),
         ("eval-no-readable-reference", "eval", ["--metric=psnr", f"--images={tmp / 'faces'}",
                                                 f"--reference={tmp / 'allbad'}"], 1, "none of the 3 image"),
     ]
@@ -291,7 +297,8 @@ CASE_IDS = ["project-missing-input", "project-missing-checkpoint", "project-outp
             "project-would-overwrite", "project-output-is-the-input", "project-output-holds-the-input-image",
             "project-output-inside-the-input", "project-images-share-a-name", "project-empty-folder",
             "project-no-readable-image", "eval-num-samples-0", "eval-unknown-metric", "eval-output-exists",
-            "eval-output-is-the-checkpoint", "eval-no-readable-reference", "eval-output-unwritable"]
+            "eval-output-is-the-checkpoint", "eval-output-is-a-real-tfrecord", "eval-no-readable-reference",
+            "eval-output-unwritable"]
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +316,7 @@ def _contents(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
-@pytest.mark.slow  # 16 processes, each importing TensorFlow
+@pytest.mark.slow  # 17 processes, each importing TensorFlow
 @pytest.mark.parametrize("case", CASE_IDS)
 def test_bad_command_lines_end_in_one_error_line(bad_runs, case):
     tmp, runs, faces = bad_runs

@@ -18,7 +18,6 @@ and listed in the result (``num_skipped``, ``skipped``), as are pairs whose size
 ``--output`` file is replaced only with ``--overwrite`` (atomically).
 """
 
-import glob
 import json
 import sys
 from pathlib import Path
@@ -186,13 +185,12 @@ def check_flags():
         raise app.UsageError("--metric=lpips needs --checkpoint_b (or --images and --reference folders).")
     if metric == "fid" and not (_REAL.value or _REAL_STATS.value):
         raise app.UsageError("--metric=fid needs --real=SOURCE or --real_stats=FILE.npz.")
-    real_paths = []
+    source = None
     if _REAL.value:
         try:
             source = DataSource.parse(_REAL.value)
         except ValueError as err:
             raise UserError(f"--real: {err}") from None
-        real_paths = glob.glob(source.path) if source.path else []  # a folder, or the TFRecord files it matches
     paths = (("--checkpoint", _CHECKPOINT.value, "a .pt, .keras or converted checkpoint folder"),
              ("--checkpoint_b", _CHECKPOINT_B.value, "a .pt, .keras or converted checkpoint folder"),
              ("--real_stats", _REAL_STATS.value, "a .npz with mu and sigma, or a .pkl"))
@@ -205,8 +203,22 @@ def check_flags():
             raise UserError(f"{flag} {value} {'is not a folder' if Path(value).exists() else 'does not exist'} "
                             "(give a folder of PNG/JPEG images)")
     if _OUTPUT.value:
-        inputs = [value for _, value, _ in paths if value] + [value for _, value in folders] + real_paths
+        inputs = [value for _, value, _ in paths if value] + [value for _, value in folders]
+        inputs += _source_files(source) if source is not None else []
         check_output(_OUTPUT.value, overwrite=_OVERWRITE.value, inputs=inputs, kind="file")
+
+
+def _source_files(source):
+    """The paths a data source reads: its TFRecord files (those of a folder or a glob too), or its folder."""
+    from tf_distill.data import DatasetNotFoundError, EmptyDatasetError  # pylint: disable=import-outside-toplevel
+    from tf_distill.data.tfrecord import list_tfrecord_files  # pylint: disable=import-outside-toplevel
+
+    if source.kind != "tfrecord":
+        return [source.path] if source.path else []
+    try:
+        return list_tfrecord_files(source.path)
+    except (DatasetNotFoundError, EmptyDatasetError):  # said when the data is read, with the other data errors
+        return []
 
 
 def _data_errors_as_user_errors(fn):
