@@ -66,14 +66,13 @@ def main(argv):
                              "--config.base.data.source=folder:PATH (or tfrecord:GLOB, fashion_mnist).")
     if not os.path.exists(config.base.teacher):
         raise app.UsageError(f"teacher checkpoint {config.base.teacher} not found (check --config.base.teacher).")
-    from tf_distill.reproduce.runner import SUITE_CONFIG  # pylint: disable=import-outside-toplevel
+    from tf_distill.reproduce import report  # pylint: disable=import-outside-toplevel
+    from tf_distill.reproduce.runner import (  # pylint: disable=import-outside-toplevel
+        SUITE_CONFIG, SuiteRunner, check_run_configs, check_suite_config, check_suite_config_unchanged, plan)
 
     check_workdir(_WORKDIR.value, ["table1", "fig1", "report", SUITE_CONFIG], overwrite=_OVERWRITE.value)
     if _REPORT_DIR.value:  # ours to rewrite (it holds an earlier runs.csv), new or empty; never a file
         check_workdir(_REPORT_DIR.value, ["runs.csv"], overwrite=_OVERWRITE.value, flag="--report_dir")
-    from tf_distill.reproduce import report  # pylint: disable=import-outside-toplevel
-    from tf_distill.reproduce.runner import (  # pylint: disable=import-outside-toplevel
-        SuiteRunner, check_run_configs, check_suite_config, check_suite_config_unchanged, plan)
 
     suites = ["table1", "fig1"] if _SUITE.value == "all" else [_SUITE.value]
     check_suite_config(config)
